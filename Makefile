@@ -1,0 +1,45 @@
+# vit5 — every target creates/refreshes the local .venv first (Python 3.10+ with venv and pip).
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# PyTorch is pinned to the release this project is developed and tested against.
+TORCH ?= torch==2.14.1 torchvision==0.29.1
+# Reference implementation for the parity tests; its model code needs only torch, einops,
+# omegaconf and numpy, so it is installed without its heavy training dependencies.
+REFERENCE ?= nvsubquadratic==0.2.0
+# pip prints a harmless warning per missing local mirror folder; keep the log readable.
+QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+
+.PHONY: setup demo test test-all bench lint clean
+
+$(VENV)/.stamp: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) $(TORCH) $(QUIET_PIP)
+	$(PIP) -e '.[train,test,dev]' $(QUIET_PIP)
+	$(PIP) --no-deps $(REFERENCE) $(QUIET_PIP)
+	touch $@
+
+setup: $(VENV)/.stamp
+
+demo: setup
+	$(BIN)/python -m vit5 demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-all: setup
+	$(BIN)/python -m pytest -q -m ""
+
+bench: setup
+	$(BIN)/python benchmarks/run.py
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""nn.Modules, one concept per file."""

@@ -1,0 +1,39 @@
+"""Stochastic depth: drop a whole residual branch per sample."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vit5._validation import probability
+
+
+class DropPath(nn.Module):
+    """Zero the input for a random subset of samples during training and rescale the rest.
+
+    In training each sample is kept with probability ``1 - drop_prob`` and kept samples are
+    divided by ``1 - drop_prob`` so the expectation is unchanged (with ``drop_prob == 1`` the
+    output is all zeros). In eval mode, or with ``drop_prob == 0``, it is the identity.
+
+    Args:
+        drop_prob: Probability of dropping a sample's branch, in [0, 1].
+    """
+
+    def __init__(self, drop_prob: float = 0.0) -> None:
+        super().__init__()
+        self.drop_prob = probability("drop_prob", drop_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.drop_prob == 0.0:
+            return x
+        keep = 1.0 - self.drop_prob
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, ..., 1)
+        if keep > 0.0:
+            mask.div_(keep)
+        return x * mask
+
+    def flop_count(self, num_tokens: int = 0) -> int:
+        return 0
+
+    def extra_repr(self) -> str:
+        return f"drop_prob={self.drop_prob}"

@@ -1,0 +1,1 @@
+"""Networks built from vit5 modules."""

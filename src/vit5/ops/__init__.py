@@ -1,0 +1,1 @@
+"""Pure tensor functions (torch only): initialisers, RoPE tables and rotations, FFT long convolutions."""
