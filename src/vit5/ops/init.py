@@ -27,6 +27,7 @@ InitMethod = Callable[[int], InitFn]
 __all__ = [
     "partial_wang_init_fn_with_num_layers",
     "small_init",
+    "small_init_factory",
     "trunc_normal_init",
     "trunc_normal_init_factory",
     "wang_init",
@@ -66,3 +67,8 @@ def partial_wang_init_fn_with_num_layers(num_layers: int) -> InitMethod:
     """``fn(dim) -> wang_init(dim, num_layers)``; the reference configs pass the network depth."""
     positive_int("num_layers", num_layers)
     return partial(wang_init, num_layers=num_layers)
+
+
+def small_init_factory() -> InitMethod:
+    """Returns :func:`small_init` itself, so that a config can record it as ``LazyConfig(small_init_factory)()``."""
+    return small_init
