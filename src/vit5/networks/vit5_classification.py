@@ -1,0 +1,374 @@
+"""ViT5ClassificationNet: patch embedding, a stack of ViT-5 blocks, and a classification readout."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from vit5._validation import boolean, choice, positive_int, probability
+from vit5.config import instantiate
+from vit5.modules.adapter import ViT5HyenaAdapter
+from vit5.modules.attention import ViT5Attention
+from vit5.modules.norms import no_weight_decay
+
+READOUTS = ("cls", "gap", "register_concat")
+DROP_PATH_SCHEDULES = ("constant", "linear")
+REG_INITS = ("trunc_normal", "zeros")
+
+
+def drop_path_rates(max_rate: float, num_blocks: int, schedule: str) -> list[float]:
+    """Per-block stochastic-depth rates: ``constant`` -> ``[p] * N``; ``linear`` -> ``p * i / (N - 1)``."""
+    if schedule == "constant" or num_blocks <= 1:
+        return [max_rate] * num_blocks
+    return [max_rate * i / (num_blocks - 1) for i in range(num_blocks)]
+
+
+class ViT5ClassificationNet(nn.Module):
+    """ViT-5 classification network (attention, 2D Hyena, or an interleaved hybrid of both).
+
+    Token layout: ``[patches (g*g, row-major), CLS (1 if readout == "cls"), registers (R), padding (P)]``
+    with ``g = image_size // patch_size``. ``P = (-(g*g + cls + R)) mod g`` zero tokens make the
+    sequence a whole number of grid rows, so 2D mixers (``ViT5HyenaAdapter``) can view it as a
+    ``[T / g, g]`` grid. Blocks that need the padded sequence get all ``T`` tokens; the others get the
+    sequence with the padding stripped (the padding passes through them unchanged). Padding is never
+    re-zeroed: a Hyena block's residual update writes into it.
+
+    Which blocks see the padding: in homogeneous mode (``block_cfg``), blocks whose mixer is a grid
+    mixer (``ViT5HyenaAdapter``) — so a homogeneous Hyena network with padding works (the reference
+    crashes); in pattern mode (``layer_pattern`` + ``layer_types``), blocks whose letter is in
+    ``padding_types`` (default ``{"H"}``). With padding, a grid-mixer block that would not see it, or
+    an attention block that would, is a ``ValueError``.
+
+    Readouts: ``"cls"`` reads the CLS token; ``"gap"`` averages the patch tokens (not CLS, registers
+    or padding); ``"register_concat"`` compresses each register with a shared bias-free
+    ``register_neck`` (``D -> D / neck_compression_ratio``) and concatenates them (register-major).
+    Then ``out_norm -> dropout -> out_proj``. ``out_norm`` is built from ``norm_cfg`` as given, so its
+    width must equal the readout width (``R * D / ratio`` for ``register_concat``).
+
+    Args:
+        in_channels: Input image channels (3 for RGB).
+        num_classes: Number of output logits.
+        hidden_dim: Transformer width ``D``.
+        num_blocks: Number of blocks ``N``.
+        patch_size: Patch size ``p`` (non-overlapping ``p x p`` patches); must divide ``image_size``.
+        image_size: Square input resolution; inputs must be ``[B, image_size, image_size, in_channels]``.
+        num_registers: Number of learnable register tokens ``R`` (after the CLS token).
+        norm_cfg: Config of the output norm (e.g. ``RMSNorm(D, eps=1e-6)``).
+        readout: ``"cls"``, ``"gap"`` or ``"register_concat"``.
+        block_cfg: Config of a ``ViT5ResidualBlock``, replicated ``N`` times (homogeneous mode).
+        dropout_rate: Dropout between ``out_norm`` and ``out_proj``.
+        neck_compression_ratio: ``register_concat`` only (required there): ``neck_dim = D / ratio``.
+        reg_init: ``"trunc_normal"`` (std 0.02) or ``"zeros"`` for the register tokens.
+        layer_pattern: Hybrid mode: one character per block, each a key of ``layer_types``
+            (e.g. ``"HA" * 6``).
+        layer_types: Hybrid mode: character -> block config.
+        padding_types: Hybrid mode: the characters whose blocks see the padded sequence
+            (default ``{"H"}``).
+        max_drop_path_rate: Peak stochastic-depth rate, injected per block as ``drop_path_rate``.
+        drop_path_schedule: ``"constant"`` (every block gets the peak) or ``"linear"`` (0 -> peak).
+        head_bias: Whether ``out_proj`` has a bias (vit5 addition; ``False`` as in the reference,
+            ``True`` for official ViT-5 weights).
+
+    Every block config is instantiated with ``drop_path_rate`` and ``register_start_idx = g*g + cls``
+    injected. The network's own parameters (tokens, ``pos_embed``, ``patch_embed``, ``out_proj``,
+    ``register_neck``) are initialised truncated-normal (std 0.02, cut at +-2); blocks keep their
+    own init. ``cls_token``, ``pos_embed``, ``reg_token`` and the ``out_norm`` parameters are tagged
+    ``_no_weight_decay``.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        hidden_dim: int,
+        num_blocks: int,
+        patch_size: int,
+        image_size: int,
+        num_registers: int,
+        norm_cfg: Any,
+        readout: str,
+        block_cfg: Any = None,
+        dropout_rate: float = 0.0,
+        neck_compression_ratio: int | None = None,
+        reg_init: str = "trunc_normal",
+        layer_pattern: str | None = None,
+        layer_types: Mapping[str, Any] | None = None,
+        padding_types: set[str] | None = None,
+        max_drop_path_rate: float = 0.0,
+        drop_path_schedule: str = "constant",
+        head_bias: bool = False,
+    ) -> None:
+        super().__init__()
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.num_classes = positive_int("num_classes", num_classes)
+        self.hidden_dim = positive_int("hidden_dim", hidden_dim)
+        self.num_blocks = positive_int("num_blocks", num_blocks)
+        self.patch_size = positive_int("patch_size", patch_size)
+        self.image_size = positive_int("image_size", image_size)
+        self.num_registers = positive_int("num_registers", num_registers, allow_zero=True)
+        self.readout = choice("readout", readout, READOUTS)
+        if image_size % patch_size:
+            raise ValueError(f"image_size ({image_size}) must be divisible by patch_size ({patch_size})")
+        self.neck_dim = self._check_neck(neck_compression_ratio)
+        self.layer_pattern = self._check_pattern(block_cfg, layer_pattern, layer_types)
+        choice("drop_path_schedule", drop_path_schedule, DROP_PATH_SCHEDULES)
+        max_drop_path_rate = probability("max_drop_path_rate", max_drop_path_rate)
+        choice("reg_init", reg_init, REG_INITS)
+        self.reg_init = reg_init
+        dropout_rate = probability("dropout_rate", dropout_rate, allow_one=False)
+        boolean("head_bias", head_bias)
+        padding_types = self._check_padding_types(padding_types)
+
+        grid = image_size // patch_size
+        self._grid_w = grid
+        self.num_patches = grid * grid
+        self.use_cls_token = readout == "cls"
+        self._num_non_pad = self.num_patches + int(self.use_cls_token) + num_registers
+        self._pad_size = -self._num_non_pad % grid
+        self.head_dim = num_registers * self.neck_dim if readout == "register_concat" else hidden_dim
+        self.drop_path_rates = drop_path_rates(max_drop_path_rate, num_blocks, drop_path_schedule)
+
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, hidden_dim)) if self.use_cls_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches, hidden_dim))
+        self.reg_token = nn.Parameter(torch.zeros(1, num_registers, hidden_dim)) if num_registers else None
+        zero_pad = torch.zeros(1, self._pad_size, hidden_dim) if self._pad_size else None
+        self.register_buffer("_zero_pad", zero_pad, persistent=False)
+
+        self.patch_embed = nn.Conv2d(in_channels, hidden_dim, kernel_size=patch_size, stride=patch_size, bias=False)
+        register_start_idx = self.num_patches + int(self.use_cls_token)
+        configs = [block_cfg] * num_blocks if self.layer_pattern is None else [layer_types[c] for c in self.layer_pattern]
+        self.blocks = nn.ModuleList(
+            instantiate(cfg, drop_path_rate=rate, register_start_idx=register_start_idx)
+            for cfg, rate in zip(configs, self.drop_path_rates)
+        )
+        self._block_needs_padding = [self._needs_padding(i, padding_types) for i in range(num_blocks)]
+        self.register_neck = nn.Linear(hidden_dim, self.neck_dim, bias=False) if self.neck_dim else None
+        self.out_norm = no_weight_decay(instantiate(norm_cfg))
+        self._check_out_norm()
+        self.dropout = nn.Dropout(dropout_rate) if dropout_rate > 0 else nn.Identity()
+        self.out_proj = nn.Linear(self.head_dim, num_classes, bias=head_bias)
+        self._init_weights()
+
+    # ------------------------------------------------------------------------------------------
+    # Construction checks
+
+    def _check_neck(self, ratio: int | None) -> int | None:
+        if self.readout != "register_concat":
+            return None
+        if ratio is None:
+            raise ValueError("neck_compression_ratio is required when readout='register_concat'")
+        positive_int("neck_compression_ratio", ratio)
+        if self.num_registers == 0:
+            raise ValueError("num_registers must be > 0 for readout='register_concat', got 0")
+        if self.hidden_dim % ratio:
+            raise ValueError(
+                f"hidden_dim ({self.hidden_dim}) must be divisible by neck_compression_ratio ({ratio})"
+            )
+        return self.hidden_dim // ratio
+
+    def _check_pattern(self, block_cfg: Any, pattern: str | None, layer_types: Mapping | None) -> str | None:
+        if pattern is None:
+            if layer_types is not None:
+                raise ValueError("layer_types is only used together with layer_pattern; got layer_types without it")
+            if block_cfg is None:
+                raise ValueError("either block_cfg or layer_pattern + layer_types must be given; got neither")
+            return None
+        if not isinstance(pattern, str):
+            raise TypeError(f"layer_pattern must be a str such as 'HA' * 6, got {pattern!r}")
+        if block_cfg is not None:
+            raise ValueError("block_cfg and layer_pattern are mutually exclusive; give one of them")
+        if not isinstance(layer_types, Mapping) or not layer_types:
+            raise ValueError(f"layer_types (a dict char -> block config) is required with layer_pattern, got {layer_types!r}")
+        if len(pattern) != self.num_blocks:
+            raise ValueError(f"layer_pattern length ({len(pattern)}) must equal num_blocks ({self.num_blocks})")
+        unknown = sorted(set(pattern) - set(layer_types))
+        if unknown:
+            raise ValueError(
+                f"layer_pattern {pattern!r} uses {unknown} which are not keys of layer_types {sorted(layer_types)}"
+            )
+        return pattern
+
+    def _check_padding_types(self, padding_types: Any) -> set[str]:
+        if padding_types is None:
+            return {"H"}
+        if isinstance(padding_types, str):
+            return set(padding_types)
+        try:
+            items = set(padding_types)
+        except TypeError:
+            raise TypeError(f"padding_types must be a set of layer_pattern characters, got {padding_types!r}") from None
+        if not all(isinstance(item, str) for item in items):
+            raise TypeError(f"padding_types must contain layer_pattern characters (str), got {padding_types!r}")
+        return items
+
+    def _needs_padding(self, index: int, padding_types: set[str]) -> bool:
+        block = self.blocks[index]
+        mixer = getattr(block, "sequence_mixer", None)
+        is_grid = isinstance(mixer, ViT5HyenaAdapter)
+        where = f"block {index}" + (f" ({self.layer_pattern[index]!r})" if self.layer_pattern else "")
+        if self.layer_pattern is None:
+            needs = is_grid
+        else:
+            needs = self.layer_pattern[index] in padding_types
+            if self._pad_size and is_grid and not needs:
+                raise ValueError(
+                    f"{where} is a 2D grid mixer but its letter is not in padding_types "
+                    f"{sorted(padding_types)}: it would get {self._num_non_pad} tokens, not a multiple of "
+                    f"the grid width {self._grid_w}. Add it to padding_types."
+                )
+            if self._pad_size and isinstance(mixer, ViT5Attention) and needs:
+                raise ValueError(
+                    f"{where} is an attention block but its letter is in padding_types {sorted(padding_types)}; "
+                    "attention blocks must not receive the padding tokens"
+                )
+        if is_grid and mixer.grid_w != self._grid_w:
+            raise ValueError(f"{where}: ViT5HyenaAdapter grid_w={mixer.grid_w} must equal the patch grid width {self._grid_w}")
+        if isinstance(mixer, ViT5Attention):
+            expected = {
+                "has_cls": self.use_cls_token,
+                "num_registers": self.num_registers,
+                "num_patches_h": self._grid_w,
+                "num_patches_w": self._grid_w,
+            }
+            wrong = {key: getattr(mixer, key) for key, value in expected.items() if getattr(mixer, key) != value}
+            if wrong:
+                raise ValueError(
+                    f"{where}: ViT5Attention settings {wrong} disagree with the network, which needs {expected} "
+                    f"(readout={self.readout!r}, num_registers={self.num_registers}, "
+                    f"image_size/patch_size={self._grid_w})"
+                )
+        return needs
+
+    def _check_out_norm(self) -> None:
+        weight = getattr(self.out_norm, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.ndim == 1 and weight.shape[0] != self.head_dim:
+            detail = (
+                f"num_registers * hidden_dim / neck_compression_ratio = {self.head_dim} for readout='register_concat'"
+                if self.readout == "register_concat"
+                else f"hidden_dim = {self.head_dim}"
+            )
+            raise ValueError(f"norm_cfg builds a norm of width {weight.shape[0]}, but the readout width is {detail}")
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        def trunc(tensor: torch.Tensor) -> None:
+            nn.init.trunc_normal_(tensor, mean=0.0, std=0.02, a=-2.0, b=2.0)
+
+        if self.cls_token is not None:
+            trunc(self.cls_token)
+        trunc(self.pos_embed)
+        if self.reg_token is not None:
+            if self.reg_init == "zeros":
+                nn.init.zeros_(self.reg_token)
+            else:
+                trunc(self.reg_token)
+        trunc(self.patch_embed.weight)
+        trunc(self.out_proj.weight)
+        if self.out_proj.bias is not None:
+            nn.init.zeros_(self.out_proj.bias)
+        if self.register_neck is not None:
+            trunc(self.register_neck.weight)
+        for parameter in (self.cls_token, self.pos_embed, self.reg_token):
+            if parameter is not None:
+                parameter._no_weight_decay = True
+
+    # ------------------------------------------------------------------------------------------
+    # Forward
+
+    def _check_input(self, x: Any) -> torch.Tensor:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"input must be a torch.Tensor [B, H, W, C], got {type(x).__name__}")
+        expected = (self.image_size, self.image_size, self.in_channels)
+        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
+            hint = ""
+            if x.ndim == 4 and x.shape[1] == self.in_channels and x.shape[-1] != self.in_channels:
+                hint = " (it looks channels-first; the network takes channels-last: x.permute(0, 2, 3, 1))"
+            raise ValueError(
+                f"input must have shape [B, {self.image_size}, {self.image_size}, {self.in_channels}] "
+                f"(channels-last), got {tuple(x.shape)}{hint}"
+            )
+        if not x.is_floating_point():
+            raise ValueError(
+                f"input must be a floating-point tensor, got {x.dtype} (convert images, e.g. x.float() / 255)"
+            )
+        if x.shape[0] == 0:
+            raise ValueError("input is an empty batch (B = 0)")
+        return x
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Channels-last images ``[B, H, W, C]`` -> the full token sequence ``[B, T, D]``."""
+        x = self._check_input(x).to(self.patch_embed.weight.dtype)
+        B = x.shape[0]
+        x = self.patch_embed(x.permute(0, 3, 1, 2))  # (B, D, g, g)
+        x = x.flatten(2).transpose(1, 2) + self.pos_embed.to(x.dtype)  # (B, Np, D)
+        parts = [x]
+        for token in (self.cls_token, self.reg_token, self._zero_pad):
+            if token is not None:
+                parts.append(token.to(x.dtype).expand(B, -1, -1))
+        return torch.cat(parts, dim=1)  # (B, T, D)
+
+    def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """Apply every block, stripping the padding for blocks that do not need it."""
+        pad = self._pad_size
+        for block, needs_padding in zip(self.blocks, self._block_needs_padding):
+            if pad and not needs_padding:
+                x = torch.cat((block(x[:, :-pad]), x[:, -pad:]), dim=1)  # (B, T, D)
+            else:
+                x = block(x)
+        return x
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Readout of the token sequence ``[B, T, D]`` -> ``[B, head_dim]`` (before ``out_norm``)."""
+        Np = self.num_patches
+        if self.readout == "cls":
+            return x[:, Np]
+        if self.readout == "register_concat":
+            return self.register_neck(x[:, Np : Np + self.num_registers]).flatten(1)  # (B, R*neck)
+        return x[:, :Np].mean(dim=1)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Channels-last images -> every token after the last block ``[B, T, D]`` (padding included)."""
+        return self.run_blocks(self.embed(x))
+
+    def forward_head(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Tokens ``[B, T, D]`` -> logits ``[B, num_classes]``."""
+        return self.out_proj(self.dropout(self.out_norm(self.pool(tokens))))
+
+    def forward(self, input_and_condition: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+        """``{"input": x [B, H, W, C] channels-last, "condition": ignored}`` -> ``{"logits": [B, K]}``."""
+        if not isinstance(input_and_condition, Mapping) or "input" not in input_and_condition:
+            raise TypeError(
+                "ViT5ClassificationNet.forward takes a dict {'input': x} with x of shape "
+                f"[B, {self.image_size}, {self.image_size}, {self.in_channels}], got {type(input_and_condition).__name__}"
+            )
+        return {"logits": self.forward_head(self.forward_features(input_and_condition["input"]))}
+
+    # ------------------------------------------------------------------------------------------
+
+    def flop_count(self, inference: bool = False) -> int:
+        """FLOPs of one sample's forward pass (multiply-add = 2), as the reference counts them.
+
+        ``2 C_in D p^2 Np`` (patch embedding) ``+ Np D`` (position add) ``+ sum_i block_i(T_i)``
+        ``+ readout + out_norm(1) + 2 head_dim K``, with ``T_i`` the padded length for blocks that see
+        the padding and ``g*g + cls + R`` otherwise; the readout costs ``Np D`` for gap and
+        ``2 R D neck_dim`` for register_concat. ``inference`` drops the cost of regenerating implicit
+        Hyena kernels (see ``SIRENKernelND.flop_count``).
+        """
+        D, Np = self.hidden_dim, self.num_patches
+        total = 2 * self.in_channels * D * self.patch_size**2 * Np + Np * D
+        for block, needs_padding in zip(self.blocks, self._block_needs_padding):
+            tokens = self._num_non_pad + (self._pad_size if needs_padding else 0)
+            total += block.flop_count(tokens, inference)
+        if self.readout == "gap":
+            total += Np * D
+        elif self.readout == "register_concat":
+            total += self.num_registers * 2 * D * self.neck_dim
+        total += getattr(self.out_norm, "flop_count", lambda _t: 0)(1)
+        return total + 2 * self.head_dim * self.num_classes
+
+    def no_weight_decay(self) -> set[str]:
+        """Names of the parameters tagged ``_no_weight_decay`` (timm's optimizer-factory convention)."""
+        return {name for name, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
