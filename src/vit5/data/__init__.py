@@ -1,0 +1,141 @@
+"""Datasets for training and evaluation: digits (embedded), Fashion-MNIST, CIFAR-10/100, ImageFolder."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+
+from vit5.data.datasets import ImageDataset, sample_seed
+from vit5.data.sources import (
+    FASHION_MNIST_CLASSES,
+    DatasetNotFoundError,
+    download_cifar,
+    download_fashion_mnist,
+    load_cifar,
+    load_digits,
+    load_fashion_mnist,
+    load_image_folder,
+)
+from vit5.data.transforms import AUGMENTATIONS, eval_transform, train_transform
+
+__all__ = [
+    "AUGMENTATIONS",
+    "DATASETS",
+    "DataSpec",
+    "DatasetNotFoundError",
+    "ImageDataset",
+    "build_datasets",
+    "dataset_defaults",
+    "eval_transform",
+    "sample_seed",
+]
+
+DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "imagefolder")
+
+
+@dataclass
+class DataSpec:
+    """What a model and its preprocessing need to know about a dataset (stored in checkpoints)."""
+
+    name: str
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: list[str] = field(default_factory=list)
+    crop_ratio: float = 1.0
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["mean"], out["std"] = list(self.mean), list(self.std)
+        return out
+
+
+_DEFAULTS = {
+    "digits": dict(num_classes=10, in_channels=1, image_size=16, mean=(0.3056,), std=(0.3761,), augment="shift"),
+    "fashion-mnist": dict(num_classes=10, in_channels=1, image_size=28, mean=(0.2860,), std=(0.3530,), augment="crop-flip"),
+    "cifar10": dict(num_classes=10, in_channels=3, image_size=32, mean=(0.4914, 0.4822, 0.4465),
+                    std=(0.2470, 0.2435, 0.2616), augment="crop-flip"),
+    "cifar100": dict(num_classes=100, in_channels=3, image_size=32, mean=(0.5071, 0.4865, 0.4409),
+                     std=(0.2673, 0.2564, 0.2762), augment="crop-flip-randaug"),
+    "imagefolder": dict(num_classes=0, in_channels=3, image_size=224, mean=(0.485, 0.456, 0.406),
+                        std=(0.229, 0.224, 0.225), augment="rrc-3aug"),
+}  # fmt: skip
+
+
+def dataset_defaults(name: str) -> dict:
+    """Default classes, channels, image size, normalisation and augmentation of a dataset."""
+    if name not in _DEFAULTS:
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
+    return dict(_DEFAULTS[name])
+
+
+def build_datasets(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    image_size: int | None = None,
+    augment: str | None = None,
+    download: bool = False,
+    seed: int = 0,
+    skip_bad_images: bool = False,
+) -> tuple[ImageDataset, ImageDataset, DataSpec]:
+    """The training and test sets of ``name`` and their :class:`DataSpec`.
+
+    Args:
+        name: One of :data:`DATASETS`.
+        data_dir: Where the files are (Fashion-MNIST also looks in Debian's install location).
+        image_size: Model resolution (default: the dataset's preset resolution).
+        augment: One of :data:`AUGMENTATIONS` (default: the dataset's recipe).
+        download: Fetch Fashion-MNIST / CIFAR with torchvision into ``data_dir`` if missing.
+        seed: Base seed of the per-sample augmentation randomness.
+        skip_bad_images: Skip undecodable files (ImageFolder) instead of stopping.
+
+    Raises:
+        DatasetNotFoundError: the files are missing (the message says where vit5 looked).
+    """
+    defaults = dataset_defaults(name)
+    image_size = image_size or defaults["image_size"]
+    augment = augment or defaults["augment"]
+    class_names: list[str]
+    if name == "digits":
+        train, test = load_digits()
+        class_names = [str(i) for i in range(10)]
+    elif name == "fashion-mnist":
+        try:
+            train, test = load_fashion_mnist(data_dir)
+        except DatasetNotFoundError:
+            if not download:
+                raise
+            download_fashion_mnist(data_dir or "data")
+            train, test = load_fashion_mnist(data_dir or "data")
+        class_names = list(FASHION_MNIST_CLASSES)
+    elif name in ("cifar10", "cifar100"):
+        classes = 10 if name == "cifar10" else 100
+        try:
+            train, test, class_names = load_cifar(data_dir, classes)
+        except DatasetNotFoundError:
+            if not download:
+                raise
+            download_cifar(data_dir or "data", classes)
+            train, test, class_names = load_cifar(data_dir or "data", classes)
+    else:
+        train, test = load_image_folder(data_dir)
+        class_names = train.classes
+        defaults["num_classes"] = len(class_names)
+    spec = DataSpec(
+        name=name,
+        num_classes=defaults["num_classes"],
+        in_channels=defaults["in_channels"],
+        image_size=image_size,
+        mean=tuple(defaults["mean"]),
+        std=tuple(defaults["std"]),
+        class_names=class_names,
+    )
+    train_tf = train_transform(augment, image_size, spec.mean, spec.std, spec.in_channels)
+    test_tf = eval_transform(image_size, spec.mean, spec.std, spec.in_channels, spec.crop_ratio)
+    return (
+        ImageDataset(train, train_tf, seed=seed, skip_bad_images=skip_bad_images),
+        ImageDataset(test, test_tf, seed=seed, skip_bad_images=skip_bad_images),
+        spec,
+    )

@@ -1,0 +1,87 @@
+"""Datasets that decode and transform images reproducibly.
+
+Every sample's random augmentation is drawn from a generator seeded by ``(seed, epoch, index)``,
+so a run's data stream does not depend on the number of loader workers, on which process reads the
+sample (DDP), or on where an interrupted run was resumed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from vit5.data.sources import ArraySplit, FileSplit
+
+logger = logging.getLogger(__name__)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """A 63-bit seed for one sample of one epoch."""
+    return ((seed * 1_000_003 + epoch) * 10_000_019 + index) % (2**63 - 1)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Images from arrays or files, transformed with per-sample seeded randomness.
+
+    Args:
+        source: An :class:`ArraySplit` (uint8 ``[N, H, W, C]``) or a :class:`FileSplit`.
+        transform: A torchvision transform taking an image (CHW uint8 tensor or PIL image).
+        seed: Base seed of the augmentation randomness.
+        skip_bad_images: For file datasets, replace an image that fails to decode by the next
+            readable one (with a warning) instead of raising ``ValueError``.
+
+    Items are ``(image [C, H, W] float32, label int)``. Call :meth:`set_epoch` before each epoch.
+    """
+
+    def __init__(
+        self,
+        source: ArraySplit | FileSplit,
+        transform: Callable,
+        seed: int = 0,
+        skip_bad_images: bool = False,
+    ) -> None:
+        self.source = source
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+        self.skip_bad_images = skip_bad_images
+        self.labels = np.asarray(source.labels, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _load(self, index: int) -> torch.Tensor | Image.Image:
+        if isinstance(self.source, ArraySplit):
+            return torch.from_numpy(np.ascontiguousarray(self.source.images[index])).permute(2, 0, 1)  # (C, H, W)
+        path: Path = self.source.paths[index]
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return image.copy()
+        except (UnidentifiedImageError, OSError, ValueError) as error:
+            raise ValueError(f"cannot decode image {path}: {error}") from error
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        tries = len(self) if self.skip_bad_images else 1
+        for offset in range(tries):
+            position = (index + offset) % len(self)
+            try:
+                image = self._load(position)
+            except ValueError as error:
+                if not self.skip_bad_images:
+                    raise
+                logger.warning("%s; using the next image instead", error)
+                continue
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(sample_seed(self.seed, self.epoch, position))
+                tensor = self.transform(image)
+            return tensor, int(self.labels[position])
+        raise ValueError("no image in the dataset could be decoded")

@@ -1,0 +1,262 @@
+"""Readers for the raw dataset formats: scikit-learn digits, IDX (MNIST family), CIFAR pickles,
+and ImageFolder trees. Each returns uint8 images ``[N, H, W, C]`` and int64 labels (or file lists).
+
+Nothing here downloads except :func:`download_fashion_mnist`, which is only called on request.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+
+# The digits split: a fixed permutation (legacy NumPy RandomState(0), stable across versions);
+# the first 360 images (20%) are the test set, the other 1,437 the training set.
+DIGITS_SEED = 0
+DIGITS_TEST_SIZE = 360
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are missing; the message lists where vit5 looked and how to get them."""
+
+
+@dataclass
+class ArraySplit:
+    """Images ``[N, H, W, C]`` uint8 and labels ``[N]`` int64."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+@dataclass
+class FileSplit:
+    """Image files and their labels (ImageFolder)."""
+
+    paths: list[Path]
+    labels: np.ndarray
+    classes: list[str] = field(default_factory=list)
+
+
+def load_digits() -> tuple[ArraySplit, ArraySplit]:
+    """scikit-learn's 1,797 8x8 handwritten digits (values 0..16 scaled to 0..255), fixed split."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    data = sklearn_digits()
+    images = np.clip(np.rint(data.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[..., None]  # (N, 8, 8, 1)
+    labels = data.target.astype(np.int64)
+    order = np.random.RandomState(DIGITS_SEED).permutation(len(labels))
+    test, train = order[:DIGITS_TEST_SIZE], order[DIGITS_TEST_SIZE:]
+    return ArraySplit(images[train], labels[train]), ArraySplit(images[test], labels[test])
+
+
+def _open_maybe_gzip(path: Path):
+    with open(path, "rb") as handle:
+        magic = handle.read(2)
+    return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+
+
+def read_idx(path: str | os.PathLike) -> np.ndarray:
+    """Read an IDX file (optionally gzip-compressed) into a NumPy array.
+
+    Raises:
+        ValueError: the file is not a well-formed unsigned-byte IDX file.
+    """
+    path = Path(path)
+    with _open_maybe_gzip(path) as handle:
+        header = handle.read(4)
+        if len(header) != 4 or header[:2] != b"\x00\x00":
+            raise ValueError(f"{path}: not an IDX file (bad magic number {header!r})")
+        if header[2] != 0x08:
+            raise ValueError(f"{path}: only unsigned-byte IDX files are supported (type code {header[2]:#x})")
+        ndim = header[3]
+        shape = struct.unpack(f">{ndim}I", handle.read(4 * ndim))
+        data = handle.read()
+    expected = int(np.prod(shape))
+    if len(data) != expected:
+        raise ValueError(f"{path}: truncated IDX file ({len(data)} bytes of data, expected {expected} for {shape})")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape).copy()
+
+
+def _find_idx(directory: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def fashion_mnist_dirs(data_dir: str | os.PathLike | None) -> list[Path]:
+    """Where Fashion-MNIST is looked for: ``data_dir`` (and its ``fashion-mnist``/``FashionMNIST/raw``
+    sub-folders), then Debian's ``dataset-fashion-mnist`` location."""
+    candidates: list[Path] = []
+    if data_dir is not None:
+        root = Path(data_dir)
+        candidates += [root, root / "fashion-mnist", root / "FashionMNIST" / "raw"]
+    candidates += [Path(p) for p in FASHION_MNIST_DIRS]
+    return candidates
+
+
+def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> tuple[ArraySplit, ArraySplit]:
+    """Fashion-MNIST's 60,000 / 10,000 28x28 grayscale images from IDX files.
+
+    Raises:
+        DatasetNotFoundError: no directory holds the four IDX files.
+    """
+    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    searched = fashion_mnist_dirs(data_dir)
+    for directory in searched:
+        files = [_find_idx(directory, stem) for stem in stems]
+        if all(files):
+            train_x, train_y, test_x, test_y = (read_idx(f) for f in files)
+            if len(train_x) != len(train_y) or len(test_x) != len(test_y):
+                raise ValueError(f"{directory}: image and label counts differ")
+            return (
+                ArraySplit(train_x[..., None], train_y.astype(np.int64)),
+                ArraySplit(test_x[..., None], test_y.astype(np.int64)),
+            )
+    raise DatasetNotFoundError(
+        "Fashion-MNIST not found. Looked for train-images-idx3-ubyte(.gz), train-labels-idx1-ubyte(.gz), "
+        "t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz) in: "
+        + ", ".join(str(d) for d in searched)
+        + ". Get it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or pass --download "
+        "(needs internet) or --data-dir pointing at the IDX files."
+    )
+
+
+def download_fashion_mnist(data_dir: str | os.PathLike) -> Path:
+    """Download Fashion-MNIST with torchvision into ``data_dir/FashionMNIST/raw`` (needs internet)."""
+    from torchvision.datasets import FashionMNIST
+
+    for train in (True, False):
+        FashionMNIST(str(data_dir), train=train, download=True)
+    return Path(data_dir) / "FashionMNIST" / "raw"
+
+
+class _ArrayOnlyUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR's dicts of NumPy arrays and refuses every other global, so a crafted file
+    cannot run code."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: CIFAR files only hold arrays and lists")
+
+
+def _unpickle(path: Path) -> dict:
+    try:
+        with open(path, "rb") as handle:
+            data = _ArrayOnlyUnpickler(handle, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+        raise ValueError(f"{path}: not a valid CIFAR batch file ({error})") from error
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: not a valid CIFAR batch file (holds a {type(data).__name__}, expected a dict)")
+    return data
+
+
+def _cifar_arrays(entry: dict, label_key: str, path: Path) -> ArraySplit:
+    data = np.asarray(entry["data"], dtype=np.uint8)
+    if data.ndim != 2 or data.shape[1] != 3072:
+        raise ValueError(f"{path}: expected CIFAR rows of 3072 bytes, got array of shape {data.shape}")
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 32, 32, 3)
+    return ArraySplit(np.ascontiguousarray(images), np.asarray(entry[label_key], dtype=np.int64))
+
+
+def load_cifar(data_dir: str | os.PathLike | None, num_classes: int) -> tuple[ArraySplit, ArraySplit, list[str]]:
+    """CIFAR-10 (``cifar-10-batches-py``) or CIFAR-100 (``cifar-100-python``) python-pickle folders.
+
+    ``data_dir`` may be the batches folder itself or its parent.
+
+    Raises:
+        DatasetNotFoundError: the folder or its batch files are missing.
+    """
+    folder = "cifar-10-batches-py" if num_classes == 10 else "cifar-100-python"
+    searched = [] if data_dir is None else [Path(data_dir), Path(data_dir) / folder]
+    for root in searched:
+        if num_classes == 10 and all((root / f"data_batch_{i}").is_file() for i in range(1, 6)) and (root / "test_batch").is_file():
+            batches = [_unpickle(root / f"data_batch_{i}") for i in range(1, 6)]
+            parts = [_cifar_arrays(b, "labels", root) for b in batches]
+            train = ArraySplit(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))
+            test = _cifar_arrays(_unpickle(root / "test_batch"), "labels", root)
+            meta = root / "batches.meta"
+            names = list(_unpickle(meta)["label_names"]) if meta.is_file() else list(CIFAR10_CLASSES)
+            return train, test, names
+        if num_classes == 100 and (root / "train").is_file() and (root / "test").is_file():
+            train = _cifar_arrays(_unpickle(root / "train"), "fine_labels", root)
+            test = _cifar_arrays(_unpickle(root / "test"), "fine_labels", root)
+            meta = root / "meta"
+            names = list(_unpickle(meta)["fine_label_names"]) if meta.is_file() else [str(i) for i in range(100)]
+            return train, test, names
+    where = ", ".join(str(p) for p in searched) or "(no --data-dir given)"
+    raise DatasetNotFoundError(
+        f"CIFAR-{num_classes} not found in {where}. Pass --data-dir pointing at the '{folder}' folder (or its "
+        f"parent), as extracted from https://www.cs.toronto.edu/~kriz/{folder.replace('-batches', '').replace('-python', '')}"
+        "-python.tar.gz, or use --download (needs internet)."
+    )
+
+
+def download_cifar(data_dir: str | os.PathLike, num_classes: int) -> Path:
+    """Download CIFAR with torchvision into ``data_dir`` (needs internet)."""
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    cls = CIFAR10 if num_classes == 10 else CIFAR100
+    for train in (True, False):
+        cls(str(data_dir), train=train, download=True)
+    return Path(data_dir)
+
+
+def list_image_folder(root: Path, classes: Sequence[str] | None = None) -> FileSplit:
+    """Files ``root/<class>/<image>`` with labels from the sorted class-folder names."""
+    if classes is None:
+        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+    paths, labels = [], []
+    for index, name in enumerate(classes):
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        for path in sorted(folder.rglob("*")):
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                paths.append(path)
+                labels.append(index)
+    return FileSplit(paths, np.asarray(labels, dtype=np.int64), list(classes))
+
+
+def load_image_folder(data_dir: str | os.PathLike | None) -> tuple[FileSplit, FileSplit]:
+    """An ImageFolder tree with ``train/`` and ``val/`` sub-folders of class folders.
+
+    Raises:
+        DatasetNotFoundError: ``data_dir`` is missing or lacks ``train/``/``val/`` with images.
+    """
+    if data_dir is None:
+        raise DatasetNotFoundError("--dataset imagefolder needs --data-dir DIR with DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg")
+    root = Path(data_dir)
+    train_dir, val_dir = root / "train", root / "val"
+    if not train_dir.is_dir() or not val_dir.is_dir():
+        raise DatasetNotFoundError(f"image folder {root} must contain train/ and val/ sub-folders of class folders")
+    train = list_image_folder(train_dir)
+    if not train.classes or not train.paths:
+        raise DatasetNotFoundError(f"{train_dir} has no class folders with images ({', '.join(IMAGE_SUFFIXES)})")
+    val = list_image_folder(val_dir, train.classes)
+    if not val.paths:
+        raise DatasetNotFoundError(f"{val_dir} has no images in the class folders {train.classes}")
+    return train, val
