@@ -1,5 +1,91 @@
-"""vit5: ViT-5 image classifiers (attention, 2D Hyena and hybrid) in PyTorch."""
+"""vit5: ViT-5 image classifiers (attention, 2D Hyena and hybrid) in PyTorch.
 
-from vit5.config import PLACEHOLDER, ConfigNode, LazyConfig, instantiate
+Every class of the nvSubquadratic ViT-5 contract is importable from here, with the same constructor
+keywords and ``state_dict`` keys, so its LazyConfig trees and checkpoints work after changing only
+the imports::
+
+    from vit5 import LazyConfig, ViT5Attention, ViT5ClassificationNet, instantiate, create_model
+"""
+
+from vit5.config import (
+    PLACEHOLDER,
+    ConfigNode,
+    LazyConfig,
+    apply_overrides,
+    instantiate,
+    load_config,
+    save_config,
+)
+from vit5.modules import (
+    MLP,
+    BlockAlignedGaussianModulationND,
+    CKConvND,
+    DropPath,
+    ExponentialModulationND,
+    GaussianModulationND,
+    GlobalResponseNorm,
+    Hyena,
+    KernelFiLMGenerator,
+    L2Norm,
+    LayerScale,
+    QKVSequenceMixer,
+    RegisterCompressConcat,
+    RegisterPooling,
+    RMSNorm,
+    SIRENKernelND,
+    ViT5Attention,
+    ViT5HyenaAdapter,
+    ViT5ResidualBlock,
+)
+from vit5.networks import ViT5ClassificationNet, create_model, list_models, model_config, register_model, vit5_config
+from vit5.ops.init import (
+    partial_wang_init_fn_with_num_layers,
+    small_init,
+    small_init_factory,
+    trunc_normal_init,
+    trunc_normal_init_factory,
+    wang_init,
+)
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "MLP",
+    "PLACEHOLDER",
+    "BlockAlignedGaussianModulationND",
+    "CKConvND",
+    "ConfigNode",
+    "DropPath",
+    "ExponentialModulationND",
+    "GaussianModulationND",
+    "GlobalResponseNorm",
+    "Hyena",
+    "KernelFiLMGenerator",
+    "L2Norm",
+    "LayerScale",
+    "LazyConfig",
+    "QKVSequenceMixer",
+    "RMSNorm",
+    "RegisterCompressConcat",
+    "RegisterPooling",
+    "SIRENKernelND",
+    "ViT5Attention",
+    "ViT5ClassificationNet",
+    "ViT5HyenaAdapter",
+    "ViT5ResidualBlock",
+    "apply_overrides",
+    "create_model",
+    "instantiate",
+    "list_models",
+    "load_config",
+    "model_config",
+    "partial_wang_init_fn_with_num_layers",
+    "register_model",
+    "save_config",
+    "small_init",
+    "small_init_factory",
+    "trunc_normal_init",
+    "trunc_normal_init_factory",
+    "vit5_config",
+    "wang_init",
+]

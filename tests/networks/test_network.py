@@ -1,0 +1,358 @@
+"""ViT5ClassificationNet in every mode: layout, padding, readouts, gradients, dtypes, FLOPs, errors."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from vit5.config import LazyConfig, instantiate, load_config, save_config
+from vit5.modules.adapter import ViT5HyenaAdapter
+from vit5.modules.attention import ViT5Attention
+from vit5.modules.block import ViT5ResidualBlock
+from vit5.modules.norms import RMSNorm
+from vit5.networks.presets import attention_mixer_config, hyena_mixer_config, residual_block_config, vit5_config
+from vit5.networks.vit5_classification import ViT5ClassificationNet, drop_path_rates
+
+# Small networks covering every mode: (pattern, readout, registers, image, patch)
+MODES = {
+    "attention_cls_r4": ("A", "cls", 4, 16, 4),
+    "attention_gap_r0": ("A", "gap", 0, 16, 4),
+    "attention_regcat": ("A", "register_concat", 4, 16, 4),
+    "hyena_gap_nopad": ("H", "gap", 0, 16, 4),
+    "hyena_cls_padded": ("H", "cls", 4, 16, 4),
+    "hyena_regcat_padded": ("H", "register_concat", 1, 20, 4),
+    "hybrid_HA_cls": ("HA", "cls", 4, 16, 4),
+    "hybrid_HHA_gap": ("HHA", "gap", 1, 12, 4),
+    "hybrid_AH_regcat": ("AH", "register_concat", 4, 16, 4),
+}
+
+
+def small_config(pattern="HA", readout="cls", registers=4, image=16, patch=4, **kw):
+    depth = kw.pop("num_blocks", 2 * len(pattern) if len(pattern) < 3 else len(pattern))
+    ratio = kw.pop("neck_compression_ratio", 4 if readout == "register_concat" else None)
+    return vit5_config(
+        hidden_dim=32, num_blocks=depth, num_heads=2, pattern=pattern, patch_size=patch, image_size=image,
+        in_channels=3, num_classes=7, num_registers=registers, readout=readout, siren_hidden_dim=8,
+        neck_compression_ratio=ratio, **kw,
+    )
+
+
+def images(net: ViT5ClassificationNet, batch: int = 2, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, net.image_size, net.image_size, net.in_channels, generator=generator)
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_every_mode_runs_and_every_parameter_gets_a_gradient(mode):
+    torch.manual_seed(0)
+    net = instantiate(small_config(*MODES[mode]))
+    x = images(net)
+    logits = net({"input": x})["logits"]
+    assert logits.shape == (2, 7) and torch.isfinite(logits).all()
+    logits.square().sum().backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    assert not missing
+    # LayerScale hides nothing: every parameter's gradient is non-zero somewhere
+    zero = [n for n, p in net.named_parameters() if p.grad.abs().sum() == 0]
+    assert not zero, zero
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_token_layout_and_padding(mode):
+    pattern, readout, R, image, patch = MODES[mode]
+    net = instantiate(small_config(pattern, readout, R, image, patch))
+    g = image // patch
+    cls = readout == "cls"
+    assert net._grid_w == g and net.num_patches == g * g and net.use_cls_token == cls
+    assert net._num_non_pad == g * g + cls + R
+    assert net._pad_size == (-(g * g + cls + R)) % g and (net._num_non_pad + net._pad_size) % g == 0
+    tokens = net.embed(images(net))
+    assert tokens.shape == (2, net._num_non_pad + net._pad_size, 32)
+    if net._pad_size:
+        assert net._zero_pad.shape == (1, net._pad_size, 32) and torch.all(tokens[:, net._num_non_pad :] == 0)
+        assert "_zero_pad" not in net.state_dict()
+    else:
+        assert net._zero_pad is None
+    if cls:
+        torch.testing.assert_close(tokens[0, g * g], net.cls_token[0, 0])
+    if R:
+        torch.testing.assert_close(tokens[1, g * g + cls : g * g + cls + R], net.reg_token[0])
+    expected = [isinstance(b.sequence_mixer, ViT5HyenaAdapter) for b in net.blocks]
+    assert net._block_needs_padding == expected
+
+
+def test_patch_order_is_row_major_and_pos_embed_is_added_to_patches_only():
+    net = instantiate(small_config("A", "cls", 4, 16, 4))
+    x = torch.zeros(1, 16, 16, 3)
+    x[0, 4:8, 8:12, :] = 1.0  # patch (y=1, x=2) -> token 1 * 4 + 2 = 6
+    tokens = net.embed(x)
+    changed = (tokens[0] - net.embed(torch.zeros(1, 16, 16, 3))[0]).abs().sum(-1)
+    assert changed.nonzero().flatten().tolist() == [6]
+
+
+def test_attention_blocks_get_the_stripped_sequence_and_padding_passes_through():
+    net = instantiate(small_config("A", "cls", 4, 16, 4))  # 16 + 1 + 4 = 21 tokens, pad 3
+    assert net._pad_size == 3
+    seen = []
+    net.blocks[0].register_forward_hook(lambda m, args, out: seen.append(args[0].shape[1]))
+    tokens = net.forward_features(images(net))
+    assert seen == [21] and torch.all(tokens[:, 21:] == 0)
+
+
+def test_hyena_blocks_write_into_the_padding():
+    torch.manual_seed(0)
+    net = instantiate(small_config("H", "cls", 4, 16, 4, layer_scale_init=0.5))
+    tokens = net.forward_features(images(net))
+    assert tokens[:, net._num_non_pad :].abs().max() > 0
+
+
+@pytest.mark.parametrize("readout", ["cls", "gap", "register_concat"])
+def test_readouts(readout):
+    torch.manual_seed(0)
+    net = instantiate(small_config("A", readout, 4, 16, 4)).eval()
+    tokens = net.forward_features(images(net))
+    if readout == "cls":
+        pooled = tokens[:, 16]
+    elif readout == "gap":
+        pooled = tokens[:, :16].mean(1)
+    else:
+        pooled = (tokens[:, 16:20] @ net.register_neck.weight.T).reshape(2, -1)
+        assert net.neck_dim == 8 and net.head_dim == 32 and net.cls_token is None
+    expected = net.out_proj(net.out_norm(pooled))
+    torch.testing.assert_close(net({"input": images(net)})["logits"], expected)
+
+
+def test_register_concat_with_a_wider_head():
+    net = instantiate(small_config("H", "register_concat", 4, 16, 4, neck_compression_ratio=2))
+    assert net.head_dim == 4 * 16 and net.out_proj.in_features == 64 and net.out_norm.weight.shape == (64,)
+    assert net({"input": images(net)})["logits"].shape == (2, 7)
+
+
+def test_reg_init_zeros_and_truncated_normal_init():
+    torch.manual_seed(0)
+    cfg = small_config("A", "cls", 4, 16, 4)
+    cfg.reg_init = "zeros"
+    net = instantiate(cfg)
+    assert torch.all(net.reg_token == 0)
+    for p in (net.pos_embed, net.patch_embed.weight, net.out_proj.weight):
+        assert p.abs().max() <= 2 and 0.01 < p.std().item() < 0.03
+    assert net.out_proj.bias is None
+
+
+@pytest.mark.parametrize("schedule, expected", [("constant", [0.2] * 4), ("linear", [0.0, 0.2 / 3, 0.4 / 3, 0.2])])
+def test_drop_path_schedules_are_injected(schedule, expected):
+    net = instantiate(small_config("HA", "cls", 4, 16, 4, max_drop_path_rate=0.2, drop_path_schedule=schedule))
+    rates = [b.drop_path.drop_prob if not isinstance(b.drop_path, nn.Identity) else 0.0 for b in net.blocks]
+    assert rates == pytest.approx(expected)
+    assert drop_path_rates(0.3, 1, "linear") == [0.3]
+
+
+def test_dropout_and_drop_path_only_act_in_training():
+    torch.manual_seed(0)
+    net = instantiate(small_config("A", "cls", 4, 16, 4, dropout_rate=0.5, max_drop_path_rate=0.5, layer_scale_init=1.0))
+    x = images(net)
+    net.eval()
+    assert torch.equal(net({"input": x})["logits"], net({"input": x})["logits"])
+    net.train()
+    assert not torch.equal(net({"input": x})["logits"], net({"input": x})["logits"])
+
+
+def test_register_start_idx_is_injected():
+    net = instantiate(small_config("HA", "cls", 4, 16, 4))
+    assert all(b.register_start_idx == 17 for b in net.blocks)
+    gap = instantiate(small_config("A", "gap", 4, 16, 4))
+    assert all(b.register_start_idx == 16 for b in gap.blocks)
+
+
+def test_flop_count_closed_form_attention():
+    net = instantiate(small_config("A", "cls", 4, 16, 4, num_blocks=2))
+    D, T, Np, K, C, P, hd, Hm = 32, 21, 16, 7, 3, 4, 16, 128
+    attn = 8 * T * D * D + 4 * T * T * D + 4 * T * D + 2 * 3 * T * hd
+    mlp = 2 * T * D * Hm + T * Hm + 2 * T * Hm * D
+    block = 3 * T * D + attn + T * D + 3 * T * D + mlp + T * D
+    expected = 2 * C * D * P * P * Np + Np * D + 2 * block + 3 * D + 2 * D * K
+    assert net.flop_count() == expected == net.flop_count(inference=True)
+
+
+def test_flop_count_uses_padded_length_for_hyena_blocks():
+    net = instantiate(small_config("HA", "cls", 4, 16, 4))
+    T_nonpad, T_pad = 21, 24
+    head = 2 * 3 * 32 * 16 * 16 + 16 * 32 + 3 * 32 + 2 * 32 * 7
+    blocks = sum(b.flop_count(T_pad if pad else T_nonpad) for b, pad in zip(net.blocks, net._block_needs_padding))
+    assert net.flop_count() == head + blocks
+    assert net.flop_count(inference=True) < net.flop_count()
+
+
+def test_state_dict_round_trip_and_config_round_trip(tmp_path):
+    cfg = small_config("HA", "register_concat", 4, 16, 4)
+    net = instantiate(cfg)
+    path = save_config(cfg, tmp_path / "net.yaml")
+    rebuilt = instantiate(load_config(path))
+    rebuilt.load_state_dict(net.state_dict(), strict=True)
+    x = images(net)
+    torch.testing.assert_close(rebuilt({"input": x})["logits"], net({"input": x})["logits"])
+    torch.save(net.state_dict(), tmp_path / "w.pt")
+    again = instantiate(cfg)
+    again.load_state_dict(torch.load(tmp_path / "w.pt", weights_only=True))
+    torch.testing.assert_close(again({"input": x})["logits"], net({"input": x})["logits"])
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_cpu_bf16_autocast_and_bf16_weights(mode):
+    net = instantiate(small_config(*MODES[mode]))
+    x = images(net)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = net({"input": x})["logits"]
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+    reference = net({"input": x})["logits"]
+    assert (logits.float() - reference).abs().max() < 0.1 * reference.abs().max() + 0.05
+    net_bf16 = copy.deepcopy(net).to(torch.bfloat16)
+    out = net_bf16({"input": x.bfloat16()})["logits"]
+    assert out.dtype == torch.bfloat16 and torch.isfinite(out).all()
+
+
+def test_no_weight_decay_tags():
+    net = instantiate(small_config("HA", "cls", 4, 16, 4))
+    tagged = net.no_weight_decay()
+    assert {"cls_token", "pos_embed", "reg_token", "out_norm.weight"} <= tagged
+    assert {"blocks.1.input_norm.weight", "blocks.1.mlp_norm.weight", "blocks.1.ls_attn.gamma",
+            "blocks.1.sequence_mixer.q_norm.weight"} <= tagged  # fmt: skip
+    assert not {"patch_embed.weight", "out_proj.weight", "blocks.1.sequence_mixer.qkv.weight"} & tagged
+
+
+# ------------------------------------------------------------------------------------------------
+# Errors (the reference raises AssertionError, fails late, or silently accepts most of these)
+
+
+def attention_block(D=32, g=4, R=4, cls=True):
+    return residual_block_config(attention_mixer_config(D, 2, g, R, cls), D)
+
+
+def net_kwargs(**overrides):
+    kwargs = dict(
+        in_channels=3, num_classes=5, hidden_dim=32, num_blocks=2, patch_size=4, image_size=16, num_registers=4,
+        norm_cfg=LazyConfig(RMSNorm)(dim=32), readout="cls", block_cfg=attention_block(),
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+@pytest.mark.parametrize(
+    "overrides, error, message",
+    [
+        (dict(readout="mean"), ValueError, "readout must be one of"),
+        (dict(image_size=18), ValueError, r"image_size \(18\) must be divisible by patch_size \(4\)"),
+        (dict(readout="register_concat"), ValueError, "neck_compression_ratio is required"),
+        (dict(readout="register_concat", neck_compression_ratio=3), ValueError, "divisible by neck_compression_ratio"),
+        (dict(readout="register_concat", neck_compression_ratio=4, num_registers=0), ValueError, "num_registers must be > 0"),
+        (dict(block_cfg=None), ValueError, "either block_cfg or layer_pattern"),
+        (dict(layer_pattern="AA", layer_types={"A": attention_block()}), ValueError, "mutually exclusive"),
+        (dict(block_cfg=None, layer_pattern="AAA", layer_types={"A": attention_block()}), ValueError, r"length \(3\)"),
+        (dict(block_cfg=None, layer_pattern="AB", layer_types={"A": attention_block()}), ValueError, r"\['B'\]"),
+        (dict(block_cfg=None, layer_pattern="AA"), ValueError, "layer_types"),
+        (dict(layer_types={"A": attention_block()}), ValueError, "layer_types without"),
+        (dict(drop_path_schedule="cosine"), ValueError, "drop_path_schedule"),
+        (dict(max_drop_path_rate=1.5), ValueError, "max_drop_path_rate"),
+        (dict(reg_init="ones"), ValueError, "reg_init"),
+        (dict(num_blocks=0), ValueError, "num_blocks"),
+        (dict(hidden_dim=32.0), TypeError, "hidden_dim"),
+        (dict(block_cfg=attention_block(cls=False)), ValueError, "has_cls"),
+        (dict(block_cfg=attention_block(R=1)), ValueError, "num_registers"),
+        (dict(block_cfg=attention_block(g=3)), ValueError, "num_patches_h"),
+        (dict(norm_cfg=LazyConfig(RMSNorm)(dim=16)), ValueError, "width 16"),
+        (dict(readout="register_concat", neck_compression_ratio=2, block_cfg=attention_block(cls=False)), ValueError,
+         "width 32, but the readout width is num_registers"),
+    ],
+)
+def test_invalid_network_configurations(overrides, error, message):
+    with pytest.raises(error, match=message):
+        ViT5ClassificationNet(**net_kwargs(**overrides))
+
+
+def test_head_dim_and_register_grid_errors_come_from_the_attention_block():
+    bad_heads = residual_block_config(attention_mixer_config(24, 4, 4, 4, True), 24)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        ViT5ClassificationNet(**net_kwargs(hidden_dim=24, block_cfg=bad_heads, norm_cfg=LazyConfig(RMSNorm)(dim=24)))
+    with pytest.raises(ValueError, match="perfect square"):
+        ViT5ClassificationNet(**net_kwargs(num_registers=5, block_cfg=attention_block(R=5)))
+
+
+def hyena_block(D=32, g=4, L_cache=4):
+    return residual_block_config(hyena_mixer_config(D, g, L_cache, 2, siren_hidden_dim=8), D)
+
+
+def test_padding_type_errors_in_pattern_mode():
+    types = {"A": attention_block(), "H": hyena_block(L_cache=[6, 4])}
+    with pytest.raises(ValueError, match="not in padding_types"):
+        ViT5ClassificationNet(**net_kwargs(block_cfg=None, layer_pattern="HA", layer_types=types, padding_types={"X"}))
+    with pytest.raises(ValueError, match="attention block but its letter is in padding_types"):
+        ViT5ClassificationNet(**net_kwargs(block_cfg=None, layer_pattern="HA", layer_types=types, padding_types={"H", "A"}))
+    custom = {"A": attention_block(), "Y": hyena_block(L_cache=[6, 4])}
+    net = ViT5ClassificationNet(**net_kwargs(block_cfg=None, layer_pattern="YA", layer_types=custom, padding_types={"Y"}))
+    assert net._block_needs_padding == [True, False]
+
+
+def test_grid_width_mismatch_is_rejected():
+    with pytest.raises(ValueError, match="grid_w=5 must equal the patch grid width 4"):
+        ViT5ClassificationNet(**net_kwargs(block_cfg=hyena_block(g=5), readout="gap", num_registers=0))
+
+
+def test_block_config_must_accept_the_injected_keywords():
+    with pytest.raises(TypeError, match="drop_path_rate"):
+        ViT5ClassificationNet(**net_kwargs(block_cfg=LazyConfig(RMSNorm)(dim=32)))
+
+
+@pytest.mark.parametrize(
+    "x, error, message",
+    [
+        (torch.randn(2, 3, 16, 16), ValueError, "channels-first"),
+        (torch.randn(2, 16, 16, 1), ValueError, r"\[B, 16, 16, 3\]"),
+        (torch.randn(2, 32, 32, 3), ValueError, r"\[B, 16, 16, 3\]"),
+        (torch.randn(16, 16, 3), ValueError, "shape"),
+        (torch.zeros(2, 16, 16, 3, dtype=torch.uint8), ValueError, "floating-point"),
+        (torch.randn(0, 16, 16, 3), ValueError, "empty batch"),
+        ([[1.0]], TypeError, "torch.Tensor"),
+    ],
+)
+def test_invalid_inputs(x, error, message):
+    net = ViT5ClassificationNet(**net_kwargs())
+    with pytest.raises(error, match=message):
+        net({"input": x})
+
+
+def test_forward_requires_the_input_dict():
+    net = ViT5ClassificationNet(**net_kwargs())
+    with pytest.raises(TypeError, match=r"\{'input': x\}"):
+        net(torch.randn(1, 16, 16, 3))
+    out = net({"input": torch.randn(1, 16, 16, 3), "condition": None})
+    assert set(out) == {"logits"}
+
+
+def test_homogeneous_hyena_with_padding_works():
+    # The reference crashes here: it strips the padding from every block in homogeneous mode.
+    net = ViT5ClassificationNet(**net_kwargs(block_cfg=hyena_block(L_cache=[6, 4])))
+    assert net._pad_size == 3 and net._block_needs_padding == [True, True]
+    assert torch.isfinite(net({"input": torch.randn(2, 16, 16, 3)})["logits"]).all()
+
+
+def test_any_module_can_be_a_mixer():
+    block = LazyConfig(ViT5ResidualBlock)(
+        sequence_mixer_cfg=LazyConfig(nn.Identity)(), sequence_mixer_norm_cfg=LazyConfig(RMSNorm)(dim=32),
+        mlp_cfg=LazyConfig(nn.Identity)(), mlp_norm_cfg=LazyConfig(RMSNorm)(dim=32), hidden_dim=32,
+    )
+    net = ViT5ClassificationNet(**net_kwargs(block_cfg=block))
+    assert net({"input": torch.randn(1, 16, 16, 3)})["logits"].shape == (1, 5)
+    assert net.flop_count() > 0
+
+
+def test_attention_in_pattern_needs_no_padding_list_when_pad_is_zero():
+    # gap, R=0, 4x4 grid: no padding, so padding_types does not matter
+    types = {"A": attention_block(R=0, cls=False), "H": hyena_block()}
+    net = ViT5ClassificationNet(**net_kwargs(block_cfg=None, layer_pattern="AH", layer_types=types, readout="gap",
+                                             num_registers=0, padding_types=set()))
+    assert net._pad_size == 0
+    assert isinstance(net.blocks[0].sequence_mixer, ViT5Attention)
+    assert net({"input": torch.randn(1, 16, 16, 3)})["logits"].shape == (1, 5)
