@@ -1,0 +1,312 @@
+"""FFT long convolutions of channels-first signals with per-channel (depthwise) kernels.
+
+Every function takes ``x`` of shape ``[B, C, *S]`` and a kernel of shape ``[1|B, C, *K]`` (a
+leading ``B`` gives every sample its own kernel, as FiLM-modulated kernels do), convolves each
+channel with its kernel over the trailing ``data_dim = kernel.ndim - 2`` axes, and returns
+``[B, C, *S]`` in the dtype of ``x``. The transforms run in fp32 (real FFTs), whatever the input
+dtype and autocast state.
+
+Boundary modes (kernel tap ``m`` on an axis of ``K`` taps is the displacement ``m - K // 2``
+for the zero and circular modes):
+
+* :func:`fft_conv_zero` — linear, non-causal, "same"-size output with a zero boundary:
+  ``y[i] = sum_j x[j] * k[i - j + K // 2]``. With ``K = 2N - 1`` this is
+  ``F.conv_nd(x, flip(k), padding=N - 1, groups=C)``.
+* :func:`fft_conv_causal` — ``y[i] = sum_{t <= i} k[t] * x[i - t]`` (tap ``t`` is displacement
+  ``t >= 0``).
+* :func:`fft_conv_circular` — periodic boundary, FFT size ``N``:
+  ``y[i] = sum_j x[j] * k_pad[(i - j + (K - 1) // 2) mod N]``; implemented with a phase ramp on
+  the kernel spectrum instead of a spatial roll.
+* :func:`fft_conv_mixed` — a per-axis choice of the two above (``periodic`` flags).
+
+:func:`fft_conv` dispatches on a padding string / per-axis list and optionally processes the
+channels in chunks (bit-identical, lower peak memory).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+
+__all__ = [
+    "PADDING_MODES",
+    "fft_conv",
+    "fft_conv_causal",
+    "fft_conv_circular",
+    "fft_conv_mixed",
+    "fft_conv_zero",
+    "parse_padding",
+]
+
+PADDING_MODES = ("zero", "circular")
+
+
+def parse_padding(padding: str | Sequence[str], data_dim: int) -> tuple[bool, ...]:
+    """Per-axis ``periodic`` flags from ``"zero"``, ``"circular"`` or a list of those (any case).
+
+    Raises:
+        TypeError: ``padding`` is neither a string nor a sequence of strings (e.g. booleans).
+        ValueError: an unknown mode, a comma-joined string, or a list whose length is not
+            ``data_dim``.
+    """
+    if isinstance(padding, str):
+        return (_parse_mode("fft_padding", padding),) * data_dim
+    if not isinstance(padding, Sequence):
+        raise TypeError(
+            f"fft_padding must be 'zero', 'circular' or a list of those (one per axis), got {padding!r}"
+        )
+    items = list(padding)
+    if len(items) != data_dim:
+        raise ValueError(f"fft_padding must have one mode per axis (data_dim={data_dim}), got {items!r}")
+    return tuple(_parse_mode(f"fft_padding[{axis}]", item) for axis, item in enumerate(items))
+
+
+def _parse_mode(name: str, mode: object) -> bool:
+    if not isinstance(mode, str):
+        raise TypeError(f"{name} must be the string 'zero' or 'circular', got {type(mode).__name__} {mode!r}")
+    if "," in mode:
+        raise ValueError(f"{name} must be a single mode, not a comma-joined string ({mode!r}); use a list")
+    lowered = mode.strip().lower()
+    if lowered not in PADDING_MODES:
+        raise ValueError(f"{name} must be 'zero' or 'circular' (any case), got {mode!r}")
+    return lowered == "circular"
+
+
+def _check(x: torch.Tensor, kernel: torch.Tensor) -> int:
+    """Validate shapes and return ``data_dim``."""
+    data_dim = kernel.ndim - 2
+    if data_dim < 1 or x.ndim != kernel.ndim:
+        raise ValueError(
+            f"expected x [B, C, *S] and kernel [1|B, C, *K] with the same number of dims (>= 3), "
+            f"got x {tuple(x.shape)} and kernel {tuple(kernel.shape)}"
+        )
+    if kernel.shape[1] != x.shape[1] or kernel.shape[0] not in (1, x.shape[0]):
+        raise ValueError(
+            f"kernel must have shape [1 or B, C, *K] for x of shape {tuple(x.shape)}, got {tuple(kernel.shape)}"
+        )
+    if not x.is_floating_point() or not kernel.is_floating_point():
+        raise TypeError(f"fft convolutions need floating-point tensors, got {x.dtype} and {kernel.dtype}")
+    return data_dim
+
+
+def _check_taps(kernel: torch.Tensor, x: torch.Tensor, limit: Callable[[int], int], what: str) -> None:
+    for axis, (taps, size) in enumerate(zip(kernel.shape[2:], x.shape[2:])):
+        if taps > limit(size):
+            raise ValueError(
+                f"{what}: kernel axis {axis} has {taps} taps, at most {limit(size)} allowed for an input of "
+                f"size {size} (kernel {tuple(kernel.shape)}, x {tuple(x.shape)})"
+            )
+
+
+def _crop(y: torch.Tensor, starts: Sequence[int], sizes: Sequence[int]) -> torch.Tensor:
+    index = (Ellipsis, *(slice(start, start + size) for start, size in zip(starts, sizes)))
+    return y[index]
+
+
+def _frequencies(size: int, last: bool, device: torch.device) -> torch.Tensor:
+    if last:
+        return torch.fft.rfftfreq(size, dtype=torch.float32, device=device)
+    return torch.fft.fftfreq(size, dtype=torch.float32, device=device)
+
+
+def _axis_view(values: torch.Tensor, axis: int, data_dim: int) -> torch.Tensor:
+    shape = [1] * data_dim
+    shape[axis] = -1
+    return values.view(shape)
+
+
+def _summed_phase_ramp(shifts: Sequence[int], sizes: Sequence[int], device: torch.device) -> torch.Tensor:
+    """``exp(-2 pi i sum_a s_a f_a)`` on the rfftn grid (phases summed first), complex64."""
+    data_dim = len(sizes)
+    phase = None
+    for axis, (shift, size) in enumerate(zip(shifts, sizes)):
+        term = _axis_view(shift * _frequencies(size, axis == data_dim - 1, device), axis, data_dim)
+        phase = term if phase is None else phase + term
+    angle = (-2.0 * math.pi) * phase
+    return torch.complex(torch.cos(angle), torch.sin(angle))
+
+
+def _axis_phase_ramp(shift: int, size: int, axis: int, data_dim: int, device: torch.device) -> torch.Tensor:
+    angle = (-2.0 * math.pi) * (shift * _frequencies(size, axis == data_dim - 1, device))
+    return _axis_view(torch.complex(torch.cos(angle), torch.sin(angle)), axis, data_dim)
+
+
+def _cmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Complex product from real products and sums (broadcasting).
+
+    ATen's vectorised complex multiply rounds differently from its scalar tail loop, so ``a * b``
+    would depend on how many elements a call processes (batch size, channel chunk). Real
+    multiplies and adds are exactly rounded in either path, so this product is the same for
+    every batch size and chunking.
+    """
+    ar, ai = a.real, a.imag
+    br, bi = b.real, b.imag
+    return torch.complex(ar * br - ai * bi, ar * bi + ai * br)
+
+
+def fft_conv_zero(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Linear "same" convolution with a zero boundary (non-causal, centred).
+
+    ``y[b, c, i] = sum_j x[b, c, j] * kernel[b|0, c, i - j + K // 2]`` per axis (out-of-range taps
+    are zero). FFT size per axis ``min(N + (K + 1) // 2, 2N)`` (no aliasing), crop from ``K // 2``.
+
+    Args:
+        x: ``[B, C, *S]`` signal.
+        kernel: ``[1|B, C, *K]`` kernel with ``K_a <= 2 S_a - 1`` taps per axis.
+
+    Returns:
+        ``[B, C, *S]`` in ``x.dtype``.
+    """
+    data_dim = _check(x, kernel)
+    _check_taps(kernel, x, lambda n: 2 * n - 1, "zero padding")
+    signal, taps = x.shape[2:], kernel.shape[2:]
+    sizes = [min(n + (k + 1) // 2, 2 * n) for n, k in zip(signal, taps)]
+    dims = tuple(range(-data_dim, 0))
+    x_f = torch.fft.rfftn(x.float(), s=sizes, dim=dims)  # (B, C, *F')
+    k_f = torch.fft.rfftn(kernel.float(), s=sizes, dim=dims)  # (1|B, C, *F')
+    y = torch.fft.irfftn(_cmul(x_f, k_f), s=sizes, dim=dims)  # (B, C, *F)
+    return _crop(y, [k // 2 for k in taps], signal).to(x.dtype)
+
+
+def fft_conv_causal(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Causal convolution: ``y[i] = sum_{t <= i} kernel[t] * x[i - t]`` per axis.
+
+    FFT size per axis ``min(N + K, 2N)``; the first ``N`` outputs are kept.
+
+    Args:
+        x: ``[B, C, *S]`` signal.
+        kernel: ``[1|B, C, *K]`` kernel with ``K_a <= S_a`` taps (tap ``t`` = displacement ``t``).
+
+    Returns:
+        ``[B, C, *S]`` in ``x.dtype``.
+    """
+    data_dim = _check(x, kernel)
+    _check_taps(kernel, x, lambda n: n, "causal")
+    signal, taps = x.shape[2:], kernel.shape[2:]
+    sizes = [min(n + k, 2 * n) for n, k in zip(signal, taps)]
+    dims = tuple(range(-data_dim, 0))
+    x_f = torch.fft.rfftn(x.float(), s=sizes, dim=dims)
+    k_f = torch.fft.rfftn(kernel.float(), s=sizes, dim=dims)
+    y = torch.fft.irfftn(_cmul(x_f, k_f), s=sizes, dim=dims)
+    return _crop(y, [0] * data_dim, signal).to(x.dtype)
+
+
+def fft_conv_circular(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """Periodic (circular) centred convolution at FFT size ``N``.
+
+    ``y[i] = sum_j x[j] * k_pad[(i - j + c) mod N]`` with ``c = (K - 1) // 2`` per axis and
+    ``k_pad`` the kernel zero-padded at the end to ``N``. The centring is a phase ramp
+    ``exp(-2 pi i sum_a s_a f_a)`` (``s_a = -c_a``, phases summed over axes) on the kernel
+    spectrum, skipped when every shift is 0.
+
+    Args:
+        x: ``[B, C, *S]`` signal.
+        kernel: ``[1|B, C, *K]`` kernel with ``K_a <= S_a`` taps per axis.
+
+    Returns:
+        ``[B, C, *S]`` in ``x.dtype``.
+    """
+    data_dim = _check(x, kernel)
+    _check_taps(kernel, x, lambda n: n, "circular padding")
+    sizes = list(x.shape[2:])
+    dims = tuple(range(-data_dim, 0))
+    shifts = [-((k - 1) // 2) for k in kernel.shape[2:]]
+    k_f = torch.fft.rfftn(kernel.float(), s=sizes, dim=dims)  # (1|B, C, *F')
+    if any(shifts):
+        k_f = _cmul(k_f, _summed_phase_ramp(shifts, sizes, x.device))
+    x_f = torch.fft.rfftn(x.float(), s=sizes, dim=dims)
+    return torch.fft.irfftn(_cmul(x_f, k_f), s=sizes, dim=dims).to(x.dtype)
+
+
+def fft_conv_mixed(x: torch.Tensor, kernel: torch.Tensor, periodic: Sequence[bool]) -> torch.Tensor:
+    """Per-axis boundary: circular on axes with ``periodic[a]``, zero ("same") elsewhere.
+
+    Uniform flags dispatch to :func:`fft_conv_circular` / :func:`fft_conv_zero` (bit-identical).
+    Otherwise one ``rfftn`` with per-axis sizes (``N`` on periodic axes, ``min(N + (K+1)//2, 2N)``
+    on the others), the product of the per-axis phase ramps of the periodic axes on the kernel
+    spectrum, ``irfftn``, and a crop from ``K // 2`` on the zero axes.
+
+    Args:
+        x: ``[B, C, *S]`` signal.
+        kernel: ``[1|B, C, *K]`` kernel (``K_a <= S_a`` on periodic axes, ``<= 2 S_a - 1`` elsewhere).
+        periodic: One flag per spatial axis.
+
+    Returns:
+        ``[B, C, *S]`` in ``x.dtype``.
+    """
+    data_dim = _check(x, kernel)
+    periodic = tuple(bool(flag) for flag in periodic)
+    if len(periodic) != data_dim:
+        raise ValueError(f"periodic must have one flag per axis ({data_dim}), got {periodic!r}")
+    if all(periodic):
+        return fft_conv_circular(x, kernel)
+    if not any(periodic):
+        return fft_conv_zero(x, kernel)
+    signal, taps = x.shape[2:], kernel.shape[2:]
+    for axis, (flag, k, n) in enumerate(zip(periodic, taps, signal)):
+        limit = n if flag else 2 * n - 1
+        if k > limit:
+            raise ValueError(
+                f"mixed padding: kernel axis {axis} ({'circular' if flag else 'zero'}) has {k} taps, at most "
+                f"{limit} allowed for an input of size {n}"
+            )
+    sizes = [n if flag else min(n + (k + 1) // 2, 2 * n) for flag, n, k in zip(periodic, signal, taps)]
+    dims = tuple(range(-data_dim, 0))
+    k_f = torch.fft.rfftn(kernel.float(), s=sizes, dim=dims)
+    ramp = None
+    for axis, (flag, k, size) in enumerate(zip(periodic, taps, sizes)):
+        shift = -((k - 1) // 2) if flag else 0
+        if shift:
+            axis_ramp = _axis_phase_ramp(shift, size, axis, data_dim, x.device)
+            ramp = axis_ramp if ramp is None else _cmul(ramp, axis_ramp)
+    if ramp is not None:
+        k_f = _cmul(k_f, ramp)
+    x_f = torch.fft.rfftn(x.float(), s=sizes, dim=dims)
+    y = torch.fft.irfftn(_cmul(x_f, k_f), s=sizes, dim=dims)
+    starts = [0 if flag else k // 2 for flag, k in zip(periodic, taps)]
+    return _crop(y, starts, signal).to(x.dtype)
+
+
+def fft_conv(
+    x: torch.Tensor,
+    kernel: torch.Tensor,
+    padding: str | Sequence[str] = "zero",
+    *,
+    causal: bool = False,
+    chunk_size: int | None = None,
+) -> torch.Tensor:
+    """FFT long convolution with the boundary given by ``padding``.
+
+    Args:
+        x: ``[B, C, *S]`` signal (channels first).
+        kernel: ``[1|B, C, *K]`` per-channel kernel.
+        padding: ``"zero"``, ``"circular"`` (any case) or a per-axis list of those.
+        causal: Use :func:`fft_conv_causal` (requires ``padding="zero"`` as a string).
+        chunk_size: If given, process the channels in consecutive chunks of this many channels
+            (same result, lower peak memory).
+
+    Returns:
+        ``[B, C, *S]`` in ``x.dtype``.
+    """
+    data_dim = _check(x, kernel)
+    periodic = parse_padding(padding, data_dim)
+    if causal:
+        if not isinstance(padding, str) or any(periodic):
+            raise ValueError(f"causal convolution needs padding='zero' (a string), got {padding!r}")
+        op: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = fft_conv_causal
+    else:
+
+        def op(signal: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+            return fft_conv_mixed(signal, taps, periodic)
+
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
+    if chunk_size is None or chunk_size >= x.shape[1]:
+        return op(x, kernel)
+    chunks = [
+        op(x[:, start : start + chunk_size], kernel[:, start : start + chunk_size])
+        for start in range(0, x.shape[1], chunk_size)
+    ]
+    return torch.cat(chunks, dim=1)
