@@ -1,0 +1,377 @@
+"""CKConvND: convolution semantics per mode, L_cache handling, validation, dtypes, flop_count, parity."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from tests.helpers import assert_parity, copy_state, randomize_, requires_reference
+from tests.ops.test_fftconv import dense_conv
+from vit5.config import LazyConfig
+from vit5.modules.ckconv import CKConvND
+from vit5.modules.film import KernelFiLMGenerator
+from vit5.modules.masks import ExponentialModulationND, GaussianModulationND
+from vit5.modules.siren import SIRENKernelND
+
+D = 6
+
+
+def kernel_cfg(L_cache: object = (5, 4), data_dim: int = 2, out_dim: int = D, film: int | None = None):
+    film_cfg = None if film is None else LazyConfig(KernelFiLMGenerator)(cond_dim=3, kernel_hidden_dim=8, num_film_layers=film)
+    L_cache = list(L_cache) if isinstance(L_cache, tuple) else L_cache
+    return LazyConfig(SIRENKernelND)(out_dim=out_dim, data_dim=data_dim, mlp_hidden_dim=8, num_layers=3, embedding_dim=8,
+                                     omega_0=10.0, L_cache=L_cache, use_bias=True, film_cfg=film_cfg)
+
+
+def make(**overrides: object) -> CKConvND:
+    kw = dict(data_dim=2, hidden_dim=D, kernel_cfg=kernel_cfg(), mask_cfg=LazyConfig(nn.Identity)(), grid_type="double",
+              fft_padding="zero")
+    return CKConvND(**{**kw, **overrides})
+
+
+def cf(x: torch.Tensor) -> torch.Tensor:
+    return x.movedim(-1, 1)
+
+
+# --------------------------------------------------------------------------------------------------
+# Semantics against slow references
+
+
+def test_zero_double_is_conv2d_with_flipped_kernel_plus_shortcut() -> None:
+    torch.manual_seed(0)
+    conv = randomize_(make())
+    x = torch.randn(2, 5, 4, D)
+    kernel, _ = conv.kernel((5, 4))  # (1, 9, 7, C)
+    weight = kernel[0].permute(2, 0, 1).unsqueeze(1).flip(-1, -2)  # (C, 1, 9, 7)
+    expected = F.conv2d(cf(x), weight, padding=(4, 3), groups=D) + conv.shortcut.view(-1, 1, 1) * cf(x)
+    y = conv(x)
+    assert y.shape == x.shape
+    torch.testing.assert_close(cf(y), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(conv(cf(x), is_bhl_input=True), cf(y), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("size", [(5, 4), (6, 7)], ids=str)
+def test_circular_single_is_a_centred_modular_convolution(size: tuple[int, int]) -> None:
+    torch.manual_seed(1)
+    conv = randomize_(make(grid_type="single", fft_padding="circular"))
+    x = torch.randn(2, D, *size)
+    grid_lens = tuple((n + 1) // 2 for n in size)
+    kernel = cf(conv.kernel(grid_lens)[0])  # (1, C, K_h, K_w), K = N or N - 1
+    expected = dense_conv(x, kernel, ("circular", "circular")) + conv.shortcut.view(-1, 1, 1) * x
+    torch.testing.assert_close(conv(x, is_bhl_input=True), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_mixed_list_uses_single_grid_on_circular_axes() -> None:
+    torch.manual_seed(2)
+    conv = randomize_(make(grid_type=None, fft_padding=["circular", "zero"]))
+    x = torch.randn(2, D, 5, 4)
+    kernel = cf(conv.kernel((3, 4))[0])  # rows: single grid (3 -> 5 taps); columns: double (7 taps)
+    assert kernel.shape[-2:] == (5, 7)
+    expected = dense_conv(x, kernel, ("circular", "zero")) + conv.shortcut.view(-1, 1, 1) * x
+    torch.testing.assert_close(conv(x, is_bhl_input=True), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_causal_1d_uses_non_negative_displacements() -> None:
+    torch.manual_seed(3)
+    conv = randomize_(make(data_dim=1, kernel_cfg=kernel_cfg(6, data_dim=1), is_causal=True))
+    x = torch.randn(2, 7, D)
+    full = conv.kernel((7,))[0]  # (1, 13, C)
+    kernel = cf(full[:, 6:])  # taps t = 0..6
+    expected = dense_conv(cf(x), kernel, ("causal",)) + conv.shortcut.view(-1, 1) * cf(x)
+    y = conv(x)
+    torch.testing.assert_close(cf(y), expected, rtol=1e-4, atol=1e-4)
+    x2 = x.clone()
+    x2[:, -1] += 5.0
+    torch.testing.assert_close(conv(x2)[:, :-1], y[:, :-1])
+
+
+def test_mask_multiplies_the_kernel() -> None:
+    torch.manual_seed(4)
+    conv = randomize_(make(mask_cfg=LazyConfig(ExponentialModulationND)(data_dim=2, num_channels=D)))
+    x = torch.randn(1, D, 5, 4)
+    kernel, grid = conv.kernel((5, 4))
+    masked = cf(conv.mask(grid, kernel))
+    expected = dense_conv(x, masked, ("zero", "zero")) + conv.shortcut.view(-1, 1, 1) * x
+    torch.testing.assert_close(conv(x, is_bhl_input=True), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_conditioning_gives_per_sample_kernels() -> None:
+    torch.manual_seed(5)
+    conv = randomize_(make(kernel_cfg=kernel_cfg(film=2)))
+    x, cond = torch.randn(3, 5, 4, D), torch.randn(3, 3)
+    y = conv(x, conditioning=cond)
+    for b in range(3):  # matmul blocking differs with the batch size: rounding-level differences only
+        assert_parity(y[b : b + 1], conv(x[b : b + 1], conditioning=cond[b : b + 1]))
+    assert not torch.allclose(y, conv(x))
+
+
+def test_chunked_equals_unchunked_bitwise() -> None:
+    torch.manual_seed(6)
+    wide = 130  # > one chunk of 128 channels
+    plain = make(hidden_dim=wide, kernel_cfg=kernel_cfg(out_dim=wide))
+    chunked = make(hidden_dim=wide, kernel_cfg=kernel_cfg(out_dim=wide), use_chunked_fftconv=True)
+    chunked.load_state_dict(plain.state_dict())
+    x = torch.randn(2, 3, 4, wide)
+    assert torch.equal(chunked(x), plain(x))
+
+
+# --------------------------------------------------------------------------------------------------
+# Construction
+
+
+def test_single_grid_halves_l_cache_and_injects_grid_size() -> None:
+    gauss = LazyConfig(GaussianModulationND)(data_dim=2, num_channels=D, grid_size=1000)
+    conv = make(grid_type="single", fft_padding="circular", mask_cfg=gauss)
+    assert conv.kernel.L_cache == [3, 2] and conv.kernel.positional_embedding.grid_cache.shape == (1, 5, 3, 2)
+    assert conv.mask.grid_size == 5 and conv.mask.min_std == pytest.approx(2 / 4 * math.sqrt(-1 / (2 * math.log(0.1))))
+    assert make(mask_cfg=gauss).mask.grid_size == 9  # double grid: 2 * max(5, 4) - 1
+    mixed = make(grid_type=None, fft_padding=["circular", "zero"], kernel_cfg=kernel_cfg(8), mask_cfg=gauss)
+    assert mixed.kernel.L_cache == [4, 8] and mixed.mask.grid_size == 15
+    assert make(grid_type="single", fft_padding="circular", kernel_cfg=kernel_cfg(8)).kernel.L_cache == 4
+    assert make(kernel_cfg=kernel_cfg(8)).kernel.L_cache == 8
+
+
+def test_attributes_and_state() -> None:
+    conv = make(fft_padding="Zero", fft_backend="torch_fft")
+    assert (conv.data_dim, conv.hidden_dim, conv.grid_type, conv.fft_padding) == (2, D, "double", "Zero")
+    assert (conv.is_causal, conv.use_chunked_fftconv, conv.fft_backend) == (False, False, "torch_fft")
+    assert isinstance(conv.mask, nn.Identity) and isinstance(conv.kernel, SIRENKernelND)
+    assert list(conv.state_dict())[0] == "shortcut" and not hasattr(conv.shortcut, "_no_weight_decay")
+    bound = 1 / math.sqrt(D)
+    assert conv.shortcut.abs().max() <= bound
+
+
+def test_other_fft_backends_log_once_and_run_torch(caplog: pytest.LogCaptureFixture) -> None:
+    import vit5.modules.ckconv as module
+
+    module._LOGGED_BACKENDS.discard("subq_ops")
+    with caplog.at_level(logging.INFO, logger="vit5.modules.ckconv"):
+        conv = make(fft_backend="subq_ops")
+        make(fft_backend="subq_ops")
+    assert sum("subq_ops" in record.message for record in caplog.records) == 1
+    reference = make()
+    reference.load_state_dict(conv.state_dict())
+    x = torch.randn(1, 5, 4, D)
+    assert torch.equal(conv(x), reference(x))
+
+
+@pytest.mark.parametrize(
+    "overrides,error,match",
+    [
+        ({"fft_padding": "circular"}, ValueError, "grid_type='single'"),
+        ({"grid_type": None}, ValueError, "grid_type"),
+        ({"grid_type": "triple"}, ValueError, "grid_type"),
+        ({"fft_padding": ["zero", "zero"]}, ValueError, "grid_type must be None"),
+        ({"fft_padding": ["zero"], "grid_type": None}, ValueError, "one mode per axis"),
+        ({"fft_padding": "zero,circular", "grid_type": None}, ValueError, "comma"),
+        ({"fft_padding": [True, False], "grid_type": None}, TypeError, "fft_padding"),
+        ({"fft_padding": "reflect"}, ValueError, "fft_padding"),
+        ({"is_causal": True}, ValueError, "data_dim=1"),
+        ({"fft_padding": "circular", "grid_type": "single", "use_chunked_fftconv": True}, ValueError, "chunked"),
+        ({"fft_backend": 3}, TypeError, "fft_backend"),
+        ({"hidden_dim": 4}, ValueError, "out_dim"),
+        ({"data_dim": 3}, ValueError, "L_cache"),
+        ({"mask_cfg": LazyConfig(ExponentialModulationND)(data_dim=2, num_channels=3)}, ValueError, "num_channels"),
+        ({"is_causal": "yes"}, TypeError, "is_causal"),
+    ],
+)
+def test_invalid_combinations(overrides: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        make(**overrides)
+
+
+def test_causal_validation_1d() -> None:
+    one_d = dict(data_dim=1, kernel_cfg=kernel_cfg(6, data_dim=1), is_causal=True)
+    with pytest.raises(ValueError, match="is_causal"):
+        make(**one_d, fft_padding="circular", grid_type="single")
+    with pytest.raises(ValueError, match="is_causal"):
+        make(**one_d, fft_padding=["zero"], grid_type=None)
+    assert make(**one_d, grid_type="single", use_chunked_fftconv=True).is_causal
+
+
+def test_forward_validation() -> None:
+    conv = make()
+    with pytest.raises(ValueError, match="C=6"):
+        conv(torch.randn(1, 5, 4, 5))
+    with pytest.raises(ValueError, match="4-d"):
+        conv(torch.randn(1, 5, D))
+
+
+# --------------------------------------------------------------------------------------------------
+# Dtypes and gradients
+
+
+def test_autocast_bf16_model_and_gradients() -> None:
+    conv = make(mask_cfg=LazyConfig(GaussianModulationND)(data_dim=2, num_channels=D, grid_size=9))
+    x = torch.randn(2, 5, 4, D)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = conv(x.bfloat16())
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+    conv(x).square().sum().backward()
+    assert all(p.grad is not None for p in conv.parameters())
+    conv.to(torch.bfloat16)
+    y = conv(x.bfloat16())
+    assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
+    assert conv.kernel.positional_embedding.grid_cache.dtype == torch.float32
+
+
+# --------------------------------------------------------------------------------------------------
+# flop_count
+
+
+def test_flop_count_matches_spec_table() -> None:
+    conv = CKConvND(data_dim=2, hidden_dim=384, grid_type="double", fft_padding="zero", mask_cfg=LazyConfig(nn.Identity)(),
+                    kernel_cfg=LazyConfig(SIRENKernelND)(out_dim=384, data_dim=2, mlp_hidden_dim=32, num_layers=3,
+                                                         embedding_dim=32, omega_0=10.0, L_cache=14, use_bias=True))
+    assert conv.flop_count((14, 14)) == 66_365_275
+    assert conv.flop_count((14, 14), inference=True) == 30_827_260
+    assert conv.flop_count((14, 14)) - conv.kernel.flop_count((14, 14)) == 43_418_491 + 1_806_336 + 75_264
+
+
+@pytest.mark.parametrize(
+    "overrides,sizes",
+    [
+        ({}, (10, 8)),
+        ({"grid_type": "single"}, (min(5 + 3, 10), min(4 + 2, 8))),
+        ({"grid_type": "single", "fft_padding": "circular"}, (5, 4)),
+        ({"grid_type": None, "fft_padding": ["circular", "zero"]}, (5, 8)),
+    ],
+)
+def test_flop_count_formula(overrides: dict, sizes: tuple[int, int]) -> None:
+    conv = make(**overrides)
+    total = math.prod(sizes)
+    grid_lens = conv._grid_lens((5, 4))
+    for inference, n_fft in ((False, 3), (True, 2)):
+        expected = (conv.kernel.flop_count(grid_lens, inference) + int(n_fft * 5 * D * total * sum(map(math.log2, sizes)))
+                    + 6 * D * total + D * 20)
+        assert conv.flop_count((5, 4), inference) == expected
+
+
+# --------------------------------------------------------------------------------------------------
+# Reference parity
+
+
+def _translate(cfg: object) -> object:
+    """Swap vit5 targets for the reference's classes in a small config tree."""
+    from nvsubquadratic.lazy_config import LazyConfig as RefLazy
+    from nvsubquadratic.modules import film, kernels_nd, masks_nd
+
+    targets = {
+        "vit5.modules.siren.SIRENKernelND": kernels_nd.SIRENKernelND,
+        "vit5.modules.film.KernelFiLMGenerator": film.KernelFiLMGenerator,
+        "vit5.modules.masks.GaussianModulationND": masks_nd.GaussianModulationND,
+        "vit5.modules.masks.BlockAlignedGaussianModulationND": masks_nd.BlockAlignedGaussianModulationND,
+        "vit5.modules.masks.ExponentialModulationND": masks_nd.ExponentialModulationND,
+        "torch.nn.modules.linear.Identity": nn.Identity,
+    }
+    if isinstance(cfg, dict) and "__target__" in cfg:
+        kwargs = {key: _translate(value) for key, value in cfg.items() if key != "__target__"}
+        return RefLazy(targets[cfg["__target__"]])(**kwargs)
+    return cfg
+
+
+def _pair(seed: int = 0, **overrides: object) -> tuple[nn.Module, CKConvND]:
+    from nvsubquadratic.modules.ckconv_nd import CKConvND as Reference
+
+    kw = dict(data_dim=2, hidden_dim=D, kernel_cfg=kernel_cfg(), mask_cfg=LazyConfig(nn.Identity)(), grid_type="double",
+              fft_padding="zero")
+    kw.update(overrides)
+    torch.manual_seed(seed)
+    ref = Reference(**{key: _translate(value) for key, value in kw.items()})
+    torch.manual_seed(seed)
+    ours = CKConvND(**kw)
+    assert list(ours.state_dict()) == list(ref.state_dict())
+    for key, value in ref.state_dict().items():
+        assert torch.equal(ours.state_dict()[key], value), key  # seed-exact init, incl. the shortcut
+    randomize_(ref, seed=seed + 1)
+    if hasattr(ref.mask, "std_param"):  # keep Gaussian widths in range: the clamp would dominate otherwise
+        ref.mask.std_param.data.copy_(ours.mask.std_param.data * torch.empty_like(ours.mask.std_param).uniform_(0.5, 1.5))
+    copy_state(ref, ours)
+    return ref, ours
+
+
+def _check(ref: nn.Module, ours: CKConvND, sizes: tuple[int, ...], channels: int = D, **kwargs: object) -> None:
+    x = torch.randn(2, *sizes, channels)
+    assert_parity(ours(x, **kwargs), ref(x, **kwargs))
+    assert_parity(ours(cf(x), is_bhl_input=True, **kwargs), ref(cf(x), is_bhl_input=True, **kwargs))
+    assert ours.flop_count(sizes) == ref.flop_count(sizes)
+    assert ours.flop_count(sizes, inference=True) == ref.flop_count(sizes, inference=True)
+
+
+PARITY_CASES = {
+    "zero-double": {},
+    "zero-single": {"grid_type": "single"},
+    "circular": {"grid_type": "single", "fft_padding": "circular"},
+    "CIRCULAR-L7": {"grid_type": "single", "fft_padding": "CIRCULAR", "kernel_cfg": kernel_cfg(7)},
+    "circular-zero": {"grid_type": None, "fft_padding": ["circular", "zero"]},
+    "zero-circular": {"grid_type": None, "fft_padding": ("zero", "Circular")},
+    "all-circular-list": {"grid_type": None, "fft_padding": ["circular", "circular"]},
+    "chunked-mixed": {"grid_type": None, "fft_padding": ["circular", "zero"], "use_chunked_fftconv": True},
+    "exp-mask": {"mask_cfg": LazyConfig(ExponentialModulationND)(data_dim=2, num_channels=D)},
+    "gauss-direct": {"mask_cfg": LazyConfig(GaussianModulationND)(data_dim=2, num_channels=D, grid_size=99)},
+    "gauss-log-circular": {"grid_type": "single", "fft_padding": "circular",
+                           "mask_cfg": LazyConfig(GaussianModulationND)(data_dim=2, num_channels=D, grid_size=3,
+                                                                        parametrization="log")},
+    "gauss-softplus-mixed": {"grid_type": None, "fft_padding": ["zero", "circular"],
+                             "mask_cfg": LazyConfig(GaussianModulationND)(data_dim=2, num_channels=D, grid_size=5,
+                                                                          parametrization="softplus", init_extent=[1.0, 2.0])},
+    "subq-backend": {"fft_backend": "subq_ops_fused"},
+}
+
+
+@pytest.mark.parametrize("case", list(PARITY_CASES))
+@pytest.mark.parametrize("sizes", [(5, 4), (4, 7)], ids=str)
+@pytest.mark.parity
+@requires_reference
+def test_parity_modes(case: str, sizes: tuple[int, int]) -> None:
+    overrides = dict(PARITY_CASES[case])
+    backend = overrides.pop("fft_backend", None)
+    ref, ours = _pair(**overrides)
+    if backend is not None:  # the reference needs CUDA kernels for it; ours runs the torch path
+        ours = CKConvND(**{**dict(data_dim=2, hidden_dim=D, kernel_cfg=kernel_cfg(), mask_cfg=LazyConfig(nn.Identity)(),
+                                  grid_type="double", fft_padding="zero"), "fft_backend": backend})
+        copy_state(ref, ours)
+    _check(ref, ours, sizes)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+@pytest.mark.parametrize("grid_type", ["double", "single"])
+@pytest.mark.parity
+@requires_reference
+def test_parity_causal_1d(chunked: bool, grid_type: str) -> None:
+    ref, ours = _pair(data_dim=1, kernel_cfg=kernel_cfg(6, data_dim=1), is_causal=True, use_chunked_fftconv=chunked,
+                      grid_type=grid_type)
+    for length in (6, 9, 4):  # 9 grows the cache
+        _check(ref, ours, (length,))
+
+
+@pytest.mark.parity
+@requires_reference
+def test_parity_chunked_wide() -> None:
+    ref, ours = _pair(hidden_dim=130, kernel_cfg=kernel_cfg(out_dim=130), use_chunked_fftconv=True)
+    _check(ref, ours, (3, 4), channels=130)
+
+
+@pytest.mark.parity
+@requires_reference
+def test_parity_growth_and_anisotropic_l_cache() -> None:
+    ref, ours = _pair()  # L_cache [5, 4] on a 5 x 4 grid
+    for sizes in [(5, 4), (7, 6), (3, 2), (7, 6), (5, 4)]:  # one growth event, then smaller again
+        _check(ref, ours, sizes)
+    assert torch.equal(ours.kernel.positional_embedding.grid_cache, ref.kernel.positional_embedding.grid_cache)
+
+
+@pytest.mark.parametrize("after", [False, True])
+@pytest.mark.parity
+@requires_reference
+def test_parity_film(after: bool) -> None:
+    cfg = kernel_cfg(film=2 + after)
+    cfg.film_after_pos_embed = after
+    ref, ours = _pair(kernel_cfg=cfg)
+    _check(ref, ours, (5, 4), conditioning=torch.randn(2, 3))
+    _check(ref, ours, (4, 4))
