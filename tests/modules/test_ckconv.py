@@ -22,15 +22,34 @@ D = 6
 
 
 def kernel_cfg(L_cache: object = (5, 4), data_dim: int = 2, out_dim: int = D, film: int | None = None):
-    film_cfg = None if film is None else LazyConfig(KernelFiLMGenerator)(cond_dim=3, kernel_hidden_dim=8, num_film_layers=film)
+    film_cfg = (
+        None
+        if film is None
+        else LazyConfig(KernelFiLMGenerator)(cond_dim=3, kernel_hidden_dim=8, num_film_layers=film)
+    )
     L_cache = list(L_cache) if isinstance(L_cache, tuple) else L_cache
-    return LazyConfig(SIRENKernelND)(out_dim=out_dim, data_dim=data_dim, mlp_hidden_dim=8, num_layers=3, embedding_dim=8,
-                                     omega_0=10.0, L_cache=L_cache, use_bias=True, film_cfg=film_cfg)
+    return LazyConfig(SIRENKernelND)(
+        out_dim=out_dim,
+        data_dim=data_dim,
+        mlp_hidden_dim=8,
+        num_layers=3,
+        embedding_dim=8,
+        omega_0=10.0,
+        L_cache=L_cache,
+        use_bias=True,
+        film_cfg=film_cfg,
+    )
 
 
 def make(**overrides: object) -> CKConvND:
-    kw = dict(data_dim=2, hidden_dim=D, kernel_cfg=kernel_cfg(), mask_cfg=LazyConfig(nn.Identity)(), grid_type="double",
-              fft_padding="zero")
+    kw = dict(
+        data_dim=2,
+        hidden_dim=D,
+        kernel_cfg=kernel_cfg(),
+        mask_cfg=LazyConfig(nn.Identity)(),
+        grid_type="double",
+        fft_padding="zero",
+    )
     return CKConvND(**{**kw, **overrides})
 
 
@@ -128,7 +147,9 @@ def test_single_grid_halves_l_cache_and_injects_grid_size() -> None:
     gauss = LazyConfig(GaussianModulationND)(data_dim=2, num_channels=D, grid_size=1000)
     conv = make(grid_type="single", fft_padding="circular", mask_cfg=gauss)
     assert conv.kernel.L_cache == [3, 2] and conv.kernel.positional_embedding.grid_cache.shape == (1, 5, 3, 2)
-    assert conv.mask.grid_size == 5 and conv.mask.min_std == pytest.approx(2 / 4 * math.sqrt(-1 / (2 * math.log(0.1))))
+    assert conv.mask.grid_size == 5 and conv.mask.min_std == pytest.approx(
+        2 / 4 * math.sqrt(-1 / (2 * math.log(0.1)))
+    )
     assert make(mask_cfg=gauss).mask.grid_size == 9  # double grid: 2 * max(5, 4) - 1
     mixed = make(grid_type=None, fft_padding=["circular", "zero"], kernel_cfg=kernel_cfg(8), mask_cfg=gauss)
     assert mixed.kernel.L_cache == [4, 8] and mixed.mask.grid_size == 15
@@ -172,11 +193,19 @@ def test_other_fft_backends_log_once_and_run_torch(caplog: pytest.LogCaptureFixt
         ({"fft_padding": [True, False], "grid_type": None}, TypeError, "fft_padding"),
         ({"fft_padding": "reflect"}, ValueError, "fft_padding"),
         ({"is_causal": True}, ValueError, "data_dim=1"),
-        ({"fft_padding": "circular", "grid_type": "single", "use_chunked_fftconv": True}, ValueError, "chunked"),
+        (
+            {"fft_padding": "circular", "grid_type": "single", "use_chunked_fftconv": True},
+            ValueError,
+            "chunked",
+        ),
         ({"fft_backend": 3}, TypeError, "fft_backend"),
         ({"hidden_dim": 4}, ValueError, "out_dim"),
         ({"data_dim": 3}, ValueError, "L_cache"),
-        ({"mask_cfg": LazyConfig(ExponentialModulationND)(data_dim=2, num_channels=3)}, ValueError, "num_channels"),
+        (
+            {"mask_cfg": LazyConfig(ExponentialModulationND)(data_dim=2, num_channels=3)},
+            ValueError,
+            "num_channels",
+        ),
         ({"is_causal": "yes"}, TypeError, "is_causal"),
     ],
 )
@@ -200,6 +229,9 @@ def test_forward_validation() -> None:
         conv(torch.randn(1, 5, 4, 5))
     with pytest.raises(ValueError, match="4-d"):
         conv(torch.randn(1, 5, D))
+    film = make(kernel_cfg=kernel_cfg(film=2))
+    with pytest.raises(ValueError, match="conditioning"):
+        film(torch.randn(2, 5, 4, D), conditioning=torch.randn(3, 3))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -225,9 +257,23 @@ def test_autocast_bf16_model_and_gradients() -> None:
 
 
 def test_flop_count_matches_spec_table() -> None:
-    conv = CKConvND(data_dim=2, hidden_dim=384, grid_type="double", fft_padding="zero", mask_cfg=LazyConfig(nn.Identity)(),
-                    kernel_cfg=LazyConfig(SIRENKernelND)(out_dim=384, data_dim=2, mlp_hidden_dim=32, num_layers=3,
-                                                         embedding_dim=32, omega_0=10.0, L_cache=14, use_bias=True))
+    conv = CKConvND(
+        data_dim=2,
+        hidden_dim=384,
+        grid_type="double",
+        fft_padding="zero",
+        mask_cfg=LazyConfig(nn.Identity)(),
+        kernel_cfg=LazyConfig(SIRENKernelND)(
+            out_dim=384,
+            data_dim=2,
+            mlp_hidden_dim=32,
+            num_layers=3,
+            embedding_dim=32,
+            omega_0=10.0,
+            L_cache=14,
+            use_bias=True,
+        ),
+    )
     assert conv.flop_count((14, 14)) == 66_365_275
     assert conv.flop_count((14, 14), inference=True) == 30_827_260
     assert conv.flop_count((14, 14)) - conv.kernel.flop_count((14, 14)) == 43_418_491 + 1_806_336 + 75_264
@@ -247,8 +293,12 @@ def test_flop_count_formula(overrides: dict, sizes: tuple[int, int]) -> None:
     total = math.prod(sizes)
     grid_lens = conv._grid_lens((5, 4))
     for inference, n_fft in ((False, 3), (True, 2)):
-        expected = (conv.kernel.flop_count(grid_lens, inference) + int(n_fft * 5 * D * total * sum(map(math.log2, sizes)))
-                    + 6 * D * total + D * 20)
+        expected = (
+            conv.kernel.flop_count(grid_lens, inference)
+            + int(n_fft * 5 * D * total * sum(map(math.log2, sizes)))
+            + 6 * D * total
+            + D * 20
+        )
         assert conv.flop_count((5, 4), inference) == expected
 
 
@@ -278,8 +328,14 @@ def _translate(cfg: object) -> object:
 def _pair(seed: int = 0, **overrides: object) -> tuple[nn.Module, CKConvND]:
     from nvsubquadratic.modules.ckconv_nd import CKConvND as Reference
 
-    kw = dict(data_dim=2, hidden_dim=D, kernel_cfg=kernel_cfg(), mask_cfg=LazyConfig(nn.Identity)(), grid_type="double",
-              fft_padding="zero")
+    kw = dict(
+        data_dim=2,
+        hidden_dim=D,
+        kernel_cfg=kernel_cfg(),
+        mask_cfg=LazyConfig(nn.Identity)(),
+        grid_type="double",
+        fft_padding="zero",
+    )
     kw.update(overrides)
     torch.manual_seed(seed)
     ref = Reference(**{key: _translate(value) for key, value in kw.items()})
@@ -290,12 +346,16 @@ def _pair(seed: int = 0, **overrides: object) -> tuple[nn.Module, CKConvND]:
         assert torch.equal(ours.state_dict()[key], value), key  # seed-exact init, incl. the shortcut
     randomize_(ref, seed=seed + 1)
     if hasattr(ref.mask, "std_param"):  # keep Gaussian widths in range: the clamp would dominate otherwise
-        ref.mask.std_param.data.copy_(ours.mask.std_param.data * torch.empty_like(ours.mask.std_param).uniform_(0.5, 1.5))
+        ref.mask.std_param.data.copy_(
+            ours.mask.std_param.data * torch.empty_like(ours.mask.std_param).uniform_(0.5, 1.5)
+        )
     copy_state(ref, ours)
     return ref, ours
 
 
-def _check(ref: nn.Module, ours: CKConvND, sizes: tuple[int, ...], channels: int = D, **kwargs: object) -> None:
+def _check(
+    ref: nn.Module, ours: CKConvND, sizes: tuple[int, ...], channels: int = D, **kwargs: object
+) -> None:
     x = torch.randn(2, *sizes, channels)
     assert_parity(ours(x, **kwargs), ref(x, **kwargs))
     assert_parity(ours(cf(x), is_bhl_input=True, **kwargs), ref(cf(x), is_bhl_input=True, **kwargs))
@@ -314,12 +374,20 @@ PARITY_CASES = {
     "chunked-mixed": {"grid_type": None, "fft_padding": ["circular", "zero"], "use_chunked_fftconv": True},
     "exp-mask": {"mask_cfg": LazyConfig(ExponentialModulationND)(data_dim=2, num_channels=D)},
     "gauss-direct": {"mask_cfg": LazyConfig(GaussianModulationND)(data_dim=2, num_channels=D, grid_size=99)},
-    "gauss-log-circular": {"grid_type": "single", "fft_padding": "circular",
-                           "mask_cfg": LazyConfig(GaussianModulationND)(data_dim=2, num_channels=D, grid_size=3,
-                                                                        parametrization="log")},
-    "gauss-softplus-mixed": {"grid_type": None, "fft_padding": ["zero", "circular"],
-                             "mask_cfg": LazyConfig(GaussianModulationND)(data_dim=2, num_channels=D, grid_size=5,
-                                                                          parametrization="softplus", init_extent=[1.0, 2.0])},
+    "gauss-log-circular": {
+        "grid_type": "single",
+        "fft_padding": "circular",
+        "mask_cfg": LazyConfig(GaussianModulationND)(
+            data_dim=2, num_channels=D, grid_size=3, parametrization="log"
+        ),
+    },
+    "gauss-softplus-mixed": {
+        "grid_type": None,
+        "fft_padding": ["zero", "circular"],
+        "mask_cfg": LazyConfig(GaussianModulationND)(
+            data_dim=2, num_channels=D, grid_size=5, parametrization="softplus", init_extent=[1.0, 2.0]
+        ),
+    },
     "subq-backend": {"fft_backend": "subq_ops_fused"},
 }
 
@@ -333,8 +401,19 @@ def test_parity_modes(case: str, sizes: tuple[int, int]) -> None:
     backend = overrides.pop("fft_backend", None)
     ref, ours = _pair(**overrides)
     if backend is not None:  # the reference needs CUDA kernels for it; ours runs the torch path
-        ours = CKConvND(**{**dict(data_dim=2, hidden_dim=D, kernel_cfg=kernel_cfg(), mask_cfg=LazyConfig(nn.Identity)(),
-                                  grid_type="double", fft_padding="zero"), "fft_backend": backend})
+        ours = CKConvND(
+            **{
+                **dict(
+                    data_dim=2,
+                    hidden_dim=D,
+                    kernel_cfg=kernel_cfg(),
+                    mask_cfg=LazyConfig(nn.Identity)(),
+                    grid_type="double",
+                    fft_padding="zero",
+                ),
+                "fft_backend": backend,
+            }
+        )
         copy_state(ref, ours)
     _check(ref, ours, sizes)
 
@@ -344,8 +423,13 @@ def test_parity_modes(case: str, sizes: tuple[int, int]) -> None:
 @pytest.mark.parity
 @requires_reference
 def test_parity_causal_1d(chunked: bool, grid_type: str) -> None:
-    ref, ours = _pair(data_dim=1, kernel_cfg=kernel_cfg(6, data_dim=1), is_causal=True, use_chunked_fftconv=chunked,
-                      grid_type=grid_type)
+    ref, ours = _pair(
+        data_dim=1,
+        kernel_cfg=kernel_cfg(6, data_dim=1),
+        is_causal=True,
+        use_chunked_fftconv=chunked,
+        grid_type=grid_type,
+    )
     for length in (6, 9, 4):  # 9 grows the cache
         _check(ref, ours, (length,))
 
@@ -363,7 +447,9 @@ def test_parity_growth_and_anisotropic_l_cache() -> None:
     ref, ours = _pair()  # L_cache [5, 4] on a 5 x 4 grid
     for sizes in [(5, 4), (7, 6), (3, 2), (7, 6), (5, 4)]:  # one growth event, then smaller again
         _check(ref, ours, sizes)
-    assert torch.equal(ours.kernel.positional_embedding.grid_cache, ref.kernel.positional_embedding.grid_cache)
+    assert torch.equal(
+        ours.kernel.positional_embedding.grid_cache, ref.kernel.positional_embedding.grid_cache
+    )
 
 
 @pytest.mark.parametrize("after", [False, True])

@@ -23,7 +23,9 @@ def test_identity_init_and_pair_layout() -> None:
 
 def test_forward_formula_and_slicing() -> None:
     torch.manual_seed(0)
-    generator = randomize_(KernelFiLMGenerator(cond_dim=3, kernel_hidden_dim=2, num_film_layers=2, film_hidden_dim=7))
+    generator = randomize_(
+        KernelFiLMGenerator(cond_dim=3, kernel_hidden_dim=2, num_film_layers=2, film_hidden_dim=7)
+    )
     c = torch.randn(4, 3)
     w1, b1, w2, b2 = (p.detach() for p in generator.parameters())
     u = F.gelu(c @ w1.T + b1, approximate="none") @ w2.T + b2  # exact erf GELU
@@ -35,7 +37,9 @@ def test_forward_formula_and_slicing() -> None:
 
 def test_small_random_init() -> None:
     torch.manual_seed(0)
-    generator = KernelFiLMGenerator(cond_dim=3, kernel_hidden_dim=16, num_film_layers=4, init_type="small_random", init_std=1e-3)
+    generator = KernelFiLMGenerator(
+        cond_dim=3, kernel_hidden_dim=16, num_film_layers=4, init_type="small_random", init_std=1e-3
+    )
     std = generator.mlp[2].weight.std().item()
     assert 0.9e-3 < std < 1.1e-3
     bias = generator.mlp[2].bias.view(4, 2, 16)
@@ -44,11 +48,11 @@ def test_small_random_init() -> None:
 
 @pytest.mark.parametrize("setting", [False, True, 0.5])
 def test_weight_decay_tags(setting: object) -> None:
-    generator = KernelFiLMGenerator(cond_dim=3, kernel_hidden_dim=4, num_film_layers=1, no_weight_decay=setting)
+    generator = KernelFiLMGenerator(
+        cond_dim=3, kernel_hidden_dim=4, num_film_layers=1, no_weight_decay=setting
+    )
     for name, parameter in generator.named_parameters():
-        if name.endswith("bias"):
-            assert parameter._no_weight_decay is True
-        elif setting is True:
+        if name.endswith("bias") or setting is True:
             assert parameter._no_weight_decay is True
         elif setting is False:
             assert not hasattr(parameter, "_no_weight_decay") and not hasattr(parameter, "_weight_decay")

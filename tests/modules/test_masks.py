@@ -28,7 +28,9 @@ def test_exponential_init_and_formula() -> None:
     x = torch.randn(3, 9, 7, 5)
     with torch.no_grad():
         mask.weight.mul_(torch.tensor([[1.0], [-0.5]]))  # |w| is used
-    window = torch.exp(-grid[..., :1].abs() * mask.weight[0].abs()) * torch.exp(-grid[..., 1:].abs() * mask.weight[1].abs())
+    window = torch.exp(-grid[..., :1].abs() * mask.weight[0].abs()) * torch.exp(
+        -grid[..., 1:].abs() * mask.weight[1].abs()
+    )
     torch.testing.assert_close(mask(grid, x), x * window)
     center = mask(grid, torch.ones(1, 9, 7, 5))[0, 4, 3]
     torch.testing.assert_close(center, torch.ones(5))  # linspace centre is ~1e-8, not exactly 0
@@ -36,11 +38,15 @@ def test_exponential_init_and_formula() -> None:
 
 def test_gaussian_bounds_and_init() -> None:
     mask = GaussianModulationND(data_dim=2, num_channels=6, grid_size=27, init_extent=[1.0, 3.0])
-    assert mask.min_std == pytest.approx(2 / 26 * KAPPA_01) and mask.min_std == pytest.approx(0.0358454, abs=1e-7)
+    assert mask.min_std == pytest.approx(2 / 26 * KAPPA_01) and mask.min_std == pytest.approx(
+        0.0358454, abs=1e-7
+    )
     assert mask.max_std == pytest.approx(KAPPA_095)
     low = mask.min_std
     torch.testing.assert_close(mask.std_param[0], torch.logspace(math.log10(low), math.log10(KAPPA_01), 6))
-    torch.testing.assert_close(mask.std_param[1], torch.logspace(math.log10(3 * low), math.log10(3 * KAPPA_01), 6))
+    torch.testing.assert_close(
+        mask.std_param[1], torch.logspace(math.log10(3 * low), math.log10(3 * KAPPA_01), 6)
+    )
     assert mask.std_param._no_weight_decay and list(mask.buffers()) == []
     # the narrowest channel attenuates to 0.1 one grid step (2 / (grid_size - 1)) from the centre
     step = torch.tensor([[[[2 / 26, 0.0]]]])
@@ -133,7 +139,10 @@ def test_call_validation() -> None:
         ("ExponentialModulationND", {"fast_decay_pct": 9.0, "slow_decay_pct": 1.0}),
         ("GaussianModulationND", {"grid_size": 9}),
         ("GaussianModulationND", {"grid_size": 13, "parametrization": "log", "init_extent": [0.5, 2.0]}),
-        ("GaussianModulationND", {"grid_size": 7, "parametrization": "softplus", "min_attenuation_at_step": 0.3}),
+        (
+            "GaussianModulationND",
+            {"grid_size": 7, "parametrization": "softplus", "min_attenuation_at_step": 0.3},
+        ),
         ("BlockAlignedGaussianModulationND", {"grid_size": 9, "max_attenuation_at_limit": 0.9}),
     ],
 )

@@ -12,7 +12,9 @@ from vit5.config import LazyConfig
 from vit5.modules.film import KernelFiLMGenerator
 from vit5.modules.siren import SIRENKernelND
 
-BASE = dict(out_dim=6, data_dim=2, mlp_hidden_dim=8, num_layers=3, embedding_dim=8, omega_0=10.0, use_bias=True)
+BASE = dict(
+    out_dim=6, data_dim=2, mlp_hidden_dim=8, num_layers=3, embedding_dim=8, omega_0=10.0, use_bias=True
+)
 
 
 def make(**overrides: object) -> SIRENKernelND:
@@ -95,9 +97,19 @@ def test_step_sizes_and_attributes() -> None:
     kernel = SIRENKernelND(**{**BASE, "L_cache": 14})
     emb = kernel.positional_embedding
     assert emb.step_sizes == (1 / 13, 1 / 13) and emb.L_cache_per_axis == (14, 14) and emb.L_cache == 14
-    for name in ("out_dim", "data_dim", "mlp_hidden_dim", "num_layers", "embedding_dim", "omega_0", "hidden_omega_0"):
+    for name in (
+        "out_dim",
+        "data_dim",
+        "mlp_hidden_dim",
+        "num_layers",
+        "embedding_dim",
+        "omega_0",
+        "hidden_omega_0",
+    ):
         assert getattr(kernel, name) == {**BASE, "hidden_omega_0": 1.0}[name]
-    assert kernel.film_generator is None and kernel.num_film_layers == 2 and kernel.film_after_pos_embed is False
+    assert (
+        kernel.film_generator is None and kernel.num_film_layers == 2 and kernel.film_after_pos_embed is False
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -106,8 +118,16 @@ def test_step_sizes_and_attributes() -> None:
 
 def test_init_bounds_biases_and_output_scale() -> None:
     torch.manual_seed(0)
-    kernel = SIRENKernelND(out_dim=64, data_dim=2, mlp_hidden_dim=32, num_layers=3, embedding_dim=32, omega_0=10.0,
-                           L_cache=[15, 14], use_bias=True)
+    kernel = SIRENKernelND(
+        out_dim=64,
+        data_dim=2,
+        mlp_hidden_dim=32,
+        num_layers=3,
+        embedding_dim=32,
+        omega_0=10.0,
+        L_cache=[15, 14],
+        use_bias=True,
+    )
     w0 = kernel.positional_embedding.linear.weight
     assert w0.abs().max() <= 10 * math.pi and w0.abs().max() > 0.9 * 10 * math.pi
     for layer in kernel.hidden_linears:
@@ -127,14 +147,19 @@ def test_hidden_omega_cancels_and_num_layers_quirk() -> None:
     torch.manual_seed(0)
     b = make()
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    shapes = {n: [tuple(lin.weight.shape) for lin in make(num_layers=n, embedding_dim=4).hidden_linears] for n in (1, 2, 3, 4)}
+    shapes = {
+        n: [tuple(lin.weight.shape) for lin in make(num_layers=n, embedding_dim=4).hidden_linears]
+        for n in (1, 2, 3, 4)
+    }
     assert shapes == {1: [(8, 4)], 2: [(8, 4)], 3: [(8, 4), (8, 8)], 4: [(8, 4), (8, 8), (8, 8)]}
 
 
 def test_no_weight_decay_tags() -> None:
     kernel = make(film_cfg=film_cfg())
     tagged = {name for name, p in kernel.named_parameters() if getattr(p, "_no_weight_decay", False)}
-    expected = {name for name, _ in kernel.named_parameters() if name != "out_linear.weight" and "film" not in name}
+    expected = {
+        name for name, _ in kernel.named_parameters() if name != "out_linear.weight" and "film" not in name
+    }
     assert tagged - {"film_generator.mlp.0.bias", "film_generator.mlp.2.bias"} == expected
 
 
@@ -236,8 +261,16 @@ def test_backward_reaches_every_parameter() -> None:
 
 
 def test_flop_count_formula() -> None:
-    kernel = SIRENKernelND(out_dim=384, data_dim=2, mlp_hidden_dim=32, num_layers=3, embedding_dim=32, omega_0=10.0,
-                           L_cache=14, use_bias=True)
+    kernel = SIRENKernelND(
+        out_dim=384,
+        data_dim=2,
+        mlp_hidden_dim=32,
+        num_layers=3,
+        embedding_dim=32,
+        omega_0=10.0,
+        L_cache=14,
+        use_bias=True,
+    )
     assert kernel.flop_count((14, 14)) == 28896 * 27 * 27 == 21_065_184  # spec/hyena.md §7
     assert kernel.flop_count((14, 14), inference=True) == 0
     small = make(film_cfg=film_cfg(cond=6))
@@ -298,7 +331,9 @@ def test_parity_growth_then_smaller() -> None:
     copy_state(ref, ours)
     for lens in [(5, 4), (8, 4), (3, 2), (8, 4), (5, 4)]:  # a single growth event, then smaller again
         (k_ref, g_ref), (k_ours, g_ours) = ref(lens), ours(lens)
-        assert torch.equal(g_ours, g_ref) and torch.equal(ours.positional_embedding.grid_cache, ref.positional_embedding.grid_cache)
+        assert torch.equal(g_ours, g_ref) and torch.equal(
+            ours.positional_embedding.grid_cache, ref.positional_embedding.grid_cache
+        )
         assert_parity(k_ours, k_ref)
 
 

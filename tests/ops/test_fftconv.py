@@ -58,9 +58,7 @@ def close(a: torch.Tensor, b: torch.Tensor, tol: float = 2e-5) -> None:
     assert (a.double() - b.double()).abs().max().item() / scale < tol
 
 
-@pytest.mark.parametrize(
-    "size", [(7,), (8,), (5, 4), (4, 5), (1, 3), (6, 6), (3, 4, 2), (2, 3, 3)], ids=str
-)
+@pytest.mark.parametrize("size", [(7,), (8,), (5, 4), (4, 5), (1, 3), (6, 6), (3, 4, 2), (2, 3, 3)], ids=str)
 def test_zero_mode_equals_flipped_conv(size: tuple[int, ...]) -> None:
     torch.manual_seed(0)
     d = len(size)
@@ -111,7 +109,9 @@ def test_causal_mode_equals_explicit_sum(size: tuple[int, ...], taps: int) -> No
     assert torch.allclose(fft_conv_causal(x2, kernel)[..., :-1], ours[..., :-1], atol=1e-5)
 
 
-@pytest.mark.parametrize("modes", [("circular", "zero"), ("zero", "circular"), ("circular", "zero", "circular")])
+@pytest.mark.parametrize(
+    "modes", [("circular", "zero"), ("zero", "circular"), ("circular", "zero", "circular")]
+)
 @pytest.mark.parametrize("odd", [True, False])
 def test_mixed_mode_equals_explicit_sum(modes: tuple[str, ...], odd: bool) -> None:
     torch.manual_seed(4)
@@ -148,7 +148,11 @@ def test_per_sample_kernels_match_separate_calls() -> None:
 
 @pytest.mark.parametrize(
     "padding,causal,size,taps",
-    [("zero", False, (5, 4), (9, 7)), ("zero", True, (9,), (9,)), (["circular", "zero"], False, (5, 4), (5, 7))],
+    [
+        ("zero", False, (5, 4), (9, 7)),
+        ("zero", True, (9,), (9,)),
+        (["circular", "zero"], False, (5, 4), (5, 7)),
+    ],
 )
 def test_chunked_is_bitwise_identical(padding: object, causal: bool, size: tuple, taps: tuple) -> None:
     torch.manual_seed(7)
@@ -223,5 +227,7 @@ def test_dense_reference_itself_matches_conv2d() -> None:
     for size in itertools.product([3, 4], [2, 5]):
         x = torch.randn(1, 2, *size)
         kernel = torch.randn(1, 2, *[2 * n - 1 for n in size])
-        expected = F.conv2d(x, kernel[0].unsqueeze(1).flip(-1, -2), padding=tuple(n - 1 for n in size), groups=2)
+        expected = F.conv2d(
+            x, kernel[0].unsqueeze(1).flip(-1, -2), padding=tuple(n - 1 for n in size), groups=2
+        )
         close(dense_conv(x, kernel, ("zero", "zero")), expected)

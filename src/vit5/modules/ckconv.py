@@ -88,11 +88,15 @@ class CKConvND(nn.Module):
         self.is_causal = boolean("is_causal", is_causal)
         self.use_chunked_fftconv = boolean("use_chunked_fftconv", use_chunked_fftconv)
         if not isinstance(fft_backend, str) or not fft_backend:
-            raise TypeError(f"fft_backend must be a non-empty string such as 'torch_fft', got {fft_backend!r}")
+            raise TypeError(
+                f"fft_backend must be a non-empty string such as 'torch_fft', got {fft_backend!r}"
+            )
         self.fft_backend = fft_backend
         if fft_backend != "torch_fft" and fft_backend not in _LOGGED_BACKENDS:
             _LOGGED_BACKENDS.add(fft_backend)
-            logger.info("CKConvND fft_backend=%r is not available in vit5; using the PyTorch FFT path", fft_backend)
+            logger.info(
+                "CKConvND fft_backend=%r is not available in vit5; using the PyTorch FFT path", fft_backend
+            )
 
         self._periodic = parse_padding(fft_padding, data_dim)
         per_axis = not isinstance(fft_padding, str)
@@ -124,7 +128,9 @@ class CKConvND(nn.Module):
         l_cache = _config_value(kernel_cfg, "L_cache")
         if l_cache is not None:
             l_eff = self._effective_l_cache(l_cache)
-            self.kernel = instantiate(kernel_cfg, L_cache=l_eff) if any(self._single) else instantiate(kernel_cfg)
+            self.kernel = (
+                instantiate(kernel_cfg, L_cache=l_eff) if any(self._single) else instantiate(kernel_cfg)
+            )
         else:
             l_eff = None
             self.kernel = instantiate(kernel_cfg)
@@ -134,7 +140,9 @@ class CKConvND(nn.Module):
             expected = hidden_dim if name == "out_dim" else data_dim
             value = getattr(self.kernel, name, expected)
             if value != expected:
-                raise ValueError(f"kernel_cfg.{name} must be {expected} (CKConvND's {'hidden_dim' if name == 'out_dim' else 'data_dim'}), got {value}")
+                raise ValueError(
+                    f"kernel_cfg.{name} must be {expected} (CKConvND's {'hidden_dim' if name == 'out_dim' else 'data_dim'}), got {value}"
+                )
 
         if mask_cfg is None:
             self.mask = nn.Identity()
@@ -160,7 +168,9 @@ class CKConvND(nn.Module):
             return values[0] if len(set(values)) == 1 else values
         if isinstance(l_cache, Sequence) and not isinstance(l_cache, str):
             values = list(l_cache)
-            if len(values) != self.data_dim or not all(isinstance(v, int) and not isinstance(v, bool) for v in values):
+            if len(values) != self.data_dim or not all(
+                isinstance(v, int) and not isinstance(v, bool) for v in values
+            ):
                 raise ValueError(f"kernel_cfg.L_cache must be an int or {self.data_dim} ints, got {values!r}")
             return [(v + 1) // 2 if single else v for v, single in zip(values, self._single)]
         raise TypeError(f"kernel_cfg.L_cache must be an int or a list of ints, got {l_cache!r}")
@@ -172,11 +182,17 @@ class CKConvND(nn.Module):
         self, x: torch.Tensor, is_bhl_input: bool = False, conditioning: torch.Tensor | None = None
     ) -> torch.Tensor:
         if x.ndim != self.data_dim + 2:
-            raise ValueError(f"CKConvND(data_dim={self.data_dim}) expects a {self.data_dim + 2}-d input, got {tuple(x.shape)}")
+            raise ValueError(
+                f"CKConvND(data_dim={self.data_dim}) expects a {self.data_dim + 2}-d input, got {tuple(x.shape)}"
+            )
         channels = x.shape[1] if is_bhl_input else x.shape[-1]
         if channels != self.hidden_dim:
             layout = "[B, C, *S]" if is_bhl_input else "[B, *S, C]"
             raise ValueError(f"CKConvND expects {layout} with C={self.hidden_dim}, got {tuple(x.shape)}")
+        if conditioning is not None and (conditioning.ndim == 0 or conditioning.shape[0] != x.shape[0]):
+            raise ValueError(
+                f"conditioning must have one row per sample ([{x.shape[0]}, cond]), got shape {tuple(conditioning.shape)}"
+            )
         z = x if is_bhl_input else x.movedim(-1, 1)  # (B, C, *S)
         grid_lens = self._grid_lens(z.shape[2:])
         if conditioning is None:
@@ -212,7 +228,9 @@ class CKConvND(nn.Module):
             else:
                 sizes.append(min(n + (taps + 1) // 2, 2 * n))
         if not hasattr(self.kernel, "flop_count"):
-            raise TypeError(f"the kernel {type(self.kernel).__name__} has no flop_count(grid_lens, inference)")
+            raise TypeError(
+                f"the kernel {type(self.kernel).__name__} has no flop_count(grid_lens, inference)"
+            )
         film = getattr(self.kernel, "film_generator", None)
         n_fft = 2 if inference and film is None else 3
         c, total = self.hidden_dim, math.prod(sizes)
@@ -250,6 +268,7 @@ def _accepts(cfg: Any, keyword: str) -> bool:
     except (TypeError, ValueError):
         return False
     return any(
-        p.name == keyword and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        p.name == keyword
+        and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         for p in parameters
     )

@@ -64,7 +64,9 @@ class KernelFiLMGenerator(nn.Module):
                     f"got {type(no_weight_decay).__name__} {no_weight_decay!r}"
                 )
             if not math.isfinite(no_weight_decay) or no_weight_decay < 0:
-                raise ValueError(f"no_weight_decay as a weight-decay value must be finite and >= 0, got {no_weight_decay}")
+                raise ValueError(
+                    f"no_weight_decay as a weight-decay value must be finite and >= 0, got {no_weight_decay}"
+                )
         self.no_weight_decay = no_weight_decay
 
         out_dim = 2 * num_film_layers * kernel_hidden_dim

@@ -26,7 +26,9 @@ PARAMETRIZATIONS = ("direct", "log", "softplus")
 def _check_call(module: nn.Module, grid: torch.Tensor, x: torch.Tensor) -> None:
     d, c = module.data_dim, module.num_channels
     if grid.ndim != d + 2 or grid.shape[-1] != d or grid.shape[0] != 1:
-        raise ValueError(f"{type(module).__name__} expects a grid of shape [1, *taps, {d}], got {tuple(grid.shape)}")
+        raise ValueError(
+            f"{type(module).__name__} expects a grid of shape [1, *taps, {d}], got {tuple(grid.shape)}"
+        )
     if x.ndim != d + 2 or x.shape[-1] != c or tuple(x.shape[1:-1]) != tuple(grid.shape[1:-1]):
         raise ValueError(
             f"{type(module).__name__} expects a kernel of shape [1|B, {', '.join(map(str, grid.shape[1:-1]))}, {c}], "
@@ -169,7 +171,9 @@ class GaussianModulationND(nn.Module):
         if isinstance(init_extent, Sequence) and not isinstance(init_extent, str):
             values = list(init_extent)
             if len(values) != data_dim:
-                raise ValueError(f"init_extent must have one entry per axis (data_dim={data_dim}), got {values!r}")
+                raise ValueError(
+                    f"init_extent must have one entry per axis (data_dim={data_dim}), got {values!r}"
+                )
         else:
             values = [init_extent] * data_dim
         return tuple(positive_float(f"init_extent[{axis}]", value) for axis, value in enumerate(values))

@@ -66,7 +66,9 @@ class SIRENPositionalEmbeddingND(nn.Module):
         ``forward(grid [1, *taps, d]) -> [1, *taps, E]`` (fp32).
     """
 
-    def __init__(self, data_dim: int, embedding_dim: int, L_cache: Any, omega_0: float, use_bias: bool) -> None:
+    def __init__(
+        self, data_dim: int, embedding_dim: int, L_cache: Any, omega_0: float, use_bias: bool
+    ) -> None:
         super().__init__()
         self.data_dim = positive_int("data_dim", data_dim)
         self.embedding_dim = positive_int("embedding_dim", embedding_dim)
@@ -195,9 +197,13 @@ class SIRENKernelND(nn.Module):
                 f"film_after_pos_embed=True needs embedding_dim == mlp_hidden_dim, got {embedding_dim} != {mlp_hidden_dim}"
             )
 
-        self.positional_embedding = SIRENPositionalEmbeddingND(data_dim, embedding_dim, L_cache, omega_0, use_bias)
+        self.positional_embedding = SIRENPositionalEmbeddingND(
+            data_dim, embedding_dim, L_cache, omega_0, use_bias
+        )
         widths = [embedding_dim] + [mlp_hidden_dim] * max(num_layers - 2, 0)
-        self.hidden_linears = nn.ModuleList(nn.Linear(width, mlp_hidden_dim, bias=use_bias) for width in widths)
+        self.hidden_linears = nn.ModuleList(
+            nn.Linear(width, mlp_hidden_dim, bias=use_bias) for width in widths
+        )
         self.out_linear = nn.Linear(mlp_hidden_dim, out_dim, bias=use_bias)
         self._init_siren()
         self.num_film_layers = len(self.hidden_linears)
@@ -217,7 +223,9 @@ class SIRENKernelND(nn.Module):
                 )
             width = getattr(self.film_generator, "kernel_hidden_dim", mlp_hidden_dim)
             if width != mlp_hidden_dim:
-                raise ValueError(f"film_cfg.kernel_hidden_dim must equal mlp_hidden_dim={mlp_hidden_dim}, got {width}")
+                raise ValueError(
+                    f"film_cfg.kernel_hidden_dim must equal mlp_hidden_dim={mlp_hidden_dim}, got {width}"
+                )
 
     @torch.no_grad()
     def _init_siren(self) -> None:
@@ -240,7 +248,9 @@ class SIRENKernelND(nn.Module):
         if conditioning is not None and self.film_generator is not None:
             batch = conditioning.shape[0]
             view = (batch, *([1] * self.data_dim), self.mlp_hidden_dim)
-            film = [(gamma.reshape(view), beta.reshape(view)) for gamma, beta in self.film_generator(conditioning)]
+            film = [
+                (gamma.reshape(view), beta.reshape(view)) for gamma, beta in self.film_generator(conditioning)
+            ]
         pair = 0
         if film is not None and self.film_after_pos_embed:
             gamma, beta = film[0]

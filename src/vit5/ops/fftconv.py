@@ -301,7 +301,9 @@ def fft_conv(
         def op(signal: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
             return fft_conv_mixed(signal, taps, periodic)
 
-    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1
+    ):
         raise ValueError(f"chunk_size must be a positive int or None, got {chunk_size!r}")
     if chunk_size is None or chunk_size >= x.shape[1]:
         return op(x, kernel)

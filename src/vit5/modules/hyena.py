@@ -1,0 +1,214 @@
+"""The N-d Hyena operator: short conv, gated implicit long convolution, norms."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from vit5.config import LazyConfig, instantiate
+
+__all__ = ["Hyena", "is_channels_first"]
+
+_IDENTITY_CFG = LazyConfig(nn.Identity)()
+
+
+def is_channels_first(module: nn.Module) -> bool:
+    """``nn.GroupNorm`` or a module with a truthy ``channels_first``: applied to ``[B, C, *S]`` directly."""
+    return isinstance(module, nn.GroupNorm) or bool(getattr(module, "channels_first", False))
+
+
+def _build(cfg: Any, name: str) -> nn.Module:
+    module = nn.Identity() if cfg is None else instantiate(cfg)
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{name} must build an nn.Module, got {type(module).__name__}")
+    return module
+
+
+def _check_width(module: nn.Module, name: str, width: int) -> None:
+    """A norm with a per-channel ``weight`` must have ``width`` channels."""
+    weight = getattr(module, "weight", None)
+    if isinstance(weight, torch.Tensor) and weight.ndim == 1 and weight.numel() != width:
+        raise ValueError(
+            f"{name} has {weight.numel()} channels (weight shape {tuple(weight.shape)}), expected {width}"
+        )
+
+
+class Hyena(nn.Module):
+    """Hyena mixer on channels-last ``q, k, v``: ``Norm_o((K * Norm_p(qn(q) . s1(k)) + s z) . s2(v))``.
+
+    Order of operations (``C`` channels, inputs ``[B, *S, C]``, moved to ``[B, C, *S]``):
+
+    1. ``short_conv`` on ``cat([q, k, v], channels)`` (``3C`` channels, usually a depthwise
+       3x3 ``nn.Conv2d``), split back into ``q, k, v``; skipped if it is ``nn.Identity``.
+    2. ``q_norm`` on ``q`` (over channels per position, e.g. ``L2Norm``); ``k_norm`` on ``k`` —
+       a second instance of ``qk_norm_cfg`` only when the first gate is ``nn.Identity`` (linear
+       gating), otherwise ``nn.Identity``. ``qk_norm_cfg=None`` leaves both ``None``.
+    3. ``z = q * gate_nonlinear(k)``, then ``pixelhyena_norm``.
+    4. ``h = global_conv(z)`` (a :class:`~vit5.modules.ckconv.CKConvND`, channels first,
+       ``conditioning`` passed on for FiLM kernels).
+    5. ``y = h * gate_nonlinear_2(v)`` (``gate_nonlinear_2_cfg=None`` shares the first gate's
+       module, registered under both names as in the reference), then ``output_norm``.
+
+    Norms are applied channels-last (q/k norms on ``[B, *S, C]``, pixel/output norms on a
+    ``[B * S, C]`` view) unless they are channels-first (``nn.GroupNorm`` or a truthy
+    ``channels_first`` attribute), which run on ``[B, C, *S]``.
+
+    Submodules are registered (and built, hence drawing random numbers) in the reference's order:
+    ``global_conv, short_conv, gate_nonlinear, gate_nonlinear_2, pixelhyena_norm, output_norm,
+    q_norm, k_norm``.
+
+    Args:
+        global_conv_cfg: Config of the long convolution (``CKConvND``); its ``hidden_dim`` is ``C``.
+        short_conv_cfg: Config of the short convolution over ``3C`` channels, or ``nn.Identity``
+            (``None`` is accepted as Identity).
+        gate_nonlinear_cfg: First gate activation (e.g. ``nn.SiLU``; ``nn.Identity`` = linear).
+        pixelhyena_norm_cfg: Norm after the first gate (``None`` or ``nn.Identity`` = none).
+        qk_norm_cfg: Norm of ``q`` (and of ``k`` with a linear gate), or ``None``.
+        output_norm_cfg: Norm after the second gate (default ``nn.Identity``).
+        gate_nonlinear_2_cfg: Second gate activation, or ``None`` to share the first.
+
+    Shapes:
+        ``forward(query, key, value [B, *S, C], conditioning [B, cond] | None) -> [B, *S, C]``.
+    """
+
+    def __init__(
+        self,
+        global_conv_cfg: Any,
+        short_conv_cfg: Any,
+        gate_nonlinear_cfg: Any,
+        pixelhyena_norm_cfg: Any,
+        qk_norm_cfg: Any,
+        output_norm_cfg: Any = _IDENTITY_CFG,
+        gate_nonlinear_2_cfg: Any = None,
+    ) -> None:
+        super().__init__()
+        self.global_conv = _build(global_conv_cfg, "global_conv_cfg")
+        width = getattr(self.global_conv, "hidden_dim", None)
+        if isinstance(width, bool) or not isinstance(width, int):
+            raise TypeError(
+                f"global_conv_cfg must build a module with an int hidden_dim (e.g. CKConvND), got {self.global_conv!r}"
+            )
+        self.hidden_dim = width
+        self.short_conv = _build(short_conv_cfg, "short_conv_cfg")
+        for name in ("in_channels", "out_channels"):
+            channels = getattr(self.short_conv, name, 3 * width)
+            if channels != 3 * width:
+                raise ValueError(
+                    f"short_conv_cfg.{name} must be 3 * hidden_dim = {3 * width}, got {channels}"
+                )
+        self.gate_nonlinear = _build(gate_nonlinear_cfg, "gate_nonlinear_cfg")
+        if gate_nonlinear_2_cfg is None:
+            self.gate_nonlinear_2 = self.gate_nonlinear
+        else:
+            self.gate_nonlinear_2 = _build(gate_nonlinear_2_cfg, "gate_nonlinear_2_cfg")
+        self.pixelhyena_norm = _build(pixelhyena_norm_cfg, "pixelhyena_norm_cfg")
+        self.output_norm = _build(output_norm_cfg, "output_norm_cfg")
+        if qk_norm_cfg is None:
+            self.q_norm = None
+            self.k_norm = None
+        else:
+            self.q_norm = _build(qk_norm_cfg, "qk_norm_cfg")
+            linear_gate = isinstance(self.gate_nonlinear, nn.Identity)
+            self.k_norm = _build(qk_norm_cfg, "qk_norm_cfg") if linear_gate else nn.Identity()
+        for name in ("pixelhyena_norm", "output_norm", "q_norm", "k_norm"):
+            module = getattr(self, name)
+            if module is not None:
+                _check_width(module, name, width)
+
+    @staticmethod
+    def _norm_per_position(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """q/k norms: ``[B, C, *S]`` in and out; channels-last norms see ``[B, *S, C]``."""
+        if is_channels_first(norm):
+            return norm(x)
+        return norm(x.movedim(1, -1)).movedim(-1, 1)
+
+    @staticmethod
+    def _norm_flat(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Pixel/output norms: ``[B, C, *S]`` in and out; channels-last norms see ``[B * S, C]``."""
+        if isinstance(norm, nn.Identity):
+            return x
+        if is_channels_first(norm):
+            return norm(x)
+        channels_last = x.movedim(1, -1)  # (B, *S, C)
+        y = norm(channels_last.reshape(-1, x.shape[1]))  # (B*S, C)
+        return y.reshape(channels_last.shape).movedim(-1, 1)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        conditioning: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        c = self.hidden_dim
+        if query.shape != key.shape or query.shape != value.shape:
+            raise ValueError(
+                f"Hyena expects query, key and value of the same shape, got {tuple(query.shape)}, "
+                f"{tuple(key.shape)}, {tuple(value.shape)}"
+            )
+        if query.ndim < 3 or query.shape[-1] != c:
+            raise ValueError(f"Hyena expects channels-last inputs [B, *S, {c}], got {tuple(query.shape)}")
+        q, k, v = (t.movedim(-1, 1) for t in (query, key, value))  # (B, C, *S) each
+        if not isinstance(self.short_conv, nn.Identity):
+            # cat of channels-last views keeps that memory format; make it (B, 3C, *S)-contiguous
+            # so the conv and the gates see the same layout (and bits) as the reference.
+            u = self.short_conv(torch.cat([q, k, v], dim=1).contiguous())  # (B, 3C, *S)
+            q, k, v = u.split(c, dim=1)
+        if self.q_norm is not None:
+            q = self._norm_per_position(self.q_norm, q)
+            if not isinstance(self.k_norm, nn.Identity):
+                k = self._norm_per_position(self.k_norm, k)
+        z = self._norm_flat(self.pixelhyena_norm, q * self.gate_nonlinear(k))  # (B, C, *S)
+        if conditioning is None:
+            h = self.global_conv(z, is_bhl_input=True)  # (B, C, *S)
+        else:
+            h = self.global_conv(z, is_bhl_input=True, conditioning=conditioning)
+        y = self._norm_flat(self.output_norm, h * self.gate_nonlinear_2(v))  # (B, C, *S)
+        return y.movedim(1, -1)  # (B, *S, C)
+
+    def flop_count(self, spatial_dims: Sequence[int], inference: bool = False) -> int:
+        """Short conv + q/k norms + gates + norms + ``global_conv.flop_count`` (``inference`` only affects it).
+
+        Per position and channel: short conv ``2 (in/groups) out prod(k) / C`` (0 if Identity),
+        ``3`` per q/k norm and per non-Identity pixel/output norm, ``1`` per gate product and
+        ``1`` per non-Identity gate activation.
+        """
+        c, s = self.hidden_dim, math.prod(spatial_dims)
+        flops = 0
+        if not isinstance(self.short_conv, nn.Identity):
+            conv = self.short_conv
+            if all(hasattr(conv, name) for name in ("in_channels", "out_channels", "groups", "kernel_size")):
+                flops += (
+                    2
+                    * (conv.in_channels // conv.groups)
+                    * conv.out_channels
+                    * s
+                    * math.prod(conv.kernel_size)
+                )
+            elif hasattr(conv, "flop_count"):
+                flops += conv.flop_count(spatial_dims)
+            else:
+                raise TypeError(f"cannot count FLOPs of short_conv {type(conv).__name__}")
+        if self.q_norm is not None:
+            flops += 3 * c * s
+            if not isinstance(self.k_norm, nn.Identity):
+                flops += 3 * c * s
+        for gate in (self.gate_nonlinear, self.gate_nonlinear_2):
+            flops += c * s + (0 if isinstance(gate, nn.Identity) else c * s)
+        for norm in (self.pixelhyena_norm, self.output_norm):
+            if not isinstance(norm, nn.Identity):
+                flops += 3 * c * s
+        return flops + self.global_conv.flop_count(tuple(spatial_dims), inference)
+
+    def extra_repr(self) -> str:
+        def name(module: nn.Module | None) -> str:
+            return "None" if module is None else type(module).__name__
+
+        return (
+            f"hidden_dim={self.hidden_dim}, q_norm={name(self.q_norm)}, k_norm={name(self.k_norm)}, "
+            f"gates={name(self.gate_nonlinear)}/{name(self.gate_nonlinear_2)}"
+        )
