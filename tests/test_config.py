@@ -100,9 +100,7 @@ def test_recursive_instantiate_builds_nested_modules():
     cfg = ConfigNode(__target__="torch.nn.Sequential")
     built = instantiate({"a": LazyConfig(nn.ReLU)(), "b": 3})
     assert isinstance(built.a, nn.ReLU) and built.b == 3
-    nested = instantiate(
-        LazyConfig(_Holder)(child=LazyConfig(nn.ReLU)()), recursive_instantiate=True
-    )
+    nested = instantiate(LazyConfig(_Holder)(child=LazyConfig(nn.ReLU)()), recursive_instantiate=True)
     assert isinstance(nested.child, nn.ReLU)
     lazy = instantiate(LazyConfig(_Holder)(child=LazyConfig(nn.ReLU)()))
     assert isinstance(lazy.child, dict) and lazy.child["__target__"] == "torch.nn.modules.activation.ReLU"
@@ -117,7 +115,9 @@ class _Holder:
 def test_placeholder_keeps_a_nested_config_unbuilt():
     assert not PLACEHOLDER and repr(PLACEHOLDER) == "PLACEHOLDER"
     assert copy.deepcopy(PLACEHOLDER) is PLACEHOLDER
-    out = instantiate(LazyConfig(_Holder)(child=LazyConfig(partial_wang_init_fn_with_num_layers)(num_layers=PLACEHOLDER)))
+    out = instantiate(
+        LazyConfig(_Holder)(child=LazyConfig(partial_wang_init_fn_with_num_layers)(num_layers=PLACEHOLDER))
+    )
     assert isinstance(out.child, dict) and out.child["num_layers"] is PLACEHOLDER
 
 
@@ -133,8 +133,23 @@ def test_uncalled_lazyconfig_is_called_with_overrides():
 
 @pytest.mark.parametrize(
     "text, expected",
-    [("4/2", 2), ("2.0/2", 1), ("7/2", 3.5), ("3", 3), ("384*3", 1152), ("(1+2)*3", 9), ("-4", -4), ("7//2", 3),
-     ("7%4", 3), ("1e-6", "1e-6"), ("2**3", "2**3"), ("gelu", "gelu"), ("1/0", "1/0"), ("", ""), ("()", "()")],
+    [
+        ("4/2", 2),
+        ("2.0/2", 1),
+        ("7/2", 3.5),
+        ("3", 3),
+        ("384*3", 1152),
+        ("(1+2)*3", 9),
+        ("-4", -4),
+        ("7//2", 3),
+        ("7%4", 3),
+        ("1e-6", "1e-6"),
+        ("2**3", "2**3"),
+        ("gelu", "gelu"),
+        ("1/0", "1/0"),
+        ("", ""),
+        ("()", "()"),
+    ],
 )
 def test_arithmetic_strings(text, expected):
     assert eval_arithmetic(text) == expected and type(eval_arithmetic(text)) is type(expected)
@@ -201,15 +216,24 @@ def test_load_config_rejects_python_tags(tmp_path):
 def test_overrides_set_existing_and_signature_keys():
     cfg = ConfigNode(model=mlp_cfg(), epochs=3)
     out = apply_overrides(cfg, ["model.dim=32", "epochs=5", "model.bias=true", "model.expansion_factor=1.5"])
-    assert out.model.dim == 32 and out.epochs == 5 and out.model.bias is True and out.model.expansion_factor == 1.5
+    assert (
+        out.model.dim == 32
+        and out.epochs == 5
+        and out.model.bias is True
+        and out.model.expansion_factor == 1.5
+    )
     assert cfg.model.dim == 8  # the original is untouched
     assert instantiate(out.model).layer1.bias is not None
 
 
 @pytest.mark.parametrize(
     "override, message",
-    [("model.dimm=3", "model has no key 'dimm'"), ("modle.dim=3", "no section 'modle'"), ("epochs", "key.path=value"),
-     ("model..dim=3", "empty key")],
+    [
+        ("model.dimm=3", "model has no key 'dimm'"),
+        ("modle.dim=3", "no section 'modle'"),
+        ("epochs", "key.path=value"),
+        ("model..dim=3", "empty key"),
+    ],
 )
 def test_bad_overrides_are_value_errors(override, message):
     cfg = ConfigNode(model=mlp_cfg(), epochs=3)
@@ -220,7 +244,7 @@ def test_bad_overrides_are_value_errors(override, message):
 @settings(max_examples=60, deadline=None)
 @given(
     value=st.one_of(
-        st.integers(-10**6, 10**6),
+        st.integers(-(10**6), 10**6),
         st.floats(allow_nan=False, allow_infinity=False, width=32),
         st.booleans(),
         st.none(),

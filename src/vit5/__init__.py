@@ -37,7 +37,14 @@ from vit5.modules import (
     ViT5HyenaAdapter,
     ViT5ResidualBlock,
 )
-from vit5.networks import ViT5ClassificationNet, create_model, list_models, model_config, register_model, vit5_config
+from vit5.networks import (
+    ViT5ClassificationNet,
+    create_model,
+    list_models,
+    model_config,
+    register_model,
+    vit5_config,
+)
 from vit5.ops.init import (
     partial_wang_init_fn_with_num_layers,
     small_init,

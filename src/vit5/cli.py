@@ -1,39 +1,340 @@
-"""The ``vit5`` command."""
+"""The ``vit5`` command: train, eval, predict, info (and demo, the ``make demo`` job).
+
+Every command parses its arguments, builds what the config describes, and hands it to the library;
+the work itself lives in :mod:`vit5.train` and :mod:`vit5.networks`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import math
+import os
 import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from vit5.config import ConfigNode, apply_overrides, instantiate, load_config, to_container
+
+logger = logging.getLogger("vit5")
 
 
-def demo(args: argparse.Namespace) -> int:
-    import torch
-    import torch.nn.functional as F
+class UsageError(Exception):
+    """A problem with what the user asked for; printed without a traceback."""
 
-    from vit5.data import build_datasets
-    from vit5.networks.presets import create_model
 
-    train, _, spec = build_datasets("digits", augment="none")
-    images = torch.stack([train[i][0] for i in range(32)]).permute(0, 2, 3, 1)  # (B, H, W, C)
-    labels = torch.tensor([train[i][1] for i in range(32)])
-    model = create_model("vit5_tiny_hybrid", in_channels=spec.in_channels, image_size=spec.image_size)
-    logits = model({"input": images})["logits"]
-    loss = F.cross_entropy(logits, labels)
-    loss.backward()
-    params = sum(p.numel() for p in model.parameters())
-    print(f"model vit5_tiny_hybrid: {params:,} parameters, {model.flop_count():,} FLOPs/image (train), "
-          f"{model.flop_count(inference=True):,} (inference)")
-    print(f"digits batch {tuple(images.shape)} -> logits {tuple(logits.shape)}, loss {loss.item():.4f}, "
-          f"grad norm {torch.cat([p.grad.flatten() for p in model.parameters()]).norm():.4f}")
+def setup_logging(run_dir: Path | None = None, rank: int = 0) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    formatter = logging.Formatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S")
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(formatter)
+    root.addHandler(stream)
+    if run_dir is not None and rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(run_dir / "log.txt")
+        file_handler.setFormatter(formatter)
+        root.addHandler(file_handler)
+
+
+# --------------------------------------------------------------------------------------------------
+# train
+
+
+def build_run_config(args: argparse.Namespace) -> ConfigNode:
+    """Recipe defaults < ``--config`` file < ``--preset`` < flags < dotted overrides."""
+    from vit5.train.recipes import default_run_config, load_python_config
+
+    if args.config:
+        cfg = load_python_config(args.config)
+        if args.dataset and args.dataset != cfg.data.dataset:
+            cfg.data.dataset = args.dataset
+    else:
+        cfg = default_run_config(args.dataset or "digits", args.preset)
+    if args.preset and args.config:
+        cfg.model = default_run_config(cfg.data.dataset, args.preset).model
+    flags = {
+        "data.data_dir": args.data_dir, "schedule.epochs": args.epochs, "data.batch_size": args.batch_size,
+        "optim.lr": args.lr, "train.precision": args.precision, "train.seed": args.seed,
+        "data.num_workers": args.workers,
+    }  # fmt: skip
+    for dotted, value in flags.items():
+        if value is not None:
+            section, key = dotted.split(".")
+            cfg[section][key] = value
+    if args.compile:
+        cfg.train.compile = True
+    if args.download:
+        cfg.data.download = True
+    if args.skip_nonfinite:
+        cfg.train.skip_nonfinite = True
+    if args.skip_bad_images:
+        cfg.data.skip_bad_images = True
+    return apply_overrides(cfg, args.overrides)
+
+
+def command_train(args: argparse.Namespace) -> int:
+    from vit5.train.loop import train
+
+    rank = int(os.environ.get("RANK", "0"))
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise UsageError(f"--resume {run_dir}: not a run directory (no config.yaml)")
+        cfg = load_config(run_dir / "config.yaml")
+        if args.overrides:
+            raise UsageError("--resume continues a run exactly as configured; overrides are not allowed")
+    else:
+        cfg = build_run_config(args)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(args.out) if args.out else Path("runs") / f"{cfg.data.dataset}-{stamp}"
+        if (run_dir / "checkpoints").exists() or (run_dir / "config.yaml").exists():
+            raise UsageError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
+            )
+    setup_logging(run_dir, rank)
+    summary = train(cfg, run_dir, resume=bool(args.resume))
+    if rank == 0:
+        print(
+            json.dumps(
+                {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
+            )
+        )
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="vit5", description="ViT-5 image classifiers")
+# --------------------------------------------------------------------------------------------------
+# eval / predict
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from vit5.data import build_datasets
+    from vit5.train.evaluate import evaluate, load_model
+    from vit5.train.metrics import plot_confusion
+
+    loaded = load_model(args.checkpoint, ema=args.ema)
+    data = loaded.data
+    dataset = args.dataset or data.get("name")
+    if not dataset:
+        raise UsageError("the checkpoint does not name its dataset; pass --dataset")
+    data_dir = args.data_dir or loaded.config.get("data", {}).get("data_dir")
+    _, test_set, spec = build_datasets(dataset, data_dir, image_size=loaded.model.image_size, augment="none")
+    if spec.num_classes != loaded.model.num_classes:
+        raise UsageError(
+            f"{dataset} has {spec.num_classes} classes but the model predicts {loaded.model.num_classes}"
+        )
+    loader = torch.utils.data.DataLoader(test_set, batch_size=args.batch_size, num_workers=args.workers)
+    result = evaluate(loaded.model, loader, spec.num_classes, confusion=True)
+    source = Path(args.checkpoint)
+    out = (
+        Path(args.out)
+        if args.out
+        else (source / "eval" if source.is_dir() and (source / "config.yaml").exists() else Path("vit5-eval"))
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    names = spec.class_names or [str(i) for i in range(spec.num_classes)]
+    figure = plot_confusion(result.confusion, names, out / "confusion.png",
+                            title=f"{dataset} test, top-1 {result.top1:.4f} ({loaded.source})")  # fmt: skip
+    print(
+        f"{dataset} test set ({result.count} images), weights {loaded.source}{' (EMA)' if loaded.ema else ''}"
+    )
+    print(f"top-1 {result.top1:.4f}  top-5 {result.top5:.4f}  loss {result.loss:.4f}")
+    width = max(len(n) for n in names)
+    for name, accuracy in zip(names, result.per_class):
+        print(f"  {name:<{width}}  {accuracy:.4f}")
+    print(json.dumps({"top1": result.top1, "top5": result.top5, "loss": result.loss, "count": result.count,
+                      "per_class": dict(zip(names, result.per_class)), "confusion_png": str(figure)}))  # fmt: skip
+    return 0
+
+
+def command_predict(args: argparse.Namespace) -> int:
+    import torch
+    from PIL import Image, UnidentifiedImageError
+
+    from vit5.data import eval_transform
+    from vit5.train.evaluate import load_model
+
+    loaded = load_model(args.checkpoint, ema=args.ema)
+    data, model = loaded.data, loaded.model
+    if not data:
+        raise UsageError(
+            f"{loaded.source} carries no preprocessing information (mean/std); was it written by vit5 train?"
+        )
+    transform = eval_transform(
+        model.image_size, data["mean"], data["std"], model.in_channels, data.get("crop_ratio", 1.0)
+    )
+    names = data.get("class_names") or [str(i) for i in range(model.num_classes)]
+    k = max(1, min(args.top_k, model.num_classes))
+    results, failed = [], 0
+    for path in args.images:
+        try:
+            with Image.open(path) as image:
+                image.load()
+                tensor = transform(image.copy())
+        except (FileNotFoundError, UnidentifiedImageError, OSError, ValueError) as error:
+            print(f"{path}: cannot read image ({error})", file=sys.stderr)
+            failed += 1
+            continue
+        with torch.no_grad():
+            probs = model({"input": tensor.permute(1, 2, 0)[None]})["logits"].float().softmax(-1)[0]
+        top = probs.topk(k)
+        labels = [(names[i], p) for p, i in zip(top.values.tolist(), top.indices.tolist())]
+        print(f"{path}: " + ", ".join(f"{name} ({p:.3f})" for name, p in labels))
+        results.append({"image": str(path), "top": [{"label": n, "probability": p} for n, p in labels]})
+    print(json.dumps(results))
+    return 1 if failed else 0
+
+
+# --------------------------------------------------------------------------------------------------
+# info / demo
+
+
+def describe_model(model: Any) -> list[str]:
+    """Parameter count, FLOPs, token layout and each block's type and padding."""
+    from vit5.modules.adapter import ViT5HyenaAdapter
+    from vit5.modules.attention import ViT5Attention
+
+    params = sum(p.numel() for p in model.parameters())
+    lines = [
+        f"parameters: {params:,}",
+        f"FLOPs per image: {model.flop_count():,} (train), {model.flop_count(inference=True):,} (inference)",
+    ]
+    g, R, pad = model._grid_w, model.num_registers, model._pad_size
+    layout = [f"{model.num_patches} patches ({g}x{g})"]
+    if model.use_cls_token:
+        layout.append("1 CLS")
+    if R:
+        layout.append(f"{R} registers")
+    if pad:
+        layout.append(f"{pad} padding")
+    lines.append(f"tokens: [{', '.join(layout)}] = {model._num_non_pad + pad}; readout {model.readout!r}")
+    lines.append(
+        f"input: [B, {model.image_size}, {model.image_size}, {model.in_channels}] -> logits [B, {model.num_classes}]"
+    )
+    for index, (block, padded) in enumerate(zip(model.blocks, model._block_needs_padding)):
+        mixer = getattr(block, "sequence_mixer", None)
+        kind = (
+            "Hyena (2D grid)"
+            if isinstance(mixer, ViT5HyenaAdapter)
+            else "attention"
+            if isinstance(mixer, ViT5Attention)
+            else type(mixer).__name__
+        )
+        tokens = model._num_non_pad + (pad if padded else 0)
+        lines.append(
+            f"  block {index:2d}: {kind:<16} {tokens} tokens{' (sees padding)' if padded and pad else ''}"
+        )
+    return lines
+
+
+def command_info(args: argparse.Namespace) -> int:
+    from vit5.networks.presets import model_config
+    from vit5.train.recipes import load_python_config
+
+    if bool(args.preset) == bool(args.config):
+        raise UsageError("vit5 info needs exactly one of --preset NAME or --config FILE")
+    if args.preset:
+        cfg = model_config(args.preset)
+        cfg = apply_overrides(ConfigNode(model=cfg), args.overrides).model
+    else:
+        cfg = apply_overrides(load_python_config(args.config), args.overrides)
+        cfg = to_container(cfg)["model"]
+    model = instantiate(cfg)
+    print("\n".join(describe_model(model)))
+    return 0
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    """``make demo``: train the default tiny hybrid on the embedded digits."""
+    args.overrides = args.overrides or []
+    return command_train(args)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from vit5.data import DATASETS
+
+    parser.add_argument(
+        "--config", help="Python config file defining `config` or model/data/optim/schedule/train"
+    )
+    parser.add_argument("--preset", help="model preset (see `vit5 info --preset`), e.g. vit5_tiny_hybrid")
+    parser.add_argument("--dataset", choices=DATASETS, help="dataset (default: digits, embedded)")
+    parser.add_argument("--data-dir", help="where the dataset files are")
+    parser.add_argument(
+        "--download", action="store_true", help="download Fashion-MNIST/CIFAR if missing (internet)"
+    )
+    parser.add_argument("--out", help="run directory (default: runs/<dataset>-<time>)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int, help="global batch size (split over DDP processes)")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--precision", choices=("fp32", "bf16"))
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--workers", type=int, help="data-loader worker processes")
+    parser.add_argument("--skip-nonfinite", action="store_true", help="skip batches whose loss is NaN/inf")
+    parser.add_argument("--skip-bad-images", action="store_true", help="skip images that fail to decode")
+    parser.add_argument(
+        "overrides", nargs="*", help="dotted overrides such as model.hidden_dim=96 optim.lr=1e-3"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vit5", description="ViT-5 image classifiers: train, evaluate, predict."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("demo", help="forward + backward of the tiny hybrid preset on a digits batch")
-    args = parser.parse_args(argv)
-    return {"demo": demo}[args.command](args)
+    _add_train_arguments(commands.add_parser("train", help="train a model (default: tiny hybrid on digits)"))
+    _add_train_arguments(commands.add_parser("demo", help="the make-demo job: vit5 train with defaults"))
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a checkpoint: top-1/top-5, per class, confusion.png"
+    )
+    evaluate.add_argument("checkpoint", help="run directory, checkpoint directory or .safetensors file")
+    evaluate.add_argument("--dataset")
+    evaluate.add_argument("--data-dir")
+    evaluate.add_argument("--ema", action="store_true", help="use the EMA weights")
+    evaluate.add_argument("--out", help="where to write confusion.png")
+    evaluate.add_argument("--batch-size", type=int, default=256)
+    evaluate.add_argument("--workers", type=int, default=0)
+    predict = commands.add_parser("predict", help="top-k labels of images (PNG/JPEG)")
+    predict.add_argument("checkpoint")
+    predict.add_argument("images", nargs="+")
+    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument("--ema", action="store_true")
+    info = commands.add_parser("info", help="parameters, FLOPs, token layout and blocks of a model")
+    info.add_argument("--preset")
+    info.add_argument("--config")
+    info.add_argument("overrides", nargs="*")
+    return parser
+
+
+COMMANDS = {"train": command_train, "demo": command_demo, "eval": command_eval, "predict": command_predict,
+            "info": command_info}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command != "train" and args.command != "demo":
+        setup_logging()
+    from vit5.train.loop import NonFiniteLossError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, FileNotFoundError, ValueError, TypeError, KeyError, NonFiniteLossError) as error:
+        # Configuration and data mistakes (unknown override keys, bad values, missing or damaged
+        # files) are reported in one line; VIT5_DEBUG=1 shows the traceback.
+        if os.environ.get("VIT5_DEBUG"):
+            raise
+        print(f"vit5 {args.command}: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -39,13 +39,14 @@ import inspect
 import operator
 import os
 import re
-import tempfile
 from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import torch.nn as nn
+
+from vit5._io import atomic_write_text
 
 __all__ = [
     "PLACEHOLDER",
@@ -325,10 +326,14 @@ class LazyConfig:
             try:
                 bound = inspect.signature(self.target).bind_partial(*args)
             except (TypeError, ValueError) as error:
-                raise TypeError(f"LazyConfig({self.path}): cannot bind positional arguments {args!r}: {error}") from None
+                raise TypeError(
+                    f"LazyConfig({self.path}): cannot bind positional arguments {args!r}: {error}"
+                ) from None
             overlap = set(bound.arguments) & set(kwargs)
             if overlap:
-                raise TypeError(f"LazyConfig({self.path}): {sorted(overlap)} given both positionally and by keyword")
+                raise TypeError(
+                    f"LazyConfig({self.path}): {sorted(overlap)} given both positionally and by keyword"
+                )
             kwargs = {**bound.arguments, **kwargs}
         _check_keywords(self.target, list(kwargs), f"LazyConfig({self.path})")
         node = ConfigNode({TARGET_KEY: self.path})
@@ -368,10 +373,16 @@ def _lookup(root: Any, here: ConfigNode | None, path: str, trail: tuple[str, ...
     for part in filter(None, path.split(".")):
         if isinstance(value, Mapping) and part in value:
             value = value[part]
-        elif isinstance(value, (list, tuple)) and part.lstrip("-").isdigit() and -len(value) <= int(part) < len(value):
+        elif (
+            isinstance(value, (list, tuple))
+            and part.lstrip("-").isdigit()
+            and -len(value) <= int(part) < len(value)
+        ):
             value = value[int(part)]
         else:
-            raise KeyError(f"interpolation ${{{path}}}: no key {part!r} (while resolving {' -> '.join(trail)})")
+            raise KeyError(
+                f"interpolation ${{{path}}}: no key {part!r} (while resolving {' -> '.join(trail)})"
+            )
     return value
 
 
@@ -506,7 +517,9 @@ def _build_argument(value: Any, recursive: bool) -> Any:
     if isinstance(value, Mapping) and TARGET_KEY in value:
         if _contains_placeholder(value):
             return value
-        if _is_module_class(locate(value[TARGET_KEY]) if isinstance(value[TARGET_KEY], str) else value[TARGET_KEY]):
+        if _is_module_class(
+            locate(value[TARGET_KEY]) if isinstance(value[TARGET_KEY], str) else value[TARGET_KEY]
+        ):
             return _call(value, {}, recursive) if recursive else value
         return _call(value, {}, recursive)
     if isinstance(value, list):
@@ -566,7 +579,10 @@ def instantiate(cfg: Any, *, recursive_instantiate: bool = False, **overrides: A
     node = resolve(cfg)
     if TARGET_KEY not in node:
         return ConfigNode(
-            {key: instantiate(value, recursive_instantiate=recursive_instantiate) for key, value in node.items()}
+            {
+                key: instantiate(value, recursive_instantiate=recursive_instantiate)
+                for key, value in node.items()
+            }
         )
     return _call(node, overrides, recursive_instantiate)
 
@@ -640,20 +656,7 @@ def save_config(cfg: Mapping, path: str | os.PathLike) -> Path:
     """
     yaml = _yaml()
     plain = _check_plain(to_container(cfg, resolve_interpolations=False), "")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(plain, sort_keys=False, default_flow_style=False)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_text(path, yaml.safe_dump(plain, sort_keys=False, default_flow_style=False))
 
 
 def load_config(path: str | os.PathLike) -> ConfigNode:
@@ -665,7 +668,9 @@ def load_config(path: str | os.PathLike) -> ConfigNode:
     except yaml.YAMLError as error:
         raise ValueError(f"{path}: not a valid vit5 YAML config ({error})") from error
     if not isinstance(data, Mapping):
-        raise ValueError(f"{path}: a config file must hold a mapping at the top level, got {type(data).__name__}")
+        raise ValueError(
+            f"{path}: a config file must hold a mapping at the top level, got {type(data).__name__}"
+        )
     return ConfigNode(data)
 
 

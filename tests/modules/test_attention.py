@@ -46,7 +46,9 @@ def explicit_attention(layer: ViT5Attention, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("rope_impl", ["nvsubquadratic", "interleaved"])
-@pytest.mark.parametrize("cls, R, qk", [(True, 4, True), (False, 0, False), (True, 1, True), (False, 9, False)])
+@pytest.mark.parametrize(
+    "cls, R, qk", [(True, 4, True), (False, 0, False), (True, 1, True), (False, 9, False)]
+)
 def test_sdpa_matches_explicit_attention(rope_impl, cls, R, qk):
     torch.manual_seed(0)
     layer = make(cls=cls, R=R, qk=qk, rope_impl=rope_impl, qkv_bias=True, out_proj_bias=True)
@@ -66,7 +68,9 @@ def test_rope_table_layout():
     assert torch.all(layer.rope_cos[9] == 1) and torch.all(layer.rope_sin[9] == 0)  # CLS: identity
     assert torch.all(layer.rope_cos[10] == 1)  # register 0 at (0, 0)
     reg_theta = 1.0 / (100.0 ** (torch.arange(0, n, 2).float() / n))
-    reg = torch.cat([1 * reg_theta.repeat_interleave(2), 1 * reg_theta.repeat_interleave(2)])  # register 3 at (1, 1)
+    reg = torch.cat(
+        [1 * reg_theta.repeat_interleave(2), 1 * reg_theta.repeat_interleave(2)]
+    )  # register 3 at (1, 1)
     torch.testing.assert_close(layer.rope_sin[13], reg.sin())
     assert "rope_cos" not in layer.state_dict()
 
@@ -140,8 +144,14 @@ def test_flop_count_closed_form():
 
 def test_init_fns_apply_after_default_init_and_zero_biases():
     torch.manual_seed(0)
-    layer = make(D=64, H=4, qkv_bias=True, out_proj_bias=True,
-                 init_fn_qkv_proj=trunc_normal_init(0.02), init_fn_out_proj=LazyConfig(trunc_normal_init)(std=0.02))
+    layer = make(
+        D=64,
+        H=4,
+        qkv_bias=True,
+        out_proj_bias=True,
+        init_fn_qkv_proj=trunc_normal_init(0.02),
+        init_fn_out_proj=LazyConfig(trunc_normal_init)(std=0.02),
+    )
     assert layer.qkv.weight.std().item() == pytest.approx(0.02, rel=0.1)
     assert torch.all(layer.qkv.bias == 0) and torch.all(layer.proj.bias == 0)
     assert layer.scale == pytest.approx(1 / math.sqrt(16))
@@ -196,13 +206,24 @@ def test_valid_arguments_build_and_run(heads, head_dim, grid, r, cls, impl):
 @requires_reference
 @pytest.mark.parametrize(
     "D, H, gh, gw, R, cls, qk, bias",
-    [(32, 2, 4, 4, 4, True, True, False), (48, 3, 3, 5, 0, False, False, True), (64, 4, 5, 5, 9, True, True, True),
-     (16, 1, 2, 3, 1, False, True, False)],
+    [
+        (32, 2, 4, 4, 4, True, True, False),
+        (48, 3, 3, 5, 0, False, False, True),
+        (64, 4, 5, 5, 9, True, True, True),
+        (16, 1, 2, 3, 1, False, True, False),
+    ],
 )
 def test_parity_with_reference(D, H, gh, gw, R, cls, qk, bias):
     cfg = LazyConfig(ViT5Attention)(
-        hidden_dim=D, num_heads=H, num_patches_h=gh, num_patches_w=gw, num_registers=R, has_cls=cls,
-        qk_norm=LazyConfig(RMSNorm)(dim=D // H, eps=1e-6) if qk else None, qkv_bias=bias, out_proj_bias=bias,
+        hidden_dim=D,
+        num_heads=H,
+        num_patches_h=gh,
+        num_patches_w=gw,
+        num_registers=R,
+        has_cls=cls,
+        qk_norm=LazyConfig(RMSNorm)(dim=D // H, eps=1e-6) if qk else None,
+        qkv_bias=bias,
+        out_proj_bias=bias,
         init_fn_qkv_proj=LazyConfig(trunc_normal_init)(std=0.02),
     )
     reference, ours = build_reference(cfg), instantiate(cfg)
@@ -213,6 +234,18 @@ def test_parity_with_reference(D, H, gh, gw, R, cls, qk, bias):
     assert_parity(ours(x), reference(x))
     assert torch.equal(ours.rope_cos, reference.rope_cos) and torch.equal(ours.rope_sin, reference.rope_sin)
     assert ours.flop_count(T) == reference.flop_count(T)
-    for name in ("hidden_dim", "num_heads", "head_dim", "scale", "num_registers", "has_cls", "qk_norm",
-                 "reg_rope_h", "reg_rope_w", "rope_base", "reg_rope_base", "attn_dropout"):
+    for name in (
+        "hidden_dim",
+        "num_heads",
+        "head_dim",
+        "scale",
+        "num_registers",
+        "has_cls",
+        "qk_norm",
+        "reg_rope_h",
+        "reg_rope_w",
+        "rope_base",
+        "reg_rope_base",
+        "attn_dropout",
+    ):
         assert getattr(ours, name) == getattr(reference, name), name

@@ -193,11 +193,18 @@ LAYER_CONFIGS = {
     "layer_scale": (LazyConfig(LayerScale)(dim=12, init_value=1e-3), (3, 4, 12)),
     "register_pooling": (LazyConfig(RegisterPooling)(num_registers=4), (3, 4, 12)),
     "register_compress": (
-        LazyConfig(RegisterCompressConcat)(num_registers=4, hidden_dim=12, compressed_dim=3), (3, 4, 12)),
+        LazyConfig(RegisterCompressConcat)(num_registers=4, hidden_dim=12, compressed_dim=3),
+        (3, 4, 12),
+    ),
     **{
         f"mlp_{act}": (
-            LazyConfig(MLP)(dim=12, activation=act, dropout_cfg=LazyConfig(nn.Dropout)(p=0.0), expansion_factor=1.5,
-                            bias=act == "relu"),
+            LazyConfig(MLP)(
+                dim=12,
+                activation=act,
+                dropout_cfg=LazyConfig(nn.Dropout)(p=0.0),
+                expansion_factor=1.5,
+                bias=act == "relu",
+            ),
             (3, 4, 12),
         )
         for act in ["relu", "gelu", "silu", "glu", "swiglu"]

@@ -13,7 +13,12 @@ from vit5.modules.adapter import ViT5HyenaAdapter
 from vit5.modules.attention import ViT5Attention
 from vit5.modules.block import ViT5ResidualBlock
 from vit5.modules.norms import RMSNorm
-from vit5.networks.presets import attention_mixer_config, hyena_mixer_config, residual_block_config, vit5_config
+from vit5.networks.presets import (
+    attention_mixer_config,
+    hyena_mixer_config,
+    residual_block_config,
+    vit5_config,
+)
 from vit5.networks.vit5_classification import ViT5ClassificationNet, drop_path_rates
 
 # Small networks covering every mode: (pattern, readout, registers, image, patch)
@@ -34,9 +39,19 @@ def small_config(pattern="HA", readout="cls", registers=4, image=16, patch=4, **
     depth = kw.pop("num_blocks", 2 * len(pattern) if len(pattern) < 3 else len(pattern))
     ratio = kw.pop("neck_compression_ratio", 4 if readout == "register_concat" else None)
     return vit5_config(
-        hidden_dim=32, num_blocks=depth, num_heads=2, pattern=pattern, patch_size=patch, image_size=image,
-        in_channels=3, num_classes=7, num_registers=registers, readout=readout, siren_hidden_dim=8,
-        neck_compression_ratio=ratio, **kw,
+        hidden_dim=32,
+        num_blocks=depth,
+        num_heads=2,
+        pattern=pattern,
+        patch_size=patch,
+        image_size=image,
+        in_channels=3,
+        num_classes=7,
+        num_registers=registers,
+        readout=readout,
+        siren_hidden_dim=8,
+        neck_compression_ratio=ratio,
+        **kw,
     )
 
 
@@ -142,9 +157,13 @@ def test_reg_init_zeros_and_truncated_normal_init():
     assert net.out_proj.bias is None
 
 
-@pytest.mark.parametrize("schedule, expected", [("constant", [0.2] * 4), ("linear", [0.0, 0.2 / 3, 0.4 / 3, 0.2])])
+@pytest.mark.parametrize(
+    "schedule, expected", [("constant", [0.2] * 4), ("linear", [0.0, 0.2 / 3, 0.4 / 3, 0.2])]
+)
 def test_drop_path_schedules_are_injected(schedule, expected):
-    net = instantiate(small_config("HA", "cls", 4, 16, 4, max_drop_path_rate=0.2, drop_path_schedule=schedule))
+    net = instantiate(
+        small_config("HA", "cls", 4, 16, 4, max_drop_path_rate=0.2, drop_path_schedule=schedule)
+    )
     rates = [b.drop_path.drop_prob if not isinstance(b.drop_path, nn.Identity) else 0.0 for b in net.blocks]
     assert rates == pytest.approx(expected)
     assert drop_path_rates(0.3, 1, "linear") == [0.3]
@@ -152,7 +171,9 @@ def test_drop_path_schedules_are_injected(schedule, expected):
 
 def test_dropout_and_drop_path_only_act_in_training():
     torch.manual_seed(0)
-    net = instantiate(small_config("A", "cls", 4, 16, 4, dropout_rate=0.5, max_drop_path_rate=0.5, layer_scale_init=1.0))
+    net = instantiate(
+        small_config("A", "cls", 4, 16, 4, dropout_rate=0.5, max_drop_path_rate=0.5, layer_scale_init=1.0)
+    )
     x = images(net)
     net.eval()
     assert torch.equal(net({"input": x})["logits"], net({"input": x})["logits"])
@@ -181,7 +202,9 @@ def test_flop_count_uses_padded_length_for_hyena_blocks():
     net = instantiate(small_config("HA", "cls", 4, 16, 4))
     T_nonpad, T_pad = 21, 24
     head = 2 * 3 * 32 * 16 * 16 + 16 * 32 + 3 * 32 + 2 * 32 * 7
-    blocks = sum(b.flop_count(T_pad if pad else T_nonpad) for b, pad in zip(net.blocks, net._block_needs_padding))
+    blocks = sum(
+        b.flop_count(T_pad if pad else T_nonpad) for b, pad in zip(net.blocks, net._block_needs_padding)
+    )
     assert net.flop_count() == head + blocks
     assert net.flop_count(inference=True) < net.flop_count()
 
@@ -233,8 +256,16 @@ def attention_block(D=32, g=4, R=4, cls=True):
 
 def net_kwargs(**overrides):
     kwargs = dict(
-        in_channels=3, num_classes=5, hidden_dim=32, num_blocks=2, patch_size=4, image_size=16, num_registers=4,
-        norm_cfg=LazyConfig(RMSNorm)(dim=32), readout="cls", block_cfg=attention_block(),
+        in_channels=3,
+        num_classes=5,
+        hidden_dim=32,
+        num_blocks=2,
+        patch_size=4,
+        image_size=16,
+        num_registers=4,
+        norm_cfg=LazyConfig(RMSNorm)(dim=32),
+        readout="cls",
+        block_cfg=attention_block(),
     )
     kwargs.update(overrides)
     return kwargs
@@ -246,12 +277,28 @@ def net_kwargs(**overrides):
         (dict(readout="mean"), ValueError, "readout must be one of"),
         (dict(image_size=18), ValueError, r"image_size \(18\) must be divisible by patch_size \(4\)"),
         (dict(readout="register_concat"), ValueError, "neck_compression_ratio is required"),
-        (dict(readout="register_concat", neck_compression_ratio=3), ValueError, "divisible by neck_compression_ratio"),
-        (dict(readout="register_concat", neck_compression_ratio=4, num_registers=0), ValueError, "num_registers must be > 0"),
+        (
+            dict(readout="register_concat", neck_compression_ratio=3),
+            ValueError,
+            "divisible by neck_compression_ratio",
+        ),
+        (
+            dict(readout="register_concat", neck_compression_ratio=4, num_registers=0),
+            ValueError,
+            "num_registers must be > 0",
+        ),
         (dict(block_cfg=None), ValueError, "either block_cfg or layer_pattern"),
         (dict(layer_pattern="AA", layer_types={"A": attention_block()}), ValueError, "mutually exclusive"),
-        (dict(block_cfg=None, layer_pattern="AAA", layer_types={"A": attention_block()}), ValueError, r"length \(3\)"),
-        (dict(block_cfg=None, layer_pattern="AB", layer_types={"A": attention_block()}), ValueError, r"\['B'\]"),
+        (
+            dict(block_cfg=None, layer_pattern="AAA", layer_types={"A": attention_block()}),
+            ValueError,
+            r"length \(3\)",
+        ),
+        (
+            dict(block_cfg=None, layer_pattern="AB", layer_types={"A": attention_block()}),
+            ValueError,
+            r"\['B'\]",
+        ),
         (dict(block_cfg=None, layer_pattern="AA"), ValueError, "layer_types"),
         (dict(layer_types={"A": attention_block()}), ValueError, "layer_types without"),
         (dict(drop_path_schedule="cosine"), ValueError, "drop_path_schedule"),
@@ -263,8 +310,11 @@ def net_kwargs(**overrides):
         (dict(block_cfg=attention_block(R=1)), ValueError, "num_registers"),
         (dict(block_cfg=attention_block(g=3)), ValueError, "num_patches_h"),
         (dict(norm_cfg=LazyConfig(RMSNorm)(dim=16)), ValueError, "width 16"),
-        (dict(readout="register_concat", neck_compression_ratio=2, block_cfg=attention_block(cls=False)), ValueError,
-         "width 32, but the readout width is num_registers"),
+        (
+            dict(readout="register_concat", neck_compression_ratio=2, block_cfg=attention_block(cls=False)),
+            ValueError,
+            "width 32, but the readout width is num_registers",
+        ),
     ],
 )
 def test_invalid_network_configurations(overrides, error, message):
@@ -275,7 +325,9 @@ def test_invalid_network_configurations(overrides, error, message):
 def test_head_dim_and_register_grid_errors_come_from_the_attention_block():
     bad_heads = residual_block_config(attention_mixer_config(24, 4, 4, 4, True), 24)
     with pytest.raises(ValueError, match="divisible by 4"):
-        ViT5ClassificationNet(**net_kwargs(hidden_dim=24, block_cfg=bad_heads, norm_cfg=LazyConfig(RMSNorm)(dim=24)))
+        ViT5ClassificationNet(
+            **net_kwargs(hidden_dim=24, block_cfg=bad_heads, norm_cfg=LazyConfig(RMSNorm)(dim=24))
+        )
     with pytest.raises(ValueError, match="perfect square"):
         ViT5ClassificationNet(**net_kwargs(num_registers=5, block_cfg=attention_block(R=5)))
 
@@ -287,11 +339,17 @@ def hyena_block(D=32, g=4, L_cache=4):
 def test_padding_type_errors_in_pattern_mode():
     types = {"A": attention_block(), "H": hyena_block(L_cache=[6, 4])}
     with pytest.raises(ValueError, match="not in padding_types"):
-        ViT5ClassificationNet(**net_kwargs(block_cfg=None, layer_pattern="HA", layer_types=types, padding_types={"X"}))
+        ViT5ClassificationNet(
+            **net_kwargs(block_cfg=None, layer_pattern="HA", layer_types=types, padding_types={"X"})
+        )
     with pytest.raises(ValueError, match="attention block but its letter is in padding_types"):
-        ViT5ClassificationNet(**net_kwargs(block_cfg=None, layer_pattern="HA", layer_types=types, padding_types={"H", "A"}))
+        ViT5ClassificationNet(
+            **net_kwargs(block_cfg=None, layer_pattern="HA", layer_types=types, padding_types={"H", "A"})
+        )
     custom = {"A": attention_block(), "Y": hyena_block(L_cache=[6, 4])}
-    net = ViT5ClassificationNet(**net_kwargs(block_cfg=None, layer_pattern="YA", layer_types=custom, padding_types={"Y"}))
+    net = ViT5ClassificationNet(
+        **net_kwargs(block_cfg=None, layer_pattern="YA", layer_types=custom, padding_types={"Y"})
+    )
     assert net._block_needs_padding == [True, False]
 
 
@@ -340,8 +398,11 @@ def test_homogeneous_hyena_with_padding_works():
 
 def test_any_module_can_be_a_mixer():
     block = LazyConfig(ViT5ResidualBlock)(
-        sequence_mixer_cfg=LazyConfig(nn.Identity)(), sequence_mixer_norm_cfg=LazyConfig(RMSNorm)(dim=32),
-        mlp_cfg=LazyConfig(nn.Identity)(), mlp_norm_cfg=LazyConfig(RMSNorm)(dim=32), hidden_dim=32,
+        sequence_mixer_cfg=LazyConfig(nn.Identity)(),
+        sequence_mixer_norm_cfg=LazyConfig(RMSNorm)(dim=32),
+        mlp_cfg=LazyConfig(nn.Identity)(),
+        mlp_norm_cfg=LazyConfig(RMSNorm)(dim=32),
+        hidden_dim=32,
     )
     net = ViT5ClassificationNet(**net_kwargs(block_cfg=block))
     assert net({"input": torch.randn(1, 16, 16, 3)})["logits"].shape == (1, 5)
@@ -351,8 +412,16 @@ def test_any_module_can_be_a_mixer():
 def test_attention_in_pattern_needs_no_padding_list_when_pad_is_zero():
     # gap, R=0, 4x4 grid: no padding, so padding_types does not matter
     types = {"A": attention_block(R=0, cls=False), "H": hyena_block()}
-    net = ViT5ClassificationNet(**net_kwargs(block_cfg=None, layer_pattern="AH", layer_types=types, readout="gap",
-                                             num_registers=0, padding_types=set()))
+    net = ViT5ClassificationNet(
+        **net_kwargs(
+            block_cfg=None,
+            layer_pattern="AH",
+            layer_types=types,
+            readout="gap",
+            num_registers=0,
+            padding_types=set(),
+        )
+    )
     assert net._pad_size == 0
     assert isinstance(net.blocks[0].sequence_mixer, ViT5Attention)
     assert net({"input": torch.randn(1, 16, 16, 3)})["logits"].shape == (1, 5)

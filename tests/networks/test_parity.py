@@ -35,9 +35,20 @@ def check_parity(cfg, batch=2, seed=0, image=None):
         our_logits = ours({"input": x})["logits"]
     assert_parity(our_logits, ref_logits)
     for inference in (False, True):
-        ours_flops, ref_flops = ours.flop_count(inference=inference), reference.flop_count(inference=inference)
+        ours_flops, ref_flops = (
+            ours.flop_count(inference=inference),
+            reference.flop_count(inference=inference),
+        )
         assert abs(ours_flops - ref_flops) <= 1e-3 * ref_flops, (inference, ours_flops, ref_flops)
-    for name in ("_pad_size", "_num_non_pad", "_grid_w", "num_patches", "use_cls_token", "neck_dim", "layer_pattern"):
+    for name in (
+        "_pad_size",
+        "_num_non_pad",
+        "_grid_w",
+        "num_patches",
+        "use_cls_token",
+        "neck_dim",
+        "layer_pattern",
+    ):
         assert getattr(ours, name) == getattr(reference, name), name
     # Homogeneous mode differs on purpose: vit5 pads grid-mixer blocks (the reference strips the
     # padding from every block, which only works without padding).
@@ -52,9 +63,18 @@ def check_parity(cfg, batch=2, seed=0, image=None):
 def small(pattern, readout, registers, image=16, patch=4, depth=None, **kw):
     ratio = 4 if readout == "register_concat" else None
     return vit5_config(
-        hidden_dim=32, num_blocks=depth or max(2, len(pattern)), num_heads=2, pattern=pattern, patch_size=patch,
-        image_size=image, num_classes=11, num_registers=registers, readout=readout, siren_hidden_dim=16,
-        neck_compression_ratio=ratio, **kw,
+        hidden_dim=32,
+        num_blocks=depth or max(2, len(pattern)),
+        num_heads=2,
+        pattern=pattern,
+        patch_size=patch,
+        image_size=image,
+        num_classes=11,
+        num_registers=registers,
+        readout=readout,
+        siren_hidden_dim=16,
+        neck_compression_ratio=ratio,
+        **kw,
     )
 
 
@@ -67,8 +87,9 @@ def _reference_can_run(pattern, readout, registers, image, patch):
 
 SMALL_MATRIX = [
     combo
-    for combo in itertools.product(["A", "H", "HA", "AH", "HHA"], ["cls", "gap", "register_concat"], [0, 1, 4],
-                                   [(16, 4), (20, 4)])  # fmt: skip
+    for combo in itertools.product(
+        ["A", "H", "HA", "AH", "HHA"], ["cls", "gap", "register_concat"], [0, 1, 4], [(16, 4), (20, 4)]
+    )  # fmt: skip
     if not (combo[1] == "register_concat" and combo[2] == 0)
     and _reference_can_run(combo[0], combo[1], combo[2], *combo[3])
 ]
@@ -101,8 +122,11 @@ def test_reg_init_zeros():
 # The reference's three ViT-5-S configurations at full size (D 384, depth 12, 224 px).
 @pytest.mark.parametrize(
     "name, keys, params",
-    [("vit5_small_ref", 126, 22_010_112), ("vit5_small_hyena_gap", 244, 22_323_456),
-     ("vit5_small_hybrid", 186, 22_167_744)],  # fmt: skip
+    [
+        ("vit5_small_ref", 126, 22_010_112),
+        ("vit5_small_hyena_gap", 244, 22_323_456),
+        ("vit5_small_hybrid", 186, 22_167_744),
+    ],  # fmt: skip
 )
 def test_reference_vit5_s_configurations(name, keys, params):
     ours, reference = check_parity(model_config(name), batch=1)

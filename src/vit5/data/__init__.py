@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
+
 from vit5.data.datasets import ImageDataset, sample_seed
 from vit5.data.sources import (
     FASHION_MNIST_CLASSES,
+    ArraySplit,
     DatasetNotFoundError,
+    FileSplit,
     download_cifar,
     download_fashion_mnist,
     load_cifar,
@@ -71,6 +75,20 @@ def dataset_defaults(name: str) -> dict:
     return dict(_DEFAULTS[name])
 
 
+def subset(split: ArraySplit | FileSplit, size: int | None) -> ArraySplit | FileSplit:
+    """A fixed random subset (legacy NumPy RandomState(0) permutation) of ``size`` items, in order."""
+    if size is None:
+        return split
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise ValueError(f"max_train_images / max_test_images must be a positive int, got {size!r}")
+    if size >= len(split.labels):
+        return split
+    keep = np.sort(np.random.RandomState(0).permutation(len(split.labels))[:size])
+    if isinstance(split, ArraySplit):
+        return ArraySplit(split.images[keep], split.labels[keep])
+    return FileSplit([split.paths[i] for i in keep], split.labels[keep], split.classes)
+
+
 def build_datasets(
     name: str,
     data_dir: str | os.PathLike | None = None,
@@ -79,6 +97,8 @@ def build_datasets(
     download: bool = False,
     seed: int = 0,
     skip_bad_images: bool = False,
+    max_train_images: int | None = None,
+    max_test_images: int | None = None,
 ) -> tuple[ImageDataset, ImageDataset, DataSpec]:
     """The training and test sets of ``name`` and their :class:`DataSpec`.
 
@@ -90,6 +110,8 @@ def build_datasets(
         download: Fetch Fashion-MNIST / CIFAR with torchvision into ``data_dir`` if missing.
         seed: Base seed of the per-sample augmentation randomness.
         skip_bad_images: Skip undecodable files (ImageFolder) instead of stopping.
+        max_train_images: Use a fixed random subset of this many training images (quick runs).
+        max_test_images: The same for the test set.
 
     Raises:
         DatasetNotFoundError: the files are missing (the message says where vit5 looked).
@@ -123,6 +145,7 @@ def build_datasets(
         train, test = load_image_folder(data_dir)
         class_names = train.classes
         defaults["num_classes"] = len(class_names)
+    train, test = subset(train, max_train_images), subset(test, max_test_images)
     spec = DataSpec(
         name=name,
         num_classes=defaults["num_classes"],

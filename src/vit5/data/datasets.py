@@ -60,7 +60,9 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def _load(self, index: int) -> torch.Tensor | Image.Image:
         if isinstance(self.source, ArraySplit):
-            return torch.from_numpy(np.ascontiguousarray(self.source.images[index])).permute(2, 0, 1)  # (C, H, W)
+            return torch.from_numpy(np.ascontiguousarray(self.source.images[index])).permute(
+                2, 0, 1
+            )  # (C, H, W)
         path: Path = self.source.paths[index]
         try:
             with Image.open(path) as image:

@@ -55,7 +55,9 @@ def load_digits() -> tuple[ArraySplit, ArraySplit]:
     from sklearn.datasets import load_digits as sklearn_digits
 
     data = sklearn_digits()
-    images = np.clip(np.rint(data.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[..., None]  # (N, 8, 8, 1)
+    images = np.clip(np.rint(data.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[
+        ..., None
+    ]  # (N, 8, 8, 1)
     labels = data.target.astype(np.int64)
     order = np.random.RandomState(DIGITS_SEED).permutation(len(labels))
     test, train = order[:DIGITS_TEST_SIZE], order[DIGITS_TEST_SIZE:]
@@ -86,7 +88,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         data = handle.read()
     expected = int(np.prod(shape))
     if len(data) != expected:
-        raise ValueError(f"{path}: truncated IDX file ({len(data)} bytes of data, expected {expected} for {shape})")
+        raise ValueError(
+            f"{path}: truncated IDX file ({len(data)} bytes of data, expected {expected} for {shape})"
+        )
     return np.frombuffer(data, dtype=np.uint8).reshape(shape).copy()
 
 
@@ -114,7 +118,12 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> tuple[Array
     Raises:
         DatasetNotFoundError: no directory holds the four IDX files.
     """
-    stems = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+    stems = (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    )
     searched = fashion_mnist_dirs(data_dir)
     for directory in searched:
         files = [_find_idx(directory, stem) for stem in stems]
@@ -160,7 +169,9 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if (module, name) in self.ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: CIFAR files only hold arrays and lists")
+        raise pickle.UnpicklingError(
+            f"refusing to load {module}.{name}: CIFAR files only hold arrays and lists"
+        )
 
 
 def _unpickle(path: Path) -> dict:
@@ -170,7 +181,9 @@ def _unpickle(path: Path) -> dict:
     except (pickle.UnpicklingError, EOFError, ValueError) as error:
         raise ValueError(f"{path}: not a valid CIFAR batch file ({error})") from error
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: not a valid CIFAR batch file (holds a {type(data).__name__}, expected a dict)")
+        raise ValueError(
+            f"{path}: not a valid CIFAR batch file (holds a {type(data).__name__}, expected a dict)"
+        )
     return data
 
 
@@ -182,7 +195,9 @@ def _cifar_arrays(entry: dict, label_key: str, path: Path) -> ArraySplit:
     return ArraySplit(np.ascontiguousarray(images), np.asarray(entry[label_key], dtype=np.int64))
 
 
-def load_cifar(data_dir: str | os.PathLike | None, num_classes: int) -> tuple[ArraySplit, ArraySplit, list[str]]:
+def load_cifar(
+    data_dir: str | os.PathLike | None, num_classes: int
+) -> tuple[ArraySplit, ArraySplit, list[str]]:
     """CIFAR-10 (``cifar-10-batches-py``) or CIFAR-100 (``cifar-100-python``) python-pickle folders.
 
     ``data_dir`` may be the batches folder itself or its parent.
@@ -193,10 +208,16 @@ def load_cifar(data_dir: str | os.PathLike | None, num_classes: int) -> tuple[Ar
     folder = "cifar-10-batches-py" if num_classes == 10 else "cifar-100-python"
     searched = [] if data_dir is None else [Path(data_dir), Path(data_dir) / folder]
     for root in searched:
-        if num_classes == 10 and all((root / f"data_batch_{i}").is_file() for i in range(1, 6)) and (root / "test_batch").is_file():
+        if (
+            num_classes == 10
+            and all((root / f"data_batch_{i}").is_file() for i in range(1, 6))
+            and (root / "test_batch").is_file()
+        ):
             batches = [_unpickle(root / f"data_batch_{i}") for i in range(1, 6)]
             parts = [_cifar_arrays(b, "labels", root) for b in batches]
-            train = ArraySplit(np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts]))
+            train = ArraySplit(
+                np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts])
+            )
             test = _cifar_arrays(_unpickle(root / "test_batch"), "labels", root)
             meta = root / "batches.meta"
             names = list(_unpickle(meta)["label_names"]) if meta.is_file() else list(CIFAR10_CLASSES)
@@ -205,7 +226,9 @@ def load_cifar(data_dir: str | os.PathLike | None, num_classes: int) -> tuple[Ar
             train = _cifar_arrays(_unpickle(root / "train"), "fine_labels", root)
             test = _cifar_arrays(_unpickle(root / "test"), "fine_labels", root)
             meta = root / "meta"
-            names = list(_unpickle(meta)["fine_label_names"]) if meta.is_file() else [str(i) for i in range(100)]
+            names = (
+                list(_unpickle(meta)["fine_label_names"]) if meta.is_file() else [str(i) for i in range(100)]
+            )
             return train, test, names
     where = ", ".join(str(p) for p in searched) or "(no --data-dir given)"
     raise DatasetNotFoundError(
@@ -248,14 +271,20 @@ def load_image_folder(data_dir: str | os.PathLike | None) -> tuple[FileSplit, Fi
         DatasetNotFoundError: ``data_dir`` is missing or lacks ``train/``/``val/`` with images.
     """
     if data_dir is None:
-        raise DatasetNotFoundError("--dataset imagefolder needs --data-dir DIR with DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg")
+        raise DatasetNotFoundError(
+            "--dataset imagefolder needs --data-dir DIR with DIR/train/<class>/*.jpg and DIR/val/<class>/*.jpg"
+        )
     root = Path(data_dir)
     train_dir, val_dir = root / "train", root / "val"
     if not train_dir.is_dir() or not val_dir.is_dir():
-        raise DatasetNotFoundError(f"image folder {root} must contain train/ and val/ sub-folders of class folders")
+        raise DatasetNotFoundError(
+            f"image folder {root} must contain train/ and val/ sub-folders of class folders"
+        )
     train = list_image_folder(train_dir)
     if not train.classes or not train.paths:
-        raise DatasetNotFoundError(f"{train_dir} has no class folders with images ({', '.join(IMAGE_SUFFIXES)})")
+        raise DatasetNotFoundError(
+            f"{train_dir} has no class folders with images ({', '.join(IMAGE_SUFFIXES)})"
+        )
     val = list_image_folder(val_dir, train.classes)
     if not val.paths:
         raise DatasetNotFoundError(f"{val_dir} has no images in the class folders {train.classes}")

@@ -65,8 +65,13 @@ def train_transform(
         ops = [v2.RandomResizedCrop(image_size, scale=(0.08, 1.0), antialias=True), v2.RandomHorizontalFlip()]
         if augment == "rrc-3aug":
             ops += [
-                v2.RandomChoice([v2.RandomGrayscale(p=1.0), v2.RandomSolarize(threshold=128, p=1.0),
-                                 v2.GaussianBlur(kernel_size=5, sigma=(0.1, 2.0))]),  # fmt: skip
+                v2.RandomChoice(
+                    [
+                        v2.RandomGrayscale(p=1.0),
+                        v2.RandomSolarize(threshold=128, p=1.0),
+                        v2.GaussianBlur(kernel_size=5, sigma=(0.1, 2.0)),
+                    ]
+                ),  # fmt: skip
                 v2.ColorJitter(0.3, 0.3, 0.3),
             ]
             if in_channels == 1:

@@ -133,7 +133,9 @@ class ViT5Attention(nn.Module):
         if rope_ref_grid is None:
             return (self.num_patches_h, self.num_patches_w)
         if self.rope_impl != "interleaved":
-            raise ValueError("rope_ref_grid is only used with rope_impl='interleaved'; got rope_impl='nvsubquadratic'")
+            raise ValueError(
+                "rope_ref_grid is only used with rope_impl='interleaved'; got rope_impl='nvsubquadratic'"
+            )
         if isinstance(rope_ref_grid, int) and not isinstance(rope_ref_grid, bool):
             rope_ref_grid = (rope_ref_grid, rope_ref_grid)
         try:

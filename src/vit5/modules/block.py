@@ -27,7 +27,9 @@ def accepts_conditioning(module: nn.Module) -> bool:
         parameters = inspect.signature(module.forward).parameters
     except (TypeError, ValueError):
         return False
-    return "conditioning" in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    return "conditioning" in parameters or any(
+        p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()
+    )
 
 
 class ViT5ResidualBlock(nn.Module):
@@ -86,7 +88,9 @@ class ViT5ResidualBlock(nn.Module):
         self.mlp = instantiate(mlp_cfg)
         for name in ("input_norm", "sequence_mixer", "mlp_norm", "mlp"):
             if not isinstance(getattr(self, name), nn.Module):
-                raise TypeError(f"{name} config must build an nn.Module, got {type(getattr(self, name)).__name__}")
+                raise TypeError(
+                    f"{name} config must build an nn.Module, got {type(getattr(self, name)).__name__}"
+                )
         self.ls_attn = LayerScale(hidden_dim, layer_scale_init) if layer_scale_init > 0 else nn.Identity()
         self.ls_mlp = LayerScale(hidden_dim, layer_scale_init) if layer_scale_init > 0 else nn.Identity()
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity()
@@ -101,12 +105,16 @@ class ViT5ResidualBlock(nn.Module):
                 )
             pooled = getattr(self.register_pooling, "num_registers", num_registers)
             if pooled != num_registers:
-                raise ValueError(f"register pooling is built for {pooled} registers but num_registers={num_registers}")
+                raise ValueError(
+                    f"register pooling is built for {pooled} registers but num_registers={num_registers}"
+                )
         self.grn = instantiate(grn_cfg) if grn_cfg is not None else None
 
     def forward(self, x: torch.Tensor, condition: Any = None) -> torch.Tensor:
         if x.ndim != 3 or x.shape[-1] != self.hidden_dim:
-            raise ValueError(f"ViT5ResidualBlock expects [B, T, {self.hidden_dim}], got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"ViT5ResidualBlock expects [B, T, {self.hidden_dim}], got shape {tuple(x.shape)}"
+            )
         h = self.input_norm(x)  # (B, T, D)
         if self.register_pooling is not None:
             start, stop = self.register_start_idx, self.register_start_idx + self.num_registers
@@ -133,5 +141,7 @@ class ViT5ResidualBlock(nn.Module):
             total += _flops(self.register_pooling, width)
         if self.grn is not None:
             total += _flops(self.grn, T)
-        total += _flops(self.ls_attn, T) + _flops(self.mlp_norm, T) + _flops(self.mlp, T) + _flops(self.ls_mlp, T)
+        total += (
+            _flops(self.ls_attn, T) + _flops(self.mlp_norm, T) + _flops(self.mlp, T) + _flops(self.ls_mlp, T)
+        )
         return total

@@ -107,7 +107,9 @@ class GlobalResponseNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_last_dim("GlobalResponseNorm", x, self.dim)
         if x.ndim < 3:
-            raise ValueError(f"GlobalResponseNorm expects [B, *tokens, C] (>= 3 dims), got shape {tuple(x.shape)}")
+            raise ValueError(
+                f"GlobalResponseNorm expects [B, *tokens, C] (>= 3 dims), got shape {tuple(x.shape)}"
+            )
         token_axes = tuple(range(1, x.ndim - 1))
         g = torch.linalg.vector_norm(x.float(), ord=2, dim=token_axes, keepdim=True)  # (B, 1.., C)
         n = (g / (g.mean(dim=-1, keepdim=True) + self.eps)).to(x.dtype)

@@ -9,7 +9,11 @@ from vit5._validation import positive_int
 
 
 def _check_registers(module: str, registers: torch.Tensor, num_registers: int, width: int | None) -> None:
-    if registers.ndim != 3 or registers.shape[1] != num_registers or (width is not None and registers.shape[2] != width):
+    if (
+        registers.ndim != 3
+        or registers.shape[1] != num_registers
+        or (width is not None and registers.shape[2] != width)
+    ):
         expected = f"[B, {num_registers}, {'C' if width is None else width}]"
         raise ValueError(f"{module} expects register tokens {expected}, got shape {tuple(registers.shape)}")
 

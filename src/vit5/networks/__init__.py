@@ -3,4 +3,11 @@
 from vit5.networks.presets import create_model, list_models, model_config, register_model, vit5_config
 from vit5.networks.vit5_classification import ViT5ClassificationNet
 
-__all__ = ["ViT5ClassificationNet", "create_model", "list_models", "model_config", "register_model", "vit5_config"]
+__all__ = [
+    "ViT5ClassificationNet",
+    "create_model",
+    "list_models",
+    "model_config",
+    "register_model",
+    "vit5_config",
+]

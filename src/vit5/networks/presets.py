@@ -8,6 +8,7 @@ recorded factory calls), so every preset config saves to YAML and loads back.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -34,10 +35,12 @@ from vit5.ops.init import (
 
 __all__ = [
     "attention_mixer_config",
+    "build_vit5",
     "create_model",
     "hyena_mixer_config",
     "list_models",
     "model_config",
+    "preset_arguments",
     "register_model",
     "residual_block_config",
     "vit5_config",
@@ -202,9 +205,13 @@ def vit5_config(
     for name, value in (("hidden_dim", hidden_dim), ("num_blocks", num_blocks), ("num_heads", num_heads)):
         positive_int(name, value)
     if not isinstance(pattern, str) or not pattern or set(pattern) - {"A", "H"}:
-        raise ValueError(f"pattern must be a non-empty string of 'A' (attention) and 'H' (Hyena), got {pattern!r}")
+        raise ValueError(
+            f"pattern must be a non-empty string of 'A' (attention) and 'H' (Hyena), got {pattern!r}"
+        )
     if num_blocks % len(pattern):
-        raise ValueError(f"num_blocks ({num_blocks}) must be a multiple of len(pattern) ({len(pattern)}, {pattern!r})")
+        raise ValueError(
+            f"num_blocks ({num_blocks}) must be a multiple of len(pattern) ({len(pattern)}, {pattern!r})"
+        )
     choice("readout", readout, ("cls", "gap", "register_concat"))
     layer_pattern = pattern * (num_blocks // len(pattern))
     positive_int("patch_size", patch_size)
@@ -257,10 +264,24 @@ def vit5_config(
     return net
 
 
+def build_vit5(**arguments: Any) -> ViT5ClassificationNet:
+    """Build the network :func:`vit5_config` describes.
+
+    Run configs record ``LazyConfig(build_vit5)(hidden_dim=..., ...)``: a compact, consistent form in
+    which ``model.hidden_dim=256`` changes every layer that depends on it. Takes exactly the keywords
+    of :func:`vit5_config`.
+    """
+    return instantiate(vit5_config(**arguments))
+
+
+build_vit5.__signature__ = inspect.signature(vit5_config).replace(return_annotation=ViT5ClassificationNet)
+
+
 # --------------------------------------------------------------------------------------------------
 # Registry
 
 _PRESETS: dict[str, Callable[..., ConfigNode]] = {}
+_PRESET_ARGUMENTS: dict[str, dict[str, Any]] = {}
 
 
 def register_model(function: Callable[..., ConfigNode]) -> Callable[..., ConfigNode]:
@@ -293,7 +314,15 @@ def _preset(defaults: dict[str, Any]) -> Callable[..., ConfigNode]:
     return build
 
 
+def preset_arguments(name: str) -> dict[str, Any]:
+    """The :func:`vit5_config` arguments of a preset defined by this module."""
+    if name not in _PRESET_ARGUMENTS:
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(sorted(_PRESET_ARGUMENTS))}")
+    return dict(_PRESET_ARGUMENTS[name])
+
+
 def _define(name: str, doc: str, **defaults: Any) -> None:
+    _PRESET_ARGUMENTS[name] = defaults
     build = _preset(defaults)
     build.__name__ = build.__qualname__ = name
     build.__doc__ = f"{doc}\n\nDefaults: {defaults}. Keyword overrides are vit5_config arguments."
@@ -301,24 +330,72 @@ def _define(name: str, doc: str, **defaults: Any) -> None:
 
 
 # The reference library's ViT-5-S configurations (spec/00-overview.md).
-_define("vit5_small_ref", "ViT-5-S attention as in nvSubquadratic (82.2% IN-1k), 22.01M params.",
-        hidden_dim=384, num_blocks=12, num_heads=6, pattern="A", readout="cls", num_registers=4)
-_define("vit5_small_hyena_gap", "ViT-5-S Hyena with GAP readout as in nvSubquadratic (81.5% IN-1k).",
-        hidden_dim=384, num_blocks=12, num_heads=6, pattern="H", readout="gap", num_registers=0)
-_define("vit5_small_hybrid", "ViT-5-S hybrid: Hyena/attention alternating ('HA' * 6), CLS + 4 registers.",
-        hidden_dim=384, num_blocks=12, num_heads=6, pattern="HA", readout="cls", num_registers=4)
+_define(
+    "vit5_small_ref",
+    "ViT-5-S attention as in nvSubquadratic (82.2% IN-1k), 22.01M params.",
+    hidden_dim=384,
+    num_blocks=12,
+    num_heads=6,
+    pattern="A",
+    readout="cls",
+    num_registers=4,
+)
+_define(
+    "vit5_small_hyena_gap",
+    "ViT-5-S Hyena with GAP readout as in nvSubquadratic (81.5% IN-1k).",
+    hidden_dim=384,
+    num_blocks=12,
+    num_heads=6,
+    pattern="H",
+    readout="gap",
+    num_registers=0,
+)
+_define(
+    "vit5_small_hybrid",
+    "ViT-5-S hybrid: Hyena/attention alternating ('HA' * 6), CLS + 4 registers.",
+    hidden_dim=384,
+    num_blocks=12,
+    num_heads=6,
+    pattern="HA",
+    readout="cls",
+    num_registers=4,
+)
 
 # The official ViT-5 layout (wangf3014/ViT-5): interleaved RoPE, biases as in the released weights.
-_OFFICIAL = dict(pattern="A", readout="cls", num_registers=4, rope_impl="interleaved",
-                 attn_out_bias=True, mlp_bias=True, head_bias=True)
-_define("vit5_small", "Official ViT-5-S layout (22.04M params).", hidden_dim=384, num_blocks=12, num_heads=6, **_OFFICIAL)
+_OFFICIAL = dict(
+    pattern="A",
+    readout="cls",
+    num_registers=4,
+    rope_impl="interleaved",
+    attn_out_bias=True,
+    mlp_bias=True,
+    head_bias=True,
+)
+_define(
+    "vit5_small",
+    "Official ViT-5-S layout (22.04M params).",
+    hidden_dim=384,
+    num_blocks=12,
+    num_heads=6,
+    **_OFFICIAL,
+)
 _define("vit5_base", "Official ViT-5-B layout.", hidden_dim=768, num_blocks=12, num_heads=12, **_OFFICIAL)
 _define("vit5_large", "Official ViT-5-L layout.", hidden_dim=1024, num_blocks=24, num_heads=16, **_OFFICIAL)
 _define("vit5_xlarge", "Official ViT-5-XL layout.", hidden_dim=1152, num_blocks=28, num_heads=16, **_OFFICIAL)
 
 # Tiny CPU presets (small images such as digits, Fashion-MNIST, CIFAR).
-_TINY = dict(hidden_dim=64, num_blocks=4, num_heads=2, patch_size=4, image_size=32, num_classes=10,
-             num_registers=4, readout="cls", rope_impl="interleaved", layer_scale_init=0.1)
+_TINY = dict(
+    hidden_dim=64,
+    num_blocks=4,
+    num_heads=2,
+    patch_size=4,
+    image_size=32,
+    num_classes=10,
+    num_registers=4,
+    readout="cls",
+    rope_impl="interleaved",
+    layer_scale_init=0.1,
+)
 _define("vit5_tiny_hybrid", "Tiny hybrid ('HA' * 2) for 32 px images on a CPU.", pattern="HA", **_TINY)
 _define("vit5_tiny_attention", "Tiny attention network for 32 px images on a CPU.", pattern="A", **_TINY)
 _define("vit5_tiny_hyena", "Tiny Hyena network for 32 px images on a CPU.", pattern="H", **_TINY)

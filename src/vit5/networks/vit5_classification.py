@@ -137,9 +137,15 @@ class ViT5ClassificationNet(nn.Module):
         zero_pad = torch.zeros(1, self._pad_size, hidden_dim) if self._pad_size else None
         self.register_buffer("_zero_pad", zero_pad, persistent=False)
 
-        self.patch_embed = nn.Conv2d(in_channels, hidden_dim, kernel_size=patch_size, stride=patch_size, bias=False)
+        self.patch_embed = nn.Conv2d(
+            in_channels, hidden_dim, kernel_size=patch_size, stride=patch_size, bias=False
+        )
         register_start_idx = self.num_patches + int(self.use_cls_token)
-        configs = [block_cfg] * num_blocks if self.layer_pattern is None else [layer_types[c] for c in self.layer_pattern]
+        configs = (
+            [block_cfg] * num_blocks
+            if self.layer_pattern is None
+            else [layer_types[c] for c in self.layer_pattern]
+        )
         self.blocks = nn.ModuleList(
             instantiate(cfg, drop_path_rate=rate, register_start_idx=register_start_idx)
             for cfg, rate in zip(configs, self.drop_path_rates)
@@ -172,7 +178,9 @@ class ViT5ClassificationNet(nn.Module):
     def _check_pattern(self, block_cfg: Any, pattern: str | None, layer_types: Mapping | None) -> str | None:
         if pattern is None:
             if layer_types is not None:
-                raise ValueError("layer_types is only used together with layer_pattern; got layer_types without it")
+                raise ValueError(
+                    "layer_types is only used together with layer_pattern; got layer_types without it"
+                )
             if block_cfg is None:
                 raise ValueError("either block_cfg or layer_pattern + layer_types must be given; got neither")
             return None
@@ -181,9 +189,13 @@ class ViT5ClassificationNet(nn.Module):
         if block_cfg is not None:
             raise ValueError("block_cfg and layer_pattern are mutually exclusive; give one of them")
         if not isinstance(layer_types, Mapping) or not layer_types:
-            raise ValueError(f"layer_types (a dict char -> block config) is required with layer_pattern, got {layer_types!r}")
+            raise ValueError(
+                f"layer_types (a dict char -> block config) is required with layer_pattern, got {layer_types!r}"
+            )
         if len(pattern) != self.num_blocks:
-            raise ValueError(f"layer_pattern length ({len(pattern)}) must equal num_blocks ({self.num_blocks})")
+            raise ValueError(
+                f"layer_pattern length ({len(pattern)}) must equal num_blocks ({self.num_blocks})"
+            )
         unknown = sorted(set(pattern) - set(layer_types))
         if unknown:
             raise ValueError(
@@ -199,9 +211,13 @@ class ViT5ClassificationNet(nn.Module):
         try:
             items = set(padding_types)
         except TypeError:
-            raise TypeError(f"padding_types must be a set of layer_pattern characters, got {padding_types!r}") from None
+            raise TypeError(
+                f"padding_types must be a set of layer_pattern characters, got {padding_types!r}"
+            ) from None
         if not all(isinstance(item, str) for item in items):
-            raise TypeError(f"padding_types must contain layer_pattern characters (str), got {padding_types!r}")
+            raise TypeError(
+                f"padding_types must contain layer_pattern characters (str), got {padding_types!r}"
+            )
         return items
 
     def _needs_padding(self, index: int, padding_types: set[str]) -> bool:
@@ -225,7 +241,9 @@ class ViT5ClassificationNet(nn.Module):
                     "attention blocks must not receive the padding tokens"
                 )
         if is_grid and mixer.grid_w != self._grid_w:
-            raise ValueError(f"{where}: ViT5HyenaAdapter grid_w={mixer.grid_w} must equal the patch grid width {self._grid_w}")
+            raise ValueError(
+                f"{where}: ViT5HyenaAdapter grid_w={mixer.grid_w} must equal the patch grid width {self._grid_w}"
+            )
         if isinstance(mixer, ViT5Attention):
             expected = {
                 "has_cls": self.use_cls_token,
@@ -233,7 +251,9 @@ class ViT5ClassificationNet(nn.Module):
                 "num_patches_h": self._grid_w,
                 "num_patches_w": self._grid_w,
             }
-            wrong = {key: getattr(mixer, key) for key, value in expected.items() if getattr(mixer, key) != value}
+            wrong = {
+                key: getattr(mixer, key) for key, value in expected.items() if getattr(mixer, key) != value
+            }
             if wrong:
                 raise ValueError(
                     f"{where}: ViT5Attention settings {wrong} disagree with the network, which needs {expected} "
@@ -250,7 +270,9 @@ class ViT5ClassificationNet(nn.Module):
                 if self.readout == "register_concat"
                 else f"hidden_dim = {self.head_dim}"
             )
-            raise ValueError(f"norm_cfg builds a norm of width {weight.shape[0]}, but the readout width is {detail}")
+            raise ValueError(
+                f"norm_cfg builds a norm of width {weight.shape[0]}, but the readout width is {detail}"
+            )
 
     @torch.no_grad()
     def _init_weights(self) -> None:

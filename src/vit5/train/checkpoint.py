@@ -1,0 +1,260 @@
+"""Checkpoints that never run code when loaded and never leave a half-written file behind.
+
+A checkpoint is a directory::
+
+    model.safetensors   weights (safetensors), with the run config, data spec and a SHA-256 of
+                        the tensors in its metadata, so the file alone rebuilds the model
+    ema.safetensors     EMA weights (when EMA is on), same format
+    state.pt            optimizer / scheduler / step / RNG state (tensors and plain values only,
+                        read with ``torch.load(weights_only=True)``)
+    meta.json           step, epoch, metrics, and the SHA-256 of every file above
+
+The directory is written under a temporary name and renamed into place; a run keeps ``last``,
+``prev`` (the previous ``last``, the fallback if ``last`` is damaged) and ``best``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import pickle
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vit5._io import atomic_write, atomic_write_text, fsync_directory
+
+logger = logging.getLogger(__name__)
+
+FORMAT = "vit5-checkpoint"
+WEIGHTS, EMA_WEIGHTS, STATE, META = "model.safetensors", "ema.safetensors", "state.pt", "meta.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint is missing, damaged, or not a vit5 checkpoint; the message names the file."""
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names, dtypes, shapes and bytes of ``tensors`` (in sorted key order)."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        tensor = tensors[key].detach().cpu().contiguous()
+        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+    """Write a safetensors file atomically; ``metadata`` values are JSON-encoded."""
+    from safetensors.torch import save
+
+    tensors = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
+    header = {key: json.dumps(value) for key, value in metadata.items()}
+    header["format"] = FORMAT
+    header["vit5_sha256"] = tensor_digest(tensors)
+    return atomic_write(path, lambda handle: handle.write(save(tensors, metadata=header)))
+
+
+def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a vit5 safetensors file and verify its checksum.
+
+    Returns:
+        The tensors and the decoded metadata (``config``, ``data``, ...).
+
+    Raises:
+        CheckpointError: the file is missing, truncated, corrupted, or not safetensors.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    data = path.read_bytes()
+    try:
+        tensors = load(data)
+        header_size = int.from_bytes(data[:8], "little")
+        raw = json.loads(data[8 : 8 + header_size]).get("__metadata__", {}) or {}
+    except (SafetensorError, ValueError, OverflowError) as error:
+        raise CheckpointError(
+            f"{path}: not a readable safetensors file (truncated or corrupted?): {error}"
+        ) from error
+    expected = raw.get("vit5_sha256")
+    if expected is not None and tensor_digest(tensors) != expected:
+        raise CheckpointError(f"{path}: checksum mismatch, the weights are corrupted")
+    metadata = {}
+    for key, value in raw.items():
+        if key in ("format", "vit5_sha256"):
+            continue
+        try:
+            metadata[key] = json.loads(value)
+        except json.JSONDecodeError:
+            metadata[key] = value
+    return tensors, metadata
+
+
+def torch_load_safely(path: str | os.PathLike) -> Any:
+    """``torch.load(path, weights_only=True)`` with clear errors; never unpickles arbitrary objects.
+
+    Raises:
+        CheckpointError: the file is missing or damaged, or holds objects other than tensors and
+            plain values (e.g. a pickle crafted to run code) — it is refused, nothing is executed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointError(
+            f"{path}: refused to load: the file contains Python objects other than tensors and plain values "
+            f"(loading it could run code). Details: {str(error).splitlines()[0]}"
+        ) from error
+    except (RuntimeError, EOFError, ValueError, OSError) as error:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or corrupted?): {error}"
+        ) from error
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint directory."""
+
+    path: Path
+    model: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+    ema: dict[str, torch.Tensor] | None = None
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.meta.get("config", {})
+
+
+def save_checkpoint(
+    root: str | os.PathLike,
+    name: str,
+    *,
+    model: dict[str, torch.Tensor],
+    meta: dict[str, Any],
+    ema: dict[str, torch.Tensor] | None = None,
+    state: dict[str, Any] | None = None,
+) -> Path:
+    """Write checkpoint ``root/name`` atomically. For ``name == "last"`` the previous one becomes ``prev``."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = root / f".tmp-{name}-{os.getpid()}-{time.time_ns()}"
+    tmp.mkdir()
+    weights_meta = {
+        "config": meta.get("config", {}),
+        "data": meta.get("data", {}),
+        "step": meta.get("step", 0),
+    }
+    save_weights(tmp / WEIGHTS, model, weights_meta)
+    files = [WEIGHTS]
+    if ema is not None:
+        save_weights(tmp / EMA_WEIGHTS, ema, {**weights_meta, "ema": True})
+        files.append(EMA_WEIGHTS)
+    if state is not None:
+        atomic_write(tmp / STATE, lambda handle: torch.save(state, handle))
+        files.append(STATE)
+    record = {**meta, "format": FORMAT, "files": {f: file_digest(tmp / f) for f in files}}
+    atomic_write_text(tmp / META, json.dumps(record, indent=1, default=str))
+    fsync_directory(tmp)
+
+    target = root / name
+    if name == "last":
+        prev = root / "prev"
+        if target.exists():
+            shutil.rmtree(prev, ignore_errors=True)
+            os.replace(target, prev)
+    elif target.exists():
+        old = root / f".old-{name}-{time.time_ns()}"
+        os.replace(target, old)
+        shutil.rmtree(old, ignore_errors=True)
+    os.replace(tmp, target)
+    fsync_directory(root)
+    return target
+
+
+def load_checkpoint(path: str | os.PathLike, with_state: bool = True) -> Checkpoint:
+    """Load and verify a checkpoint directory (every file's SHA-256 against ``meta.json``).
+
+    Raises:
+        CheckpointError: a file is missing, damaged or unsafe; the message names it.
+    """
+    path = Path(path)
+    meta_path = path / META
+    if not meta_path.is_file():
+        raise CheckpointError(f"{path}: not a vit5 checkpoint directory (no {META})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{meta_path}: damaged ({error})") from error
+    if meta.get("format") != FORMAT:
+        raise CheckpointError(f"{meta_path}: not a vit5 checkpoint (format {meta.get('format')!r})")
+    for name, digest in meta.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise CheckpointError(f"{file}: missing from the checkpoint")
+        if file_digest(file) != digest:
+            raise CheckpointError(f"{file}: checksum mismatch (the file is truncated or corrupted)")
+    model, _ = load_weights(path / WEIGHTS)
+    ema = load_weights(path / EMA_WEIGHTS)[0] if (path / EMA_WEIGHTS).is_file() else None
+    state = torch_load_safely(path / STATE) if with_state and (path / STATE).is_file() else {}
+    return Checkpoint(path=path, model=model, meta=meta, ema=ema, state=state)
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Checkpoint:
+    """The newest valid checkpoint of a run (``last``, else ``prev``), for resuming.
+
+    Raises:
+        CheckpointError: no valid checkpoint exists (each failure is listed).
+    """
+    root = Path(run_dir) / "checkpoints"
+    failures = []
+    for name in ("last", "prev"):
+        if not (root / name).exists():
+            failures.append(f"{root / name}: does not exist")
+            continue
+        try:
+            checkpoint = load_checkpoint(root / name)
+        except CheckpointError as error:
+            failures.append(str(error))
+            continue
+        if failures and name == "prev":
+            logger.warning("checkpoint 'last' is unusable (%s); resuming from the previous one, %s",
+                           "; ".join(failures), root / name)  # fmt: skip
+        return checkpoint
+    raise CheckpointError(f"no usable checkpoint in {root}: " + "; ".join(failures))
+
+
+def find_weights(path: str | os.PathLike) -> Path:
+    """Resolve what a user passed to eval/predict: a run directory (its ``best``, else ``last``, else
+    ``prev`` checkpoint), a checkpoint directory, or a ``.safetensors`` file."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if (path / META).is_file():
+        return path
+    for name in ("best", "last", "prev"):
+        candidate = path / "checkpoints" / name
+        if (candidate / META).is_file():
+            return candidate
+    raise CheckpointError(f"{path}: not a checkpoint file, checkpoint directory or run directory")

@@ -1,0 +1,413 @@
+"""The training loop: data, model, optimizer, EMA, checkpoints, metrics — resumable bit-for-bit.
+
+Randomness is derived from counters, never from state that a crash could lose: the data order of
+epoch ``e`` from ``(seed, e)``, each sample's augmentation from ``(seed, e, index)``, and the
+dropout / drop-path / mixup draws of optimizer step ``s`` from ``(seed, s, micro-batch, rank)``.
+Resuming from a checkpoint taken after ``s`` steps therefore replays exactly what an uninterrupted
+run would have done.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vit5._io import atomic_write_text
+from vit5.config import instantiate, save_config, to_container
+from vit5.data import DataSpec, build_datasets
+from vit5.train.checkpoint import latest_checkpoint, save_checkpoint
+from vit5.train.distributed import DistributedContext, EpochSampler, cleanup_distributed, setup_distributed
+from vit5.train.evaluate import check_labels, evaluate
+from vit5.train.metrics import MetricsLog, plot_curves
+from vit5.train.optim import build_optimizer, build_scheduler
+from vit5.train.recipes import finalize
+
+logger = logging.getLogger("vit5.train")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the message names the step and batch."""
+
+
+def step_seed(seed: int, step: int, micro: int, rank: int) -> int:
+    return (((seed * 1_000_003 + step) * 131 + micro) * 1_009 + rank) % (2**31 - 1)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(max(0, seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class Trainer:
+    """Train ``cfg`` (a run config, see :mod:`vit5.train.recipes`) into ``run_dir``."""
+
+    def __init__(self, cfg: Any, run_dir: Path, resume: bool = False) -> None:
+        self.ctx: DistributedContext = setup_distributed(cfg["train"].get("device"))
+        self.run_dir = Path(run_dir)
+        self.resume = resume
+        self.started = time.time()
+        self.checkpoint = latest_checkpoint(self.run_dir) if resume else None
+        train_cfg, data_cfg = cfg["train"], cfg["data"]
+        self.train_set, self.test_set, self.spec = build_datasets(
+            data_cfg["dataset"], data_cfg.get("data_dir"), data_cfg.get("image_size"), data_cfg.get("augment"),
+            download=bool(data_cfg.get("download")) and self.ctx.is_main, seed=int(train_cfg["seed"]),
+            skip_bad_images=bool(data_cfg.get("skip_bad_images")), max_train_images=data_cfg.get("max_train_images"),
+            max_test_images=data_cfg.get("max_test_images"),
+        )  # fmt: skip
+        self.cfg = finalize(cfg, self.spec.num_classes)
+        self._check_data_matches()
+        self.precision = self.cfg.train.precision
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"train.precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        self.seed = int(self.cfg.train.seed)
+        seed_all(self.seed)
+        self.model: nn.Module = instantiate(self.cfg.model).to(self.ctx.device)
+        self._check_model()
+        self.optimizer = build_optimizer(self.model, self.cfg.optim)
+        self._build_loaders()
+        epochs = self.cfg.schedule.epochs
+        if not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"schedule.epochs must be a positive int, got {epochs!r}")
+        self.total_steps = self.steps_per_epoch * epochs
+        warmup = int(round(float(self.cfg.schedule.warmup_epochs) * self.steps_per_epoch))
+        self.scheduler = build_scheduler(
+            self.optimizer, self.total_steps, warmup, float(self.cfg.schedule.min_lr_ratio)
+        )
+        self.ema = None
+        if float(self.cfg.train.ema_decay) > 0:
+            from timm.utils import ModelEmaV3
+
+            self.ema = ModelEmaV3(self.model, decay=float(self.cfg.train.ema_decay))
+        self.mixup = self._build_mixup()
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self.best_acc, self.skipped = -1.0, 0
+        self.epoch_totals = [0.0, 0.0, 0.0]  # loss sum, correct, count of the current epoch so far
+        self.elapsed_before = 0.0
+        if self.checkpoint is not None:
+            self._restore()
+        self.train_model: nn.Module = self.model
+        if self.ctx.distributed:
+            self.train_model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.ctx.local_rank] if self.ctx.device.type == "cuda" else None
+            )
+        if self.cfg.train.compile:
+            self.train_model = torch.compile(self.train_model)
+        self.metrics = MetricsLog(self.run_dir / "metrics.csv") if self.ctx.is_main else None
+        if self.ctx.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.cfg, self.run_dir / "config.yaml")
+            if self.checkpoint is not None:
+                self.metrics.truncate(self.epoch)
+
+    # ------------------------------------------------------------------------------------------
+    # Setup
+
+    def _check_data_matches(self) -> None:
+        data = self.cfg.data
+        if data.get("in_channels") not in (None, self.spec.in_channels):
+            raise ValueError(
+                f"data.in_channels={data.in_channels} but {self.spec.name} images have {self.spec.in_channels}"
+            )
+
+    def _check_model(self) -> None:
+        for name, expected in (("num_classes", self.spec.num_classes), ("in_channels", self.spec.in_channels),
+                               ("image_size", self.spec.image_size)):  # fmt: skip
+            actual = getattr(self.model, name, expected)
+            if actual != expected:
+                raise ValueError(f"model.{name}={actual} but the data needs {expected} ({self.spec.name})")
+
+    def _build_loaders(self) -> None:
+        data, ctx = self.cfg.data, self.ctx
+        batch, accumulate = int(data.batch_size), int(self.cfg.optim.get("accumulate_steps", 1))
+        if batch < 1 or accumulate < 1:
+            raise ValueError(
+                f"data.batch_size and optim.accumulate_steps must be >= 1, got {batch}, {accumulate}"
+            )
+        if batch % ctx.world_size:
+            raise ValueError(
+                f"data.batch_size={batch} (global) must be divisible by the {ctx.world_size} processes"
+            )
+        self.sampler = EpochSampler(len(self.train_set), batch // ctx.world_size, ctx.rank, ctx.world_size,
+                                    shuffle=True, drop_last=True, seed=self.seed)  # fmt: skip
+        batches = self.sampler.batches_per_epoch()
+        self.accumulate = accumulate
+        self.steps_per_epoch = batches // accumulate
+        if self.steps_per_epoch < 1:
+            raise ValueError(
+                f"the training set ({len(self.train_set)} images) is smaller than one optimizer step "
+                f"(batch_size {batch} x accumulate_steps {accumulate})"
+            )
+        workers = int(data.get("num_workers", 0))
+        options = dict(num_workers=workers, persistent_workers=False, pin_memory=ctx.device.type == "cuda")
+        self.train_loader = torch.utils.data.DataLoader(self.train_set, batch_size=self.sampler.batch_size,
+                                                        sampler=self.sampler, drop_last=False, **options)  # fmt: skip
+        test_indices = list(range(ctx.rank, len(self.test_set), ctx.world_size))
+        self.test_loader = torch.utils.data.DataLoader(
+            torch.utils.data.Subset(self.test_set, test_indices), batch_size=int(data.get("eval_batch_size", 256)),
+            shuffle=False, **options,
+        )  # fmt: skip
+
+    def _build_mixup(self) -> Any:
+        train = self.cfg.train
+        if float(train.mixup) <= 0 and float(train.cutmix) <= 0:
+            self.criterion = nn.CrossEntropyLoss(label_smoothing=float(train.label_smoothing))
+            return None
+        from timm.data import Mixup
+        from timm.loss import SoftTargetCrossEntropy
+
+        if self.sampler.batch_size % 2:
+            raise ValueError(
+                f"mixup/cutmix need an even per-process batch size, got {self.sampler.batch_size}"
+            )
+
+        self.criterion = SoftTargetCrossEntropy()
+        return Mixup(mixup_alpha=float(train.mixup), cutmix_alpha=float(train.cutmix),
+                     switch_prob=float(train.mixup_switch_prob), label_smoothing=float(train.label_smoothing),
+                     num_classes=self.spec.num_classes)  # fmt: skip
+
+    def _restore(self) -> None:
+        checkpoint = self.checkpoint
+        self.model.load_state_dict(checkpoint.model, strict=True)
+        state = checkpoint.state
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None and checkpoint.ema is not None:
+            self.ema.module.load_state_dict(checkpoint.ema, strict=True)
+        progress = state["progress"]
+        self.step, self.epoch, self.batch_in_epoch = (
+            progress["step"],
+            progress["epoch"],
+            progress["batch_in_epoch"],
+        )
+        self.best_acc, self.skipped = progress["best_acc"], progress["skipped_nonfinite"]
+        self.elapsed_before = progress["elapsed"]
+        self.epoch_totals = list(progress["epoch_totals"])
+        logger.info("resumed %s at epoch %d, step %d (batch %d of the epoch)", checkpoint.path, self.epoch + 1,
+                    self.step, self.batch_in_epoch)  # fmt: skip
+
+    # ------------------------------------------------------------------------------------------
+    # Checkpoints
+
+    def _meta(self) -> dict[str, Any]:
+        return {"config": to_container(self.cfg), "data": self.spec.to_dict(), "step": self.step,
+                "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "best_acc": self.best_acc}  # fmt: skip
+
+    def save(self, names: tuple[str, ...] = ("last",)) -> None:
+        if not self.ctx.is_main:
+            return
+        progress = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                    "best_acc": self.best_acc, "skipped_nonfinite": self.skipped, "elapsed": self.elapsed(),
+                    "epoch_totals": list(self.epoch_totals)}  # fmt: skip
+        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "progress": progress, "torch_rng": torch.get_rng_state()}  # fmt: skip
+        ema = self.ema.module.state_dict() if self.ema is not None else None
+        for name in names:
+            save_checkpoint(self.run_dir / "checkpoints", name, model=self.model.state_dict(), meta=self._meta(),
+                            ema=ema, state=state if name == "last" else None)  # fmt: skip
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.started
+
+    # ------------------------------------------------------------------------------------------
+    # Training
+
+    def _forward_loss(
+        self, images: torch.Tensor, labels: torch.Tensor, micro: int
+    ) -> tuple[torch.Tensor, int]:
+        seed = step_seed(self.seed, self.step, micro, self.ctx.rank)
+        torch.manual_seed(seed)
+        np.random.seed(seed)
+        random.seed(seed)
+        targets = labels
+        if self.mixup is not None:
+            images, targets = self.mixup(images, labels)
+        with torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            logits = self.train_model({"input": images.permute(0, 2, 3, 1)})["logits"]  # (B, K)
+        loss = self.criterion(logits.float(), targets)
+        correct = int((logits.argmax(dim=1) == labels).sum()) if self.mixup is None else 0
+        return loss, correct
+
+    def _optimizer_step(
+        self, batches: list[tuple[torch.Tensor, torch.Tensor]], batch_index: int
+    ) -> tuple[float, int, int]:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum, correct, count = 0.0, 0, 0
+        finite = True
+        for micro, (images, labels) in enumerate(batches):
+            images, labels = images.to(self.ctx.device), labels.to(self.ctx.device)
+            check_labels(labels, self.spec.num_classes)
+            sync = micro == len(batches) - 1 or not self.ctx.distributed
+            with nullcontext() if sync else self.train_model.no_sync():
+                loss, hits = self._forward_loss(images, labels, micro)
+                finite &= bool(torch.isfinite(loss))
+                (loss / len(batches)).backward()
+            loss_sum += loss.item() * labels.numel()
+            correct += hits
+            count += labels.numel()
+        finite = self.ctx.all_reduce_sum([float(not finite)])[0] == 0
+        if not finite:
+            if not self.cfg.train.skip_nonfinite:
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {self.step + 1} (epoch {self.epoch + 1}, batch {batch_index + 1} of the "
+                    f"epoch); the last good checkpoint is in {self.run_dir / 'checkpoints'}. Lower optim.lr, use "
+                    "train.precision=fp32, or pass --skip-nonfinite to skip such batches."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            self.skipped += 1
+            logger.warning(
+                "skipping a batch with a non-finite loss at step %d (%d skipped so far)",
+                self.step + 1,
+                self.skipped,
+            )
+        else:
+            clip = float(self.cfg.optim.get("clip_grad") or 0)
+            if clip > 0:
+                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.step)
+        self.scheduler.step()
+        self.step += 1
+        return loss_sum if finite else 0.0, correct, count if finite else 0
+
+    def train_epoch(self) -> dict[str, float]:
+        self.model.train()
+        self.sampler.set_epoch(self.epoch, start_batch=self.batch_in_epoch)
+        self.train_set.set_epoch(self.epoch)
+        images_seen, last_log, epoch_start = 0, time.time(), time.time()
+        pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+        last_save = time.time()
+        save_every = int(self.cfg.train.checkpoint_every_steps or 0)
+        save_seconds = float(self.cfg.train.checkpoint_every_seconds or 0)
+        for images, labels in self.train_loader:
+            pending.append((images, labels))
+            if len(pending) < self.accumulate:
+                continue
+            batch_index = self.batch_in_epoch + len(pending) - 1
+            step_loss, step_correct, step_count = self._optimizer_step(pending, batch_index)
+            self.batch_in_epoch += len(pending)
+            pending = []
+            totals = self.epoch_totals
+            self.epoch_totals = [totals[0] + step_loss, totals[1] + step_correct, totals[2] + step_count]
+            images_seen += step_count * self.ctx.world_size
+            done_in_epoch = self.batch_in_epoch // self.accumulate
+            if done_in_epoch >= self.steps_per_epoch:
+                break
+            now = time.time()
+            if now - last_log >= float(self.cfg.train.log_every_seconds):
+                loss = self.epoch_totals[0] / max(self.epoch_totals[2], 1)
+                self._log_progress(done_in_epoch, images_seen / max(now - epoch_start, 1e-9), loss)
+                last_log = now
+            if (save_every and self.step % save_every == 0) or (
+                save_seconds and now - last_save >= save_seconds
+            ):
+                self.save()
+                last_save = time.time()
+        loss_sum, correct, count = self.ctx.all_reduce_sum(self.epoch_totals)
+        self.epoch_totals = [0.0, 0.0, 0.0]
+        return {
+            "train_loss": loss_sum / max(count, 1),
+            "train_acc": correct / max(count, 1) if self.mixup is None else float("nan"),
+        }
+
+    def _log_progress(self, done: int, rate: float, loss: float) -> None:
+        if not self.ctx.is_main:
+            return
+        remaining_steps = self.total_steps - self.step
+        seconds_per_step = (time.time() - self.started) / max(1, self.step - (self.checkpoint_step or 0))
+        logger.info(
+            "epoch %d/%d  step %d/%d  loss %.4f  lr %.2e  %.1f img/s  ETA %s", self.epoch + 1, self.cfg.schedule.epochs,
+            done, self.steps_per_epoch, loss, self.optimizer.param_groups[0]["lr"], rate,
+            _format_duration(remaining_steps * seconds_per_step),
+        )  # fmt: skip
+
+    @property
+    def checkpoint_step(self) -> int | None:
+        return self.checkpoint.state["progress"]["step"] if self.checkpoint is not None else None
+
+    def fit(self) -> dict[str, Any]:
+        epochs = self.cfg.schedule.epochs
+        if self.ctx.is_main:
+            params = sum(p.numel() for p in self.model.parameters())
+            logger.info("run %s: %s on %s (%d train / %d test images), %s parameters, %d steps/epoch x %d epochs",
+                        self.run_dir, self.cfg.model.get("__target__", "model"), self.spec.name, len(self.train_set),
+                        len(self.test_set), f"{params:,}", self.steps_per_epoch, epochs)  # fmt: skip
+        row: dict[str, Any] = {}
+        while self.epoch < epochs:
+            stats = self.train_epoch()
+            result = evaluate(self.model, self.test_loader, self.spec.num_classes, self.ctx, self.precision)
+            ema_acc = float("nan")
+            if self.ema is not None:
+                ema_acc = evaluate(
+                    self.ema.module, self.test_loader, self.spec.num_classes, self.ctx, self.precision
+                ).top1
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            score = ema_acc if self.ema is not None else result.top1
+            improved = score > self.best_acc
+            self.best_acc = max(self.best_acc, score)
+            row = {"epoch": self.epoch, "step": self.step, "lr": self.optimizer.param_groups[0]["lr"], **stats,
+                   "test_loss": result.loss, "test_acc": result.top1, "test_acc5": result.top5,
+                   "test_acc_ema": ema_acc, "skipped_nonfinite": self.skipped, "seconds": self.elapsed()}  # fmt: skip
+            if self.ctx.is_main:
+                self.metrics.append(row)
+                plot_curves(
+                    self.metrics, self.run_dir / "curves.png", title=f"{self.spec.name}: {self.run_dir.name}"
+                )
+                self.save(("last", "best") if improved else ("last",))
+                ema_text = f"  test acc (EMA) {ema_acc:.4f}" if self.ema is not None else ""
+                logger.info("epoch %d/%d  train loss %.4f  test loss %.4f  test acc %.4f%s  [%s]", self.epoch, epochs,
+                            stats["train_loss"], result.loss, result.top1, ema_text, _format_duration(self.elapsed()))  # fmt: skip
+        return {
+            "test_acc": row.get("test_acc", self._last_row_value("test_acc")),
+            "test_acc_ema": None
+            if self.ema is None
+            else row.get("test_acc_ema", self._last_row_value("test_acc_ema")),
+            "best_acc": self.best_acc,
+            "epochs": epochs,
+            "steps": self.step,
+            "skipped_nonfinite": self.skipped,
+            "run_dir": str(self.run_dir),
+            "seconds": round(self.elapsed(), 2),
+        }
+
+    def _last_row_value(self, key: str) -> float | None:
+        if self.metrics is None or not self.metrics.rows:
+            return None
+        value = self.metrics.rows[-1].get(key)
+        return float(value) if value not in ("", None) else None
+
+
+def train(cfg: Any, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+    """Train a run config into ``run_dir`` (or continue it with ``resume=True``); returns the summary."""
+    trainer = Trainer(cfg, Path(run_dir), resume=resume)
+    try:
+        summary = trainer.fit()
+    finally:
+        cleanup_distributed()
+    if trainer.ctx.is_main:
+        nan_free = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
+        atomic_write_text(Path(run_dir) / "summary.json", json.dumps(nan_free, indent=1))
+    return summary
+
+
+def data_spec_from(metadata: dict[str, Any]) -> DataSpec:
+    """The DataSpec stored in a checkpoint's metadata."""
+    return DataSpec(**{**metadata, "mean": tuple(metadata["mean"]), "std": tuple(metadata["std"])})

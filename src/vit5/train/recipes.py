@@ -1,0 +1,191 @@
+"""Run configs: the default recipe of each dataset, Python config files, and finalising a config.
+
+A run config is a tree with five sections; every key can be changed with a dotted override
+(``optim.lr=1e-3``, ``model.hidden_dim=96``)::
+
+    model     a LazyConfig building the network (by default ``build_vit5(**preset arguments)``,
+              whose ``image_size``, ``in_channels`` and ``num_classes`` follow the ``data`` section)
+    data      dataset, data_dir, image_size, augment, batch_size, eval_batch_size, num_workers, ...
+    optim     name (adamw | lamb), lr, weight_decay, betas, eps, clip_grad, accumulate_steps
+    schedule  epochs, warmup_epochs, min_lr_ratio
+    train     seed, precision (fp32 | bf16), compile, label_smoothing, mixup, cutmix, ema_decay,
+              checkpointing and logging intervals, skip_nonfinite, device
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from vit5.config import ConfigNode, LazyConfig, apply_overrides, resolve
+from vit5.data import DATASETS, dataset_defaults
+from vit5.networks.presets import build_vit5, preset_arguments
+
+SECTIONS = ("model", "data", "optim", "schedule", "train")
+
+DATASET_PRESETS = {
+    "digits": "vit5_tiny_hybrid",
+    "fashion-mnist": "vit5_tiny_hybrid",
+    "cifar10": "vit5_tiny_hybrid",
+    "cifar100": "vit5_tiny_hybrid",
+    "imagefolder": "vit5_small",
+}
+
+# Small-data recipes: AdamW, short warmup, cosine decay, label smoothing 0.1 (spec/training-recipe.md).
+# The ImageFolder recipe is the ViT-5 ImageNet-1k recipe (LAMB 4e-3, 800 epochs, mixup/cutmix, EMA).
+_RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "digits": {
+        "model": {"patch_size": 4},
+        "data": {"batch_size": 64},
+        "optim": {"lr": 2e-3, "weight_decay": 0.05},
+        "schedule": {"epochs": 12, "warmup_epochs": 1},
+        "train": {"ema_decay": 0.0},
+    },
+    "fashion-mnist": {
+        "model": {"patch_size": 4},
+        "data": {"batch_size": 128},
+        "optim": {"lr": 2e-3, "weight_decay": 0.05},
+        "schedule": {"epochs": 4, "warmup_epochs": 0.5},
+        "train": {},
+    },
+    "cifar10": {
+        "model": {"patch_size": 4},
+        "data": {"batch_size": 128},
+        "optim": {"lr": 1e-3, "weight_decay": 0.05},
+        "schedule": {"epochs": 50, "warmup_epochs": 2},
+        "train": {"ema_decay": 0.999},
+    },
+    "cifar100": {
+        "model": {"patch_size": 4},
+        "data": {"batch_size": 128},
+        "optim": {"lr": 1e-3, "weight_decay": 0.05},
+        "schedule": {"epochs": 100, "warmup_epochs": 5},
+        "train": {"ema_decay": 0.999, "mixup": 0.8, "cutmix": 1.0},
+    },
+    "imagefolder": {
+        "model": {"max_drop_path_rate": 0.05},
+        "data": {"batch_size": 256, "num_workers": 8},
+        "optim": {"name": "lamb", "lr": 4e-3, "weight_decay": 0.05},
+        "schedule": {"epochs": 800, "warmup_epochs": 5},
+        "train": {
+            "precision": "bf16",
+            "mixup": 0.8,
+            "cutmix": 1.0,
+            "label_smoothing": 0.0,
+            "ema_decay": 0.99996,
+        },
+    },
+}
+
+
+def default_run_config(dataset: str = "digits", preset: str | None = None) -> ConfigNode:
+    """The default run config for ``dataset`` (one of :data:`vit5.data.DATASETS`)."""
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
+    recipe = _RECIPES[dataset]
+    defaults = dataset_defaults(dataset)
+    model_args = preset_arguments(preset or DATASET_PRESETS[dataset])
+    if preset is None:  # the recipe's model settings are tuned for the dataset's default preset
+        model_args.update(recipe["model"])
+    model_args.update(
+        image_size="${data.image_size}", in_channels="${data.in_channels}", num_classes="${data.num_classes}"
+    )
+    data = dict(
+        dataset=dataset,
+        data_dir=None,
+        image_size=defaults["image_size"],
+        in_channels=defaults["in_channels"],
+        num_classes=defaults["num_classes"] or None,
+        augment=defaults["augment"],
+        batch_size=64,
+        eval_batch_size=256,
+        num_workers=0,
+        download=False,
+        skip_bad_images=False,
+        max_train_images=None,
+        max_test_images=None,
+    )
+    optim = dict(
+        name="adamw",
+        lr=1e-3,
+        weight_decay=0.05,
+        betas=[0.9, 0.999],
+        eps=1e-8,
+        clip_grad=1.0,
+        accumulate_steps=1,
+    )
+    schedule = dict(epochs=10, warmup_epochs=1, min_lr_ratio=0.01)
+    train = dict(
+        seed=0,
+        device=None,
+        precision="fp32",
+        compile=False,
+        label_smoothing=0.1,
+        mixup=0.0,
+        cutmix=0.0,
+        mixup_switch_prob=0.5,
+        ema_decay=0.0,
+        checkpoint_every_steps=0,
+        checkpoint_every_seconds=60.0,
+        log_every_seconds=10.0,
+        skip_nonfinite=False,
+    )
+    for section, values in (("data", data), ("optim", optim), ("schedule", schedule), ("train", train)):
+        values.update(recipe[section])
+    return ConfigNode(
+        model=LazyConfig(build_vit5)(**model_args), data=data, optim=optim, schedule=schedule, train=train
+    )
+
+
+def load_python_config(path: str | os.PathLike) -> ConfigNode:
+    """Read a Python config file.
+
+    The file defines ``config`` (a full run config) or any of the sections ``model``, ``data``,
+    ``optim``, ``schedule``, ``train`` as module-level names; missing sections come from the default
+    recipe of ``data["dataset"]`` (default digits) and given sections are merged over it key by key
+    (``model`` replaces the default model entirely).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    namespace = runpy.run_path(str(path))
+    if "config" in namespace:
+        given = namespace["config"]
+        if not isinstance(given, Mapping):
+            raise TypeError(f"{path}: `config` must be a mapping of sections, got {type(given).__name__}")
+    else:
+        given = {name: namespace[name] for name in SECTIONS if name in namespace}
+        if not given:
+            raise ValueError(f"{path}: defines none of `config`, {', '.join(f'`{s}`' for s in SECTIONS)}")
+    unknown = set(given) - set(SECTIONS)
+    if unknown:
+        raise ValueError(f"{path}: unknown config sections {sorted(unknown)}; expected {list(SECTIONS)}")
+    data = given.get("data") or {}
+    base = default_run_config(data.get("dataset", "digits"))
+    for section, value in given.items():
+        if section == "model":
+            base[section] = value
+            continue
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{path}: section `{section}` must be a mapping, got {type(value).__name__}")
+        for key, item in value.items():
+            if key not in base[section]:
+                raise ValueError(f"{path}: unknown key {section}.{key}; known: {sorted(base[section])}")
+            base[section][key] = item
+    return base
+
+
+def with_overrides(cfg: ConfigNode, overrides: list[str]) -> ConfigNode:
+    """``cfg`` with dotted ``key=value`` overrides applied (unknown keys are errors)."""
+    return apply_overrides(cfg, overrides) if overrides else cfg
+
+
+def finalize(cfg: Mapping, num_classes: int | None = None) -> ConfigNode:
+    """Fill in what the data decided (ImageFolder's class count) and resolve every interpolation."""
+    cfg = ConfigNode(cfg)
+    if num_classes and not cfg.data.get("num_classes"):
+        cfg.data.num_classes = num_classes
+    return resolve(cfg)
