@@ -320,8 +320,22 @@ COMMANDS = {"train": command_train, "demo": command_demo, "eval": command_eval, 
             "info": command_info}  # fmt: skip
 
 
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """Parse, letting ``key=value`` overrides sit anywhere among the options."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    stray = [item for item in extras if item.startswith("-") or "=" not in item]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    if extras:
+        if not hasattr(args, "overrides"):
+            parser.error(f"vit5 {args.command} takes no overrides: {' '.join(extras)}")
+        args.overrides = list(args.overrides or []) + extras
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(argv)
     if args.command != "train" and args.command != "demo":
         setup_logging()
     from vit5.train.loop import NonFiniteLossError

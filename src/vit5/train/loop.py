@@ -30,7 +30,7 @@ from vit5.train.distributed import DistributedContext, EpochSampler, cleanup_dis
 from vit5.train.evaluate import check_labels, evaluate
 from vit5.train.metrics import MetricsLog, plot_curves
 from vit5.train.optim import build_optimizer, build_scheduler
-from vit5.train.recipes import finalize
+from vit5.train.recipes import finalize, validate_run_config
 
 logger = logging.getLogger("vit5.train")
 
@@ -72,10 +72,9 @@ class Trainer:
             max_test_images=data_cfg.get("max_test_images"),
         )  # fmt: skip
         self.cfg = finalize(cfg, self.spec.num_classes)
+        validate_run_config(self.cfg)
         self._check_data_matches()
         self.precision = self.cfg.train.precision
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"train.precision must be 'fp32' or 'bf16', got {self.precision!r}")
         self.seed = int(self.cfg.train.seed)
         seed_all(self.seed)
         self.model: nn.Module = instantiate(self.cfg.model).to(self.ctx.device)

@@ -14,6 +14,7 @@ A run config is a tree with five sections; every key can be changed with a dotte
 
 from __future__ import annotations
 
+import math
 import os
 import runpy
 from collections.abc import Mapping
@@ -189,3 +190,76 @@ def finalize(cfg: Mapping, num_classes: int | None = None) -> ConfigNode:
     if num_classes and not cfg.data.get("num_classes"):
         cfg.data.num_classes = num_classes
     return resolve(cfg)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# key -> (check, what is expected); None values are allowed where the default is None.
+_SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
+    "data": {
+        "batch_size": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+        "eval_batch_size": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+        "num_workers": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+        "image_size": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+        "max_train_images": (lambda v: v is None or (_is_int(v) and v >= 1), "None or an int >= 1"),
+        "max_test_images": (lambda v: v is None or (_is_int(v) and v >= 1), "None or an int >= 1"),
+        "download": (lambda v: isinstance(v, bool), "true or false"),
+        "skip_bad_images": (lambda v: isinstance(v, bool), "true or false"),
+    },
+    "optim": {
+        "lr": (lambda v: _is_number(v) and v > 0, "a positive number"),
+        "weight_decay": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+        "eps": (lambda v: _is_number(v) and v > 0, "a positive number"),
+        "clip_grad": (lambda v: v is None or (_is_number(v) and v >= 0), "None or a number >= 0"),
+        "accumulate_steps": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+        "betas": (
+            lambda v: (
+                isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v)
+            ),
+            "two numbers in [0, 1)",
+        ),  # fmt: skip
+    },
+    "schedule": {
+        "epochs": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+        "warmup_epochs": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+        "min_lr_ratio": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+    },
+    "train": {
+        "seed": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+        "precision": (lambda v: v in ("fp32", "bf16"), "'fp32' or 'bf16'"),
+        "compile": (lambda v: isinstance(v, bool), "true or false"),
+        "label_smoothing": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+        "mixup": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+        "cutmix": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+        "mixup_switch_prob": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+        "ema_decay": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+        "checkpoint_every_steps": (lambda v: _is_int(v) and v >= 0, "an int >= 0 (0: off)"),
+        "checkpoint_every_seconds": (lambda v: _is_number(v) and v >= 0, "a number >= 0 (0: off)"),
+        "log_every_seconds": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+        "skip_nonfinite": (lambda v: isinstance(v, bool), "true or false"),
+    },
+}
+
+
+def validate_run_config(cfg: Mapping) -> None:
+    """Check the value of every known key of a (resolved) run config.
+
+    Raises:
+        ValueError: a section is missing, or a value has the wrong type or range (the message names
+            the key, the value and what was expected).
+    """
+    for section in SECTIONS:
+        if section not in cfg:
+            raise ValueError(f"the run config has no `{section}` section")
+    for section, rules in _SCHEMA.items():
+        for key, (check, expected) in rules.items():
+            if key in cfg[section] and not check(cfg[section][key]):
+                raise ValueError(f"{section}.{key} must be {expected}, got {cfg[section][key]!r}")
+    if cfg["data"]["dataset"] not in DATASETS:
+        raise ValueError(f"data.dataset must be one of {', '.join(DATASETS)}; got {cfg['data']['dataset']!r}")

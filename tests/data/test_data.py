@@ -1,0 +1,208 @@
+"""Dataset readers on tiny generated fixtures, transforms, splits and seeded augmentation."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vit5.data import DATASETS, DatasetNotFoundError, build_datasets, dataset_defaults, sample_seed
+from vit5.data.sources import (
+    DIGITS_TEST_SIZE,
+    load_cifar,
+    load_digits,
+    load_fashion_mnist,
+    load_image_folder,
+    read_idx,
+)
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+
+
+def make_fashion_mnist(root: Path, compress: bool = True, train=12, test=6) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.RandomState(1)
+    images = rng.randint(0, 256, size=(train + test, 28, 28)).astype(np.uint8)
+    labels = rng.randint(0, 10, size=train + test).astype(np.uint8)
+    suffix = ".gz" if compress else ""
+    root.mkdir(parents=True, exist_ok=True)
+    write_idx(root / f"train-images-idx3-ubyte{suffix}", images[:train], compress)
+    write_idx(root / f"train-labels-idx1-ubyte{suffix}", labels[:train], compress)
+    write_idx(root / f"t10k-images-idx3-ubyte{suffix}", images[train:], compress)
+    write_idx(root / f"t10k-labels-idx1-ubyte{suffix}", labels[train:], compress)
+    return images, labels
+
+
+def make_cifar(root: Path, classes: int) -> np.ndarray:
+    rng = np.random.RandomState(2)
+    root.mkdir(parents=True, exist_ok=True)
+
+    def batch(n):
+        return {"data": rng.randint(0, 256, size=(n, 3072)).astype(np.uint8),
+                ("labels" if classes == 10 else "fine_labels"): rng.randint(0, classes, size=n).tolist()}  # fmt: skip
+
+    if classes == 10:
+        first = batch(4)
+        for i in range(1, 6):
+            (root / f"data_batch_{i}").write_bytes(pickle.dumps(first if i == 1 else batch(4)))
+        (root / "test_batch").write_bytes(pickle.dumps(batch(3)))
+        (root / "batches.meta").write_bytes(pickle.dumps({"label_names": [f"c{i}" for i in range(10)]}))
+        return first["data"]
+    train = batch(8)
+    (root / "train").write_bytes(pickle.dumps(train))
+    (root / "test").write_bytes(pickle.dumps(batch(3)))
+    return train["data"]
+
+
+def make_image_folder(root: Path, classes=("cat", "dog"), per_class=3, size=12) -> None:
+    rng = np.random.RandomState(3)
+    for split in ("train", "val"):
+        for name in classes:
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(per_class):
+                pixels = rng.randint(0, 256, size=(size, size + 2, 3)).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.{'png' if i % 2 else 'jpg'}")
+
+
+def test_digits_split_is_fixed_and_complete():
+    train, test = load_digits()
+    assert len(test.labels) == DIGITS_TEST_SIZE and len(train.labels) + len(test.labels) == 1797
+    assert (
+        train.images.shape[1:] == (8, 8, 1) and train.images.dtype == np.uint8 and train.images.max() == 255
+    )
+    again_train, again_test = load_digits()
+    assert np.array_equal(train.labels, again_train.labels) and np.array_equal(test.images, again_test.images)
+    assert set(np.unique(test.labels)) == set(range(10))
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_fashion_mnist_from_idx_files(tmp_path, compress):
+    images, labels = make_fashion_mnist(tmp_path / "fm", compress)
+    train, test = load_fashion_mnist(tmp_path / "fm")
+    assert np.array_equal(train.images[..., 0], images[:12]) and np.array_equal(test.labels, labels[12:])
+    train_set, test_set, spec = build_datasets("fashion-mnist", tmp_path / "fm")
+    x, y = train_set[0]
+    assert x.shape == (1, 28, 28) and x.dtype == torch.float32 and y == int(labels[0])
+    assert spec.num_classes == 10 and spec.class_names[9] == "Ankle boot" and len(test_set) == 6
+
+
+def test_fashion_mnist_in_the_torchvision_layout(tmp_path):
+    make_fashion_mnist(tmp_path / "FashionMNIST" / "raw", compress=False)
+    train, _ = load_fashion_mnist(tmp_path)
+    assert len(train.labels) == 12
+
+
+def test_missing_dataset_error_lists_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setattr("vit5.data.sources.FASHION_MNIST_DIRS", (str(tmp_path / "nowhere"),))
+    with pytest.raises(
+        DatasetNotFoundError, match=r"(?s)Looked for .*empty.*nowhere.*apt-get install dataset-fashion-mnist"
+    ):
+        load_fashion_mnist(tmp_path / "empty")
+    with pytest.raises(DatasetNotFoundError, match="CIFAR-10 not found in .*--data-dir"):
+        load_cifar(tmp_path, 10)
+    with pytest.raises(DatasetNotFoundError, match="train/ and val/"):
+        load_image_folder(tmp_path)
+
+
+def test_truncated_idx_file_is_reported(tmp_path):
+    make_fashion_mnist(tmp_path, compress=False)
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-7])
+    with pytest.raises(ValueError, match="truncated IDX"):
+        read_idx(path)
+    path.write_bytes(b"PK\x03\x04junk")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("classes", [10, 100])
+def test_cifar_pickles(tmp_path, classes):
+    folder = tmp_path / ("cifar-10-batches-py" if classes == 10 else "cifar-100-python")
+    first = make_cifar(folder, classes)
+    train, test, names = load_cifar(tmp_path, classes)  # the parent folder works too
+    assert train.images.shape[1:] == (32, 32, 3) and len(test.labels) == 3
+    assert np.array_equal(train.images[0], first[0].reshape(3, 32, 32).transpose(1, 2, 0))
+    assert len(names) == classes
+    train_set, _, spec = build_datasets(f"cifar{classes}", folder)
+    assert train_set[0][0].shape == (3, 32, 32) and spec.num_classes == classes
+
+
+def test_cifar_pickle_with_code_is_refused(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    make_cifar(folder, 100)
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (folder / "train").write_bytes(pickle.dumps({"data": Exploit()}))
+    with pytest.raises(ValueError, match="refusing to load"):
+        load_cifar(folder, 100)
+    assert not marker.exists()
+
+
+def test_image_folder(tmp_path):
+    make_image_folder(tmp_path)
+    train_set, val_set, spec = build_datasets("imagefolder", tmp_path, image_size=8)
+    assert (
+        spec.class_names == ["cat", "dog"]
+        and spec.num_classes == 2
+        and len(train_set) == 6
+        and len(val_set) == 6
+    )
+    x, y = val_set[5]
+    assert x.shape == (3, 8, 8) and y == 1
+
+
+def test_undecodable_image_stops_or_is_skipped(tmp_path, caplog):
+    make_image_folder(tmp_path)
+    (tmp_path / "train" / "cat" / "0.jpg").write_bytes(b"not an image")
+    train_set, _, _ = build_datasets("imagefolder", tmp_path, image_size=8)
+    with pytest.raises(ValueError, match=r"cannot decode image .*0\.jpg"):
+        train_set[0]
+    skipping, _, _ = build_datasets("imagefolder", tmp_path, image_size=8, skip_bad_images=True)
+    with caplog.at_level("WARNING"):
+        x, y = skipping[0]
+    assert x.shape == (3, 8, 8) and "using the next image" in caplog.text
+
+
+@pytest.mark.parametrize("name", ["digits"])
+def test_augmentation_is_seeded_per_sample_and_epoch(name):
+    train_set, _, _ = build_datasets(name, seed=7)
+    a = train_set[3][0]
+    rng_state = torch.get_rng_state()
+    b = train_set[3][0]
+    assert torch.equal(a, b) and torch.equal(rng_state, torch.get_rng_state())  # global RNG untouched
+    train_set.set_epoch(1)
+    assert not torch.equal(a, train_set[3][0])
+    other, _, _ = build_datasets(name, seed=8)
+    assert not torch.equal(a, other[3][0])
+    assert sample_seed(0, 0, 1) != sample_seed(0, 1, 0)
+
+
+def test_every_dataset_has_defaults():
+    for name in DATASETS:
+        defaults = dataset_defaults(name)
+        assert {"image_size", "in_channels", "mean", "std", "augment"} <= set(defaults)
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        dataset_defaults("mnist")
+
+
+def test_subsets_are_fixed(tmp_path):
+    a, b, _ = build_datasets("digits", max_train_images=100, max_test_images=50)
+    c, _, _ = build_datasets("digits", max_train_images=100)
+    assert len(a) == 100 and len(b) == 50 and np.array_equal(a.labels, c.labels)
+    with pytest.raises(ValueError, match="positive int"):
+        build_datasets("digits", max_train_images=0)

@@ -1,0 +1,196 @@
+"""The `vit5` command end to end: train, resume, eval, predict, info, errors, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vit5.cli import main
+from vit5.train.checkpoint import load_checkpoint, load_weights
+
+# A run small enough for a test: 128 digits, a 2-block hybrid of width 32, 2 epochs.
+QUICK = [
+    "--epochs", "2", "--batch-size", "32", "data.max_train_images=128", "data.max_test_images=64",
+    "model.hidden_dim=32", "model.num_blocks=2", "model.siren_hidden_dim=8", "train.log_every_seconds=0",
+]  # fmt: skip
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def summary_of(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def test_train_writes_a_complete_run_directory(tmp_path, capsys):
+    run = tmp_path / "run"
+    code, out, err = run_cli(["train", "--out", str(run), *QUICK], capsys)
+    assert code == 0, err
+    summary = summary_of(out)
+    assert {"test_acc", "run_dir", "seconds"} <= set(summary) and summary["run_dir"] == str(run)
+    assert 0.0 <= summary["test_acc"] <= 1.0 and summary["steps"] == 8
+    for name in ("config.yaml", "metrics.csv", "curves.png", "log.txt", "summary.json"):
+        assert (run / name).is_file(), name
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    rows = (run / "metrics.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,step,lr,train_loss") and len(rows) == 3
+    last = load_checkpoint(run / "checkpoints" / "last")
+    assert last.meta["epoch"] == 2 and last.state["progress"]["step"] == 8
+    assert (run / "checkpoints" / "best" / "model.safetensors").is_file()
+    assert "img/s" in err and "ETA" in err  # progress lines with rate and ETA
+    # the run directory refuses to be overwritten
+    code, _, err = run_cli(["train", "--out", str(run), *QUICK], capsys)
+    assert code == 2 and "already holds a run" in err
+
+
+def test_interrupted_run_resumes_to_identical_weights(tmp_path, capsys, monkeypatch):
+    common = [*QUICK, "train.checkpoint_every_steps=1", "train.ema_decay=0.9", "train.mixup=0.2",
+              "model.dropout_rate=0.1", "model.max_drop_path_rate=0.1"]  # fmt: skip
+    straight = tmp_path / "straight"
+    assert run_cli(["train", "--out", str(straight), *common], capsys)[0] == 0
+
+    from vit5.train import loop
+
+    original = loop.Trainer._optimizer_step
+
+    def crash_after_five(self, batches, batch_index):
+        if self.step == 5:
+            raise KeyboardInterrupt("simulated crash")
+        return original(self, batches, batch_index)
+
+    interrupted = tmp_path / "interrupted"
+    monkeypatch.setattr(loop.Trainer, "_optimizer_step", crash_after_five)
+    with pytest.raises(KeyboardInterrupt):
+        main(["train", "--out", str(interrupted), *common])
+    monkeypatch.setattr(loop.Trainer, "_optimizer_step", original)
+    assert load_checkpoint(interrupted / "checkpoints" / "last").state["progress"]["step"] == 5
+    code, out, err = run_cli(["train", "--resume", str(interrupted)], capsys)
+    assert code == 0, err
+    a = load_checkpoint(straight / "checkpoints" / "last")
+    b = load_checkpoint(interrupted / "checkpoints" / "last")
+    for key in a.model:
+        assert torch.equal(a.model[key], b.model[key]), key
+    for key in a.ema:
+        assert torch.equal(a.ema[key], b.ema[key]), key
+    assert summary_of(out)["test_acc"] == json.loads((straight / "summary.json").read_text())["test_acc"]
+    assert (straight / "metrics.csv").read_text().count("\n") == (
+        interrupted / "metrics.csv"
+    ).read_text().count("\n")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["model.hiden_dim=3"], "has no key 'hiden_dim'"),
+        (["optim.lr=abc"], "optim.lr must be a positive number"),
+        (["--dataset", "fashion-mnist", "--data-dir", "/nonexistent"], "Fashion-MNIST not found"),
+        (["--dataset", "imagefolder"], "needs --data-dir"),
+        (["data.image_size=18"], "divisible by patch_size"),
+    ],
+)
+def test_train_errors_are_one_line_messages(tmp_path, capsys, monkeypatch, args, message):
+    monkeypatch.setattr("vit5.data.sources.FASHION_MNIST_DIRS", ("/nonexistent-debian",))
+    code, _, err = run_cli(["train", "--out", str(tmp_path / "r"), *QUICK, *args], capsys)
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_resume_of_a_non_run_is_an_error(tmp_path, capsys):
+    code, _, err = run_cli(["train", "--resume", str(tmp_path)], capsys)
+    assert code == 2 and "not a run directory" in err
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert main(["train", "--out", str(run), *QUICK, "data.max_train_images=256"]) == 0
+    return run
+
+
+def test_eval_prints_accuracy_and_writes_confusion(trained_run, tmp_path, capsys):
+    code, out, err = run_cli(["eval", str(trained_run), "--out", str(tmp_path)], capsys)
+    assert code == 0, err
+    result = json.loads(out.strip().splitlines()[-1])
+    assert 0 <= result["top1"] <= result["top5"] <= 1 and result["count"] == 360
+    assert set(result["per_class"]) == {str(i) for i in range(10)}
+    assert "top-1" in out and (tmp_path / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    weights = trained_run / "checkpoints" / "best" / "model.safetensors"
+    code, out, _ = run_cli(["eval", str(weights), "--out", str(tmp_path)], capsys)
+    assert code == 0 and json.loads(out.strip().splitlines()[-1])["top1"] == result["top1"]
+
+
+def test_predict_prints_top_k(trained_run, tmp_path, capsys):
+    from vit5.data.sources import load_digits
+
+    _, test = load_digits()
+    paths = []
+    for i, suffix in enumerate(("png", "jpg")):
+        path = tmp_path / f"digit{i}.{suffix}"
+        Image.fromarray(np.repeat(test.images[i], 3, axis=2)).resize((32, 32)).save(path)
+        paths.append(str(path))
+    code, out, err = run_cli(["predict", str(trained_run), *paths, "--top-k", "3"], capsys)
+    assert code == 0, err
+    results = json.loads(out.strip().splitlines()[-1])
+    assert [r["image"] for r in results] == paths
+    for result in results:
+        probabilities = [t["probability"] for t in result["top"]]
+        assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
+        assert all(t["label"] in {str(d) for d in range(10)} for t in result["top"])
+    code, _, err = run_cli(["predict", str(trained_run), str(tmp_path / "missing.png")], capsys)
+    assert code == 1 and "cannot read image" in err
+
+
+def test_info_prints_layout_and_blocks(capsys):
+    code, out, _ = run_cli(["info", "--preset", "vit5_small_hybrid"], capsys)
+    assert code == 0
+    assert "parameters: 22,167,744" in out and "196 patches (14x14)" in out and "9 padding" in out
+    assert (
+        out.count("Hyena (2D grid)") == 6
+        and out.count("attention") == 6
+        and "210 tokens (sees padding)" in out
+    )
+    code, _, err = run_cli(["info"], capsys)
+    assert code == 2 and "exactly one of" in err
+
+
+def test_info_accepts_a_python_config(tmp_path, capsys):
+    path = tmp_path / "cfg.py"
+    path.write_text("data = dict(dataset='digits', image_size=32)\n")
+    code, out, _ = run_cli(["info", "--config", str(path), "model.num_blocks=2"], capsys)
+    assert code == 0 and "64 patches (8x8)" in out and "block  1" in out and "block  2" not in out
+
+
+@pytest.mark.skipif(
+    shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None, reason="no torchrun"
+)
+def test_ddp_two_processes_match_one_process(tmp_path):
+    common = ["--epochs", "1", "--batch-size", "32", "data.max_train_images=256", "data.max_test_images=64",
+              "model.hidden_dim=32", "model.num_blocks=2", "model.siren_hidden_dim=8", "data.augment=none",
+              "train.label_smoothing=0.0"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    ddp = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "vit5", "train", "--out",
+                          str(tmp_path / "ddp"), *common], capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert ddp.returncode == 0, ddp.stderr[-3000:]
+    assert ddp.stdout.count('"test_acc"') == 1  # only rank 0 prints and writes
+    single = subprocess.run([sys.executable, "-m", "vit5", "train", "--out", str(tmp_path / "one"), *common],
+                            capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+    assert single.returncode == 0, single.stderr[-3000:]
+    a, _ = load_weights(tmp_path / "ddp" / "checkpoints" / "last" / "model.safetensors")
+    b, _ = load_weights(tmp_path / "one" / "checkpoints" / "last" / "model.safetensors")
+    worst = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert worst < 1e-5, worst
+    assert json.loads(ddp.stdout.strip().splitlines()[-1])["test_acc"] == pytest.approx(
+        json.loads(single.stdout.strip().splitlines()[-1])["test_acc"], abs=1 / 64 + 1e-9
+    )

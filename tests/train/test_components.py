@@ -1,0 +1,112 @@
+"""Sampler, optimizer groups, schedule, recipes, metrics files."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from vit5.config import instantiate
+from vit5.train.distributed import EpochSampler
+from vit5.train.metrics import MetricsLog, plot_confusion, plot_curves
+from vit5.train.optim import build_optimizer, parameter_groups, warmup_cosine
+from vit5.train.recipes import default_run_config, finalize, load_python_config
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_sampler_shards_union_is_the_global_batch(world):
+    per_rank = 3
+    samplers = [EpochSampler(50, per_rank, rank, world, seed=5) for rank in range(world)]
+    single = EpochSampler(50, per_rank * world, 0, 1, seed=5)
+    for epoch in (0, 3):
+        for s in samplers + [single]:
+            s.set_epoch(epoch)
+        shards = [list(s) for s in samplers]
+        whole = list(single)
+        assert all(len(shard) == len(shards[0]) for shard in shards)
+        for b in range(single.batches_per_epoch()):
+            union = sorted(i for shard in shards for i in shard[b * per_rank : (b + 1) * per_rank])
+            assert union == sorted(whole[b * per_rank * world : (b + 1) * per_rank * world])
+
+
+def test_sampler_resumes_mid_epoch_and_differs_between_epochs():
+    sampler = EpochSampler(40, 4, seed=1)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    sampler.set_epoch(2, start_batch=3)
+    assert list(sampler) == full[12:] and len(sampler) == len(full) - 12
+    sampler.set_epoch(3)
+    assert list(sampler) != full
+
+
+def test_parameter_groups_exempt_tagged_and_one_dimensional_parameters():
+    model = instantiate(
+        default_run_config("digits").model | {"image_size": 16, "in_channels": 1, "num_classes": 10}
+    )
+    groups = parameter_groups(model, 0.05)
+    decayed = {id(p) for p in groups[0]["params"]}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for parameter in model.parameters():
+        exempt = getattr(parameter, "_no_weight_decay", False) or parameter.ndim < 2
+        assert (id(parameter) in decayed) != exempt, names[id(parameter)]
+    assert groups[1]["weight_decay"] == 0.0
+    assert any(names[id(p)] == "pos_embed" for p in groups[1]["params"])
+    assert any("qkv.weight" in names[id(p)] for p in groups[0]["params"])
+
+
+def test_optimizer_choices():
+    model = nn.Linear(3, 2)
+    assert isinstance(build_optimizer(model, {"name": "adamw", "lr": 1e-3}), torch.optim.AdamW)
+    assert type(build_optimizer(model, {"name": "lamb", "lr": 1e-3})).__name__ == "Lamb"
+    with pytest.raises(ValueError, match="optim.name"):
+        build_optimizer(model, {"name": "sgd", "lr": 1e-3})
+    with pytest.raises(ValueError, match="optim.lr"):
+        build_optimizer(model, {"name": "adamw", "lr": -1})
+
+
+def test_warmup_cosine_shape():
+    values = [warmup_cosine(s, 100, 10, 0.01) for s in range(100)]
+    assert values[0] == pytest.approx(0.1) and values[9] == pytest.approx(1.0)
+    assert values[10] == pytest.approx(1.0) and values[-1] == pytest.approx(0.01, abs=1e-3)
+    assert all(a >= b for a, b in zip(values[10:], values[11:]))
+    assert warmup_cosine(55, 100, 10, 0.0) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_default_recipe_resolves_model_from_data():
+    cfg = finalize(default_run_config("digits"))
+    assert cfg.model.image_size == cfg.data.image_size == 16 and cfg.model.in_channels == 1
+    model = instantiate(cfg.model)
+    assert model.num_classes == 10 and model.layer_pattern is not None
+    cfg = default_run_config("digits")
+    cfg.data.image_size = 24
+    assert instantiate(finalize(cfg).model).image_size == 24
+    assert default_run_config("imagefolder").optim.name == "lamb"
+
+
+def test_python_config_file(tmp_path):
+    path = tmp_path / "exp.py"
+    path.write_text("data = dict(dataset='digits', batch_size=32)\noptim = dict(lr=5e-4)\n")
+    cfg = load_python_config(path)
+    assert cfg.data.batch_size == 32 and cfg.optim.lr == 5e-4 and cfg.schedule.epochs == 12
+    path.write_text("optim = dict(learning_rate=1)\n")
+    with pytest.raises(ValueError, match="unknown key optim.learning_rate"):
+        load_python_config(path)
+    path.write_text("x = 1\n")
+    with pytest.raises(ValueError, match="defines none of"):
+        load_python_config(path)
+
+
+def test_metrics_log_truncate_and_plots(tmp_path):
+    log = MetricsLog(tmp_path / "metrics.csv")
+    for epoch in (1, 2, 3):
+        log.append({"epoch": epoch, "step": epoch * 10, "train_loss": 1.0 / epoch, "test_acc": 0.5 + epoch / 10,
+                    "train_acc": 0.4, "test_loss": 0.9})  # fmt: skip
+    log.truncate(2)
+    again = MetricsLog(tmp_path / "metrics.csv")
+    assert [r["epoch"] for r in again.rows] == ["1", "2"] and again.column("test_acc") == [0.6, 0.7]
+    png = plot_curves(again, tmp_path / "curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    confusion = plot_confusion(torch.tensor([[3, 1], [0, 4]]).numpy(), ["a", "b"], tmp_path / "c.png")
+    assert confusion.stat().st_size > 1000
