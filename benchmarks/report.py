@@ -1,0 +1,191 @@
+"""Markdown table, target checks and throughput plot for ``benchmarks/run.py`` results."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+IMPLS = ("vit5", "reference", "timm")
+MIB = 2**20
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "–" if value is None else format(value, spec)
+
+
+def _ratio(row: dict[str, Any], a: str, b: str) -> float | None:
+    x, y = row.get(f"{a}_img_s"), row.get(f"{b}_img_s")
+    return None if x is None or y is None else x / y
+
+
+def roofline_fraction(row: dict[str, Any], impl: str, roofline: float) -> float | None:
+    """``img/s * flop_count(inference=True) / roofline`` for inference rows, else ``None``."""
+    if row["mode"] != "infer" or f"{impl}_flops" not in row:
+        return None
+    return row[f"{impl}_img_s"] * row[f"{impl}_flops"] / roofline
+
+
+def row_summary(row: dict[str, Any]) -> str:
+    """One console line per measurement."""
+    speeds = ", ".join(f"{i} {row[f'{i}_img_s']:.3f}" for i in IMPLS if f"{i}_img_s" in row)
+    ratio = _ratio(row, "vit5", "reference")
+    extra = f" parity {row['parity_error']:.1e}" if "parity_error" in row else ""
+    return f"[{row['device']} {row['config']} {row['size']}px {row['mode']} b{row['batch']}] img/s: {speeds} (vit5/ref {ratio:.2f}x){extra}"
+
+
+def _find(rows: list[dict[str, Any]], **keys: Any) -> dict[str, Any] | None:
+    for row in rows:
+        if all(row.get(k) == v for k, v in keys.items()):
+            return row
+    return None
+
+
+def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """``(target, measured, met)`` for the targets of issue #6, on the CPU fp32 rows present."""
+    rows = [r for r in results["rows"] if r["device"] == "cpu"]
+    roofline = results["roofline_flops"].get("cpu-fp32")
+    checks = []
+    for size in (224, 512):
+        row = _find(rows, config="attention", size=size, mode="infer")
+        if row is None:
+            continue
+        ratio = _ratio(row, "vit5", "reference")
+        checks.append((f"attention inference {size}px >= 1.1x reference", f"{ratio:.2f}x", ratio >= 1.1))
+        if roofline:
+            fraction = roofline_fraction(row, "vit5", roofline)
+            checks.append(
+                (
+                    f"attention inference {size}px >= 85% of matmul roofline",
+                    f"{fraction:.0%}",
+                    fraction >= 0.85,
+                )
+            )
+    for config in ("hyena_gap", "hybrid"):
+        for size in (224, 512):
+            for mode in ("train", "infer"):
+                row = _find(rows, config=config, size=size, mode=mode)
+                if row is not None:
+                    ratio = _ratio(row, "vit5", "reference")
+                    checks.append(
+                        (f"{config} {mode} {size}px >= 1.5x reference", f"{ratio:.2f}x", ratio >= 1.5)
+                    )
+    for size, factor in ((512, 1.0), (1024, 2.0)):
+        hyena = _find(rows, config="hyena_gap", size=size, mode="infer")
+        attention = _find(rows, config="attention", size=size, mode="infer")
+        if hyena and attention:
+            speedup = hyena["vit5_img_s"] / attention["vit5_img_s"]
+            ref = hyena["reference_img_s"] / attention["reference_img_s"]
+            op = ">" if factor == 1.0 else ">="
+            checks.append(
+                (
+                    f"vit5 Hyena-GAP inference {size}px {op} {factor:g}x attention",
+                    f"{speedup:.2f}x (reference: {ref:.2f}x)",
+                    speedup > factor if factor == 1.0 else speedup >= factor,
+                )
+            )
+    for row in rows:
+        if row["mode"] == "train" and "vit5_peak_bytes" in row:
+            ours, ref = row["vit5_peak_bytes"], row["reference_peak_bytes"]
+            checks.append(
+                (
+                    f"{row['config']} train {row['size']}px peak memory <= reference",
+                    f"{ours / MIB:.0f} vs {ref / MIB:.0f} MiB",
+                    ours <= ref,
+                )
+            )
+    return checks
+
+
+def markdown(results: dict[str, Any], png_name: str) -> str:
+    """The results file: machine, roofline, the table with ratios, and the target checks."""
+    machine = results["machine"]
+    lines = [
+        f"# vit5 benchmark — {results['started']}",
+        "",
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} "
+        f"({machine['threads']} threads), Python {machine['python']}"
+        + (f", GPU {machine['gpu']}" if "gpu" in machine else "")
+        + ".",
+        f"Load average (1/5/15 min) at start {tuple(round(v, 2) for v in results['load_average_start'])}, "
+        f"at end {tuple(round(v, 2) for v in results['load_average_end'])}; finished {results['finished']}.",
+        "",
+    ]
+    for key, flops in results["roofline_flops"].items():
+        lines.append(f"- {key} matmul roofline (best of 5): **{flops / 1e9:.1f} GFLOP/s**")
+    lines += [
+        "",
+        "Throughput in img/s (best of N interleaved repetitions of one step of `batch` images; `train` "
+        "= forward + backward). `roofline` = img/s x flop_count(inference=True) / matmul roofline. "
+        "Peak = bytes allocated during one step on top of the model. `cpu` = process CPU time / "
+        "(wall x threads) of vit5's best repetition (< ~90% means another process took CPU time). "
+        "`parity` = max|vit5 - reference| / max(1, max|reference|) of the logits.",
+        "",
+        "| device | config | px | mode | batch | N | vit5 | reference | timm | vit5/ref | vit5/timm | "
+        "vit5 roofline | ref roofline | vit5 peak MiB | ref peak MiB | timm peak MiB | parity | cpu |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in results["rows"]:
+        roofline = results["roofline_flops"].get(
+            f"{row['device']}-{'fp32' if row['dtype'] == 'fp32' else 'bf16'}"
+        )
+        speeds = [_fmt(row.get(f"{i}_img_s"), ".3f") for i in IMPLS]
+        fractions = [
+            _fmt(roofline_fraction(row, i, roofline) if roofline else None, ".0%")
+            for i in ("vit5", "reference")
+        ]
+        peaks = [
+            _fmt(row[f"{i}_peak_bytes"] / MIB if f"{i}_peak_bytes" in row else None, ".0f") for i in IMPLS
+        ]
+        lines.append(
+            "| "
+            + " | ".join(
+                [row["device"] + ("" if row["dtype"] == "fp32" else " bf16"), row["config"], str(row["size"])]
+                + [row["mode"], str(row["batch"]), str(row["reps"]), *speeds]
+                + [
+                    _fmt(_ratio(row, "vit5", "reference"), ".2f") + "x",
+                    _fmt(_ratio(row, "vit5", "timm"), ".2f"),
+                ]
+                + [*fractions, *peaks, _fmt(row.get("parity_error"), ".1e")]
+                + [_fmt(row.get("vit5_cpu_fraction"), ".0%")]
+            )
+            + " |"
+        )
+    checks = targets(results)
+    if checks:
+        lines += ["", "## Targets (issue #6, CPU fp32)", "", "| target | measured | met |", "|---|---|---|"]
+        lines += [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in checks]
+    lines += ["", f"![inference throughput against resolution]({png_name})", ""]
+    return "\n".join(lines)
+
+
+def plot(results: dict[str, Any], path: Path) -> None:
+    """Inference img/s against resolution: attention vs Hyena-GAP vs hybrid (vit5 solid, reference dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    colours = {"attention": "tab:blue", "hyena_gap": "tab:orange", "hybrid": "tab:green"}
+    rows = [r for r in results["rows"] if r["mode"] == "infer" and r["device"] == "cpu"]
+    for config, colour in colours.items():
+        points = sorted((r["size"], r) for r in rows if r["config"] == config)
+        if not points:
+            continue
+        sizes = [size for size, _ in points]
+        for impl, style in (("vit5", "-o"), ("reference", "--s")):
+            ax.plot(
+                sizes, [r[f"{impl}_img_s"] for _, r in points], style, color=colour, label=f"{impl} {config}"
+            )
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ticks = sorted({r["size"] for r in rows})
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.set_xlabel("image size (px)")
+    ax.set_ylabel("inference throughput (img/s, CPU fp32)")
+    ax.set_title("ViT-5-S: attention vs Hyena-GAP vs hybrid")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
