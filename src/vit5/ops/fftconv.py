@@ -21,23 +21,33 @@ for the zero and circular modes):
 
 :func:`fft_conv` dispatches on a padding string / per-axis list and optionally processes the
 channels in chunks (bit-identical, lower peak memory).
+
+Each of them is :func:`plan_fft_conv` (FFT sizes, crop, centring) + :func:`kernel_spectrum` +
+:func:`apply_spectrum`; callers that convolve many inputs with one kernel (``CKConvND`` in eval
+mode) keep the spectrum and call :func:`apply_spectrum` alone. Results are the same bits whatever
+the batch size or channel chunking (see :func:`_cmul`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 __all__ = [
     "PADDING_MODES",
+    "FFTConvPlan",
+    "apply_spectrum",
     "fft_conv",
     "fft_conv_causal",
     "fft_conv_circular",
     "fft_conv_mixed",
     "fft_conv_zero",
+    "kernel_spectrum",
     "parse_padding",
+    "plan_fft_conv",
 ]
 
 PADDING_MODES = ("zero", "circular")
@@ -91,15 +101,6 @@ def _check(x: torch.Tensor, kernel: torch.Tensor) -> int:
     return data_dim
 
 
-def _check_taps(kernel: torch.Tensor, x: torch.Tensor, limit: Callable[[int], int], what: str) -> None:
-    for axis, (taps, size) in enumerate(zip(kernel.shape[2:], x.shape[2:])):
-        if taps > limit(size):
-            raise ValueError(
-                f"{what}: kernel axis {axis} has {taps} taps, at most {limit(size)} allowed for an input of "
-                f"size {size} (kernel {tuple(kernel.shape)}, x {tuple(x.shape)})"
-            )
-
-
 def _crop(y: torch.Tensor, starts: Sequence[int], sizes: Sequence[int]) -> torch.Tensor:
     index = (Ellipsis, *(slice(start, start + size) for start, size in zip(starts, sizes)))
     return y[index]
@@ -133,17 +134,129 @@ def _axis_phase_ramp(shift: int, size: int, axis: int, data_dim: int, device: to
     return _axis_view(torch.complex(torch.cos(angle), torch.sin(angle)), axis, data_dim)
 
 
-def _cmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Complex product from real products and sums (broadcasting).
+def _split(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(re(b) + 0i, 0 + i im(b))``: the two halves :func:`_cmul` multiplies by."""
+    zero = torch.zeros_like(b.real)
+    return torch.complex(b.real, zero), torch.complex(zero, b.imag)
 
-    ATen's vectorised complex multiply rounds differently from its scalar tail loop, so ``a * b``
-    would depend on how many elements a call processes (batch size, channel chunk). Real
-    multiplies and adds are exactly rounded in either path, so this product is the same for
-    every batch size and chunking.
+
+def _cmul(a: torch.Tensor, b: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Complex product ``a * b`` with every real product and sum rounded once (broadcasting).
+
+    ATen's vectorised complex multiply rounds differently from its scalar tail loop (which may
+    fuse a multiply-add), so ``a * b`` would depend on how many elements a call processes (batch
+    size, channel chunk, thread split). A complex factor with a zero real or imaginary part has
+    one exact-zero product per component, so ``a * (re b)`` and ``a * (i im b)`` are rounded
+    the same way by every code path; their sum is ``(ar br - ai bi) + i (ai br + ar bi)`` with
+    each product and the sum rounded once — the same bits as the four real products. Three
+    vectorised passes instead of seven strided ones. ``b`` may be given pre-split (:func:`_split`).
     """
-    ar, ai = a.real, a.imag
-    br, bi = b.real, b.imag
-    return torch.complex(ar * br - ai * bi, ar * bi + ai * br)
+    b_re, b_im = _split(b) if isinstance(b, torch.Tensor) else b
+    out = a * b_re
+    return out.add_(a * b_im)
+
+
+@dataclass(frozen=True)
+class FFTConvPlan:
+    """FFT sizes, crop and centring of one convolution (from :func:`plan_fft_conv`).
+
+    Attributes:
+        signal: Spatial size ``S`` of the input (and output) per axis.
+        taps: Kernel taps ``K`` per axis.
+        sizes: FFT size per axis.
+        starts: Crop start per axis (``K // 2`` zero, ``0`` causal and circular).
+        shifts: Phase-ramp shift per axis (``-((K - 1) // 2)`` circular, else ``0``).
+        summed_ramp: All axes circular: one ramp of summed phases (else a product of per-axis
+            ramps), as :func:`fft_conv_circular` / :func:`fft_conv_mixed` compute them.
+    """
+
+    signal: tuple[int, ...]
+    taps: tuple[int, ...]
+    sizes: tuple[int, ...]
+    starts: tuple[int, ...]
+    shifts: tuple[int, ...]
+    summed_ramp: bool
+
+    @property
+    def dims(self) -> tuple[int, ...]:
+        return tuple(range(-len(self.sizes), 0))
+
+
+def plan_fft_conv(
+    signal: Sequence[int], taps: Sequence[int], periodic: Sequence[bool], causal: bool = False
+) -> FFTConvPlan:
+    """Plan a convolution of an ``S``-sized signal with a ``K``-tap kernel (see the module doc).
+
+    Raises:
+        ValueError: too many taps for the mode on some axis.
+    """
+    signal, taps, periodic = tuple(signal), tuple(taps), tuple(bool(p) for p in periodic)
+    if causal:
+        what, limits = "causal", [n for n in signal]
+    elif all(periodic):
+        what, limits = "circular padding", [n for n in signal]
+    elif not any(periodic):
+        what, limits = "zero padding", [2 * n - 1 for n in signal]
+    else:
+        what, limits = "mixed padding", [n if p else 2 * n - 1 for n, p in zip(signal, periodic)]
+    for axis, (k, n, limit) in enumerate(zip(taps, signal, limits)):
+        if k > limit:
+            raise ValueError(
+                f"{what}: kernel axis {axis} has {k} taps, at most {limit} allowed for an input of size {n} "
+                f"(taps {taps}, signal {signal})"
+            )
+    if causal:
+        sizes = tuple(min(n + k, 2 * n) for n, k in zip(signal, taps))
+        starts, shifts = (0,) * len(signal), (0,) * len(signal)
+    else:
+        sizes = tuple(n if p else min(n + (k + 1) // 2, 2 * n) for n, k, p in zip(signal, taps, periodic))
+        starts = tuple(0 if p else k // 2 for k, p in zip(taps, periodic))
+        shifts = tuple(-((k - 1) // 2) if p else 0 for k, p in zip(taps, periodic))
+    return FFTConvPlan(signal, taps, sizes, starts, shifts, summed_ramp=all(periodic) and not causal)
+
+
+def kernel_spectrum(kernel: torch.Tensor, plan: FFTConvPlan) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernel's fp32 spectrum (centring phase ramp included), split for :func:`_cmul`.
+
+    Args:
+        kernel: ``[1|B, C, *K]`` kernel.
+        plan: From :func:`plan_fft_conv`.
+
+    Returns:
+        ``(re + 0i, 0 + i im)``, each ``[1|B, C, *F']`` complex64 (``F'`` = rfftn grid). Reusable
+        for any input of the planned size (e.g. cached while the kernel does not change).
+    """
+    k_f = torch.fft.rfftn(kernel.float(), s=plan.sizes, dim=plan.dims)  # (1|B, C, *F')
+    data_dim = len(plan.sizes)
+    if any(plan.shifts):
+        if plan.summed_ramp:
+            k_f = _cmul(k_f, _summed_phase_ramp(plan.shifts, plan.sizes, kernel.device))
+        else:
+            ramp = None
+            for axis, (shift, size) in enumerate(zip(plan.shifts, plan.sizes)):
+                if shift:
+                    axis_ramp = _axis_phase_ramp(shift, size, axis, data_dim, kernel.device)
+                    ramp = axis_ramp if ramp is None else _cmul(ramp, axis_ramp)
+            k_f = _cmul(k_f, ramp)
+    return _split(k_f)
+
+
+def apply_spectrum(
+    x: torch.Tensor, spectrum: tuple[torch.Tensor, torch.Tensor], plan: FFTConvPlan
+) -> torch.Tensor:
+    """Convolve ``x`` ``[B, C, *S]`` with a kernel given by its :func:`kernel_spectrum`.
+
+    Returns:
+        ``[B, C, *S]`` in ``x.dtype`` (a view into the fp32 inverse transform when ``x`` is fp32).
+    """
+    x_f = torch.fft.rfftn(x.float(), s=plan.sizes, dim=plan.dims)  # (B, C, *F')
+    y = torch.fft.irfftn(_cmul(x_f, spectrum), s=plan.sizes, dim=plan.dims)  # (B, C, *F)
+    return _crop(y, plan.starts, plan.signal).to(x.dtype)
+
+
+def _convolve(x: torch.Tensor, kernel: torch.Tensor, periodic: Sequence[bool], causal: bool) -> torch.Tensor:
+    plan = plan_fft_conv(x.shape[2:], kernel.shape[2:], periodic, causal)
+    return apply_spectrum(x, kernel_spectrum(kernel, plan), plan)
 
 
 def fft_conv_zero(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -160,14 +273,7 @@ def fft_conv_zero(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         ``[B, C, *S]`` in ``x.dtype``.
     """
     data_dim = _check(x, kernel)
-    _check_taps(kernel, x, lambda n: 2 * n - 1, "zero padding")
-    signal, taps = x.shape[2:], kernel.shape[2:]
-    sizes = [min(n + (k + 1) // 2, 2 * n) for n, k in zip(signal, taps)]
-    dims = tuple(range(-data_dim, 0))
-    x_f = torch.fft.rfftn(x.float(), s=sizes, dim=dims)  # (B, C, *F')
-    k_f = torch.fft.rfftn(kernel.float(), s=sizes, dim=dims)  # (1|B, C, *F')
-    y = torch.fft.irfftn(_cmul(x_f, k_f), s=sizes, dim=dims)  # (B, C, *F)
-    return _crop(y, [k // 2 for k in taps], signal).to(x.dtype)
+    return _convolve(x, kernel, (False,) * data_dim, causal=False)
 
 
 def fft_conv_causal(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -183,14 +289,7 @@ def fft_conv_causal(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         ``[B, C, *S]`` in ``x.dtype``.
     """
     data_dim = _check(x, kernel)
-    _check_taps(kernel, x, lambda n: n, "causal")
-    signal, taps = x.shape[2:], kernel.shape[2:]
-    sizes = [min(n + k, 2 * n) for n, k in zip(signal, taps)]
-    dims = tuple(range(-data_dim, 0))
-    x_f = torch.fft.rfftn(x.float(), s=sizes, dim=dims)
-    k_f = torch.fft.rfftn(kernel.float(), s=sizes, dim=dims)
-    y = torch.fft.irfftn(_cmul(x_f, k_f), s=sizes, dim=dims)
-    return _crop(y, [0] * data_dim, signal).to(x.dtype)
+    return _convolve(x, kernel, (False,) * data_dim, causal=True)
 
 
 def fft_conv_circular(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
@@ -209,24 +308,17 @@ def fft_conv_circular(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
         ``[B, C, *S]`` in ``x.dtype``.
     """
     data_dim = _check(x, kernel)
-    _check_taps(kernel, x, lambda n: n, "circular padding")
-    sizes = list(x.shape[2:])
-    dims = tuple(range(-data_dim, 0))
-    shifts = [-((k - 1) // 2) for k in kernel.shape[2:]]
-    k_f = torch.fft.rfftn(kernel.float(), s=sizes, dim=dims)  # (1|B, C, *F')
-    if any(shifts):
-        k_f = _cmul(k_f, _summed_phase_ramp(shifts, sizes, x.device))
-    x_f = torch.fft.rfftn(x.float(), s=sizes, dim=dims)
-    return torch.fft.irfftn(_cmul(x_f, k_f), s=sizes, dim=dims).to(x.dtype)
+    return _convolve(x, kernel, (True,) * data_dim, causal=False)
 
 
 def fft_conv_mixed(x: torch.Tensor, kernel: torch.Tensor, periodic: Sequence[bool]) -> torch.Tensor:
     """Per-axis boundary: circular on axes with ``periodic[a]``, zero ("same") elsewhere.
 
-    Uniform flags dispatch to :func:`fft_conv_circular` / :func:`fft_conv_zero` (bit-identical).
-    Otherwise one ``rfftn`` with per-axis sizes (``N`` on periodic axes, ``min(N + (K+1)//2, 2N)``
-    on the others), the product of the per-axis phase ramps of the periodic axes on the kernel
-    spectrum, ``irfftn``, and a crop from ``K // 2`` on the zero axes.
+    One ``rfftn`` with per-axis sizes (``N`` on periodic axes, ``min(N + (K+1)//2, 2N)`` on the
+    others), the product of the per-axis phase ramps of the periodic axes on the kernel spectrum
+    (one summed ramp when every axis is periodic, as :func:`fft_conv_circular`), ``irfftn``, and a
+    crop from ``K // 2`` on the zero axes. Uniform flags give the same bits as
+    :func:`fft_conv_circular` / :func:`fft_conv_zero`.
 
     Args:
         x: ``[B, C, *S]`` signal.
@@ -240,33 +332,7 @@ def fft_conv_mixed(x: torch.Tensor, kernel: torch.Tensor, periodic: Sequence[boo
     periodic = tuple(bool(flag) for flag in periodic)
     if len(periodic) != data_dim:
         raise ValueError(f"periodic must have one flag per axis ({data_dim}), got {periodic!r}")
-    if all(periodic):
-        return fft_conv_circular(x, kernel)
-    if not any(periodic):
-        return fft_conv_zero(x, kernel)
-    signal, taps = x.shape[2:], kernel.shape[2:]
-    for axis, (flag, k, n) in enumerate(zip(periodic, taps, signal)):
-        limit = n if flag else 2 * n - 1
-        if k > limit:
-            raise ValueError(
-                f"mixed padding: kernel axis {axis} ({'circular' if flag else 'zero'}) has {k} taps, at most "
-                f"{limit} allowed for an input of size {n}"
-            )
-    sizes = [n if flag else min(n + (k + 1) // 2, 2 * n) for flag, n, k in zip(periodic, signal, taps)]
-    dims = tuple(range(-data_dim, 0))
-    k_f = torch.fft.rfftn(kernel.float(), s=sizes, dim=dims)
-    ramp = None
-    for axis, (flag, k, size) in enumerate(zip(periodic, taps, sizes)):
-        shift = -((k - 1) // 2) if flag else 0
-        if shift:
-            axis_ramp = _axis_phase_ramp(shift, size, axis, data_dim, x.device)
-            ramp = axis_ramp if ramp is None else _cmul(ramp, axis_ramp)
-    if ramp is not None:
-        k_f = _cmul(k_f, ramp)
-    x_f = torch.fft.rfftn(x.float(), s=sizes, dim=dims)
-    y = torch.fft.irfftn(_cmul(x_f, k_f), s=sizes, dim=dims)
-    starts = [0 if flag else k // 2 for flag, k in zip(periodic, taps)]
-    return _crop(y, starts, signal).to(x.dtype)
+    return _convolve(x, kernel, periodic, causal=False)
 
 
 def fft_conv(
