@@ -194,3 +194,11 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     assert json.loads(ddp.stdout.strip().splitlines()[-1])["test_acc"] == pytest.approx(
         json.loads(single.stdout.strip().splitlines()[-1])["test_acc"], abs=1 / 64 + 1e-9
     )
+
+
+@pytest.mark.parametrize("name", ["digits_hybrid.py", "vit5_s_imagenet.py"])
+def test_shipped_config_files_load_and_describe(name, capsys):
+    path = Path(__file__).resolve().parents[1] / "configs" / name
+    code, out, err = run_cli(["info", "--config", str(path)], capsys)
+    assert code == 0, err
+    assert "parameters:" in out and "block  0" in out

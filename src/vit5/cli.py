@@ -244,6 +244,9 @@ def command_info(args: argparse.Namespace) -> int:
         cfg = apply_overrides(ConfigNode(model=cfg), args.overrides).model
     else:
         cfg = apply_overrides(load_python_config(args.config), args.overrides)
+        if cfg.data.get("num_classes") is None:  # ImageFolder: known once the folders are read
+            cfg.data.num_classes = 1000
+            print("(the class count comes from the data folders; shown with 1000 classes)")
         cfg = to_container(cfg)["model"]
     model = instantiate(cfg)
     print("\n".join(describe_model(model)))

@@ -425,3 +425,12 @@ def test_attention_in_pattern_needs_no_padding_list_when_pad_is_zero():
     assert net._pad_size == 0
     assert isinstance(net.blocks[0].sequence_mixer, ViT5Attention)
     assert net({"input": torch.randn(1, 16, 16, 3)})["logits"].shape == (1, 5)
+
+
+def test_nan_input_is_rejected():
+    net = ViT5ClassificationNet(**net_kwargs())
+    x = torch.randn(2, 16, 16, 3)
+    x[1, 3, 4, 0] = float("nan")
+    x[0, 0, 0, 1] = float("inf")
+    with pytest.raises(ValueError, match="2 NaN or infinite values"):
+        net({"input": x})

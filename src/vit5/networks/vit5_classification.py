@@ -318,6 +318,10 @@ class ViT5ClassificationNet(nn.Module):
             )
         if x.shape[0] == 0:
             raise ValueError("input is an empty batch (B = 0)")
+        # One reduction over the input: a NaN would otherwise surface as NaN logits far downstream.
+        if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+            bad = int((~torch.isfinite(x)).sum())
+            raise ValueError(f"input contains {bad} NaN or infinite values; check the data pipeline")
         return x
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:

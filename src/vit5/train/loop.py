@@ -63,16 +63,22 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.resume = resume
         self.started = time.time()
-        self.checkpoint = latest_checkpoint(self.run_dir) if resume else None
-        train_cfg, data_cfg = cfg["train"], cfg["data"]
+        self.checkpoint = None
+        if resume:
+            if any((self.run_dir / "checkpoints" / name).exists() for name in ("last", "prev")):
+                self.checkpoint = latest_checkpoint(self.run_dir)
+            else:
+                logger.warning("%s has no checkpoint yet; starting the run from the beginning", self.run_dir)
+        resolved = finalize(cfg)
+        validate_run_config(resolved)
+        data_cfg = resolved.data
         self.train_set, self.test_set, self.spec = build_datasets(
-            data_cfg["dataset"], data_cfg.get("data_dir"), data_cfg.get("image_size"), data_cfg.get("augment"),
-            download=bool(data_cfg.get("download")) and self.ctx.is_main, seed=int(train_cfg["seed"]),
+            data_cfg.dataset, data_cfg.get("data_dir"), data_cfg.get("image_size"), data_cfg.get("augment"),
+            download=bool(data_cfg.get("download")) and self.ctx.is_main, seed=resolved.train.seed,
             skip_bad_images=bool(data_cfg.get("skip_bad_images")), max_train_images=data_cfg.get("max_train_images"),
             max_test_images=data_cfg.get("max_test_images"),
         )  # fmt: skip
         self.cfg = finalize(cfg, self.spec.num_classes)
-        validate_run_config(self.cfg)
         self._check_data_matches()
         self.precision = self.cfg.train.precision
         self.seed = int(self.cfg.train.seed)
@@ -81,10 +87,7 @@ class Trainer:
         self._check_model()
         self.optimizer = build_optimizer(self.model, self.cfg.optim)
         self._build_loaders()
-        epochs = self.cfg.schedule.epochs
-        if not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"schedule.epochs must be a positive int, got {epochs!r}")
-        self.total_steps = self.steps_per_epoch * epochs
+        self.total_steps = self.steps_per_epoch * self.cfg.schedule.epochs
         warmup = int(round(float(self.cfg.schedule.warmup_epochs) * self.steps_per_epoch))
         self.scheduler = build_scheduler(
             self.optimizer, self.total_steps, warmup, float(self.cfg.schedule.min_lr_ratio)
@@ -111,8 +114,10 @@ class Trainer:
         self.metrics = MetricsLog(self.run_dir / "metrics.csv") if self.ctx.is_main else None
         if self.ctx.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
+            for stale in self.run_dir.glob(".*.tmp"):  # half-written files of a killed process
+                stale.unlink(missing_ok=True)
             save_config(self.cfg, self.run_dir / "config.yaml")
-            if self.checkpoint is not None:
+            if resume:  # forget rows of epochs that will be trained again
                 self.metrics.truncate(self.epoch)
 
     # ------------------------------------------------------------------------------------------

@@ -1,0 +1,165 @@
+"""Crash safety and hostile files: SIGKILL at random moments, non-finite losses, crafted pickles."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.test_cli import QUICK, run_cli, summary_of
+from vit5.config import load_config
+from vit5.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_weights
+from vit5.train.evaluate import load_model
+
+MARKER = Path("/tmp/vit5-reliability-exploit")
+
+
+class Exploit:
+    def __reduce__(self):
+        return (os.system, (f"touch {MARKER}",))
+
+
+@pytest.fixture()
+def evil_pickle(tmp_path) -> Path:
+    MARKER.unlink(missing_ok=True)
+    path = tmp_path / "evil.pt"
+    path.write_bytes(pickle.dumps({"model": {"weight": Exploit()}}))
+    yield path
+    assert not MARKER.exists(), "the crafted pickle ran code"
+
+
+def test_nonfinite_loss_stops_with_step_and_batch_and_keeps_the_last_good_checkpoint(
+    tmp_path, capsys, monkeypatch
+):
+    from vit5.train import loop
+
+    original = loop.Trainer._forward_loss
+
+    def nan_at_step_three(self, images, labels, micro):
+        loss, correct = original(self, images, labels, micro)
+        return (loss * float("nan"), correct) if self.step == 3 else (loss, correct)
+
+    monkeypatch.setattr(loop.Trainer, "_forward_loss", nan_at_step_three)
+    run = tmp_path / "nan"
+    code, _, err = run_cli(["train", "--out", str(run), *QUICK, "train.checkpoint_every_steps=1"], capsys)
+    assert code == 2 and "non-finite loss at step 4 (epoch 1, batch 4 of the epoch)" in err
+    last = load_checkpoint(run / "checkpoints" / "last")
+    assert last.state["progress"]["step"] == 3
+    assert all(torch.isfinite(t).all() for t in last.model.values())
+
+    skipping = tmp_path / "skip"
+    code, out, err = run_cli(["train", "--out", str(skipping), *QUICK, "--skip-nonfinite"], capsys)
+    assert code == 0, err
+    assert summary_of(out)["skipped_nonfinite"] == 1
+    with open(skipping / "metrics.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[-1]["skipped_nonfinite"] == "1"
+    weights, _ = load_weights(skipping / "checkpoints" / "last" / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_crafted_pickle_is_refused_by_eval_predict_and_python_loaders(evil_pickle, tmp_path, capsys):
+    image = tmp_path / "x.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image)
+    for args in (["eval", str(evil_pickle)], ["predict", str(evil_pickle), str(image)]):
+        code, _, err = run_cli(args, capsys)
+        assert code == 2 and "evil.pt" in err and "run code" in err
+    with pytest.raises(CheckpointError, match="run code"):
+        load_model(evil_pickle)
+
+
+def test_crafted_state_file_is_refused_on_resume(evil_pickle, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli(["train", "--out", str(run), *QUICK, "--epochs", "1"], capsys)[0] == 0
+    state = run / "checkpoints" / "last" / "state.pt"
+    state.write_bytes(evil_pickle.read_bytes())
+    meta_path = run / "checkpoints" / "last" / "meta.json"
+    meta = json.loads(meta_path.read_text())  # an attacker who also fixes the checksum
+    meta["files"]["state.pt"] = hashlib.sha256(state.read_bytes()).hexdigest()
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint(run / "checkpoints" / "last")
+    code, _, err = run_cli(["train", "--resume", str(run)], capsys)
+    assert code == 2 and "refused to load" in err
+
+
+def _assert_run_readable(run: Path) -> None:
+    """Whatever the moment of the kill, every file of the run directory is complete."""
+    if (run / "config.yaml").exists():
+        load_config(run / "config.yaml")
+    if (run / "metrics.csv").exists():
+        with open(run / "metrics.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        assert all(row["epoch"] and row["test_acc"] for row in rows)
+    if (run / "curves.png").exists():
+        assert (run / "curves.png").read_bytes()[-8:] == b"IEND\xaeB`\x82"
+    if any((run / "checkpoints" / name).exists() for name in ("last", "prev")):
+        latest_checkpoint(run)
+
+
+def _start(args: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "vit5", "train", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
+
+
+def _wait_for_training(run: Path, process: subprocess.Popen, log_size: int, timeout: float = 600) -> None:
+    """Block until the process has logged something new (it is past its start-up) or has exited."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and process.poll() is None:
+        if (run / "log.txt").exists() and (run / "log.txt").stat().st_size > log_size:
+            return
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_never_corrupts_the_run_and_resume_is_exact(tmp_path):
+    config = [*QUICK, "--epochs", "3", "train.checkpoint_every_steps=1", "train.ema_decay=0.9"]
+    straight = tmp_path / "straight"
+    reference = _start(["--out", str(straight), *config])
+    assert reference.wait(timeout=900) == 0, reference.stderr.read()[-2000:]
+
+    run, rng, kills = tmp_path / "killed", random.Random(1234), 0
+    process = _start(["--out", str(run), *config])
+    while True:
+        if kills < 5:
+            if kills == 0:  # the first kill lands anywhere in start-up
+                time.sleep(rng.uniform(0.5, 4.0))
+            else:  # later ones at a random moment of training, checkpointing or evaluation
+                size = (run / "log.txt").stat().st_size if (run / "log.txt").exists() else 0
+                _wait_for_training(run, process, size)
+                time.sleep(rng.uniform(0.0, 3.0))
+        if kills < 5 and process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            kills += 1
+            _assert_run_readable(run)
+            resumable = (run / "config.yaml").exists()
+            process = _start(["--resume", str(run)] if resumable else ["--out", str(run), *config])
+            continue
+        assert process.wait(timeout=900) == 0, process.stderr.read()[-2000:]
+        break
+    assert kills >= 2, "the run finished before it could be interrupted; lengthen it"
+    _assert_run_readable(run)
+    a = load_checkpoint(straight / "checkpoints" / "last")
+    b = load_checkpoint(run / "checkpoints" / "last")
+    for key in a.model:
+        assert torch.equal(a.model[key], b.model[key]), key
+    for key in a.ema:
+        assert torch.equal(a.ema[key], b.ema[key]), key
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_acc"] == json.loads((straight / "summary.json").read_text())["test_acc"]
+    assert not list(run.rglob("*.tmp")) and not list((run / "checkpoints").glob(".tmp-*"))
