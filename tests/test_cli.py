@@ -202,3 +202,36 @@ def test_shipped_config_files_load_and_describe(name, capsys):
     code, out, err = run_cli(["info", "--config", str(path)], capsys)
     assert code == 0, err
     assert "parameters:" in out and "block  0" in out
+
+
+def _final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_weights(run / "checkpoints" / "last" / "model.safetensors")[0]
+
+
+def test_gradient_accumulation_matches_the_large_batch(tmp_path, capsys):
+    common = [*QUICK, "--epochs", "1", "data.augment=none", "train.label_smoothing=0.0"]
+    assert run_cli(["train", "--out", str(tmp_path / "big"), *common, "--batch-size", "32"], capsys)[0] == 0
+    assert run_cli(["train", "--out", str(tmp_path / "acc"), *common, "--batch-size", "16",
+                    "optim.accumulate_steps=2"], capsys)[0] == 0  # fmt: skip
+    a, b = _final_weights(tmp_path / "big"), _final_weights(tmp_path / "acc")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5
+
+
+def test_bf16_run(tmp_path, capsys):
+    code, out, err = run_cli(
+        ["train", "--out", str(tmp_path / "bf16"), *QUICK, "--epochs", "1", "--precision", "bf16"], capsys
+    )
+    assert code == 0, err
+    assert summary_of(out)["test_acc"] is not None
+    assert all(
+        t.dtype == torch.float32 for t in _final_weights(tmp_path / "bf16").values()
+    )  # master weights stay fp32
+
+
+@pytest.mark.slow
+def test_compiled_run(tmp_path, capsys):
+    code, out, err = run_cli(
+        ["train", "--out", str(tmp_path / "c"), *QUICK, "--epochs", "1", "--compile"], capsys
+    )
+    assert code == 0, err
+    assert "_orig_mod" not in " ".join(_final_weights(tmp_path / "c"))
