@@ -270,7 +270,7 @@ class Trainer:
             if not self.cfg.train.skip_nonfinite:
                 raise NonFiniteLossError(
                     f"non-finite loss at step {self.step + 1} (epoch {self.epoch + 1}, batch {batch_index + 1} of the "
-                    f"epoch); the last good checkpoint is in {self.run_dir / 'checkpoints'}. Lower optim.lr, use "
+                    f"epoch); checkpoints written before it are kept in {self.run_dir / 'checkpoints'}. Lower optim.lr, use "
                     "train.precision=fp32, or pass --skip-nonfinite to skip such batches."
                 )
             self.optimizer.zero_grad(set_to_none=True)
