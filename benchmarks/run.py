@@ -61,6 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-timm", action="store_true", help="skip timm's vit_small_patch16_224")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory steps")
     parser.add_argument("--no-gpu", action="store_true", help="CPU only, even with CUDA available")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--tiny", action="store_true", help="tiny models at 16/32 px (smoke test)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--name", default=None, help="output file stem (default: today's date)")
@@ -146,6 +147,8 @@ def machine_info() -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     selected = plan(args)
     if not selected:
         raise SystemExit("nothing selected: check --sizes / --configs / --modes")

@@ -13,7 +13,14 @@ from torch import nn
 
 from vit5._validation import boolean, positive_int
 from vit5.config import TARGET_KEY, instantiate, locate, resolve
-from vit5.ops.fftconv import fft_conv, parse_padding
+from vit5.ops.fftconv import (
+    FFTConvPlan,
+    apply_spectrum,
+    fft_conv_zero_lowmem,
+    kernel_spectrum,
+    parse_padding,
+    plan_fft_conv,
+)
 
 __all__ = ["CHUNK_SIZE", "CKConvND"]
 
@@ -160,6 +167,7 @@ class CKConvND(nn.Module):
 
         bound = 1.0 / math.sqrt(hidden_dim)
         self.shortcut = nn.Parameter(torch.empty(hidden_dim).uniform_(-bound, bound))
+        self._spectrum_cache: tuple | None = None
 
     def _effective_l_cache(self, l_cache: Any) -> Any:
         """``L_cache`` with single-grid axes halved (``(L + 1) // 2``), in int or list form."""
@@ -178,6 +186,63 @@ class CKConvND(nn.Module):
     def _grid_lens(self, spatial: Sequence[int]) -> tuple[int, ...]:
         return tuple((n + 1) // 2 if single else n for n, single in zip(spatial, self._single))
 
+    def _generate_kernel(self, grid_lens: Sequence[int], conditioning: torch.Tensor | None) -> torch.Tensor:
+        """The (masked) kernel ``[1|B, C, *taps]`` for grid lengths ``grid_lens``."""
+        if conditioning is None:
+            kernel, grid = self.kernel(grid_lens)  # (1, *taps, C), (1, *taps, d)
+        else:
+            kernel, grid = self.kernel(grid_lens, conditioning=conditioning)  # (B, *taps, C)
+        if not isinstance(self.mask, nn.Identity):
+            kernel = self.mask(grid, kernel)
+        if self.is_causal:
+            taps = kernel.shape[1]
+            kernel = kernel[:, taps // 2 :]  # (1|B, taps', C): displacements >= 0
+        return kernel.movedim(-1, 1)  # (1|B, C, *taps)
+
+    def _state_key(self) -> tuple:
+        """Identity and version of every tensor the kernel depends on (changes on any update)."""
+        tensors = [
+            *self.kernel.parameters(),
+            *self.kernel.buffers(),
+            *self.mask.parameters(),
+            *self.mask.buffers(),
+        ]
+        return tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
+
+    def _spectrum(
+        self, spatial: tuple[int, ...], conditioning: torch.Tensor | None
+    ) -> tuple[FFTConvPlan, tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
+        """``(plan, spectrum, kernel)``: the kernel spectrum, or the kernel itself when chunking.
+
+        In eval mode without autograd and without conditioning, the spectrum is cached and reused
+        while the input size and every parameter/buffer of the kernel and mask (data pointer and
+        version counter, so optimiser steps, ``load_state_dict`` and ``.to()`` invalidate it) stay
+        the same; ``train()`` drops it.
+        """
+        cacheable = not self.training and conditioning is None and not torch.is_grad_enabled()
+        if cacheable and self._spectrum_cache is not None:
+            key, plan, spectrum = self._spectrum_cache
+            if key == (spatial, self._state_key()):
+                return plan, spectrum, None
+        self._spectrum_cache = None
+        kernel = self._generate_kernel(self._grid_lens(spatial), conditioning)  # (1|B, C, *taps)
+        plan = plan_fft_conv(spatial, kernel.shape[2:], self._periodic, self.is_causal)
+        if self.use_chunked_fftconv:
+            return plan, None, kernel
+        spectrum = kernel_spectrum(kernel, plan)
+        if cacheable:  # the key is taken after generation: growing the grid cache changes it
+            self._spectrum_cache = ((spatial, self._state_key()), plan, spectrum)
+        return plan, spectrum, None
+
+    def train(self, mode: bool = True) -> CKConvND:
+        if mode:  # eval() keeps the cache; it is only read in eval mode
+            self._spectrum_cache = None
+        return super().train(mode)
+
+    def _apply(self, fn: Any, recurse: bool = True) -> CKConvND:
+        self._spectrum_cache = None
+        return super()._apply(fn, recurse)
+
     def forward(
         self, x: torch.Tensor, is_bhl_input: bool = False, conditioning: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -193,22 +258,34 @@ class CKConvND(nn.Module):
             raise ValueError(
                 f"conditioning must have one row per sample ([{x.shape[0]}, cond]), got shape {tuple(conditioning.shape)}"
             )
-        z = x if is_bhl_input else x.movedim(-1, 1)  # (B, C, *S)
-        grid_lens = self._grid_lens(z.shape[2:])
-        if conditioning is None:
-            kernel, grid = self.kernel(grid_lens)  # (1, *taps, C), (1, *taps, d)
+        channels_last = not is_bhl_input
+        spatial = tuple(x.shape[1:-1] if channels_last else x.shape[2:])
+        lowmem = (
+            torch.is_grad_enabled()
+            and not self.use_chunked_fftconv
+            and not self.is_causal
+            and not any(self._periodic)
+        )
+        if lowmem:  # training: keep x, not its spectrum, for the backward pass
+            kernel = self._generate_kernel(self._grid_lens(spatial), conditioning)  # (1|B, C, *taps)
+            y = fft_conv_zero_lowmem(x, kernel, channels_last)  # (B, C, *S)
         else:
-            kernel, grid = self.kernel(grid_lens, conditioning=conditioning)  # (B, *taps, C)
-        if not isinstance(self.mask, nn.Identity):
-            kernel = self.mask(grid, kernel)
-        if self.is_causal:
-            taps = kernel.shape[1]
-            kernel = kernel[:, taps // 2 :]  # (1|B, taps', C): displacements >= 0
-        kernel = kernel.movedim(-1, 1)  # (1|B, C, *taps)
-        chunk = CHUNK_SIZE if self.use_chunked_fftconv else None
-        y = fft_conv(z, kernel, self.fft_padding, causal=self.is_causal, chunk_size=chunk)  # (B, C, *S)
-        y = y + self.shortcut.to(z.dtype).view(-1, *([1] * self.data_dim)) * z
-        return y if is_bhl_input else y.movedim(1, -1)
+            # The FFTs are fastest on channels-first contiguous data: one transposing copy here
+            # is cheaper than transforming along strided axes.
+            z = x.movedim(-1, 1).contiguous() if channels_last else x  # (B, C, *S)
+            plan, spectrum, kernel = self._spectrum(spatial, conditioning)
+            if spectrum is not None:
+                y = apply_spectrum(z, spectrum, plan)  # (B, C, *S)
+            else:
+                chunks = []
+                for start in range(0, z.shape[1], CHUNK_SIZE):
+                    part = slice(start, start + CHUNK_SIZE)
+                    chunks.append(apply_spectrum(z[:, part], kernel_spectrum(kernel[:, part], plan), plan))
+                y = torch.cat(chunks, dim=1)
+        shortcut = self.shortcut.to(x.dtype)
+        if channels_last:  # the first operand's layout is the output's: channels-last
+            return shortcut * x + y.movedim(1, -1)  # (B, *S, C)
+        return y + shortcut.view(-1, *([1] * self.data_dim)) * x  # (B, C, *S)
 
     def flop_count(self, spatial_dims: Sequence[int], inference: bool = False) -> int:
         """Kernel generation + ``int(n_fft 5 C prod(N) sum(log2 N))`` + ``6 C prod(N)`` + ``C prod(S)``.

@@ -37,6 +37,29 @@ def _check_width(module: nn.Module, name: str, width: int) -> None:
         )
 
 
+def _packed(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """``cat([q, k, v], -1)``, without a copy when they are adjacent channel slices of one tensor.
+
+    ``QKVSequenceMixer`` passes the three chunks of its ``qkv_proj`` output: then the
+    concatenation is that output itself, rebuilt as a view (autograd routes gradients through
+    the view as through the slices).
+    """
+    c = query.shape[-1]
+    step = c * query.element_size()
+    if (
+        query.stride() == key.stride() == value.stride()
+        and query.stride(-1) == 1
+        and query.dtype == key.dtype == value.dtype
+        and query.device == key.device == value.device
+        and query.untyped_storage().data_ptr() == value.untyped_storage().data_ptr()
+        and key.data_ptr() == query.data_ptr() + step
+        and value.data_ptr() == key.data_ptr() + step
+        and all(s >= 3 * c for s, n in zip(query.stride()[:-1], query.shape[:-1]) if n > 1)
+    ):
+        return query.as_strided((*query.shape[:-1], 3 * c), query.stride(), query.storage_offset())
+    return torch.cat([query, key, value], dim=-1)
+
+
 class Hyena(nn.Module):
     """Hyena mixer on channels-last ``q, k, v``: ``Norm_o((K * Norm_p(qn(q) . s1(k)) + s z) . s2(v))``.
 
@@ -121,21 +144,19 @@ class Hyena(nn.Module):
 
     @staticmethod
     def _norm_per_position(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """q/k norms: ``[B, C, *S]`` in and out; channels-last norms see ``[B, *S, C]``."""
+        """q/k norms on channels-last ``[B, *S, C]``; channels-first norms see ``[B, C, *S]``."""
         if is_channels_first(norm):
-            return norm(x)
-        return norm(x.movedim(1, -1)).movedim(-1, 1)
+            return norm(x.movedim(-1, 1)).movedim(1, -1)
+        return norm(x)
 
     @staticmethod
     def _norm_flat(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """Pixel/output norms: ``[B, C, *S]`` in and out; channels-last norms see ``[B * S, C]``."""
+        """Pixel/output norms on channels-last ``[B, *S, C]``: channels-last norms see ``[B * S, C]``."""
         if isinstance(norm, nn.Identity):
             return x
         if is_channels_first(norm):
-            return norm(x)
-        channels_last = x.movedim(1, -1)  # (B, *S, C)
-        y = norm(channels_last.reshape(-1, x.shape[1]))  # (B*S, C)
-        return y.reshape(channels_last.shape).movedim(-1, 1)
+            return norm(x.movedim(-1, 1)).movedim(1, -1)
+        return norm(x.reshape(-1, x.shape[-1])).reshape(x.shape)  # (B*S, C) -> (B, *S, C)
 
     def forward(
         self,
@@ -152,23 +173,30 @@ class Hyena(nn.Module):
             )
         if query.ndim < 3 or query.shape[-1] != c:
             raise ValueError(f"Hyena expects channels-last inputs [B, *S, {c}], got {tuple(query.shape)}")
-        q, k, v = (t.movedim(-1, 1) for t in (query, key, value))  # (B, C, *S) each
-        if not isinstance(self.short_conv, nn.Identity):
-            # cat of channels-last views keeps that memory format; make it (B, 3C, *S)-contiguous
-            # so the conv and the gates see the same layout (and bits) as the reference.
-            u = self.short_conv(torch.cat([q, k, v], dim=1).contiguous())  # (B, 3C, *S)
-            q, k, v = u.split(c, dim=1)
+        if isinstance(self.short_conv, nn.Identity):
+            return self._gated(query, key, value, conditioning)
+        # Everything runs channels-last: the depthwise short conv gets a [B, 3C, *S] view whose
+        # memory is channels-last (oneDNN's native layout for depthwise convs), so there is no
+        # transposing copy before the long convolution.
+        qkv = _packed(query, key, value)  # (B, *S, 3C)
+        u = self.short_conv(qkv.movedim(-1, 1)).movedim(1, -1)  # (B, *S, 3C)
+        q, k, v = u.split(c, dim=-1)  # (B, *S, C) each
+        return self._gated(q, k, v, conditioning)
+
+    def _gated(
+        self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, conditioning: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Steps 2-5 on channels-last ``q, k, v`` ``[B, *S, C]`` (after the short conv)."""
         if self.q_norm is not None:
             q = self._norm_per_position(self.q_norm, q)
             if not isinstance(self.k_norm, nn.Identity):
                 k = self._norm_per_position(self.k_norm, k)
-        z = self._norm_flat(self.pixelhyena_norm, q * self.gate_nonlinear(k))  # (B, C, *S)
+        z = self._norm_flat(self.pixelhyena_norm, q * self.gate_nonlinear(k))  # (B, *S, C)
         if conditioning is None:
-            h = self.global_conv(z, is_bhl_input=True)  # (B, C, *S)
+            h = self.global_conv(z)  # (B, *S, C)
         else:
-            h = self.global_conv(z, is_bhl_input=True, conditioning=conditioning)
-        y = self._norm_flat(self.output_norm, h * self.gate_nonlinear_2(v))  # (B, C, *S)
-        return y.movedim(1, -1)  # (B, *S, C)
+            h = self.global_conv(z, conditioning=conditioning)
+        return self._norm_flat(self.output_norm, h * self.gate_nonlinear_2(v))  # (B, *S, C)
 
     def flop_count(self, spatial_dims: Sequence[int], inference: bool = False) -> int:
         """Short conv + q/k norms + gates + norms + ``global_conv.flop_count`` (``inference`` only affects it).

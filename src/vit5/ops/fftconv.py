@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -45,6 +46,7 @@ __all__ = [
     "fft_conv_circular",
     "fft_conv_mixed",
     "fft_conv_zero",
+    "fft_conv_zero_lowmem",
     "kernel_spectrum",
     "parse_padding",
     "plan_fft_conv",
@@ -378,3 +380,73 @@ def fft_conv(
         for start in range(0, x.shape[1], chunk_size)
     ]
     return torch.cat(chunks, dim=1)
+
+
+def _zero_crop_pad(plan: FFTConvPlan) -> list[int]:
+    """``F.pad`` widths that place an ``S``-sized signal at the crop offset of an ``F``-grid."""
+    widths: list[int] = []
+    for n, start, size in zip(reversed(plan.signal), reversed(plan.starts), reversed(plan.sizes)):
+        widths += [start, size - n - start]
+    return widths
+
+
+class _ZeroFFTConv(torch.autograd.Function):
+    """Zero-boundary FFT convolution whose backward recomputes spectra instead of saving them.
+
+    Autograd through ``rfftn -> product -> irfftn`` keeps the input's spectrum (about 4x the
+    input in memory) for the backward pass; this function keeps the input itself. Backward
+    (``s`` = crop start, ``G`` = spectrum of the output gradient placed at offset ``s``):
+    ``dx = irfftn(G conj(K))[:S]`` and ``dk = irfftn(sum_b conj(X) G)[:K]`` (no wrap-around for
+    FFT sizes from :func:`plan_fft_conv`, see ``tests/ops/test_fftconv.py``).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, kernel: torch.Tensor, plan: FFTConvPlan, channels_last: bool
+    ) -> torch.Tensor:
+        z = x.movedim(-1, 1).contiguous() if channels_last else x  # (B, C, *S)
+        ctx.save_for_backward(x, kernel)
+        ctx.plan, ctx.channels_last = plan, channels_last
+        return apply_spectrum(z, kernel_spectrum(kernel, plan), plan)  # (B, C, *S)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, kernel = ctx.saved_tensors
+        plan: FFTConvPlan = ctx.plan
+        g = torch.nn.functional.pad(grad.float(), _zero_crop_pad(plan))  # (B, C, *F)
+        g_f = torch.fft.rfftn(g, dim=plan.dims)  # (B, C, *F')
+        del g
+        grad_x = grad_kernel = None
+        if ctx.needs_input_grad[0]:
+            k_f = torch.fft.rfftn(kernel.float(), s=plan.sizes, dim=plan.dims)  # (1|B, C, *F')
+            full = torch.fft.irfftn(g_f * k_f.conj(), s=plan.sizes, dim=plan.dims)  # (B, C, *F)
+            grad_x = _crop(full, [0] * len(plan.sizes), plan.signal)  # (B, C, *S)
+            grad_x = grad_x.movedim(1, -1) if ctx.channels_last else grad_x
+            grad_x = grad_x.to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            z = x.movedim(-1, 1) if ctx.channels_last else x
+            x_f = torch.fft.rfftn(z.float(), s=plan.sizes, dim=plan.dims)  # (B, C, *F')
+            product = x_f.conj().mul_(g_f) if not x_f.requires_grad else x_f.conj() * g_f
+            if kernel.shape[0] == 1 and product.shape[0] != 1:
+                product = product.sum(dim=0, keepdim=True)  # (1, C, *F')
+            full = torch.fft.irfftn(product, s=plan.sizes, dim=plan.dims)  # (1|B, C, *F)
+            grad_kernel = _crop(full, [0] * len(plan.sizes), plan.taps).to(kernel.dtype)
+        return grad_x, grad_kernel, None, None
+
+
+def fft_conv_zero_lowmem(x: torch.Tensor, kernel: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+    """:func:`fft_conv_zero` with a memory-lean backward (saves ``x``, not its spectrum).
+
+    Args:
+        x: ``[B, C, *S]`` signal, or ``[B, *S, C]`` with ``channels_last=True``.
+        kernel: ``[1|B, C, *K]`` kernel (channels first), ``K_a <= 2 S_a - 1``.
+        channels_last: ``x`` is channels-last; it is transposed to channels-first for the FFTs.
+
+    Returns:
+        ``[B, C, *S]`` in ``x.dtype`` (channels first in both cases); the same values as
+        :func:`fft_conv_zero` (bit for bit in the forward pass).
+    """
+    z = x.movedim(-1, 1) if channels_last else x
+    data_dim = _check(z, kernel)
+    plan = plan_fft_conv(z.shape[2:], kernel.shape[2:], (False,) * data_dim)
+    return _ZeroFFTConv.apply(x, kernel, plan, channels_last)
