@@ -41,22 +41,23 @@ def _packed(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torc
     """``cat([q, k, v], -1)``, without a copy when they are adjacent channel slices of one tensor.
 
     ``QKVSequenceMixer`` passes the three chunks of its ``qkv_proj`` output: then the
-    concatenation is that output itself, rebuilt as a view (autograd routes gradients through
-    the view as through the slices).
+    concatenation is that output itself, rebuilt as a view of the common base (so autograd
+    routes the gradient of every chunk to the base).
     """
+    base = query._base
     c = query.shape[-1]
     step = c * query.element_size()
     if (
-        query.stride() == key.stride() == value.stride()
+        base is not None
+        and key._base is base
+        and value._base is base
+        and query.stride() == key.stride() == value.stride()
         and query.stride(-1) == 1
-        and query.dtype == key.dtype == value.dtype
-        and query.device == key.device == value.device
-        and query.untyped_storage().data_ptr() == value.untyped_storage().data_ptr()
         and key.data_ptr() == query.data_ptr() + step
         and value.data_ptr() == key.data_ptr() + step
         and all(s >= 3 * c for s, n in zip(query.stride()[:-1], query.shape[:-1]) if n > 1)
     ):
-        return query.as_strided((*query.shape[:-1], 3 * c), query.stride(), query.storage_offset())
+        return base.as_strided((*query.shape[:-1], 3 * c), query.stride(), query.storage_offset())
     return torch.cat([query, key, value], dim=-1)
 
 

@@ -1,0 +1,196 @@
+"""The performance paths give the results of the plain ones: spectrum cache, low-memory FFT-conv
+backward, packed q/k/v in Hyena, and a ``torch.compile`` smoke test of tiny networks."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tests.helpers import randomize_
+from tests.modules.test_ckconv import kernel_cfg, make
+from tests.modules.test_hyena import hyena_cfg
+from vit5.config import LazyConfig, instantiate
+from vit5.modules.ckconv import CKConvND
+from vit5.modules.masks import GaussianModulationND
+from vit5.networks.presets import vit5_config
+
+D = 6
+
+
+def _uncached(conv: CKConvND, x: torch.Tensor) -> torch.Tensor:
+    """The output computed from a freshly generated kernel (cache emptied first)."""
+    conv._spectrum_cache = None
+    with torch.no_grad():
+        y = conv(x)
+    conv._spectrum_cache = None
+    return y
+
+
+def test_eval_spectrum_cache_is_reused_and_gives_identical_outputs() -> None:
+    torch.manual_seed(0)
+    conv = randomize_(make()).eval()
+    x = torch.randn(2, 5, 4, D)
+    expected = _uncached(conv, x)
+    with torch.inference_mode():
+        first = conv(x)
+    cache = conv._spectrum_cache
+    assert cache is not None
+    with torch.no_grad():
+        second = conv(x)
+    assert conv._spectrum_cache is cache  # reused, not rebuilt
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    conv.eval()  # eval() again keeps the cache
+    assert conv._spectrum_cache is cache
+
+
+def test_cache_is_not_used_with_autograd_or_in_training() -> None:
+    conv = randomize_(make()).eval()
+    x = torch.randn(2, 5, 4, D)
+    conv(x).sum().backward()  # eval mode but with autograd: gradients reach the kernel
+    assert conv._spectrum_cache is None
+    assert conv.kernel.out_linear.weight.grad is not None
+    conv.train()
+    with torch.no_grad():
+        conv(x)
+    assert conv._spectrum_cache is None
+
+
+@pytest.mark.parametrize(
+    "change", ["optimizer_step", "load_state_dict", "train", "in_place_edit", "to_double"]
+)
+def test_cache_is_invalidated_when_the_kernel_changes(change: str) -> None:
+    torch.manual_seed(1)
+    conv = randomize_(make()).eval()
+    x = torch.randn(2, 5, 4, D)
+    with torch.no_grad():
+        before = conv(x)
+    assert conv._spectrum_cache is not None
+    if change == "optimizer_step":
+        conv.train()
+        conv(x).square().sum().backward()
+        torch.optim.SGD(conv.parameters(), lr=0.1).step()
+        conv.eval()
+    elif change == "load_state_dict":
+        conv.load_state_dict(randomize_(make(), seed=5).state_dict())
+    elif change == "train":
+        conv.train()
+        assert conv._spectrum_cache is None
+        conv.eval()
+    elif change == "in_place_edit":
+        with torch.no_grad():
+            conv.kernel.hidden_linears[0].weight.mul_(1.5)
+    else:
+        conv.double()
+        x = x.double()
+    with torch.no_grad():
+        after = conv(x)
+    assert torch.equal(after, _uncached(conv, x))
+    if change != "train":
+        assert not torch.allclose(after.float(), before)
+
+
+def test_cache_follows_input_size_and_grid_growth() -> None:
+    torch.manual_seed(2)
+    conv = randomize_(make()).eval()  # L_cache (5, 4)
+    for size in [(5, 4), (3, 2), (7, 6), (5, 4), (5, 4)]:  # growth at (7, 6) changes the grid
+        x = torch.randn(2, *size, D)
+        with torch.no_grad():
+            y = conv(x)
+        assert torch.equal(y, _uncached(conv, x)), size
+
+
+def test_cache_with_a_mask_that_clamps_in_place() -> None:
+    mask = LazyConfig(GaussianModulationND)(data_dim=2, num_channels=D, grid_size=9)
+    conv = randomize_(make(mask_cfg=mask), low=0.2, high=0.8).eval()
+    x = torch.randn(1, 5, 4, D)
+    with torch.no_grad():
+        assert torch.equal(conv(x), conv(x))
+        assert torch.equal(conv(x), _uncached(conv, x))
+
+
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_training_path_matches_autograd_of_the_plain_path(channels_first: bool) -> None:
+    """CKConvND's low-memory backward vs autograd through the spectrum path (chunked config)."""
+    torch.manual_seed(3)
+    lowmem = randomize_(make())
+    plain = make(use_chunked_fftconv=True)  # chunked: plain autograd through rfftn/irfftn
+    plain.load_state_dict(lowmem.state_dict())
+    x = torch.randn(2, 5, 4, D)
+    if channels_first:
+        x = x.movedim(-1, 1).contiguous()
+    weight = torch.randn_like(x)
+    grads = []
+    for conv in (lowmem, plain):
+        xi = x.clone().requires_grad_()
+        y = conv(xi, is_bhl_input=channels_first)
+        (y * weight).sum().backward()
+        grads.append((y.detach(), xi.grad, [p.grad for p in conv.parameters()]))
+    (y0, gx0, gp0), (y1, gx1, gp1) = grads
+    torch.testing.assert_close(y0, y1, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(gx0, gx1, rtol=1e-4, atol=1e-4)
+    for a, b in zip(gp0, gp1):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_training_path_with_per_sample_kernels() -> None:
+    torch.manual_seed(4)
+    lowmem = randomize_(make(kernel_cfg=kernel_cfg(film=2)), low=-0.5, high=0.5)
+    plain = make(kernel_cfg=kernel_cfg(film=2), use_chunked_fftconv=True)
+    plain.load_state_dict(lowmem.state_dict())
+    x, cond = torch.randn(2, 5, 4, D), torch.randn(2, 3)
+    grads = []
+    for conv in (lowmem, plain):
+        xi = x.clone().requires_grad_()
+        conv(xi, conditioning=cond).square().sum().backward()
+        grads.append((xi.grad, [p.grad for p in conv.parameters()]))
+    torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-4, atol=1e-4)
+    for a, b in zip(grads[0][1], grads[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_hyena_packed_qkv_view_matches_separate_tensors() -> None:
+    torch.manual_seed(5)
+    hyena = randomize_(instantiate(hyena_cfg()))
+    qkv = torch.randn(2, 5, 4, 24, requires_grad=True)
+    weight = torch.randn(2, 5, 4, 8)
+    (hyena(*qkv.split(8, dim=-1)) * weight).sum().backward()  # adjacent slices: no-copy view
+    packed_grad, packed_params = qkv.grad.clone(), [p.grad.clone() for p in hyena.parameters()]
+    hyena.zero_grad()
+    qkv.grad = None
+    separate = [t.clone() for t in qkv.split(8, dim=-1)]  # three separate tensors: concatenated
+    (hyena(*separate) * weight).sum().backward()
+    torch.testing.assert_close(qkv.grad, packed_grad, rtol=0, atol=0)
+    for a, b in zip(packed_params, (p.grad for p in hyena.parameters())):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pattern, readout", [("A", "cls"), ("H", "gap"), ("HA", "cls")])
+def test_torch_compile_tiny_networks_on_cpu(pattern: str, readout: str) -> None:
+    """``torch.compile`` (inductor, CPU) runs the networks and matches eager, forward and backward."""
+    cfg = vit5_config(
+        hidden_dim=32, num_blocks=2, num_heads=2, pattern=pattern, patch_size=4, image_size=16,
+        num_classes=5, num_registers=4 if readout == "cls" else 0, readout=readout, siren_hidden_dim=8,
+    )  # fmt: skip
+    torch.manual_seed(6)
+    model = randomize_(instantiate(cfg), low=-0.3, high=0.3)
+    compiled = torch.compile(model)
+    x = torch.randn(2, 16, 16, 3)
+    model.eval()
+    with torch.no_grad():
+        expected = model({"input": x})["logits"]
+        torch.testing.assert_close(compiled({"input": x})["logits"], expected, rtol=1e-4, atol=1e-4)
+    model.train()
+    compiled({"input": x})["logits"].square().sum().backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    model({"input": x})["logits"].square().sum().backward()
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(grads[name], parameter.grad, rtol=1e-3, atol=1e-4, msg=name)
+
+
+def test_identity_short_conv_path_still_runs() -> None:
+    hyena = instantiate(hyena_cfg(short_conv_cfg=LazyConfig(nn.Identity)()))
+    q, k, v = torch.randn(3, 2, 5, 4, 8).unbind(0)
+    assert hyena(q, k, v).shape == (2, 5, 4, 8)
