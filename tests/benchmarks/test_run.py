@@ -1,0 +1,52 @@
+"""Smoke test of the benchmark harness (tiny models; no timing is asserted)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import requires_reference
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture
+def run_module():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import run
+
+        yield run
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+@requires_reference
+def test_tiny_run_writes_table_json_and_plot(run_module, tmp_path: Path) -> None:
+    args = ["--tiny", "--sizes", "224", "--configs", "hybrid", "--modes", "infer", "train"]
+    results = run_module.main(
+        [*args, "--reps", "1", "--no-timm", "--no-gpu", "--out", str(tmp_path), "--name", "t"]
+    )
+    rows = results["rows"]
+    assert [(r["config"], r["mode"]) for r in rows] == [("hybrid", "infer"), ("hybrid", "train")]
+    for row in rows:
+        assert row["vit5_img_s"] > 0 and row["reference_img_s"] > 0
+        assert row["vit5_peak_bytes"] > 0 and row["reference_peak_bytes"] > 0
+        if row["mode"] == "infer":
+            assert row["parity_error"] <= 1e-5  # identical parameters give the same logits
+    markdown = (tmp_path / "t.md").read_text()
+    assert "| hybrid | 224 | infer |" in markdown and "## Targets" in markdown
+    assert json.loads((tmp_path / "t.json").read_text())["rows"] == json.loads(json.dumps(rows))
+    assert (tmp_path / "t.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_plan_selection(run_module) -> None:
+    quick = run_module.plan(run_module.parse_args(["--quick"]))
+    assert {size for size, *_ in quick} == {224} and all(reps == 1 for *_, reps in quick)
+    full = run_module.plan(run_module.parse_args([]))
+    assert (1024, "hyena_gap", "infer", 2) in full and not any(
+        s == 1024 and m == "train" for s, _, m, _ in full
+    )
