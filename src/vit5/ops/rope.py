@@ -67,3 +67,42 @@ def apply_rope(u: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, impl: str)
     x = u.float()
     cos, sin = cos[:, None, :], sin[:, None, :]  # (T, 1, hd)
     return (x * cos + rotate(x, impl) * sin).to(u.dtype)
+
+
+def swap_partners(u: torch.Tensor, impl: str) -> torch.Tensor:
+    """``rot(u)`` without its signs: every channel replaced by its rotation partner (a copy)."""
+    hd = u.shape[-1]
+    if impl == "interleaved":
+        return u.unflatten(-1, (hd // 2, 2)).flip(-1).flatten(-2)
+    return u.unflatten(-1, (2, 2, hd // 4)).flip(-2).flatten(-3)
+
+
+def rotation_signs(head_dim: int, impl: str, device: torch.device | None = None) -> torch.Tensor:
+    """``[hd]`` signs ``s`` with ``rot(u) = s * swap_partners(u)`` (fp32, +-1)."""
+    ones = torch.ones(head_dim, device=device)
+    return rotate(ones, impl)
+
+
+def fold_rope_tables(
+    cos: torch.Tensor, sin: torch.Tensor, weight: torch.Tensor | None, impl: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Tables ``(a, b)`` with ``rope(w * u) = u * a + swap_partners(u) * b`` (fp32).
+
+    A per-channel gain ``w`` in front of the rotation (an RMSNorm weight) commutes into the
+    tables: ``a = w cos`` and ``b = s swap_partners(w) sin`` with ``s`` the rotation signs.
+
+    Args:
+        cos, sin: ``[T, hd]`` tables.
+        weight: ``[..., hd]`` gains (e.g. ``[2, 1, hd]`` for stacked q/k norms) or ``None``.
+        impl: Rotation convention.
+
+    Returns:
+        ``a, b`` broadcasting as ``[T, *weight.shape[:-1], hd]``.
+    """
+    signs = rotation_signs(cos.shape[-1], impl, cos.device)
+    if weight is None:
+        return cos, signs * sin
+    w = weight.float()
+    extra = (1,) * (w.ndim - 1)
+    cos, sin = cos.view(cos.shape[0], *extra, -1), sin.view(sin.shape[0], *extra, -1)
+    return w * cos, swap_partners(w, impl) * signs * sin
