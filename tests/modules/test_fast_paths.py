@@ -194,3 +194,15 @@ def test_identity_short_conv_path_still_runs() -> None:
     hyena = instantiate(hyena_cfg(short_conv_cfg=LazyConfig(nn.Identity)()))
     q, k, v = torch.randn(3, 2, 5, 4, 8).unbind(0)
     assert hyena(q, k, v).shape == (2, 5, 4, 8)
+
+
+def test_small_grids_use_the_cached_dense_operator_in_eval() -> None:
+    torch.manual_seed(7)
+    conv = randomize_(make()).eval()
+    x = torch.randn(2, 5, 4, D)
+    with torch.no_grad():
+        y = conv(x)
+        assert conv._spectrum_cache[2].shape == (D, 20, 20)  # the dense operator, not a spectrum
+        fft = conv(x.movedim(-1, 1).contiguous(), is_bhl_input=True)  # channels-first: FFT path
+    assert isinstance(conv._spectrum_cache[2], tuple)
+    torch.testing.assert_close(y, fft.movedim(1, -1), rtol=1e-5, atol=1e-5)

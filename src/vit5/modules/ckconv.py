@@ -13,6 +13,7 @@ from torch import nn
 
 from vit5._validation import boolean, positive_int
 from vit5.config import TARGET_KEY, instantiate, locate, resolve
+from vit5.ops.denseconv import apply_dense_operator, dense_conv_operator, dense_operator_bytes
 from vit5.ops.fftconv import (
     FFTConvPlan,
     apply_spectrum,
@@ -28,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 #: Channels per chunk when ``use_chunked_fftconv=True``.
 CHUNK_SIZE = 128
+#: Largest cached dense operator (``C T^2`` fp32) used instead of the FFTs in eval mode; ViT-5-S
+#: at 224 px (``T = 196`` or ``210``, ``C = 384``) fits, 512 px (``T = 1024``) uses the FFTs.
+DENSE_MAX_BYTES = 96 * 2**20
 GRID_TYPES = ("double", "single")
 _LOGGED_BACKENDS: set[str] = set()
 
@@ -210,9 +214,14 @@ class CKConvND(nn.Module):
         return tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
 
     def _spectrum(
-        self, spatial: tuple[int, ...], conditioning: torch.Tensor | None
-    ) -> tuple[FFTConvPlan, tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None]:
+        self, spatial: tuple[int, ...], conditioning: torch.Tensor | None, dense_ok: bool = False
+    ) -> tuple[FFTConvPlan, Any, torch.Tensor | None]:
         """``(plan, spectrum, kernel)``: the kernel spectrum, or the kernel itself when chunking.
+
+        With ``dense_ok`` (channels-last input, zero padding) and a cacheable call on a small
+        grid (``C T^2`` fp32 <= :data:`DENSE_MAX_BYTES`), ``spectrum`` is instead the dense
+        ``[C, T, T]`` operator of :mod:`vit5.ops.denseconv` (a tensor, not a pair): one batched
+        GEMM is faster than the FFTs there.
 
         In eval mode without autograd and without conditioning, the spectrum is cached and reused
         while the input size and every parameter/buffer of the kernel and mask (data pointer and
@@ -222,16 +231,24 @@ class CKConvND(nn.Module):
         cacheable = not self.training and conditioning is None and not torch.is_grad_enabled()
         if cacheable and self._spectrum_cache is not None:
             key, plan, spectrum = self._spectrum_cache
-            if key == (spatial, self._state_key()):
+            if key == (spatial, dense_ok, self._state_key()):
                 return plan, spectrum, None
         self._spectrum_cache = None
         kernel = self._generate_kernel(self._grid_lens(spatial), conditioning)  # (1|B, C, *taps)
         plan = plan_fft_conv(spatial, kernel.shape[2:], self._periodic, self.is_causal)
         if self.use_chunked_fftconv:
             return plan, None, kernel
-        spectrum = kernel_spectrum(kernel, plan)
+        dense = (
+            cacheable
+            and dense_ok
+            and not self.is_causal
+            and not any(self._periodic)
+            and kernel.shape[0] == 1
+            and dense_operator_bytes(spatial, self.hidden_dim) <= DENSE_MAX_BYTES
+        )
+        spectrum = dense_conv_operator(kernel, spatial) if dense else kernel_spectrum(kernel, plan)
         if cacheable:  # the key is taken after generation: growing the grid cache changes it
-            self._spectrum_cache = ((spatial, self._state_key()), plan, spectrum)
+            self._spectrum_cache = ((spatial, dense_ok, self._state_key()), plan, spectrum)
         return plan, spectrum, None
 
     def train(self, mode: bool = True) -> CKConvND:
@@ -272,8 +289,10 @@ class CKConvND(nn.Module):
         else:
             # The FFTs are fastest on channels-first contiguous data: one transposing copy here
             # is cheaper than transforming along strided axes.
+            plan, spectrum, kernel = self._spectrum(spatial, conditioning, dense_ok=channels_last)
+            if isinstance(spectrum, torch.Tensor):  # small grid: dense operator, channels-last
+                return self.shortcut.to(x.dtype) * x + apply_dense_operator(x, spectrum)  # (B, *S, C)
             z = x.movedim(-1, 1).contiguous() if channels_last else x  # (B, C, *S)
-            plan, spectrum, kernel = self._spectrum(spatial, conditioning)
             if spectrum is not None:
                 y = apply_spectrum(z, spectrum, plan)  # (B, C, *S)
             else:
