@@ -1,11 +1,16 @@
 """vit5: ViT-5 image classifiers (attention, 2D Hyena and hybrid) in PyTorch.
 
+When timm is installed, importing vit5 registers the presets in timm's registry
+(``timm.create_model("vit5_small_patch16_224", num_classes=10)``).
+
 Every class of the nvSubquadratic ViT-5 contract is importable from here, with the same constructor
 keywords and ``state_dict`` keys, so its LazyConfig trees and checkpoints work after changing only
 the imports::
 
     from vit5 import LazyConfig, ViT5Attention, ViT5ClassificationNet, instantiate, create_model
 """
+
+import importlib.util
 
 from vit5.config import (
     PLACEHOLDER,
@@ -43,6 +48,8 @@ from vit5.networks import (
     list_models,
     model_config,
     register_model,
+    resize_config,
+    resize_model,
     vit5_config,
 )
 from vit5.ops.init import (
@@ -53,6 +60,10 @@ from vit5.ops.init import (
     trunc_normal_init_factory,
     wang_init,
 )
+from vit5.weights import load_nvsubquadratic_checkpoint, load_official_vit5
+
+if importlib.util.find_spec("timm") is not None:
+    import vit5.networks.timm_models  # noqa: F401  (registers the presets in timm)
 
 __version__ = "0.1.0"
 
@@ -85,9 +96,13 @@ __all__ = [
     "instantiate",
     "list_models",
     "load_config",
+    "load_nvsubquadratic_checkpoint",
+    "load_official_vit5",
     "model_config",
     "partial_wang_init_fn_with_num_layers",
     "register_model",
+    "resize_config",
+    "resize_model",
     "save_config",
     "small_init",
     "small_init_factory",

@@ -1,13 +1,31 @@
-"""Networks built from vit5 modules, and the preset registry."""
+"""Networks built from vit5 modules, the preset registry, and checkpoint interop (pure mappings)."""
 
-from vit5.networks.presets import create_model, list_models, model_config, register_model, vit5_config
+from vit5.networks.interop import extract_state_dict
+from vit5.networks.official import official_to_vit5, vit5_to_official
+from vit5.networks.presets import (
+    create_model,
+    list_models,
+    model_config,
+    register_model,
+    timm_name,
+    vit5_config,
+)
+from vit5.networks.resize import resample_pos_embed, resize_config, resize_model, resize_state_dict
 from vit5.networks.vit5_classification import ViT5ClassificationNet
 
 __all__ = [
     "ViT5ClassificationNet",
     "create_model",
+    "extract_state_dict",
     "list_models",
     "model_config",
+    "official_to_vit5",
     "register_model",
+    "resample_pos_embed",
+    "resize_config",
+    "resize_model",
+    "resize_state_dict",
+    "timm_name",
     "vit5_config",
+    "vit5_to_official",
 ]

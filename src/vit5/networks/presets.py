@@ -1,4 +1,4 @@
-"""Config builders and the preset registry.
+"""The network config builder (:func:`vit5_config`) and the preset registry.
 
 Every preset is a function returning a LazyConfig tree of a :class:`ViT5ClassificationNet`, so config
 files, ``vit5 info`` and :func:`create_model` share one construction path. A new variant is a few
@@ -8,165 +8,39 @@ recorded factory calls), so every preset config saves to YAML and loads back.
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 from collections.abc import Callable
 from typing import Any
 
-from torch import nn
-
 from vit5._validation import choice, positive_int
 from vit5.config import ConfigNode, LazyConfig, instantiate
-from vit5.modules.adapter import ViT5HyenaAdapter
-from vit5.modules.attention import ViT5Attention
-from vit5.modules.block import ViT5ResidualBlock
-from vit5.modules.ckconv import CKConvND
-from vit5.modules.hyena import Hyena
-from vit5.modules.mlp import MLP
-from vit5.modules.norms import L2Norm, RMSNorm
-from vit5.modules.qkv_mixer import QKVSequenceMixer
-from vit5.modules.siren import SIRENKernelND
-from vit5.networks.vit5_classification import ViT5ClassificationNet
-from vit5.ops.init import (
-    partial_wang_init_fn_with_num_layers,
-    small_init_factory,
-    trunc_normal_init,
-    trunc_normal_init_factory,
+from vit5.networks.builders import (
+    attention_mixer_config,
+    hyena_l_cache,
+    hyena_mixer_config,
+    residual_block_config,
+    rms_norm_config,
 )
+from vit5.networks.vit5_classification import ViT5ClassificationNet
 
 __all__ = [
     "attention_mixer_config",
     "build_vit5",
     "create_model",
+    "hyena_l_cache",
     "hyena_mixer_config",
     "list_models",
     "model_config",
+    "on_register",
     "preset_arguments",
     "register_model",
     "residual_block_config",
+    "resolve_model_name",
+    "rms_norm_config",
+    "timm_name",
     "vit5_config",
 ]
-
-
-def rms_norm_config(dim: int) -> ConfigNode:
-    return LazyConfig(RMSNorm)(dim=dim, eps=1e-6)
-
-
-def attention_mixer_config(
-    hidden_dim: int,
-    num_heads: int,
-    grid: int,
-    num_registers: int,
-    has_cls: bool,
-    *,
-    rope_impl: str = "nvsubquadratic",
-    qkv_bias: bool = False,
-    out_proj_bias: bool = False,
-    init_std: float = 0.02,
-) -> ConfigNode:
-    """``ViT5Attention`` with RMSNorm(hd) QK-norm and truncated-normal projections."""
-    return LazyConfig(ViT5Attention)(
-        hidden_dim=hidden_dim,
-        num_heads=num_heads,
-        num_patches_h=grid,
-        num_patches_w=grid,
-        num_registers=num_registers,
-        has_cls=has_cls,
-        qk_norm=rms_norm_config(hidden_dim // num_heads),
-        rope_base=10000.0,
-        reg_rope_base=100.0,
-        qkv_bias=qkv_bias,
-        out_proj_bias=out_proj_bias,
-        init_fn_qkv_proj=LazyConfig(trunc_normal_init)(std=init_std),
-        init_fn_out_proj=LazyConfig(trunc_normal_init)(std=init_std),
-        rope_impl=rope_impl,
-    )
-
-
-def hyena_mixer_config(
-    hidden_dim: int,
-    grid_w: int,
-    L_cache: int | list[int],
-    num_layers: int,
-    *,
-    siren_hidden_dim: int = 32,
-    siren_num_layers: int = 3,
-    omega_0: float = 10.0,
-) -> ConfigNode:
-    """The reference's 2D Hyena mixer ("Hyena-S" settings of spec/hyena.md) behind a grid adapter.
-
-    Args:
-        hidden_dim: Width ``D``.
-        grid_w: Patch-grid width (the adapter's row length).
-        L_cache: Kernel coordinate cache: ``g`` for a ``g x g`` grid, ``[rows, g]`` with padding.
-        num_layers: Network depth, for the output projection's Wang init.
-    """
-    D = hidden_dim
-    kernel = LazyConfig(SIRENKernelND)(
-        out_dim=D,
-        data_dim=2,
-        mlp_hidden_dim=siren_hidden_dim,
-        num_layers=siren_num_layers,
-        embedding_dim=siren_hidden_dim,
-        omega_0=omega_0,
-        L_cache=L_cache,
-        use_bias=True,
-        hidden_omega_0=1.0,
-    )
-    hyena = LazyConfig(Hyena)(
-        global_conv_cfg=LazyConfig(CKConvND)(
-            data_dim=2,
-            hidden_dim=D,
-            kernel_cfg=kernel,
-            mask_cfg=LazyConfig(nn.Identity)(),
-            grid_type="double",
-            fft_padding="zero",
-        ),
-        short_conv_cfg=LazyConfig(nn.Conv2d)(
-            in_channels=3 * D, out_channels=3 * D, kernel_size=3, padding=1, groups=3 * D, bias=False
-        ),
-        gate_nonlinear_cfg=LazyConfig(nn.SiLU)(),
-        pixelhyena_norm_cfg=rms_norm_config(D),
-        qk_norm_cfg=LazyConfig(L2Norm)(),
-        output_norm_cfg=rms_norm_config(D),
-        gate_nonlinear_2_cfg=LazyConfig(nn.Sigmoid)(),
-    )
-    mixer = LazyConfig(QKVSequenceMixer)(
-        hidden_dim=D,
-        mixer_cfg=hyena,
-        qkv_bias=False,
-        out_proj_bias=False,
-        init_method_in=LazyConfig(small_init_factory)(),
-        init_method_out=LazyConfig(partial_wang_init_fn_with_num_layers)(num_layers=num_layers),
-    )
-    return LazyConfig(ViT5HyenaAdapter)(inner_mixer_cfg=mixer, grid_w=grid_w)
-
-
-def residual_block_config(
-    mixer_cfg: ConfigNode,
-    hidden_dim: int,
-    *,
-    mlp_ratio: float = 4.0,
-    mlp_bias: bool = False,
-    layer_scale_init: float = 1e-4,
-    init_std: float = 0.02,
-) -> ConfigNode:
-    """A ``ViT5ResidualBlock`` with RMSNorm pre-norms and an exact-GELU MLP."""
-    return LazyConfig(ViT5ResidualBlock)(
-        sequence_mixer_cfg=mixer_cfg,
-        sequence_mixer_norm_cfg=rms_norm_config(hidden_dim),
-        mlp_cfg=LazyConfig(MLP)(
-            dim=hidden_dim,
-            activation="gelu",
-            dropout_cfg=LazyConfig(nn.Dropout)(p=0.0),
-            expansion_factor=mlp_ratio,
-            bias=mlp_bias,
-            init_method_in=LazyConfig(trunc_normal_init_factory)(std=init_std),
-            init_method_out=LazyConfig(trunc_normal_init_factory)(std=init_std),
-        ),
-        mlp_norm_cfg=rms_norm_config(hidden_dim),
-        hidden_dim=hidden_dim,
-        layer_scale_init=layer_scale_init,
-    )
 
 
 def vit5_config(
@@ -194,13 +68,28 @@ def vit5_config(
     neck_compression_ratio: int | None = None,
     siren_hidden_dim: int = 32,
     omega_0: float = 10.0,
+    L_cache: int | list[int] | None = None,
+    rope_ref_grid: int | None = None,
+    kernel_sample_grid: int | list[int] | None = None,
+    kernel_sample_scale: float = 1.0,
 ) -> ConfigNode:
     """Config of a ViT5ClassificationNet whose blocks follow ``pattern``.
 
     ``pattern`` uses ``"A"`` (attention) and ``"H"`` (Hyena); it is repeated to ``num_blocks``
     (``"HA"`` with 12 blocks is ``"HA" * 6``). A single letter builds a homogeneous network
-    (``block_cfg``), anything else uses ``layer_pattern`` / ``layer_types``. Hyena kernels get
-    ``L_cache = g`` without padding and ``[rows, g]`` with it.
+    (``block_cfg``), anything else uses ``layer_pattern`` / ``layer_types``.
+
+    Resolution keywords (used to run weights trained at one ``image_size`` at another, see
+    :mod:`vit5.networks.resize`):
+
+    * ``L_cache``: the Hyena kernels' coordinate cache, which fixes the kernel coordinate step
+      ``1 / (L_cache - 1)`` per axis. ``None`` means the construction grid: ``g`` without padding,
+      ``[rows, g]`` with it (``rows = ceil((g*g + cls + R) / g)``).
+    * ``rope_ref_grid``: interleaved RoPE only; the patch grid ``L0`` whose integer positions the
+      current grid is rescaled to (``arange(g) * L0 / g``). ``None`` means the construction grid.
+    * ``kernel_sample_grid`` / ``kernel_sample_scale``: Hyena kernels trained on the grid
+      ``kernel_sample_grid`` (``[rows, g]``) are evaluated there and resampled for an image scaled
+      by ``kernel_sample_scale`` (:class:`~vit5.networks.resampled_kernel.ResampledSIRENKernelND`).
     """
     for name, value in (("hidden_dim", hidden_dim), ("num_blocks", num_blocks), ("num_heads", num_heads)):
         positive_int(name, value)
@@ -220,20 +109,21 @@ def vit5_config(
     grid = image_size // patch_size
     has_cls = readout == "cls"
     tokens = grid * grid + int(has_cls) + num_registers
-    rows = -(-tokens // grid)
     block_options = {"mlp_ratio": mlp_ratio, "mlp_bias": mlp_bias, "layer_scale_init": layer_scale_init}
     types = {}
     if "A" in layer_pattern:
         attention = attention_mixer_config(
             hidden_dim, num_heads, grid, num_registers, has_cls,
-            rope_impl=rope_impl, qkv_bias=qkv_bias, out_proj_bias=attn_out_bias,
+            rope_impl=rope_impl, qkv_bias=qkv_bias, out_proj_bias=attn_out_bias, rope_ref_grid=rope_ref_grid,
         )  # fmt: skip
         types["A"] = residual_block_config(attention, hidden_dim, **block_options)
     if "H" in layer_pattern:
-        L_cache = grid if rows == grid else [rows, grid]
+        if L_cache is None:
+            L_cache = hyena_l_cache(grid, tokens)
         hyena = hyena_mixer_config(
-            hidden_dim, grid, L_cache, num_blocks, siren_hidden_dim=siren_hidden_dim, omega_0=omega_0
-        )
+            hidden_dim, grid, L_cache, num_blocks, siren_hidden_dim=siren_hidden_dim, omega_0=omega_0,
+            kernel_sample_grid=kernel_sample_grid, kernel_sample_scale=kernel_sample_scale,
+        )  # fmt: skip
         types["H"] = residual_block_config(hyena, hidden_dim, **block_options)
     net = LazyConfig(ViT5ClassificationNet)(
         in_channels=in_channels,
@@ -284,26 +174,64 @@ _PRESETS: dict[str, Callable[..., ConfigNode]] = {}
 _PRESET_ARGUMENTS: dict[str, dict[str, Any]] = {}
 
 
+_ON_REGISTER: list[Callable[[str], None]] = []  # e.g. the timm integration's registration
+
+
 def register_model(function: Callable[..., ConfigNode]) -> Callable[..., ConfigNode]:
-    """Register a preset: a function of keyword overrides returning a network LazyConfig."""
+    """Register a preset: a function of keyword overrides returning a network LazyConfig.
+
+    When the timm integration is loaded, the preset is registered in timm too.
+    """
     _PRESETS[function.__name__] = function
+    for callback in _ON_REGISTER:
+        callback(function.__name__)
     return function
 
 
-def list_models() -> list[str]:
-    """Names of every registered preset, sorted."""
-    return sorted(_PRESETS)
+def on_register(callback: Callable[[str], None]) -> None:
+    """Call ``callback(name)`` for every preset registered from now on."""
+    _ON_REGISTER.append(callback)
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Names of the registered presets, sorted; ``pattern`` filters them (``fnmatch``, e.g. ``"*tiny*"``)."""
+    names = sorted(_PRESETS)
+    return names if pattern is None else fnmatch.filter(names, pattern)
+
+
+def timm_name(name: str) -> str:
+    """The timm-style name of a preset: ``<name>_patch<p>_<image>`` (``vit5_small_patch16_224``)."""
+    cfg = model_config(name)
+    return f"{name}_patch{cfg.get('patch_size')}_{cfg.get('image_size')}"
+
+
+def resolve_model_name(name: str) -> str:
+    """The preset ``name`` refers to: a registered name or its timm-style alias.
+
+    Raises:
+        ValueError: ``name`` is neither (the message lists the presets).
+    """
+    if name in _PRESETS:
+        return name
+    if isinstance(name, str):
+        for preset in _PRESETS:
+            if name == timm_name(preset):
+                return preset
+    raise ValueError(
+        f"unknown model {name!r}; available: {', '.join(list_models())} (or their timm-style names such as "
+        "'vit5_small_patch16_224')"
+    )
 
 
 def model_config(name: str, **overrides: Any) -> ConfigNode:
-    """The LazyConfig of preset ``name`` with keyword ``overrides`` (e.g. ``num_classes=10``)."""
-    if name not in _PRESETS:
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return _PRESETS[name](**overrides)
+    """The LazyConfig of preset ``name`` (or its timm-style alias) with keyword ``overrides``
+    (:func:`vit5_config` keywords, e.g. ``num_classes=10``)."""
+    return _PRESETS[resolve_model_name(name)](**overrides)
 
 
 def create_model(name: str, **overrides: Any) -> ViT5ClassificationNet:
-    """Build preset ``name``; ``overrides`` are :func:`vit5_config` keywords (``num_classes=10``)."""
+    """Build preset ``name`` (or its timm-style alias); ``overrides`` are :func:`vit5_config` keywords
+    (``num_classes=10``, ``image_size=64``)."""
     return instantiate(model_config(name, **overrides))
 
 
@@ -315,7 +243,9 @@ def _preset(defaults: dict[str, Any]) -> Callable[..., ConfigNode]:
 
 
 def preset_arguments(name: str) -> dict[str, Any]:
-    """The :func:`vit5_config` arguments of a preset defined by this module."""
+    """The :func:`vit5_config` arguments of a preset defined by this module (or its timm-style alias)."""
+    if name not in _PRESET_ARGUMENTS and name in _PRESETS.keys() | {timm_name(p) for p in _PRESETS}:
+        name = resolve_model_name(name)
     if name not in _PRESET_ARGUMENTS:
         raise ValueError(f"unknown preset {name!r}; available: {', '.join(sorted(_PRESET_ARGUMENTS))}")
     return dict(_PRESET_ARGUMENTS[name])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -398,3 +398,82 @@ class ViT5ClassificationNet(nn.Module):
     def no_weight_decay(self) -> set[str]:
         """Names of the parameters tagged ``_no_weight_decay`` (timm's optimizer-factory convention)."""
         return {name for name, p in self.named_parameters() if getattr(p, "_no_weight_decay", False)}
+
+    # ------------------------------------------------------------------------------------------
+    # Features for downstream tasks
+
+    def intermediate_indices(self, indices: int | Sequence[int] | None = None) -> list[int]:
+        """Absolute block indices: ``None`` -> every block, ``n`` -> the last ``n``, a sequence -> those
+        blocks (negative values count from the end), sorted and de-duplicated."""
+        N = len(self.blocks)
+        if indices is None:
+            return list(range(N))
+        if isinstance(indices, int) and not isinstance(indices, bool):
+            if not 0 < indices <= N:
+                raise ValueError(f"indices={indices} asks for the last n blocks; n must be in 1..{N}")
+            return list(range(N - indices, N))
+        try:
+            items = list(indices)
+        except TypeError:
+            raise TypeError(f"indices must be None, an int or a sequence of ints, got {indices!r}") from None
+        out = set()
+        for index in items:
+            if isinstance(index, bool) or not isinstance(index, int) or not -N <= index < N:
+                raise ValueError(f"indices must be block indices in [-{N}, {N - 1}], got {indices!r}")
+            out.add(index % N)
+        if not out:
+            raise ValueError("indices is empty; give at least one block index")
+        return sorted(out)
+
+    def patch_tokens_to_grid(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token sequence ``[B, T, D]`` -> its patch tokens as a feature map ``[B, D, g, g]``."""
+        g = self._grid_w
+        B, _, D = tokens.shape
+        return tokens[:, : self.num_patches].reshape(B, g, g, D).permute(0, 3, 1, 2).contiguous()
+
+    def collect_intermediates(
+        self, x: torch.Tensor, indices: list[int], stop_early: bool = False
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Run the network on channels-last images, keeping the tokens after the blocks ``indices``.
+
+        Returns:
+            The tokens after the last block run ``[B, T, D]`` (all blocks unless ``stop_early``, then
+            the last block of ``indices``) and the kept token sequences ``[B, T, D]``, in order.
+        """
+        x = self.embed(x)  # (B, T, D)
+        pad, last = self._pad_size, (max(indices) if stop_early else len(self.blocks) - 1)
+        kept = []
+        for i, (block, needs_padding) in enumerate(zip(self.blocks, self._block_needs_padding)):
+            if i > last:
+                break
+            if pad and not needs_padding:
+                x = torch.cat((block(x[:, :-pad]), x[:, -pad:]), dim=1)  # (B, T, D)
+            else:
+                x = block(x)
+            if i in indices:
+                kept.append(x)
+        return x, kept
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | Sequence[int] | None = None, *, norm: bool = False
+    ) -> list[torch.Tensor]:
+        """Per-block patch tokens of channels-last images, as feature maps.
+
+        Args:
+            x: Images ``[B, H, W, C]`` (channels-last, as ``forward``'s ``input``).
+            indices: Which blocks: ``None`` = all, ``n`` = the last ``n``, or a sequence of block
+                indices (negative from the end).
+            norm: Apply ``out_norm`` to the tokens (needs ``out_norm`` of width ``hidden_dim``).
+
+        Returns:
+            One ``[B, D, g, g]`` tensor per selected block (ascending block order), ``g = image_size /
+            patch_size``; blocks after the last selected one are not run.
+        """
+        take = self.intermediate_indices(indices)
+        if norm and self.head_dim != self.hidden_dim:
+            raise ValueError(
+                f"norm=True needs out_norm of width hidden_dim={self.hidden_dim}, but it normalises the "
+                f"{self.readout!r} readout of width {self.head_dim}"
+            )
+        _, kept = self.collect_intermediates(x, take, stop_early=True)
+        return [self.patch_tokens_to_grid(self.out_norm(t) if norm else t) for t in kept]
