@@ -147,8 +147,7 @@ def test_registering_a_preset():
     assert resolve_model_name("my_test_preset_patch4_32") == "my_test_preset"
 
 
-@pytest.mark.slow  # ~15-40 s of tracing on a 2-core machine
-def test_torch_compile_smoke():
+def test_torch_compile_smoke():  # ~7 s (dynamo tracing with the eager backend)
     torch.manual_seed(0)
     model = vit5.create_model("vit5_tiny_hybrid", **{**SMALL, "image_size": 16, "patch_size": 4}).eval()
     x = torch.randn(2, 16, 16, 3)
@@ -175,6 +174,7 @@ def test_features_for_downstream_tasks(name):
             True,
             True,
         ]
+        assert torch.equal(model.forward_intermediates({"input": x}, [-1])[0], maps[-1])
         last_two = model.forward_intermediates(x, 2)
         assert torch.equal(last_two[0], maps[2]) and torch.equal(last_two[1], maps[3])
         normed = model.forward_intermediates(x, [-1], norm=True)[0]

@@ -455,12 +455,16 @@ class ViT5ClassificationNet(nn.Module):
         return x, kept
 
     def forward_intermediates(
-        self, x: torch.Tensor, indices: int | Sequence[int] | None = None, *, norm: bool = False
+        self,
+        x: torch.Tensor | Mapping[str, Any],
+        indices: int | Sequence[int] | None = None,
+        *,
+        norm: bool = False,
     ) -> list[torch.Tensor]:
         """Per-block patch tokens of channels-last images, as feature maps.
 
         Args:
-            x: Images ``[B, H, W, C]`` (channels-last, as ``forward``'s ``input``).
+            x: Images ``[B, H, W, C]`` (channels-last), or ``forward``'s ``{"input": x}`` dict.
             indices: Which blocks: ``None`` = all, ``n`` = the last ``n``, or a sequence of block
                 indices (negative from the end).
             norm: Apply ``out_norm`` to the tokens (needs ``out_norm`` of width ``hidden_dim``).
@@ -469,6 +473,8 @@ class ViT5ClassificationNet(nn.Module):
             One ``[B, D, g, g]`` tensor per selected block (ascending block order), ``g = image_size /
             patch_size``; blocks after the last selected one are not run.
         """
+        if isinstance(x, Mapping):
+            x = x["input"]
         take = self.intermediate_indices(indices)
         if norm and self.head_dim != self.hidden_dim:
             raise ValueError(
