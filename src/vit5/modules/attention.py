@@ -207,7 +207,8 @@ class ViT5Attention(nn.Module):
             )
         B, T, D = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim)  # (B, T, 3, H, hd)
-        if qkv.dtype == torch.float32 and self._fusable_norms():
+        # Inference only: under autograd the fused form would save more activations than it saves passes.
+        if qkv.dtype == torch.float32 and not torch.is_grad_enabled() and self._fusable_norms():
             qk = self._normalise_and_rotate(qkv[:, :, :2])  # (B, T, 2, H, hd)
             q, k = qk.unbind(dim=2)
         else:
@@ -238,7 +239,7 @@ class ViT5Attention(nn.Module):
         )
 
     def _normalise_and_rotate(self, qk: torch.Tensor) -> torch.Tensor:
-        """q/k RMSNorm and RoPE of ``qk`` ``[B, T, 2, H, hd]`` (fp32) in a few passes.
+        """q/k RMSNorm and RoPE of ``qk`` ``[B, T, 2, H, hd]`` (fp32, no autograd) in a few passes.
 
         ``rope(g * u * r) = r * (u * a + swap(u) * b)`` with ``r = rsqrt(mean(u^2) + eps)`` per
         head and the gains ``g`` folded into the tables (``ops.rope.fold_rope_tables``): four
@@ -250,15 +251,11 @@ class ViT5Attention(nn.Module):
         else:
             weight = torch.ones(1, 1, self.head_dim, device=qk.device)
         a, b = fold_rope_tables(self.rope_cos, self.rope_sin, weight, self.rope_impl)  # (T, 2, 1, hd)
-        out = qk * a
-        if torch.is_grad_enabled():
-            out = torch.addcmul(out, swap_partners(qk, self.rope_impl), b)
-        else:
-            out.addcmul_(swap_partners(qk, self.rope_impl), b)
+        out = (qk * a).addcmul_(swap_partners(qk, self.rope_impl), b)
         if not self.qk_norm:
             return out
         r = torch.rsqrt(qk.pow(2).mean(dim=-1, keepdim=True) + self.q_norm.eps)  # (B, T, 2, H, 1)
-        return out * r if torch.is_grad_enabled() else out.mul_(r)
+        return out.mul_(r)
 
     def flop_count(self, num_tokens: int, inference: bool = False) -> int:
         """``8TD^2 + 4T^2D + 4TD`` plus the q/k norms (``3 T hd`` each for RMSNorm(hd)).

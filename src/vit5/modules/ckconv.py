@@ -75,6 +75,16 @@ class CKConvND(nn.Module):
         fft_backend: ``"torch_fft"``. Other names (the reference's CUDA ``"subq_ops"``,
             ``"subq_ops_fused"``) are accepted, logged once, and run the PyTorch FFT path in fp32.
 
+    Execution paths (same results up to fp32 rounding; the choice never depends on the batch):
+
+    * training / autograd, zero padding: :func:`~vit5.ops.fftconv.fft_conv_zero_lowmem`, whose
+      backward keeps the input instead of its spectrum (about 4x less activation memory);
+    * eval mode without autograd or conditioning: the kernel's spectrum is cached (keyed on the
+      input size and the data pointers and version counters of the kernel's and mask's tensors,
+      so optimiser steps, ``load_state_dict`` and ``.to()`` invalidate it; ``train()`` drops it).
+      For channels-last input on small grids (``C T^2`` fp32 <= :data:`DENSE_MAX_BYTES`) the
+      cached object is the dense ``[C, T, T]`` operator instead, applied as one batched GEMM.
+
     Shapes:
         ``forward(x [B, *S, C]) -> [B, *S, C]``, or ``[B, C, *S] -> [B, C, *S]`` with
         ``is_bhl_input=True``. ``conditioning`` (``[B, cond]``) is passed to the kernel (FiLM).
