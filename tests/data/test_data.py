@@ -206,3 +206,40 @@ def test_subsets_are_fixed(tmp_path):
     assert len(a) == 100 and len(b) == 50 and np.array_equal(a.labels, c.labels)
     with pytest.raises(ValueError, match="positive int"):
         build_datasets("digits", max_train_images=0)
+
+
+def test_array_transform_crops_flips_and_normalises():
+    import random
+
+    from vit5.data.transforms import ArrayTransform
+
+    image = np.arange(36, dtype=np.uint8).reshape(6, 6, 1)
+    plain = ArrayTransform("none", (0.5,), (0.25,), padding=2)(image, random.Random(0))
+    torch.testing.assert_close(plain[0], (torch.from_numpy(image[..., 0]).float() / 255 - 0.5) / 0.25)
+    seen_flip = seen_shift = False
+    for seed in range(40):
+        out = ArrayTransform("crop-flip", (0.0,), (1.0,), padding=2)(image, random.Random(seed))[0] * 255
+        assert out.shape == (6, 6)
+        padded = np.pad(image[..., 0], 2).astype(np.float32)
+        windows = [padded[i : i + 6, j : j + 6] for i in range(5) for j in range(5)]
+        matches = [np.allclose(out.numpy(), w, atol=1e-3) for w in windows]
+        flipped = [np.allclose(out.numpy(), w[:, ::-1], atol=1e-3) for w in windows]
+        assert any(matches) or any(flipped)
+        seen_flip |= any(flipped) and not any(matches)
+        seen_shift |= not matches[12] and not flipped[12]
+        shift = (
+            ArrayTransform("shift", (0.0,), (1.0,), padding=2)(image, random.Random(seed))[0].numpy() * 255
+        )
+        assert any(np.allclose(shift, w, atol=1e-3) for w in windows)  # never flipped
+    assert seen_flip and seen_shift
+
+
+def test_array_and_torchvision_eval_paths_agree():
+    from vit5.data import eval_transform
+
+    train_set, test_set, spec = build_datasets("digits")
+    x_array = test_set[0][0]
+    image = Image.fromarray(test_set.source.images[0][..., 0])
+    x_pil = eval_transform(spec.image_size, spec.mean, spec.std, 1)(image)
+    assert x_pil.shape == x_array.shape
+    torch.testing.assert_close(x_pil, x_array, atol=1e-5, rtol=0)

@@ -20,7 +20,14 @@ from vit5.data.sources import (
     load_fashion_mnist,
     load_image_folder,
 )
-from vit5.data.transforms import AUGMENTATIONS, eval_transform, train_transform
+from vit5.data.transforms import (
+    ARRAY_AUGMENTATIONS,
+    AUGMENTATIONS,
+    ArrayTransform,
+    eval_transform,
+    resize_array,
+    train_transform,
+)
 
 __all__ = [
     "AUGMENTATIONS",
@@ -155,8 +162,16 @@ def build_datasets(
         std=tuple(defaults["std"]),
         class_names=class_names,
     )
-    train_tf = train_transform(augment, image_size, spec.mean, spec.std, spec.in_channels)
-    test_tf = eval_transform(image_size, spec.mean, spec.std, spec.in_channels, spec.crop_ratio)
+    if isinstance(train, ArraySplit) and augment in ARRAY_AUGMENTATIONS and spec.crop_ratio == 1.0:
+        # In-memory images: resize once, then augment with the fast NumPy path.
+        train = ArraySplit(resize_array(train.images, image_size), train.labels)
+        test = ArraySplit(resize_array(test.images, image_size), test.labels)
+        padding = max(1, image_size // 8)
+        train_tf: object = ArrayTransform(augment, spec.mean, spec.std, padding)
+        test_tf: object = ArrayTransform("none", spec.mean, spec.std, padding)
+    else:
+        train_tf = train_transform(augment, image_size, spec.mean, spec.std, spec.in_channels)
+        test_tf = eval_transform(image_size, spec.mean, spec.std, spec.in_channels, spec.crop_ratio)
     return (
         ImageDataset(train, train_tf, seed=seed, skip_bad_images=skip_bad_images),
         ImageDataset(test, test_tf, seed=seed, skip_bad_images=skip_bad_images),

@@ -1,11 +1,11 @@
-"""Image transforms (torchvision v2): evaluation preprocessing and the training augmentations.
+"""Image transforms: evaluation preprocessing and the training augmentations.
 
 Augmentation recipes (``augment=``):
 
 * ``"none"`` — only the evaluation preprocessing;
-* ``"shift"`` — small random translations/rotations/scaling (digits: no flips, a flipped 2 is no 2);
-* ``"crop-flip"`` — random crop with ``image_size // 8`` zero padding + horizontal flip (CIFAR,
-  Fashion-MNIST);
+* ``"shift"`` — random translation by up to ``image_size // 8`` pixels (a random crop of the
+  zero-padded image), no flips (digits: a flipped 2 is no 2);
+* ``"crop-flip"`` — the same plus a horizontal flip with probability 1/2 (CIFAR, Fashion-MNIST);
 * ``"crop-flip-randaug"`` — the same plus RandAugment (2 ops, magnitude 9);
 * ``"rrc-3aug"`` — random-resized-crop + flip + "3-Augment" (one of grayscale / solarize / blur per
   image) + color jitter 0.3: the ViT-5 / DeiT-III ImageNet recipe;
@@ -14,12 +14,61 @@ Augmentation recipes (``augment=``):
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
 
 AUGMENTATIONS = ("none", "shift", "crop-flip", "crop-flip-randaug", "rrc-3aug", "rrc-randaug")
+# Recipes that ArrayTransform runs directly on in-memory arrays (no per-sample torchvision call).
+ARRAY_AUGMENTATIONS = ("none", "shift", "crop-flip")
+
+
+def resize_array(images: np.ndarray, size: int) -> np.ndarray:
+    """Resize uint8 images ``[N, H, W, C]`` so the short side is ``size`` and center-crop a square
+    (bilinear, antialiased; the same geometry as :func:`eval_transform`)."""
+    if images.shape[1] == images.shape[2] == size:
+        return images
+    tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)  # (N, C, H, W)
+    tensor = TF.center_crop(TF.resize(tensor, size, antialias=True), [size, size])
+    return tensor.permute(0, 2, 3, 1).contiguous().numpy()
+
+
+class ArrayTransform:
+    """Fast per-sample preprocessing of uint8 ``[H, W, C]`` arrays already at the model resolution.
+
+    ``"shift"`` takes a random ``H x W`` crop of the image zero-padded by ``padding`` pixels,
+    ``"crop-flip"`` also flips horizontally with probability 1/2, ``"none"`` only normalises. The
+    randomness comes from the ``random.Random`` passed in (seeded per sample by the dataset). About
+    20x faster than the equivalent torchvision pipeline on 28x28 images, which matters when each
+    image costs less to train on than to decode.
+    """
+
+    def __init__(self, augment: str, mean: Sequence[float], std: Sequence[float], padding: int) -> None:
+        if augment not in ARRAY_AUGMENTATIONS:
+            raise ValueError(f"ArrayTransform supports {ARRAY_AUGMENTATIONS}, got {augment!r}")
+        self.augment = augment
+        self.padding = padding if augment != "none" else 0
+        self.scale = (1.0 / (255.0 * np.asarray(std, dtype=np.float32))).reshape(1, 1, -1)
+        self.offset = (np.asarray(mean, dtype=np.float32) / np.asarray(std, dtype=np.float32)).reshape(
+            1, 1, -1
+        )
+
+    def __call__(self, image: np.ndarray, rng: random.Random) -> torch.Tensor:
+        if self.padding:
+            p = self.padding
+            H, W = image.shape[:2]
+            top, left = rng.randrange(2 * p + 1), rng.randrange(2 * p + 1)
+            padded = np.zeros((H + 2 * p, W + 2 * p, image.shape[2]), dtype=image.dtype)
+            padded[p : p + H, p : p + W] = image
+            image = padded[top : top + H, left : left + W]
+            if self.augment == "crop-flip" and rng.random() < 0.5:
+                image = image[:, ::-1]
+        normalised = image.astype(np.float32) * self.scale - self.offset  # (H, W, C)
+        return torch.from_numpy(np.ascontiguousarray(normalised.transpose(2, 0, 1)))  # (C, H, W)
 
 
 def _channels(in_channels: int) -> list[v2.Transform]:
