@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from vit5.config import LazyConfig, instantiate
+from vit5.config import LazyConfig, instantiate, load_config, locate
+from vit5.modules.resampled_kernel import ResampledSIRENKernelND
 from vit5.modules.siren import SIRENKernelND
 from vit5.networks.presets import build_vit5, model_config, preset_arguments
-from vit5.networks.resampled_kernel import ResampledSIRENKernelND
 from vit5.networks.resize import resample_pos_embed, resize_config, resize_model, resize_state_dict
 from vit5.ops.rope import rope_angles_2d
 
@@ -202,6 +202,19 @@ def test_resampled_kernel_at_its_training_grid_is_the_siren():
         ResampledSIRENKernelND(**{**args, "data_dim": 1, "L_cache": 4})
     with pytest.raises(ValueError, match="sample_scale must be > 0"):
         ResampledSIRENKernelND(**args, sample_scale=0.0)
+
+
+def test_resampled_kernel_keeps_its_former_config_path(tmp_path):
+    """Configs saved before the move name ``vit5.networks.resampled_kernel``; they still build."""
+    old_path = "vit5.networks.resampled_kernel.ResampledSIRENKernelND"
+    assert locate(old_path) is ResampledSIRENKernelND
+    path = tmp_path / "kernel.yaml"
+    path.write_text(
+        f"__target__: {old_path}\nout_dim: 6\ndata_dim: 2\nmlp_hidden_dim: 8\nnum_layers: 3\n"
+        "embedding_dim: 8\nomega_0: 10.0\nL_cache: [5, 4]\nuse_bias: true\nsample_scale: 1.5\n"
+    )
+    kernel = instantiate(load_config(path))
+    assert isinstance(kernel, ResampledSIRENKernelND) and kernel.sample_scale == 1.5
 
 
 def test_errors():

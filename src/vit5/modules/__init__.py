@@ -13,6 +13,7 @@ from vit5.modules.mlp import MLP
 from vit5.modules.norms import GlobalResponseNorm, L2Norm, RMSNorm
 from vit5.modules.qkv_mixer import QKVSequenceMixer
 from vit5.modules.register import RegisterCompressConcat, RegisterPooling
+from vit5.modules.resampled_kernel import ResampledSIRENKernelND
 from vit5.modules.siren import SIRENKernelND
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "RMSNorm",
     "RegisterCompressConcat",
     "RegisterPooling",
+    "ResampledSIRENKernelND",
     "SIRENKernelND",
     "ViT5Attention",
     "ViT5HyenaAdapter",

@@ -17,8 +17,8 @@ from vit5.modules.hyena import Hyena
 from vit5.modules.mlp import MLP
 from vit5.modules.norms import L2Norm, RMSNorm
 from vit5.modules.qkv_mixer import QKVSequenceMixer
+from vit5.modules.resampled_kernel import ResampledSIRENKernelND
 from vit5.modules.siren import SIRENKernelND
-from vit5.networks.resampled_kernel import ResampledSIRENKernelND
 from vit5.ops.init import (
     partial_wang_init_fn_with_num_layers,
     small_init_factory,
@@ -98,7 +98,7 @@ def hyena_mixer_config(
         L_cache: Kernel coordinate cache: ``g`` for a ``g x g`` grid, ``[rows, g]`` with padding.
         num_layers: Network depth, for the output projection's Wang init.
         kernel_sample_grid: Resolution change: the grid the kernels were trained at; they are then
-            :class:`~vit5.networks.resampled_kernel.ResampledSIRENKernelND` (same parameters).
+            :class:`~vit5.modules.resampled_kernel.ResampledSIRENKernelND` (same parameters).
         kernel_sample_scale: Resolution change: current grid / training grid.
     """
     D = hidden_dim

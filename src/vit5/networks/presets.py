@@ -89,7 +89,7 @@ def vit5_config(
       current grid is rescaled to (``arange(g) * L0 / g``). ``None`` means the construction grid.
     * ``kernel_sample_grid`` / ``kernel_sample_scale``: Hyena kernels trained on the grid
       ``kernel_sample_grid`` (``[rows, g]``) are evaluated there and resampled for an image scaled
-      by ``kernel_sample_scale`` (:class:`~vit5.networks.resampled_kernel.ResampledSIRENKernelND`).
+      by ``kernel_sample_scale`` (:class:`~vit5.modules.resampled_kernel.ResampledSIRENKernelND`).
     """
     for name, value in (("hidden_dim", hidden_dim), ("num_blocks", num_blocks), ("num_heads", num_heads)):
         positive_int(name, value)

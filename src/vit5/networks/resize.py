@@ -14,7 +14,7 @@ unchanged except ``pos_embed``:
 
   - ``"resample"`` (default): the SIREN is evaluated on the training grid (exactly the trained taps)
     and the kernel is resampled bicubically for the image scale ``g' / g``, times the area factor
-    ``(g / g')^2`` (:class:`~vit5.networks.resampled_kernel.ResampledSIRENKernelND`). Like the RoPE
+    ``(g / g')^2`` (:class:`~vit5.modules.resampled_kernel.ResampledSIRENKernelND`). Like the RoPE
     rule, the kernel follows the image content; it works whatever the SIREN's frequency.
   - ``"stretch"``: the SIREN is evaluated on the new grid over the same coordinate range
     (``L_cache`` of the new grid). Exact for smooth kernels, but a SIREN with ``omega_0 = 10``
@@ -48,9 +48,9 @@ from vit5.config import TARGET_KEY, ConfigNode, instantiate, locate, resolve, ta
 from vit5.modules.adapter import ViT5HyenaAdapter
 from vit5.modules.attention import ViT5Attention
 from vit5.modules.ckconv import CKConvND
+from vit5.modules.resampled_kernel import ResampledSIRENKernelND
 from vit5.modules.siren import SIRENKernelND
 from vit5.networks.presets import build_vit5, hyena_l_cache, vit5_config
-from vit5.networks.resampled_kernel import ResampledSIRENKernelND
 from vit5.networks.vit5_classification import ViT5ClassificationNet
 
 __all__ = ["HYENA_KERNEL_MODES", "resample_pos_embed", "resize_config", "resize_model", "resize_state_dict"]

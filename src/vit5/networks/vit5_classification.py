@@ -10,9 +10,15 @@ from torch import nn
 
 from vit5._validation import boolean, choice, positive_int, probability
 from vit5.config import instantiate
-from vit5.modules.adapter import ViT5HyenaAdapter
-from vit5.modules.attention import ViT5Attention
 from vit5.modules.norms import no_weight_decay
+from vit5.networks.classification_checks import (
+    block_needs_padding,
+    check_images,
+    check_neck,
+    check_out_norm,
+    check_padding_types,
+    check_pattern,
+)
 
 READOUTS = ("cls", "gap", "register_concat")
 DROP_PATH_SCHEDULES = ("constant", "linear")
@@ -112,15 +118,15 @@ class ViT5ClassificationNet(nn.Module):
         self.readout = choice("readout", readout, READOUTS)
         if image_size % patch_size:
             raise ValueError(f"image_size ({image_size}) must be divisible by patch_size ({patch_size})")
-        self.neck_dim = self._check_neck(neck_compression_ratio)
-        self.layer_pattern = self._check_pattern(block_cfg, layer_pattern, layer_types)
+        self.neck_dim = check_neck(self.readout, neck_compression_ratio, self.num_registers, self.hidden_dim)
+        self.layer_pattern = check_pattern(block_cfg, layer_pattern, layer_types, self.num_blocks)
         choice("drop_path_schedule", drop_path_schedule, DROP_PATH_SCHEDULES)
         max_drop_path_rate = probability("max_drop_path_rate", max_drop_path_rate)
         choice("reg_init", reg_init, REG_INITS)
         self.reg_init = reg_init
         dropout_rate = probability("dropout_rate", dropout_rate, allow_one=False)
         boolean("head_bias", head_bias)
-        padding_types = self._check_padding_types(padding_types)
+        padding_types = check_padding_types(padding_types)
 
         grid = image_size // patch_size
         self._grid_w = grid
@@ -150,129 +156,27 @@ class ViT5ClassificationNet(nn.Module):
             instantiate(cfg, drop_path_rate=rate, register_start_idx=register_start_idx)
             for cfg, rate in zip(configs, self.drop_path_rates)
         )
-        self._block_needs_padding = [self._needs_padding(i, padding_types) for i in range(num_blocks)]
+        self._block_needs_padding = [
+            block_needs_padding(
+                block,
+                index,
+                layer_pattern=self.layer_pattern,
+                padding_types=padding_types,
+                pad_size=self._pad_size,
+                num_non_pad=self._num_non_pad,
+                grid_w=self._grid_w,
+                use_cls_token=self.use_cls_token,
+                num_registers=self.num_registers,
+                readout=self.readout,
+            )
+            for index, block in enumerate(self.blocks)
+        ]
         self.register_neck = nn.Linear(hidden_dim, self.neck_dim, bias=False) if self.neck_dim else None
         self.out_norm = no_weight_decay(instantiate(norm_cfg))
-        self._check_out_norm()
+        check_out_norm(self.out_norm, self.head_dim, self.readout)
         self.dropout = nn.Dropout(dropout_rate) if dropout_rate > 0 else nn.Identity()
         self.out_proj = nn.Linear(self.head_dim, num_classes, bias=head_bias)
         self._init_weights()
-
-    # ------------------------------------------------------------------------------------------
-    # Construction checks
-
-    def _check_neck(self, ratio: int | None) -> int | None:
-        if self.readout != "register_concat":
-            return None
-        if ratio is None:
-            raise ValueError("neck_compression_ratio is required when readout='register_concat'")
-        positive_int("neck_compression_ratio", ratio)
-        if self.num_registers == 0:
-            raise ValueError("num_registers must be > 0 for readout='register_concat', got 0")
-        if self.hidden_dim % ratio:
-            raise ValueError(
-                f"hidden_dim ({self.hidden_dim}) must be divisible by neck_compression_ratio ({ratio})"
-            )
-        return self.hidden_dim // ratio
-
-    def _check_pattern(self, block_cfg: Any, pattern: str | None, layer_types: Mapping | None) -> str | None:
-        if pattern is None:
-            if layer_types is not None:
-                raise ValueError(
-                    "layer_types is only used together with layer_pattern; got layer_types without it"
-                )
-            if block_cfg is None:
-                raise ValueError("either block_cfg or layer_pattern + layer_types must be given; got neither")
-            return None
-        if not isinstance(pattern, str):
-            raise TypeError(f"layer_pattern must be a str such as 'HA' * 6, got {pattern!r}")
-        if block_cfg is not None:
-            raise ValueError("block_cfg and layer_pattern are mutually exclusive; give one of them")
-        if not isinstance(layer_types, Mapping) or not layer_types:
-            raise ValueError(
-                f"layer_types (a dict char -> block config) is required with layer_pattern, got {layer_types!r}"
-            )
-        if len(pattern) != self.num_blocks:
-            raise ValueError(
-                f"layer_pattern length ({len(pattern)}) must equal num_blocks ({self.num_blocks})"
-            )
-        unknown = sorted(set(pattern) - set(layer_types))
-        if unknown:
-            raise ValueError(
-                f"layer_pattern {pattern!r} uses {unknown} which are not keys of layer_types {sorted(layer_types)}"
-            )
-        return pattern
-
-    def _check_padding_types(self, padding_types: Any) -> set[str]:
-        if padding_types is None:
-            return {"H"}
-        if isinstance(padding_types, str):
-            return set(padding_types)
-        try:
-            items = set(padding_types)
-        except TypeError:
-            raise TypeError(
-                f"padding_types must be a set of layer_pattern characters, got {padding_types!r}"
-            ) from None
-        if not all(isinstance(item, str) for item in items):
-            raise TypeError(
-                f"padding_types must contain layer_pattern characters (str), got {padding_types!r}"
-            )
-        return items
-
-    def _needs_padding(self, index: int, padding_types: set[str]) -> bool:
-        block = self.blocks[index]
-        mixer = getattr(block, "sequence_mixer", None)
-        is_grid = isinstance(mixer, ViT5HyenaAdapter)
-        where = f"block {index}" + (f" ({self.layer_pattern[index]!r})" if self.layer_pattern else "")
-        if self.layer_pattern is None:
-            needs = is_grid
-        else:
-            needs = self.layer_pattern[index] in padding_types
-            if self._pad_size and is_grid and not needs:
-                raise ValueError(
-                    f"{where} is a 2D grid mixer but its letter is not in padding_types "
-                    f"{sorted(padding_types)}: it would get {self._num_non_pad} tokens, not a multiple of "
-                    f"the grid width {self._grid_w}. Add it to padding_types."
-                )
-            if self._pad_size and isinstance(mixer, ViT5Attention) and needs:
-                raise ValueError(
-                    f"{where} is an attention block but its letter is in padding_types {sorted(padding_types)}; "
-                    "attention blocks must not receive the padding tokens"
-                )
-        if is_grid and mixer.grid_w != self._grid_w:
-            raise ValueError(
-                f"{where}: ViT5HyenaAdapter grid_w={mixer.grid_w} must equal the patch grid width {self._grid_w}"
-            )
-        if isinstance(mixer, ViT5Attention):
-            expected = {
-                "has_cls": self.use_cls_token,
-                "num_registers": self.num_registers,
-                "num_patches_h": self._grid_w,
-                "num_patches_w": self._grid_w,
-            }
-            wrong = {
-                key: getattr(mixer, key) for key, value in expected.items() if getattr(mixer, key) != value
-            }
-            if wrong:
-                raise ValueError(
-                    f"{where}: ViT5Attention settings {wrong} disagree with the network, which needs {expected} "
-                    f"(readout={self.readout!r}, num_registers={self.num_registers}, "
-                    f"image_size/patch_size={self._grid_w})"
-                )
-        return needs
-
-    def _check_out_norm(self) -> None:
-        weight = getattr(self.out_norm, "weight", None)
-        if isinstance(weight, torch.Tensor) and weight.ndim == 1 and weight.shape[0] != self.head_dim:
-            detail = (
-                f"num_registers * hidden_dim / neck_compression_ratio = {self.head_dim} for readout='register_concat'"
-                if self.readout == "register_concat"
-                else f"hidden_dim = {self.head_dim}"
-            )
-            raise ValueError(
-                f"norm_cfg builds a norm of width {weight.shape[0]}, but the readout width is {detail}"
-            )
 
     @torch.no_grad()
     def _init_weights(self) -> None:
@@ -300,33 +204,9 @@ class ViT5ClassificationNet(nn.Module):
     # ------------------------------------------------------------------------------------------
     # Forward
 
-    def _check_input(self, x: Any) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"input must be a torch.Tensor [B, H, W, C], got {type(x).__name__}")
-        expected = (self.image_size, self.image_size, self.in_channels)
-        if x.ndim != 4 or tuple(x.shape[1:]) != expected:
-            hint = ""
-            if x.ndim == 4 and x.shape[1] == self.in_channels and x.shape[-1] != self.in_channels:
-                hint = " (it looks channels-first; the network takes channels-last: x.permute(0, 2, 3, 1))"
-            raise ValueError(
-                f"input must have shape [B, {self.image_size}, {self.image_size}, {self.in_channels}] "
-                f"(channels-last), got {tuple(x.shape)}{hint}"
-            )
-        if not x.is_floating_point():
-            raise ValueError(
-                f"input must be a floating-point tensor, got {x.dtype} (convert images, e.g. x.float() / 255)"
-            )
-        if x.shape[0] == 0:
-            raise ValueError("input is an empty batch (B = 0)")
-        # One reduction over the input: a NaN would otherwise surface as NaN logits far downstream.
-        if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
-            bad = int((~torch.isfinite(x)).sum())
-            raise ValueError(f"input contains {bad} NaN or infinite values; check the data pipeline")
-        return x
-
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Channels-last images ``[B, H, W, C]`` -> the full token sequence ``[B, T, D]``."""
-        x = self._check_input(x).to(self.patch_embed.weight.dtype)
+        x = check_images(x, self.image_size, self.in_channels).to(self.patch_embed.weight.dtype)
         B = x.shape[0]
         x = self.patch_embed(x.permute(0, 3, 1, 2))  # (B, D, g, g)
         x = x.flatten(2).transpose(1, 2) + self.pos_embed.to(x.dtype)  # (B, Np, D)

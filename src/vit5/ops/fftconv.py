@@ -18,24 +18,26 @@ for the zero and circular modes):
   ``y[i] = sum_j x[j] * k_pad[(i - j + (K - 1) // 2) mod N]``; implemented with a phase ramp on
   the kernel spectrum instead of a spatial roll.
 * :func:`fft_conv_mixed` — a per-axis choice of the two above (``periodic`` flags).
+* :func:`fft_conv_zero_lowmem` — :func:`fft_conv_zero` with a memory-lean backward for training.
 
 :func:`fft_conv` dispatches on a padding string / per-axis list and optionally processes the
 channels in chunks (bit-identical, lower peak memory).
 
-Each of them is :func:`plan_fft_conv` (FFT sizes, crop, centring) + :func:`kernel_spectrum` +
-:func:`apply_spectrum`; callers that convolve many inputs with one kernel (``CKConvND`` in eval
-mode) keep the spectrum and call :func:`apply_spectrum` alone. Results are the same bits whatever
-the batch size or channel chunking (see :func:`_cmul`).
+Each of them is :func:`~vit5.ops.fftplan.plan_fft_conv` (FFT sizes, crop, centring) +
+:func:`~vit5.ops.fftplan.kernel_spectrum` + :func:`~vit5.ops.fftplan.apply_spectrum`, from
+:mod:`vit5.ops.fftplan` and re-exported here; callers that convolve many inputs with one kernel
+(``CKConvND`` in eval mode) keep the spectrum and call :func:`apply_spectrum` alone. Results are
+the same bits whatever the batch size or channel chunking (see :func:`vit5.ops.fftplan._cmul`).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from vit5.ops.fftplan import FFTConvPlan, _crop, apply_spectrum, kernel_spectrum, plan_fft_conv
 
 __all__ = [
     "PADDING_MODES",
@@ -101,159 +103,6 @@ def _check(x: torch.Tensor, kernel: torch.Tensor) -> int:
     if not x.is_floating_point() or not kernel.is_floating_point():
         raise TypeError(f"fft convolutions need floating-point tensors, got {x.dtype} and {kernel.dtype}")
     return data_dim
-
-
-def _crop(y: torch.Tensor, starts: Sequence[int], sizes: Sequence[int]) -> torch.Tensor:
-    index = (Ellipsis, *(slice(start, start + size) for start, size in zip(starts, sizes)))
-    return y[index]
-
-
-def _frequencies(size: int, last: bool, device: torch.device) -> torch.Tensor:
-    if last:
-        return torch.fft.rfftfreq(size, dtype=torch.float32, device=device)
-    return torch.fft.fftfreq(size, dtype=torch.float32, device=device)
-
-
-def _axis_view(values: torch.Tensor, axis: int, data_dim: int) -> torch.Tensor:
-    shape = [1] * data_dim
-    shape[axis] = -1
-    return values.view(shape)
-
-
-def _summed_phase_ramp(shifts: Sequence[int], sizes: Sequence[int], device: torch.device) -> torch.Tensor:
-    """``exp(-2 pi i sum_a s_a f_a)`` on the rfftn grid (phases summed first), complex64."""
-    data_dim = len(sizes)
-    phase = None
-    for axis, (shift, size) in enumerate(zip(shifts, sizes)):
-        term = _axis_view(shift * _frequencies(size, axis == data_dim - 1, device), axis, data_dim)
-        phase = term if phase is None else phase + term
-    angle = (-2.0 * math.pi) * phase
-    return torch.complex(torch.cos(angle), torch.sin(angle))
-
-
-def _axis_phase_ramp(shift: int, size: int, axis: int, data_dim: int, device: torch.device) -> torch.Tensor:
-    angle = (-2.0 * math.pi) * (shift * _frequencies(size, axis == data_dim - 1, device))
-    return _axis_view(torch.complex(torch.cos(angle), torch.sin(angle)), axis, data_dim)
-
-
-def _split(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(re(b) + 0i, 0 + i im(b))``: the two halves :func:`_cmul` multiplies by."""
-    zero = torch.zeros_like(b.real)
-    return torch.complex(b.real, zero), torch.complex(zero, b.imag)
-
-
-def _cmul(a: torch.Tensor, b: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Complex product ``a * b`` with every real product and sum rounded once (broadcasting).
-
-    ATen's vectorised complex multiply rounds differently from its scalar tail loop (which may
-    fuse a multiply-add), so ``a * b`` would depend on how many elements a call processes (batch
-    size, channel chunk, thread split). A complex factor with a zero real or imaginary part has
-    one exact-zero product per component, so ``a * (re b)`` and ``a * (i im b)`` are rounded
-    the same way by every code path; their sum is ``(ar br - ai bi) + i (ai br + ar bi)`` with
-    each product and the sum rounded once — the same bits as the four real products. Three
-    vectorised passes instead of seven strided ones. ``b`` may be given pre-split (:func:`_split`).
-    """
-    b_re, b_im = _split(b) if isinstance(b, torch.Tensor) else b
-    out = a * b_re
-    return out.add_(a * b_im)
-
-
-@dataclass(frozen=True)
-class FFTConvPlan:
-    """FFT sizes, crop and centring of one convolution (from :func:`plan_fft_conv`).
-
-    Attributes:
-        signal: Spatial size ``S`` of the input (and output) per axis.
-        taps: Kernel taps ``K`` per axis.
-        sizes: FFT size per axis.
-        starts: Crop start per axis (``K // 2`` zero, ``0`` causal and circular).
-        shifts: Phase-ramp shift per axis (``-((K - 1) // 2)`` circular, else ``0``).
-        summed_ramp: All axes circular: one ramp of summed phases (else a product of per-axis
-            ramps), as :func:`fft_conv_circular` / :func:`fft_conv_mixed` compute them.
-    """
-
-    signal: tuple[int, ...]
-    taps: tuple[int, ...]
-    sizes: tuple[int, ...]
-    starts: tuple[int, ...]
-    shifts: tuple[int, ...]
-    summed_ramp: bool
-
-    @property
-    def dims(self) -> tuple[int, ...]:
-        return tuple(range(-len(self.sizes), 0))
-
-
-def plan_fft_conv(
-    signal: Sequence[int], taps: Sequence[int], periodic: Sequence[bool], causal: bool = False
-) -> FFTConvPlan:
-    """Plan a convolution of an ``S``-sized signal with a ``K``-tap kernel (see the module doc).
-
-    Raises:
-        ValueError: too many taps for the mode on some axis.
-    """
-    signal, taps, periodic = tuple(signal), tuple(taps), tuple(bool(p) for p in periodic)
-    if causal:
-        what, limits = "causal", [n for n in signal]
-    elif all(periodic):
-        what, limits = "circular padding", [n for n in signal]
-    elif not any(periodic):
-        what, limits = "zero padding", [2 * n - 1 for n in signal]
-    else:
-        what, limits = "mixed padding", [n if p else 2 * n - 1 for n, p in zip(signal, periodic)]
-    for axis, (k, n, limit) in enumerate(zip(taps, signal, limits)):
-        if k > limit:
-            raise ValueError(
-                f"{what}: kernel axis {axis} has {k} taps, at most {limit} allowed for an input of size {n} "
-                f"(taps {taps}, signal {signal})"
-            )
-    if causal:
-        sizes = tuple(min(n + k, 2 * n) for n, k in zip(signal, taps))
-        starts, shifts = (0,) * len(signal), (0,) * len(signal)
-    else:
-        sizes = tuple(n if p else min(n + (k + 1) // 2, 2 * n) for n, k, p in zip(signal, taps, periodic))
-        starts = tuple(0 if p else k // 2 for k, p in zip(taps, periodic))
-        shifts = tuple(-((k - 1) // 2) if p else 0 for k, p in zip(taps, periodic))
-    return FFTConvPlan(signal, taps, sizes, starts, shifts, summed_ramp=all(periodic) and not causal)
-
-
-def kernel_spectrum(kernel: torch.Tensor, plan: FFTConvPlan) -> tuple[torch.Tensor, torch.Tensor]:
-    """The kernel's fp32 spectrum (centring phase ramp included), split for :func:`_cmul`.
-
-    Args:
-        kernel: ``[1|B, C, *K]`` kernel.
-        plan: From :func:`plan_fft_conv`.
-
-    Returns:
-        ``(re + 0i, 0 + i im)``, each ``[1|B, C, *F']`` complex64 (``F'`` = rfftn grid). Reusable
-        for any input of the planned size (e.g. cached while the kernel does not change).
-    """
-    k_f = torch.fft.rfftn(kernel.float(), s=plan.sizes, dim=plan.dims)  # (1|B, C, *F')
-    data_dim = len(plan.sizes)
-    if any(plan.shifts):
-        if plan.summed_ramp:
-            k_f = _cmul(k_f, _summed_phase_ramp(plan.shifts, plan.sizes, kernel.device))
-        else:
-            ramp = None
-            for axis, (shift, size) in enumerate(zip(plan.shifts, plan.sizes)):
-                if shift:
-                    axis_ramp = _axis_phase_ramp(shift, size, axis, data_dim, kernel.device)
-                    ramp = axis_ramp if ramp is None else _cmul(ramp, axis_ramp)
-            k_f = _cmul(k_f, ramp)
-    return _split(k_f)
-
-
-def apply_spectrum(
-    x: torch.Tensor, spectrum: tuple[torch.Tensor, torch.Tensor], plan: FFTConvPlan
-) -> torch.Tensor:
-    """Convolve ``x`` ``[B, C, *S]`` with a kernel given by its :func:`kernel_spectrum`.
-
-    Returns:
-        ``[B, C, *S]`` in ``x.dtype`` (a view into the fp32 inverse transform when ``x`` is fp32).
-    """
-    x_f = torch.fft.rfftn(x.float(), s=plan.sizes, dim=plan.dims)  # (B, C, *F')
-    y = torch.fft.irfftn(_cmul(x_f, spectrum), s=plan.sizes, dim=plan.dims)  # (B, C, *F)
-    return _crop(y, plan.starts, plan.signal).to(x.dtype)
 
 
 def _convolve(x: torch.Tensor, kernel: torch.Tensor, periodic: Sequence[bool], causal: bool) -> torch.Tensor:
