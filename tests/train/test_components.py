@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -110,3 +111,28 @@ def test_metrics_log_truncate_and_plots(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     confusion = plot_confusion(torch.tensor([[3, 1], [0, 4]]).numpy(), ["a", "b"], tmp_path / "c.png")
     assert confusion.stat().st_size > 1000
+
+
+@pytest.mark.parametrize("value", ["none", "null"])
+def test_augment_none_override_means_no_augmentation(tmp_path, value):
+    # `data.augment=none` parses to None; it used to fall back to the dataset's default augmentation.
+    from vit5.config import apply_overrides
+    from vit5.train.loop import Trainer
+
+    cfg = apply_overrides(default_run_config("digits"), [f"data.augment={value}", "schedule.epochs=1"])
+    trainer = Trainer(cfg, tmp_path / "run")
+    train_set, test_set = trainer.train_set, trainer.test_set
+    first = torch.stack([train_set[i][0] for i in range(8)])
+    train_set.set_epoch(1)
+    assert torch.equal(first, torch.stack([train_set[i][0] for i in range(8)]))  # no random transform
+    rng = np.random.default_rng(0)
+    raw = torch.stack([test_set.transform(train_set.source.images[i], rng) for i in range(8)])
+    assert torch.equal(first, raw)
+
+
+def test_unknown_augmentation_is_a_config_error():
+    from vit5.config import apply_overrides
+    from vit5.train.recipes import validate_run_config
+
+    with pytest.raises(ValueError, match=r"data.augment must be none or one of .*crop-flip.*got 'flips'"):
+        validate_run_config(finalize(apply_overrides(default_run_config("digits"), ["data.augment=flips"])))

@@ -73,7 +73,7 @@ class Trainer:
         validate_run_config(resolved)
         data_cfg = resolved.data
         self.train_set, self.test_set, self.spec = build_datasets(
-            data_cfg.dataset, data_cfg.get("data_dir"), data_cfg.get("image_size"), data_cfg.get("augment"),
+            data_cfg.dataset, data_cfg.get("data_dir"), data_cfg.get("image_size"), data_cfg.get("augment") or "none",
             download=bool(data_cfg.get("download")) and self.ctx.is_main, seed=resolved.train.seed,
             skip_bad_images=bool(data_cfg.get("skip_bad_images")), max_train_images=data_cfg.get("max_train_images"),
             max_test_images=data_cfg.get("max_test_images"),

@@ -6,6 +6,7 @@ A run config is a tree with five sections; every key can be changed with a dotte
     model     a LazyConfig building the network (by default ``build_vit5(**preset arguments)``,
               whose ``image_size``, ``in_channels`` and ``num_classes`` follow the ``data`` section)
     data      dataset, data_dir, image_size, augment, batch_size, eval_batch_size, num_workers, ...
+              (``augment``: one of vit5.data.AUGMENTATIONS; ``none`` / null means no augmentation)
     optim     name (adamw | lamb), lr, weight_decay, betas, eps, clip_grad, accumulate_steps
     schedule  epochs, warmup_epochs, min_lr_ratio
     train     seed, precision (fp32 | bf16), compile, label_smoothing, mixup, cutmix, ema_decay,
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from vit5.config import ConfigNode, LazyConfig, apply_overrides, resolve
-from vit5.data import DATASETS, dataset_defaults
+from vit5.data import AUGMENTATIONS, DATASETS, dataset_defaults
 from vit5.networks.presets import build_vit5, preset_arguments
 
 SECTIONS = ("model", "data", "optim", "schedule", "train")
@@ -207,6 +208,7 @@ _SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "eval_batch_size": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
         "num_workers": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
         "image_size": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+        "augment": (lambda v: v is None or v in AUGMENTATIONS, f"none or one of {', '.join(AUGMENTATIONS)}"),
         "max_train_images": (lambda v: v is None or (_is_int(v) and v >= 1), "None or an int >= 1"),
         "max_test_images": (lambda v: v is None or (_is_int(v) and v >= 1), "None or an int >= 1"),
         "download": (lambda v: isinstance(v, bool), "true or false"),
