@@ -9,7 +9,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import assert_parity, copy_state, randomize_, requires_reference
+from tests.helpers import assert_parity, copy_state, randomize_, relative_error, requires_reference
 from tests.reference import build_reference
 from vit5.config import LazyConfig, instantiate
 from vit5.modules.attention import ViT5Attention
@@ -55,6 +55,50 @@ def test_sdpa_matches_explicit_attention(rope_impl, cls, R, qk):
     randomize_(layer)
     x = torch.randn(2, layer.num_tokens, 32)
     torch.testing.assert_close(layer(x), explicit_attention(layer, x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("rope_impl", ["nvsubquadratic", "interleaved"])
+@pytest.mark.parametrize(
+    "cls, R, qk, rows",
+    [
+        (True, 4, True, slice(9, 10)),  # CLS (not rotated)
+        (True, 4, True, slice(10, 14)),  # the registers (their own RoPE grid)
+        (False, 9, False, slice(9, 18)),
+        (False, 0, True, slice(2, 5)),  # patches
+        (True, 1, True, slice(-2, None)),  # negative bounds count from the end
+    ],
+)
+def test_query_slice_matches_the_full_output_and_gradients(rope_impl, cls, R, qk, rows):
+    torch.manual_seed(0)
+    layer = make(cls=cls, R=R, qk=qk, rope_impl=rope_impl, qkv_bias=True, out_proj_bias=True)
+    randomize_(layer)
+    x = torch.randn(2, layer.num_tokens, 32, requires_grad=True)
+    with torch.no_grad():  # the fused q/k norm + RoPE inference path
+        assert relative_error(layer(x, query_slice=rows), layer(x)[:, rows]) <= 1e-6
+    full = layer(x)[:, rows]
+    part = layer(x, query_slice=rows)
+    assert part.shape == full.shape and relative_error(part, full) <= 1e-6
+    weights = torch.randn(full.shape)
+    inputs = [x, *layer.parameters()]
+    grads = torch.autograd.grad((part * weights).sum(), inputs)
+    full_grads = torch.autograd.grad((full * weights).sum(), inputs)
+    for grad, full_grad in zip(grads, full_grads):
+        assert relative_error(grad, full_grad) <= 1e-5
+
+
+@pytest.mark.parametrize(
+    "rows, error, message",
+    [
+        (slice(0, 4, 2), ValueError, "contiguous"),
+        (slice(5, 5), ValueError, "non-empty"),
+        (slice(20, 30), ValueError, "of the 14 tokens"),
+        (3, TypeError, "query_slice must be a slice"),
+    ],
+)
+def test_invalid_query_slice(rows, error, message):
+    layer = make(g=3, R=4, cls=True)
+    with pytest.raises(error, match=message):
+        layer(torch.randn(1, 14, 32), query_slice=rows)
 
 
 def test_rope_table_layout():

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.helpers import randomize_, relative_error
 from vit5.config import LazyConfig, instantiate, load_config, save_config
 from vit5.modules.adapter import ViT5HyenaAdapter
 from vit5.modules.attention import ViT5Attention
@@ -207,6 +208,66 @@ def test_flop_count_uses_padded_length_for_hyena_blocks():
     )
     assert net.flop_count() == head + blocks
     assert net.flop_count(inference=True) < net.flop_count()
+
+
+# ------------------------------------------------------------------------------------------------
+# Readout shortcut: forward runs the last (attention) block for the read tokens only
+
+
+READOUT_REGISTERS = [("cls", 0), ("cls", 1), ("cls", 4), ("register_concat", 1), ("register_concat", 4)]
+READOUT_REGISTERS += [("gap", 0), ("gap", 4)]
+
+
+def logits_and_grads(net, fn, x, weights, seed=123):
+    net.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # the same DropPath draws for both computations
+    logits = fn(x)
+    (logits * weights).sum().backward()
+    return logits.detach(), {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("pattern", ["A", "HA", "AHA", "AH"])
+@pytest.mark.parametrize("readout, registers", READOUT_REGISTERS)
+def test_readout_shortcut_matches_the_full_computation(readout, registers, pattern, training):
+    torch.manual_seed(0)
+    cfg = small_config(pattern, readout, registers, 16, 4, num_blocks=len(pattern), max_drop_path_rate=0.5)
+    net = randomize_(instantiate(cfg), seed=1).train(training)
+    shortcut = readout != "gap" and pattern.endswith("A")
+    assert net.readout_shortcut_applies() is shortcut
+    last, calls = net.blocks[-1], []
+    forward_tokens = last.forward_tokens
+    last.forward_tokens = lambda x, rows: calls.append(rows) or forward_tokens(x, rows)
+    x, weights = images(net, batch=4), torch.randn(4, 7)
+    logits, grads = logits_and_grads(net, lambda x: net({"input": x})["logits"], x, weights)
+    full, full_grads = logits_and_grads(net, lambda x: net.forward_head(net.forward_features(x)), x, weights)
+    assert calls == ([net.readout_tokens()] if shortcut else [])
+    assert relative_error(logits, full) <= 1e-6
+    assert grads.keys() == full_grads.keys() == {n for n, _ in net.named_parameters()}
+    for name, grad in grads.items():
+        assert relative_error(grad, full_grads[name]) <= 1e-5, name
+    if training:  # the DropPath draws matter: another seed gives other logits
+        torch.manual_seed(9)
+        assert not torch.allclose(logits, net({"input": x})["logits"])
+
+
+def test_readout_shortcut_with_head_dropout_and_its_exclusions():
+    torch.manual_seed(0)
+    net = instantiate(
+        small_config("A", "cls", 4, 16, 4, num_blocks=2, dropout_rate=0.5, max_drop_path_rate=0.2)
+    )
+    net.train()
+    assert net.readout_shortcut_applies()  # the head dropout sees [B, D] either way
+    x, weights = images(net), torch.randn(2, 7)
+    logits, _ = logits_and_grads(net, lambda x: net({"input": x})["logits"], x, weights)
+    full, _ = logits_and_grads(net, lambda x: net.forward_head(net.forward_features(x)), x, weights)
+    assert relative_error(logits, full) <= 1e-6
+    handle = net.blocks[-1].register_forward_hook(lambda module, args, out: None)
+    assert not net.readout_shortcut_applies()
+    handle.remove()
+    net.blocks[-1].mlp.dropout.p = 0.1  # active MLP dropout in training would draw per-token masks
+    assert not net.readout_shortcut_applies()
+    assert net.eval().readout_shortcut_applies()
 
 
 def test_state_dict_round_trip_and_config_round_trip(tmp_path):

@@ -8,6 +8,7 @@ import torch
 timm = pytest.importorskip("timm")
 
 import vit5  # noqa: E402  (registers the presets in timm)
+from tests.helpers import relative_error  # noqa: E402
 from tests.networks.test_official import official_state_dict  # noqa: E402
 from vit5.networks.presets import timm_name  # noqa: E402
 from vit5.networks.timm_models import TimmViT5  # noqa: E402
@@ -48,7 +49,8 @@ def test_timm_interface_on_a_tiny_model():
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         logits = model(x)
-        assert torch.equal(logits, net({"input": x.permute(0, 2, 3, 1)})["logits"])
+        # net's forward runs the last (attention) block for the CLS token only: equal up to rounding
+        assert relative_error(logits, net({"input": x.permute(0, 2, 3, 1)})["logits"]) <= 1e-6
         tokens = model.forward_features(x)
         assert tokens.shape == (2, net._num_non_pad + net._pad_size, 32)
         assert torch.equal(model.forward_head(tokens), logits)
@@ -127,7 +129,8 @@ def test_pretrained_official_file(tmp_path):
     ).eval()  # fmt: skip
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(model(x), expected({"input": x.permute(0, 2, 3, 1)})["logits"])
+        # the net's forward uses the readout shortcut (equal up to rounding), timm's forward does not
+        assert relative_error(model(x), expected({"input": x.permute(0, 2, 3, 1)})["logits"]) <= 1e-6
     resized = timm.create_model(
         "vit5_small_patch16_224", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "official.pth")),
         num_blocks=2, img_size=48, num_classes=3,

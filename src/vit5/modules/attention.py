@@ -54,7 +54,9 @@ class ViT5Attention(nn.Module):
             uses the integer positions of the current grid.
 
     Shapes:
-        ``forward(x)``: ``[B, T, D] -> [B, T, D]`` with ``T = Nh * Nw + has_cls + R``.
+        ``forward(x)``: ``[B, T, D] -> [B, T, D]`` with ``T = Nh * Nw + has_cls + R``;
+        ``forward(x, query_slice=s)``: ``[B, T, D] -> [B, Tq, D]``, the outputs of the ``Tq`` tokens
+        ``s`` only (keys and values from all tokens; used for a readout of a few tokens).
     """
 
     def __init__(
@@ -198,18 +200,31 @@ class ViT5Attention(nn.Module):
 
     # ------------------------------------------------------------------------------------------
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, query_slice: slice | None = None) -> torch.Tensor:
+        """Attention outputs of every token, or only of the queries ``x[:, query_slice]``.
+
+        Args:
+            x: Tokens ``[B, T, D]``.
+            query_slice: A contiguous range of tokens whose outputs are wanted (e.g. the CLS token
+                for a CLS readout); keys and values still come from all ``T`` tokens, so the result
+                equals ``forward(x)[:, query_slice]`` up to float rounding at about ``Tq / T`` of the
+                query, score and output cost. ``None`` computes every token.
+
+        Returns:
+            ``[B, T, D]``, or ``[B, Tq, D]`` for the ``Tq`` tokens of ``query_slice``.
+        """
         if x.ndim != 3 or x.shape[1] != self.num_tokens or x.shape[2] != self.hidden_dim:
             raise ValueError(
                 f"ViT5Attention expects [B, T={self.num_tokens}, D={self.hidden_dim}] "
                 f"(T = {self.num_patches_h}x{self.num_patches_w} patches + {int(self.has_cls)} CLS + "
                 f"{self.num_registers} registers), got shape {tuple(x.shape)}"
             )
+        if query_slice is not None:
+            return self._forward_queries(x, self._query_rows(query_slice, x.shape[1]))
         B, T, D = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim)  # (B, T, 3, H, hd)
-        # Inference only: under autograd the fused form would save more activations than it saves passes.
-        if qkv.dtype == torch.float32 and not torch.is_grad_enabled() and self._fusable_norms():
-            qk = self._normalise_and_rotate(qkv[:, :, :2])  # (B, T, 2, H, hd)
+        if self._use_fused_path(qkv):
+            qk = self._normalise_and_rotate(qkv[:, :, :2], (self.q_norm, self.k_norm))  # (B, T, 2, H, hd)
             q, k = qk.unbind(dim=2)
         else:
             q, k, _ = qkv.unbind(dim=2)  # each (B, T, H, hd)
@@ -217,16 +232,55 @@ class ViT5Attention(nn.Module):
                 q, k = self.q_norm(q), self.k_norm(k)
             q = apply_rope(q, self.rope_cos, self.rope_sin, self.rope_impl)
             k = apply_rope(k, self.rope_cos, self.rope_sin, self.rope_impl)
-        v = qkv[:, :, 2]  # (B, T, H, hd)
+        return self._attend(q, k, qkv[:, :, 2])
+
+    def _forward_queries(self, x: torch.Tensor, rows: slice) -> torch.Tensor:
+        """``forward(x)[:, rows]``: k/v of every token, q (norm + RoPE at their positions) of ``rows`` only."""
+        B, T, D = x.shape
+        weight, bias = self.qkv.weight, self.qkv.bias  # q | k | v row blocks of (3D, D)
+        kv = F.linear(x, weight[D:], None if bias is None else bias[D:])
+        kv = kv.view(B, T, 2, self.num_heads, self.head_dim)  # (B, T, 2, H, hd)
+        q = F.linear(x[:, rows], weight[:D], None if bias is None else bias[:D])
+        q = q.view(B, -1, self.num_heads, self.head_dim)  # (B, Tq, H, hd)
+        if self._use_fused_path(kv):
+            k = self._normalise_and_rotate(kv[:, :, :1], (self.k_norm,))[:, :, 0]  # (B, T, H, hd)
+            q = self._normalise_and_rotate(q[:, :, None], (self.q_norm,), rows)[:, :, 0]  # (B, Tq, H, hd)
+        else:
+            k = kv[:, :, 0]  # (B, T, H, hd)
+            if self.qk_norm:
+                q, k = self.q_norm(q), self.k_norm(k)
+            q = apply_rope(q, self.rope_cos[rows], self.rope_sin[rows], self.rope_impl)
+            k = apply_rope(k, self.rope_cos, self.rope_sin, self.rope_impl)
+        return self._attend(q, k, kv[:, :, 1])
+
+    def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Softmax attention of ``q`` ``[B, Tq, H, hd]`` over ``k, v`` ``[B, T, H, hd]``, then ``proj``."""
+        B, Tq = q.shape[:2]
         out = F.scaled_dot_product_attention(
             q.transpose(1, 2),
             k.transpose(1, 2),
             v.transpose(1, 2),
             dropout_p=self.attn_dropout if self.training else 0.0,
             scale=self.scale,
-        )  # (B, H, T, hd)
-        out = out.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
+        )  # (B, H, Tq, hd)
+        out = out.transpose(1, 2).reshape(B, Tq, self.hidden_dim)  # (B, Tq, D)
         return self.proj_drop(self.proj(out))
+
+    @staticmethod
+    def _query_rows(query_slice: slice, num_tokens: int) -> slice:
+        if not isinstance(query_slice, slice):
+            raise TypeError(f"query_slice must be a slice of token indices or None, got {query_slice!r}")
+        start, stop, step = query_slice.indices(num_tokens)
+        if step != 1 or start >= stop:
+            raise ValueError(
+                f"query_slice must select a non-empty contiguous range of the {num_tokens} tokens, "
+                f"got {query_slice!r}"
+            )
+        return slice(start, stop)
+
+    def _use_fused_path(self, projected: torch.Tensor) -> bool:
+        # Inference only: under autograd the fused form would save more activations than it saves passes.
+        return projected.dtype == torch.float32 and not torch.is_grad_enabled() and self._fusable_norms()
 
     def _fusable_norms(self) -> bool:
         """No q/k norm, or two vit5 ``RMSNorm`` s with the same eps (their gains fold into RoPE)."""
@@ -238,23 +292,28 @@ class ViT5Attention(nn.Module):
             and self.q_norm.eps == self.k_norm.eps
         )
 
-    def _normalise_and_rotate(self, qk: torch.Tensor) -> torch.Tensor:
-        """q/k RMSNorm and RoPE of ``qk`` ``[B, T, 2, H, hd]`` (fp32, no autograd) in a few passes.
+    def _normalise_and_rotate(
+        self, u: torch.Tensor, norms: tuple[nn.Module | None, ...], rows: slice = slice(None)
+    ) -> torch.Tensor:
+        """q/k RMSNorm and RoPE of ``u`` ``[B, Tr, S, H, hd]`` (fp32, no autograd) in a few passes.
 
+        ``u`` stacks ``S`` tensors (q and k, or one of them) normalised by ``norms`` (one per stacked
+        tensor) and rotated with the tables of the tokens ``rows`` (``Tr`` of them).
         ``rope(g * u * r) = r * (u * a + swap(u) * b)`` with ``r = rsqrt(mean(u^2) + eps)`` per
         head and the gains ``g`` folded into the tables (``ops.rope.fold_rope_tables``): four
         passes over q and k together instead of about eight per tensor. Same values as the
         unfused path up to float rounding.
         """
         if self.qk_norm:
-            weight = torch.stack((self.q_norm.weight, self.k_norm.weight)).unsqueeze(1)  # (2, 1, hd)
+            weight = torch.stack([norm.weight for norm in norms]).unsqueeze(1)  # (S, 1, hd)
         else:
-            weight = torch.ones(1, 1, self.head_dim, device=qk.device)
-        a, b = fold_rope_tables(self.rope_cos, self.rope_sin, weight, self.rope_impl)  # (T, 2, 1, hd)
-        out = (qk * a).addcmul_(swap_partners(qk, self.rope_impl), b)
+            weight = torch.ones(1, 1, self.head_dim, device=u.device)
+        cos, sin = self.rope_cos[rows], self.rope_sin[rows]  # (Tr, hd)
+        a, b = fold_rope_tables(cos, sin, weight, self.rope_impl)  # (Tr, S, 1, hd)
+        out = (u * a).addcmul_(swap_partners(u, self.rope_impl), b)
         if not self.qk_norm:
             return out
-        r = torch.rsqrt(qk.pow(2).mean(dim=-1, keepdim=True) + self.q_norm.eps)  # (B, T, 2, H, 1)
+        r = torch.rsqrt(u.pow(2).mean(dim=-1, keepdim=True) + self.q_norm.eps)  # (B, Tr, S, H, 1)
         return out.mul_(r)
 
     def flop_count(self, num_tokens: int, inference: bool = False) -> int:

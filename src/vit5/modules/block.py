@@ -10,15 +10,37 @@ from torch import nn
 
 from vit5._validation import positive_float, positive_int, probability
 from vit5.config import instantiate
+from vit5.modules.attention import ViT5Attention
 from vit5.modules.drop_path import DropPath
 from vit5.modules.layer_scale import LayerScale
-from vit5.modules.norms import no_weight_decay
+from vit5.modules.mlp import MLP
+from vit5.modules.norms import L2Norm, RMSNorm, no_weight_decay
+
+#: Norms that act on each token separately (so they can run on a subset of the tokens).
+TOKENWISE_NORMS = (RMSNorm, nn.LayerNorm, nn.RMSNorm, nn.Identity)
 
 
 def _flops(module: nn.Module | None, *args: Any) -> int:
     """``module.flop_count(*args)``, or 0 for modules without a cost model (``nn.Identity``)."""
     count = getattr(module, "flop_count", None)
     return int(count(*args)) if count is not None else 0
+
+
+def is_tokenwise_norm(module: nn.Module) -> bool:
+    """Whether ``module`` normalises each token of ``[B, T, D]`` on its own (no reduction over ``T``)."""
+    if isinstance(module, L2Norm):
+        return module.dim in (-1, 2)
+    return isinstance(module, TOKENWISE_NORMS)
+
+
+def has_active_dropout(module: nn.Module) -> bool:
+    """Whether a dropout inside ``module`` draws random numbers now (training mode and ``p > 0``)."""
+    for child in module.modules():
+        if isinstance(child, ViT5Attention) and child.training and child.attn_dropout > 0:
+            return True
+        if isinstance(child, nn.modules.dropout._DropoutNd) and child.training and child.p > 0:
+            return True
+    return False
 
 
 def accepts_conditioning(module: nn.Module) -> bool:
@@ -40,6 +62,10 @@ class ViT5ResidualBlock(nn.Module):
     passed to the mixer as ``conditioning=`` (Hyena kernels use it for FiLM). An optional
     GlobalResponseNorm (``grn_cfg``) acts on the mixer output.
 
+    ``forward_tokens(x, s)`` computes only the outputs of the tokens ``s`` (keys and values still
+    from every token), which is what a network needs when its readout reads a few tokens of the
+    last block; ``supports_token_subset()`` says when that equals ``forward(x)[:, s]``.
+
     Args:
         sequence_mixer_cfg: Config of the token mixer (``ViT5Attention``, ``ViT5HyenaAdapter``, or any
             module mapping ``[B, T, D] -> [B, T, D]``).
@@ -59,6 +85,7 @@ class ViT5ResidualBlock(nn.Module):
 
     Shapes:
         ``forward(x, condition=None)``: ``[B, T, D] -> [B, T, D]``; ``condition`` is ignored.
+        ``forward_tokens(x, s)``: ``[B, T, D] -> [B, Tq, D]`` for the ``Tq`` tokens of the slice ``s``.
     """
 
     def __init__(
@@ -129,6 +156,62 @@ class ViT5ResidualBlock(nn.Module):
         if self.grn is not None:
             mixed = self.grn(mixed)
         x = x + self.drop_path(self.ls_attn(mixed))
+        return x + self.drop_path(self.ls_mlp(self.mlp(self.mlp_norm(x))))
+
+    def supports_token_subset(self) -> bool:
+        """Whether ``forward_tokens(x, s)`` equals ``forward(x)[:, s]`` (up to float rounding).
+
+        True for a ``ViT5Attention`` mixer (it takes ``query_slice``) without GlobalResponseNorm
+        (which reduces over the tokens), without register pooling, with a tokenwise ``mlp_norm``, a
+        vit5 ``MLP`` (with elementwise dropout) or Identity, no dropout drawing random numbers now
+        (fewer tokens would draw fewer numbers: other masks and a shifted generator; DropPath draws
+        one number per sample either way) and no forward hooks or pre-hooks in the block (they would
+        not run, or see other shapes; e.g. ``weight_norm`` recomputes weights in a pre-hook).
+        """
+        return (
+            isinstance(self.sequence_mixer, ViT5Attention)
+            and self.grn is None
+            and self.register_pooling is None
+            and is_tokenwise_norm(self.mlp_norm)
+            and (
+                isinstance(self.mlp, nn.Identity)
+                or (isinstance(self.mlp, MLP) and isinstance(self.mlp.dropout, (nn.Dropout, nn.Identity)))
+            )
+            and isinstance(self.ls_attn, (LayerScale, nn.Identity))
+            and isinstance(self.ls_mlp, (LayerScale, nn.Identity))
+            and isinstance(self.drop_path, (DropPath, nn.Identity))
+            and not has_active_dropout(self)
+            and not any(m._forward_hooks or m._forward_pre_hooks for m in self.modules())
+        )
+
+    def forward_tokens(self, x: torch.Tensor, token_slice: slice) -> torch.Tensor:
+        """``forward(x)[:, token_slice]`` computed for those tokens only.
+
+        Every token is normalised (keys and values need them); the queries, attention output,
+        LayerScale, DropPath (the same per-sample draws as ``forward``) and the MLP branch run on
+        the selected tokens only.
+
+        Args:
+            x: Tokens ``[B, T, D]``.
+            token_slice: A contiguous range of token indices (e.g. ``slice(Np, Np + 1)`` for CLS).
+
+        Returns:
+            ``[B, Tq, D]``, the block outputs of the ``Tq`` selected tokens.
+
+        Raises:
+            ValueError: If ``supports_token_subset()`` is False.
+        """
+        if not self.supports_token_subset():
+            raise ValueError(
+                "forward_tokens needs a ViT5Attention mixer, no grn_cfg / register pooling, a tokenwise "
+                "mlp_norm, no active dropout and no forward hooks in the block (see supports_token_subset)"
+            )
+        if x.ndim != 3 or x.shape[-1] != self.hidden_dim:
+            raise ValueError(
+                f"ViT5ResidualBlock expects [B, T, {self.hidden_dim}], got shape {tuple(x.shape)}"
+            )
+        mixed = self.sequence_mixer(self.input_norm(x), query_slice=token_slice)  # (B, Tq, D)
+        x = x[:, token_slice] + self.drop_path(self.ls_attn(mixed))  # (B, Tq, D)
         return x + self.drop_path(self.ls_mlp(self.mlp(self.mlp_norm(x))))
 
     def flop_count(self, num_tokens: int, inference: bool = False) -> int:

@@ -10,6 +10,7 @@ from torch import nn
 
 from vit5._validation import boolean, choice, positive_int, probability
 from vit5.config import instantiate
+from vit5.modules.block import ViT5ResidualBlock
 from vit5.modules.norms import no_weight_decay
 from vit5.networks.classification_checks import (
     block_needs_padding,
@@ -53,6 +54,17 @@ class ViT5ClassificationNet(nn.Module):
     ``register_neck`` (``D -> D / neck_compression_ratio``) and concatenates them (register-major).
     Then ``out_norm -> dropout -> out_proj``. ``out_norm`` is built from ``norm_cfg`` as given, so its
     width must equal the readout width (``R * D / ratio`` for ``register_concat``).
+
+    Readout shortcut: ``cls`` and ``register_concat`` read only ``readout_tokens()``, so ``forward``
+    (inference and training) runs the last block for those tokens only
+    (``ViT5ResidualBlock.forward_tokens``: keys/values from every token; queries, attention output,
+    LayerScale, DropPath and MLP for the read tokens). Logits and gradients equal the full computation
+    up to float rounding, with the same DropPath draws. ``readout_shortcut_applies()`` is False (full
+    last block) for ``gap``, when the last block gets the padding, and when the last block is not a
+    ``ViT5ResidualBlock`` with ``supports_token_subset()`` (a Hyena or other non-attention mixer,
+    GlobalResponseNorm, register pooling, attention/MLP dropout active in training, forward hooks).
+    ``forward_features``, ``forward_head``, ``forward_intermediates`` and ``flop_count`` (the
+    reference's formula) always count/compute the full last block.
 
     Args:
         in_channels: Input image channels (3 for RGB).
@@ -216,24 +228,50 @@ class ViT5ClassificationNet(nn.Module):
                 parts.append(token.to(x.dtype).expand(B, -1, -1))
         return torch.cat(parts, dim=1)  # (B, T, D)
 
-    def run_blocks(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply every block, stripping the padding for blocks that do not need it."""
-        pad = self._pad_size
-        for block, needs_padding in zip(self.blocks, self._block_needs_padding):
-            if pad and not needs_padding:
-                x = torch.cat((block(x[:, :-pad]), x[:, -pad:]), dim=1)  # (B, T, D)
-            else:
-                x = block(x)
+    def _run_block(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        """Block ``index`` on the sequence ``[B, T, D]`` (without the padding if it does not need it)."""
+        block, pad = self.blocks[index], self._pad_size
+        if pad and not self._block_needs_padding[index]:
+            return torch.cat((block(x[:, :-pad]), x[:, -pad:]), dim=1)  # (B, T, D)
+        return block(x)
+
+    def run_blocks(self, x: torch.Tensor, stop: int | None = None) -> torch.Tensor:
+        """Apply the blocks before ``stop`` (all by default), stripping the padding for those not needing it."""
+        for index in range(len(self.blocks) if stop is None else stop):
+            x = self._run_block(index, x)
         return x
+
+    def readout_tokens(self) -> slice | None:
+        """The tokens the readout reads: CLS (``cls``), the registers (``register_concat``) or ``None`` (gap)."""
+        Np = self.num_patches
+        if self.readout == "cls":
+            return slice(Np, Np + 1)
+        if self.readout == "register_concat":
+            return slice(Np, Np + self.num_registers)
+        return None
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Readout of the token sequence ``[B, T, D]`` -> ``[B, head_dim]`` (before ``out_norm``)."""
-        Np = self.num_patches
+        rows = self.readout_tokens()
+        if rows is None:
+            return x[:, : self.num_patches].mean(dim=1)
+        return self.pool_read_tokens(x[:, rows])
+
+    def pool_read_tokens(self, read: torch.Tensor) -> torch.Tensor:
+        """Readout of the read tokens ``[B, n, D]`` (``x[:, readout_tokens()]``) -> ``[B, head_dim]``."""
         if self.readout == "cls":
-            return x[:, Np]
-        if self.readout == "register_concat":
-            return self.register_neck(x[:, Np : Np + self.num_registers]).flatten(1)  # (B, R*neck)
-        return x[:, :Np].mean(dim=1)
+            return read[:, 0]
+        return self.register_neck(read).flatten(1)  # (B, R*neck)
+
+    def readout_shortcut_applies(self) -> bool:
+        """Whether ``forward`` runs the last block for the read tokens only (see the class docstring)."""
+        block = self.blocks[-1]
+        return (
+            self.readout_tokens() is not None
+            and not (self._pad_size and self._block_needs_padding[-1])
+            and isinstance(block, ViT5ResidualBlock)
+            and block.supports_token_subset()
+        )
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Channels-last images -> every token after the last block ``[B, T, D]`` (padding included)."""
@@ -250,7 +288,14 @@ class ViT5ClassificationNet(nn.Module):
                 "ViT5ClassificationNet.forward takes a dict {'input': x} with x of shape "
                 f"[B, {self.image_size}, {self.image_size}, {self.in_channels}], got {type(input_and_condition).__name__}"
             )
-        return {"logits": self.forward_head(self.forward_features(input_and_condition["input"]))}
+        x = input_and_condition["input"]
+        if not self.readout_shortcut_applies():
+            return {"logits": self.forward_head(self.forward_features(x))}
+        tokens = self.run_blocks(self.embed(x), stop=len(self.blocks) - 1)  # (B, T, D)
+        if self._pad_size:
+            tokens = tokens[:, : -self._pad_size]  # the last block does not see the padding
+        read = self.blocks[-1].forward_tokens(tokens, self.readout_tokens())  # (B, n, D)
+        return {"logits": self.out_proj(self.dropout(self.out_norm(self.pool_read_tokens(read))))}
 
     # ------------------------------------------------------------------------------------------
 
@@ -321,16 +366,11 @@ class ViT5ClassificationNet(nn.Module):
             the last block of ``indices``) and the kept token sequences ``[B, T, D]``, in order.
         """
         x = self.embed(x)  # (B, T, D)
-        pad, last = self._pad_size, (max(indices) if stop_early else len(self.blocks) - 1)
+        last = max(indices) if stop_early else len(self.blocks) - 1
         kept = []
-        for i, (block, needs_padding) in enumerate(zip(self.blocks, self._block_needs_padding)):
-            if i > last:
-                break
-            if pad and not needs_padding:
-                x = torch.cat((block(x[:, :-pad]), x[:, -pad:]), dim=1)  # (B, T, D)
-            else:
-                x = block(x)
-            if i in indices:
+        for index in range(last + 1):
+            x = self._run_block(index, x)  # (B, T, D)
+            if index in indices:
                 kept.append(x)
         return x, kept
 

@@ -1,0 +1,108 @@
+"""ViT5ResidualBlock: forward_tokens (a token subset) against the full forward, and when it applies."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from tests.helpers import randomize_, relative_error
+from vit5.config import LazyConfig, instantiate
+from vit5.modules.block import ViT5ResidualBlock, is_tokenwise_norm
+from vit5.modules.norms import GlobalResponseNorm, L2Norm, RMSNorm
+from vit5.networks.builders import attention_mixer_config, hyena_mixer_config, residual_block_config
+
+D = 32
+TOKENS = 3 * 3 + 1 + 4  # 3x3 patches, CLS, 4 registers
+
+
+def make_block(
+    mixer: str = "attention",
+    *,
+    drop_path: float = 0.0,
+    attn_dropout: float = 0.0,
+    mlp_dropout: float = 0.0,
+    grn: bool = False,
+) -> ViT5ResidualBlock:
+    if mixer == "attention":
+        mixer_cfg = attention_mixer_config(D, 2, 3, 4, True)
+        mixer_cfg.attn_dropout = attn_dropout
+    else:
+        mixer_cfg = hyena_mixer_config(D, 3, [5, 3], 1, siren_hidden_dim=8)
+    cfg = residual_block_config(mixer_cfg, D, layer_scale_init=0.5)
+    cfg.mlp_cfg.dropout_cfg.p = mlp_dropout
+    cfg.drop_path_rate = drop_path
+    if grn:
+        cfg.grn_cfg = LazyConfig(GlobalResponseNorm)(dim=D)
+    return instantiate(cfg)
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize(
+    "rows", [slice(9, 10), slice(10, 14), slice(0, 5)], ids=["cls", "registers", "patches"]
+)
+def test_forward_tokens_matches_the_full_forward(rows, training):
+    block = randomize_(make_block(drop_path=0.5), seed=1).train(training)
+    x = torch.randn(4, TOKENS, D, requires_grad=True)
+    weights = torch.randn(4, rows.stop - rows.start, D)
+    params = [x, *block.parameters()]
+
+    def run(fn):
+        torch.manual_seed(7)  # the same DropPath draws for both
+        out = fn()
+        return out.detach(), torch.autograd.grad((out * weights).sum(), params)
+
+    out, grads = run(lambda: block.forward_tokens(x, rows))
+    full, full_grads = run(lambda: block(x)[:, rows])
+    assert block.supports_token_subset()
+    assert relative_error(out, full) <= 1e-6
+    for name, grad, full_grad in zip(["x", *dict(block.named_parameters())], grads, full_grads):
+        assert relative_error(grad, full_grad) <= 1e-5, name
+    if training:  # the draws matter: another seed drops other samples
+        torch.manual_seed(8)
+        assert not torch.allclose(block.forward_tokens(x, rows), full)
+    with torch.no_grad():  # the fused inference path of the attention
+        torch.manual_seed(7)
+        fast = block.forward_tokens(x, rows)
+        torch.manual_seed(7)
+        slow = block(x)[:, rows]
+    assert relative_error(fast, slow) <= 1e-6
+
+
+@pytest.mark.parametrize(
+    "kwargs, training, expected",
+    [
+        (dict(), False, True),
+        (dict(drop_path=0.3), True, True),  # one draw per sample, whatever the number of tokens
+        (dict(attn_dropout=0.1), False, True),
+        (dict(attn_dropout=0.1), True, False),  # fewer tokens would draw fewer numbers
+        (dict(mlp_dropout=0.1), False, True),
+        (dict(mlp_dropout=0.1), True, False),
+        (dict(grn=True), False, False),  # GRN reduces over the tokens
+        (dict(mixer="hyena"), False, False),
+    ],
+)
+def test_when_a_token_subset_is_exact(kwargs, training, expected):
+    block = make_block(**kwargs).train(training)
+    assert block.supports_token_subset() is expected
+    if not expected:
+        with pytest.raises(ValueError, match="forward_tokens needs a ViT5Attention mixer"):
+            block.forward_tokens(torch.randn(1, TOKENS, D), slice(9, 10))
+
+
+def test_forward_hooks_disable_the_token_subset():
+    block = make_block()
+    handle = block.mlp.register_forward_hook(lambda module, args, out: None)
+    assert not block.supports_token_subset()
+    handle.remove()
+    handle = block.register_forward_pre_hook(lambda module, args: None)
+    assert not block.supports_token_subset()
+    handle.remove()
+    assert block.supports_token_subset()
+
+
+def test_tokenwise_norms():
+    assert (
+        is_tokenwise_norm(RMSNorm(D)) and is_tokenwise_norm(nn.LayerNorm(D)) and is_tokenwise_norm(L2Norm())
+    )
+    assert not is_tokenwise_norm(L2Norm(dim=1)) and not is_tokenwise_norm(GlobalResponseNorm(D))
