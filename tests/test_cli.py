@@ -50,6 +50,9 @@ def test_train_writes_a_complete_run_directory(tmp_path, capsys):
     assert last.meta["epoch"] == 2 and last.state["progress"]["step"] == 8
     assert (run / "checkpoints" / "best" / "model.safetensors").is_file()
     assert "img/s" in err and "ETA" in err  # progress lines with rate and ETA
+    # every epoch line has them too (short epochs print no step lines)
+    epoch_lines = [line for line in err.splitlines() if "test acc" in line]
+    assert len(epoch_lines) == 2 and all("img/s" in line and "ETA" in line for line in epoch_lines)
     # the run directory refuses to be overwritten
     code, _, err = run_cli(["train", "--out", str(run), *QUICK], capsys)
     assert code == 2 and "already holds a run" in err

@@ -13,6 +13,7 @@ from torch import nn
 from tests.helpers import assert_parity, copy_state, randomize_, requires_reference
 from tests.ops.test_fftconv import dense_conv
 from vit5.config import LazyConfig
+from vit5.modules import ckconv as ckconv_module
 from vit5.modules.ckconv import CKConvND
 from vit5.modules.film import KernelFiLMGenerator
 from vit5.modules.masks import ExponentialModulationND, GaussianModulationND
@@ -61,7 +62,7 @@ def cf(x: torch.Tensor) -> torch.Tensor:
 # Semantics against slow references
 
 
-def test_zero_double_is_conv2d_with_flipped_kernel_plus_shortcut() -> None:
+def test_zero_double_is_conv2d_with_flipped_kernel_plus_shortcut(monkeypatch: pytest.MonkeyPatch) -> None:
     torch.manual_seed(0)
     conv = randomize_(make())
     x = torch.randn(2, 5, 4, D)
@@ -71,7 +72,10 @@ def test_zero_double_is_conv2d_with_flipped_kernel_plus_shortcut() -> None:
     y = conv(x)
     assert y.shape == x.shape
     torch.testing.assert_close(cf(y), expected, rtol=1e-4, atol=1e-4)
-    torch.testing.assert_close(conv(cf(x), is_bhl_input=True), cf(y), rtol=0, atol=0)
+    # this tiny channels-last grid trains through the dense operator; the FFT path is layout-exact
+    torch.testing.assert_close(conv(cf(x), is_bhl_input=True), cf(y), rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(ckconv_module, "DENSE_TRAIN_MAX_BYTES", 0)
+    torch.testing.assert_close(conv(cf(x), is_bhl_input=True), cf(conv(x)), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("size", [(5, 4), (6, 7)], ids=str)
@@ -129,7 +133,8 @@ def test_conditioning_gives_per_sample_kernels() -> None:
     assert not torch.allclose(y, conv(x))
 
 
-def test_chunked_equals_unchunked_bitwise() -> None:
+def test_chunked_equals_unchunked_bitwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ckconv_module, "DENSE_TRAIN_MAX_BYTES", 0)  # compare the two FFT paths
     torch.manual_seed(6)
     wide = 130  # > one chunk of 128 channels
     plain = make(hidden_dim=wide, kernel_cfg=kernel_cfg(out_dim=wide))

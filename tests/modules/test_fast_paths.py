@@ -11,9 +11,11 @@ from tests.helpers import randomize_
 from tests.modules.test_ckconv import kernel_cfg, make
 from tests.modules.test_hyena import hyena_cfg
 from vit5.config import LazyConfig, instantiate
+from vit5.modules import ckconv as ckconv_module
 from vit5.modules.ckconv import CKConvND
 from vit5.modules.masks import GaussianModulationND
 from vit5.networks.presets import vit5_config
+from vit5.ops.denseconv import dense_conv_operator
 
 D = 6
 
@@ -109,9 +111,21 @@ def test_cache_with_a_mask_that_clamps_in_place() -> None:
         assert torch.equal(conv(x), _uncached(conv, x))
 
 
-@pytest.mark.parametrize("channels_first", [False, True])
-def test_training_path_matches_autograd_of_the_plain_path(channels_first: bool) -> None:
-    """CKConvND's low-memory backward vs autograd through the spectrum path (chunked config)."""
+@pytest.mark.parametrize(
+    "channels_first, dense_train_bytes",
+    [(False, 0), (True, 0), (False, ckconv_module.DENSE_TRAIN_MAX_BYTES)],
+    ids=["channels-last-fft", "channels-first-fft", "channels-last-dense"],
+)
+def test_training_path_matches_autograd_of_the_plain_path(
+    channels_first: bool, dense_train_bytes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """CKConvND's training paths (low-memory FFT backward; dense operator on tiny channels-last
+    grids) vs autograd through the spectrum path (chunked config)."""
+    monkeypatch.setattr(ckconv_module, "DENSE_TRAIN_MAX_BYTES", dense_train_bytes)
+    built = []
+    monkeypatch.setattr(
+        ckconv_module, "dense_conv_operator", lambda *a: built.append(1) or dense_conv_operator(*a)
+    )
     torch.manual_seed(3)
     lowmem = randomize_(make())
     plain = make(use_chunked_fftconv=True)  # chunked: plain autograd through rfftn/irfftn
@@ -126,6 +140,7 @@ def test_training_path_matches_autograd_of_the_plain_path(channels_first: bool) 
         y = conv(xi, is_bhl_input=channels_first)
         (y * weight).sum().backward()
         grads.append((y.detach(), xi.grad, [p.grad for p in conv.parameters()]))
+    assert bool(built) == (dense_train_bytes > 0)  # the path under test was taken
     (y0, gx0, gp0), (y1, gx1, gp1) = grads
     torch.testing.assert_close(y0, y1, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(gx0, gx1, rtol=1e-4, atol=1e-4)

@@ -91,8 +91,9 @@ class TimmViT5(nn.Module):
         return x if pre_logits else self.net.out_proj(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``[B, C, H, W]`` -> logits ``[B, num_classes]``."""
-        return self.forward_head(self.forward_features(x))
+        """Images ``[B, C, H, W]`` -> logits ``[B, num_classes]`` (the network's ``forward``, so the
+        readout shortcut of :class:`ViT5ClassificationNet` applies)."""
+        return self.net({"input": self._images(x)})["logits"]
 
     def get_classifier(self) -> nn.Module:
         return self.net.out_proj

@@ -355,7 +355,9 @@ class Trainer:
                         len(self.test_set), f"{params:,}", self.steps_per_epoch, epochs)  # fmt: skip
         row: dict[str, Any] = {}
         while self.epoch < epochs:
+            epoch_start = time.time()
             stats = self.train_epoch()
+            train_seconds = time.time() - epoch_start
             result = evaluate(self.model, self.test_loader, self.spec.num_classes, self.ctx, self.precision)
             ema_acc = float("nan")
             if self.ema is not None:
@@ -377,8 +379,12 @@ class Trainer:
                 )
                 self.save(("last", "best") if improved else ("last",))
                 ema_text = f"  test acc (EMA) {ema_acc:.4f}" if self.ema is not None else ""
-                logger.info("epoch %d/%d  train loss %.4f  test loss %.4f  test acc %.4f%s  [%s]", self.epoch, epochs,
-                            stats["train_loss"], result.loss, result.top1, ema_text, _format_duration(self.elapsed()))  # fmt: skip
+                images = self.steps_per_epoch * self.accumulate * self.sampler.global_batch
+                eta = (epochs - self.epoch) * (time.time() - epoch_start)
+                logger.info("epoch %d/%d  train loss %.4f  test loss %.4f  test acc %.4f%s  %.1f img/s  [%s, ETA %s]",
+                            self.epoch, epochs, stats["train_loss"], result.loss, result.top1, ema_text,
+                            images / max(train_seconds, 1e-9), _format_duration(self.elapsed()),
+                            _format_duration(eta))  # fmt: skip
         return {
             "test_acc": row.get("test_acc", self._last_row_value("test_acc")),
             "test_acc_ema": None
