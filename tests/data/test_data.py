@@ -234,6 +234,39 @@ def test_array_transform_crops_flips_and_normalises():
     assert seen_flip and seen_shift
 
 
+def test_flip_augmentation_only_flips_and_shift_only_translates():
+    import random
+
+    from vit5.data import train_transform
+    from vit5.data.transforms import ArrayTransform
+
+    image = np.arange(36, dtype=np.uint8).reshape(6, 6, 1)
+    outcomes = set()
+    for seed in range(30):
+        out = ArrayTransform("flip", (0.0,), (1.0,), padding=2)(image, random.Random(seed))[0].numpy() * 255
+        if np.allclose(out, image[..., 0], atol=1e-3):
+            outcomes.add("same")
+        else:
+            np.testing.assert_allclose(out, image[:, ::-1, 0], atol=1e-3)
+            outcomes.add("flipped")
+    assert outcomes == {"same", "flipped"}
+    # The torchvision pipelines (used for decoded files) do the same geometric operations.
+    pil_image = Image.fromarray(np.arange(64, dtype=np.uint8).reshape(8, 8))
+    reference = np.arange(64, dtype=np.float32).reshape(8, 8)
+    padded = np.pad(reference, 1)
+    windows = [padded[i : i + 8, j : j + 8] for i in range(3) for j in range(3)]
+    torch.manual_seed(0)
+    flip, shift = (train_transform(a, 8, (0.0,), (1.0,), 1) for a in ("flip", "shift"))
+    flips = [flip(pil_image)[0].numpy() * 255 for _ in range(20)]
+    assert all(
+        np.allclose(f, reference, atol=1e-3) or np.allclose(f, reference[:, ::-1], atol=1e-3) for f in flips
+    )
+    assert any(np.allclose(f, reference[:, ::-1], atol=1e-3) for f in flips)
+    shifts = [shift(pil_image)[0].numpy() * 255 for _ in range(20)]
+    assert all(any(np.allclose(s, w, atol=1e-3) for w in windows) for s in shifts)  # no rotation or scaling
+    assert any(not np.allclose(s, reference, atol=1e-3) for s in shifts)
+
+
 def test_array_and_torchvision_eval_paths_agree():
     from vit5.data import eval_transform
 

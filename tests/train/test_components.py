@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -65,6 +66,27 @@ def test_optimizer_choices():
         build_optimizer(model, {"name": "sgd", "lr": 1e-3})
     with pytest.raises(ValueError, match="optim.lr"):
         build_optimizer(model, {"name": "adamw", "lr": -1})
+
+
+def test_adamw_is_fused_and_computes_the_adamw_update():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 4), nn.Linear(4, 3))
+    reference, initial = copy.deepcopy(model), copy.deepcopy(model)
+    cfg = {"name": "adamw", "lr": 1e-2, "weight_decay": 0.1, "betas": [0.9, 0.95]}
+    optimizer = build_optimizer(model, cfg)
+    assert all(group["fused"] for group in optimizer.param_groups)
+    plain = torch.optim.AdamW(
+        parameter_groups(reference, 0.1), lr=1e-2, betas=(0.9, 0.95), weight_decay=0.1, foreach=False
+    )
+    for _ in range(5):
+        x = torch.randn(8, 5)
+        for net, opt in ((model, optimizer), (reference, plain)):
+            opt.zero_grad()
+            net(x).square().sum().backward()
+            opt.step()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(model[0].weight, initial[0].weight, atol=1e-3)  # it trained
 
 
 def test_warmup_cosine_shape():

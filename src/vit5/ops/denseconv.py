@@ -9,7 +9,9 @@ FFTs and the spectral products, and it sums in plain fp32 without transform roun
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -27,6 +29,10 @@ def dense_operator_bytes(signal: Sequence[int], channels: int) -> int:
 def dense_conv_operator(kernel: torch.Tensor, signal: Sequence[int]) -> torch.Tensor:
     """``[C, T, T]`` fp32 matrices of the zero-boundary "same" convolution with ``kernel``.
 
+    Built as one ``index_select`` of the flattened kernel (with an appended zero for taps that fall
+    outside it), so the backward pass is a single ``index_add`` rather than an accumulating
+    scatter over ``[C, T, T]`` indices.
+
     Args:
         kernel: ``[1, C, *K]`` kernel (channels first), ``K_a <= 2 S_a - 1``.
         signal: Spatial size ``S`` (``T = prod(S)``).
@@ -36,24 +42,56 @@ def dense_conv_operator(kernel: torch.Tensor, signal: Sequence[int]) -> torch.Te
     """
     taps = kernel.shape[2:]
     device = kernel.device
-    index, valid = [], torch.ones((), dtype=torch.bool, device=device)
     grids = torch.meshgrid(*(torch.arange(n, device=device) for n in signal), indexing="ij")
-    flat = [g.reshape(-1) for g in grids]  # per axis: (T,) coordinate of each position
-    for coord, k in zip(flat, taps):
+    valid = torch.ones((), dtype=torch.bool, device=device)
+    flat_tap = torch.zeros((), dtype=torch.long, device=device)
+    for grid, k in zip(grids, taps):
+        coord = grid.reshape(-1)  # (T,) coordinate of each position along this axis
         tap = coord[:, None] - coord[None, :] + k // 2  # (T_out, T_in)
         valid = valid & (tap >= 0) & (tap < k)
-        index.append(tap.clamp(0, k - 1))
-    matrix = kernel[0].float()[(slice(None), *index)]  # (C, T, T)
-    return matrix * valid
+        flat_tap = flat_tap * k + tap.clamp(0, k - 1)  # row-major index into the kernel taps
+    num_taps = math.prod(taps)
+    flat_tap = torch.where(valid, flat_tap, num_taps).reshape(-1)  # out-of-range taps -> the zero
+    weights = kernel[0].float().reshape(kernel.shape[1], num_taps)  # (C, K)
+    weights = torch.cat([weights, weights.new_zeros(weights.shape[0], 1)], dim=1)  # (C, K + 1)
+    return weights.index_select(1, flat_tap).reshape(kernel.shape[1], *valid.shape)  # (C, T, T)
+
+
+class _ApplyDense(torch.autograd.Function):
+    """``y = M x`` per channel with explicit channels-first copies, so that every batched GEMM
+    (forward and both gradients) reads contiguous or transposed-contiguous matrices: CPU ``bmm``
+    otherwise copies each strided slice separately (hundreds of small copies per call)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
+        batch, channels = x.shape[0], x.shape[-1]
+        with torch.autocast(x.device.type, enabled=False):
+            z = x.float().reshape(batch, -1, channels).permute(2, 0, 1).contiguous()  # (C, B, T)
+            y = torch.bmm(z, operator.transpose(1, 2))  # (C, B, T)
+        ctx.save_for_backward(z, operator)
+        ctx.shape, ctx.dtype = x.shape, x.dtype
+        return y.permute(1, 2, 0).reshape(x.shape).to(x.dtype)  # (B, *S, C)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        z, operator = ctx.saved_tensors
+        batch, channels = ctx.shape[0], ctx.shape[-1]
+        grad_x = grad_operator = None
+        with torch.autocast(grad.device.type, enabled=False):
+            g = grad.float().reshape(batch, -1, channels).permute(2, 0, 1).contiguous()  # (C, B, T)
+            if ctx.needs_input_grad[0]:
+                grad_x = torch.bmm(g, operator).permute(1, 2, 0).reshape(ctx.shape).to(ctx.dtype)
+            if ctx.needs_input_grad[1]:
+                grad_operator = torch.bmm(g.transpose(1, 2), z)  # (C, T, T)
+        return grad_x, grad_operator
 
 
 def apply_dense_operator(x: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
     """Convolve channels-last ``x`` ``[B, *S, C]`` with ``M`` from :func:`dense_conv_operator`.
 
+    Differentiable in ``x`` and ``M``. The products run in fp32 even under ``torch.autocast``.
+
     Returns:
-        ``[B, *S, C]`` channels-last, in ``x.dtype`` (computed in fp32).
+        ``[B, *S, C]`` channels-last, in ``x.dtype``.
     """
-    batch, channels = x.shape[0], x.shape[-1]
-    z = x.float().reshape(batch, -1, channels).permute(2, 0, 1)  # (C, B, T)
-    y = torch.bmm(z, operator.transpose(1, 2))  # (C, B, T)
-    return y.permute(1, 2, 0).reshape(x.shape).to(x.dtype)  # (B, *S, C)
+    return _ApplyDense.apply(x, operator)
