@@ -221,3 +221,22 @@ def test_small_grids_use_the_cached_dense_operator_in_eval() -> None:
         fft = conv(x.movedim(-1, 1).contiguous(), is_bhl_input=True)  # channels-first: FFT path
     assert isinstance(conv._spectrum_cache[2], tuple)
     torch.testing.assert_close(y, fft.movedim(1, -1), rtol=1e-5, atol=1e-5)
+
+
+def test_eval_fft_path_is_bit_identical_to_the_training_forward(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Channels-last eval (spectrum accumulated chunk by chunk into the shortcut term) gives the
+    bits of the training forward (low-memory FFT path, shortcut + conv), over several chunks."""
+    monkeypatch.setattr(ckconv_module, "DENSE_MAX_BYTES", 0)  # FFT path, not the dense operator
+    monkeypatch.setattr(ckconv_module, "DENSE_TRAIN_MAX_BYTES", 0)
+    torch.manual_seed(12)
+    channels = 40
+    conv = randomize_(make(hidden_dim=channels, kernel_cfg=kernel_cfg(out_dim=channels)))
+    x = torch.randn(2, 5, 4, channels)
+    for dtype in (torch.float32, torch.bfloat16):
+        xd = x.to(dtype)
+        trained = conv.train()(xd.clone().requires_grad_())
+        with torch.inference_mode():
+            evaluated = conv.eval()(xd)
+        assert conv._spectrum_cache is not None and isinstance(conv._spectrum_cache[2], tuple)
+        assert evaluated.dtype == dtype and evaluated.shape == x.shape
+        assert torch.equal(evaluated, trained.detach())

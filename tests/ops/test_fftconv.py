@@ -8,13 +8,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from vit5.ops import fftplan
 from vit5.ops.fftconv import (
+    apply_spectrum,
     fft_conv,
     fft_conv_causal,
     fft_conv_circular,
     fft_conv_mixed,
     fft_conv_zero,
+    kernel_spectrum,
     parse_padding,
+    plan_fft_conv,
 )
 
 CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
@@ -161,6 +165,58 @@ def test_chunked_is_bitwise_identical(padding: object, causal: bool, size: tuple
     whole = fft_conv(x, kernel, padding, causal=causal)
     for chunk in (1, 3, 4, 10, 128):
         assert torch.equal(fft_conv(x, kernel, padding, causal=causal, chunk_size=chunk), whole)
+
+
+@pytest.mark.parametrize(
+    "periodic,causal,size,taps",
+    [
+        ((False,), False, (9,), (17,)),
+        ((False, False), False, (6, 5), (11, 9)),
+        ((True, False), False, (6, 5), (5, 9)),
+        ((True, True), False, (6, 5), (3, 4)),
+        ((False, False), True, (6, 5), (6, 5)),
+        ((False, False, False), False, (3, 4, 2), (5, 7, 3)),
+    ],
+)
+def test_apply_spectrum_chunks_and_accumulation_are_bit_identical(
+    periodic: tuple[bool, ...], causal: bool, size: tuple, taps: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without autograd the channels go through in chunks; the values are those of the single
+    recorded pass and of the direct sum, bit for bit across chunk sizes, and ``accumulate`` adds
+    them in place with the rounding of ``acc + y.to(acc.dtype)``."""
+    torch.manual_seed(11)
+    channels = 70
+    x = torch.randn(3, channels, *size)
+    kernel = torch.randn(1, channels, *taps)
+    plan = plan_fft_conv(size, taps, periodic, causal)
+    spectrum = kernel_spectrum(kernel, plan)
+    recorded = apply_spectrum(x.clone().requires_grad_(), spectrum, plan)  # one pass, autograd
+    assert recorded.requires_grad
+    modes = ("causal",) * len(size) if causal else tuple("circular" if p else "zero" for p in periodic)
+    close(recorded.detach(), dense_conv(x, kernel, modes))
+    for chunk in (1, 7, 32, 100):
+        monkeypatch.setattr(fftplan, "CHANNEL_CHUNK", chunk)
+        assert torch.equal(apply_spectrum(x, spectrum, plan), recorded.detach())
+        assert torch.equal(apply_spectrum(x[1:2], spectrum, plan), recorded.detach()[1:2])
+        for dtype in (torch.float32, torch.bfloat16):
+            base = torch.randn(3, *size, channels).to(dtype)  # channels-last, seen channels-first
+            out = base.clone()
+            returned = apply_spectrum(x, spectrum, plan, accumulate=out.movedim(-1, 1))
+            assert returned.data_ptr() == out.data_ptr()
+            expected = base + recorded.detach().to(dtype).movedim(1, -1)
+            assert out.dtype == dtype and torch.equal(out, expected)
+
+
+def test_apply_spectrum_accumulate_errors() -> None:
+    x = torch.randn(2, 3, 5, 4)
+    plan = plan_fft_conv((5, 4), (9, 7), (False, False))
+    spectrum = kernel_spectrum(torch.randn(1, 3, 9, 7), plan)
+    with pytest.raises(
+        ValueError, match=r"accumulate must have the shape of x \(2, 3, 5, 4\), got \(2, 3, 4, 5\)"
+    ):
+        apply_spectrum(x, spectrum, plan, accumulate=torch.zeros(2, 3, 4, 5))
+    with pytest.raises(ValueError, match="not differentiable"):
+        apply_spectrum(x.requires_grad_(), spectrum, plan, accumulate=torch.zeros(2, 3, 5, 4))
 
 
 def test_fp32_internally_and_output_in_input_dtype() -> None:

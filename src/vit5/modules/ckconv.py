@@ -316,6 +316,12 @@ class CKConvND(nn.Module):
             if isinstance(spectrum, torch.Tensor):  # small grid: dense operator, channels-last
                 return self.shortcut.to(x.dtype) * x + apply_dense_operator(x, spectrum)  # (B, *S, C)
             z = x.movedim(-1, 1).contiguous() if channels_last else x  # (B, C, *S)
+            if spectrum is not None and channels_last and not torch.is_grad_enabled():
+                # Accumulate chunk by chunk into the channels-last output: the same bits as the
+                # shortcut + conv sum below, without a full-size strided add.
+                out = self.shortcut.to(x.dtype) * x  # (B, *S, C)
+                apply_spectrum(z, spectrum, plan, accumulate=out.movedim(-1, 1))
+                return out
             if spectrum is not None:
                 y = apply_spectrum(z, spectrum, plan)  # (B, C, *S)
             else:

@@ -7,6 +7,19 @@ included); :func:`apply_spectrum` convolves a ``[B, C, *S]`` signal with it. Cal
 many inputs with one kernel (``CKConvND`` in eval mode) keep the spectrum and call
 :func:`apply_spectrum` alone. The transforms run in fp32 (real FFTs), and the spectral product is
 the same bits whatever the batch size or channel chunking (see :func:`_cmul`).
+
+Two choices make :func:`apply_spectrum` fast on CPUs (measured on 2 EPYC cores, 384 channels):
+
+* Without autograd it works through :data:`CHANNEL_CHUNK` channels at a time. A chunk's spectra
+  stay in cache from the forward transform through the product to the inverse transform, and its
+  temporaries re-use freed heap blocks instead of faulting in freshly mapped pages
+  (64 x 64 signal: 54 -> 41 ms; 2 x 32 x 32: 26 -> 21 ms; the same bits).
+* On 2-D grids every transform runs along the contiguous last axis: ``rfft`` along the width,
+  one transpose, ``fft`` along the height, and the reverse on the way back, so the spectra (and
+  :func:`kernel_spectrum`) are laid out ``[..., F_w // 2 + 1, F_h]``. The crop happens between the
+  two inverse transforms, so the width transform only runs on the rows that are kept
+  (with chunking: 64 x 64 signal 65 -> 41 ms, including the channels-last accumulation of
+  ``CKConvND``).
 """
 
 from __future__ import annotations
@@ -17,7 +30,10 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["FFTConvPlan", "apply_spectrum", "kernel_spectrum", "plan_fft_conv"]
+__all__ = ["CHANNEL_CHUNK", "FFTConvPlan", "apply_spectrum", "kernel_spectrum", "plan_fft_conv"]
+
+#: Channels :func:`apply_spectrum` transforms together when no gradient is recorded (see the module doc).
+CHANNEL_CHUNK = 32
 
 
 def _crop(y: torch.Tensor, starts: Sequence[int], sizes: Sequence[int]) -> torch.Tensor:
@@ -142,8 +158,10 @@ def kernel_spectrum(kernel: torch.Tensor, plan: FFTConvPlan) -> tuple[torch.Tens
         plan: From :func:`plan_fft_conv`.
 
     Returns:
-        ``(re + 0i, 0 + i im)``, each ``[1|B, C, *F']`` complex64 (``F'`` = rfftn grid). Reusable
-        for any input of the planned size (e.g. cached while the kernel does not change).
+        ``(re + 0i, 0 + i im)``, each ``[1|B, C, *F']`` complex64 (``F'`` = rfftn grid; on 2-D
+        grids the last two axes are swapped, ``[1|B, C, F_w // 2 + 1, F_h]``, the layout
+        :func:`apply_spectrum` works in). Reusable for any input of the planned size (e.g. cached
+        while the kernel does not change).
     """
     k_f = torch.fft.rfftn(kernel.float(), s=plan.sizes, dim=plan.dims)  # (1|B, C, *F')
     data_dim = len(plan.sizes)
@@ -157,17 +175,67 @@ def kernel_spectrum(kernel: torch.Tensor, plan: FFTConvPlan) -> tuple[torch.Tens
                     axis_ramp = _axis_phase_ramp(shift, size, axis, data_dim, kernel.device)
                     ramp = axis_ramp if ramp is None else _cmul(ramp, axis_ramp)
             k_f = _cmul(k_f, ramp)
+    if data_dim == 2:
+        k_f = k_f.transpose(-1, -2).contiguous()  # (1|B, C, F_w', F_h)
     return _split(k_f)
 
 
-def apply_spectrum(
+def _convolve(
     x: torch.Tensor, spectrum: tuple[torch.Tensor, torch.Tensor], plan: FFTConvPlan
+) -> torch.Tensor:
+    """``x`` ``[B, C, *S]`` convolved with a :func:`kernel_spectrum`: fp32 ``[B, C, *S]`` (a view)."""
+    if len(plan.sizes) == 2:  # every transform along the contiguous last axis (see the module doc)
+        (f_h, f_w), (s_h, s_w), (n_h, n_w) = plan.sizes, plan.starts, plan.signal
+        x_f = torch.fft.rfft(x.float(), n=f_w, dim=-1)  # (B, C, n_h, F_w')
+        x_f = torch.fft.fft(x_f.transpose(-1, -2), n=f_h, dim=-1)  # (B, C, F_w', F_h)
+        y = torch.fft.ifft(_cmul(x_f, spectrum), dim=-1)[..., s_h : s_h + n_h]  # (B, C, F_w', n_h)
+        y = torch.fft.irfft(y.transpose(-1, -2), n=f_w, dim=-1)  # (B, C, n_h, F_w)
+        return y[..., s_w : s_w + n_w]  # (B, C, n_h, n_w)
+    x_f = torch.fft.rfftn(x.float(), s=plan.sizes, dim=plan.dims)  # (B, C, *F')
+    y = torch.fft.irfftn(_cmul(x_f, spectrum), s=plan.sizes, dim=plan.dims)  # (B, C, *F)
+    return _crop(y, plan.starts, plan.signal)
+
+
+def apply_spectrum(
+    x: torch.Tensor,
+    spectrum: tuple[torch.Tensor, torch.Tensor],
+    plan: FFTConvPlan,
+    accumulate: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Convolve ``x`` ``[B, C, *S]`` with a kernel given by its :func:`kernel_spectrum`.
 
+    Args:
+        x: ``[B, C, *S]`` signal (any strides).
+        spectrum: From :func:`kernel_spectrum` for ``plan``.
+        plan: From :func:`plan_fft_conv`.
+        accumulate: Optional ``[B, C, *S]`` tensor (any strides, e.g. a channels-first view of a
+            channels-last tensor) that the result is added to in place and that is returned:
+            ``accumulate += y`` with ``y`` first rounded to ``accumulate.dtype``, the same bits as
+            ``accumulate + y.to(accumulate.dtype)``. Not recorded by autograd.
+
     Returns:
-        ``[B, C, *S]`` in ``x.dtype`` (a view into the fp32 inverse transform when ``x`` is fp32).
+        ``[B, C, *S]`` in ``x.dtype``, or ``accumulate``. Without autograd the channels are
+        processed :data:`CHANNEL_CHUNK` at a time (the same bits as all at once).
     """
-    x_f = torch.fft.rfftn(x.float(), s=plan.sizes, dim=plan.dims)  # (B, C, *F')
-    y = torch.fft.irfftn(_cmul(x_f, spectrum), s=plan.sizes, dim=plan.dims)  # (B, C, *F)
-    return _crop(y, plan.starts, plan.signal).to(x.dtype)
+    if accumulate is not None and accumulate.shape != x.shape:
+        raise ValueError(
+            f"accumulate must have the shape of x {tuple(x.shape)}, got {tuple(accumulate.shape)}"
+        )
+    recording = torch.is_grad_enabled() and (
+        x.requires_grad or spectrum[0].requires_grad or spectrum[1].requires_grad
+    )
+    if recording:
+        if accumulate is not None:
+            raise ValueError(
+                "apply_spectrum(accumulate=...) is not differentiable; call it under torch.no_grad()"
+            )
+        return _convolve(x, spectrum, plan).to(x.dtype)
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if accumulate is None else accumulate
+    for start in range(0, x.shape[1], CHANNEL_CHUNK):
+        part = slice(start, start + CHANNEL_CHUNK)
+        y = _convolve(x[:, part], (spectrum[0][:, part], spectrum[1][:, part]), plan)
+        if accumulate is None:
+            out[:, part] = y
+        else:
+            out[:, part].add_(y.to(out.dtype))
+    return out
