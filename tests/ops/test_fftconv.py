@@ -16,6 +16,7 @@ from vit5.ops.fftconv import (
     fft_conv_circular,
     fft_conv_mixed,
     fft_conv_zero,
+    fft_conv_zero_lowmem,
     kernel_spectrum,
     parse_padding,
     plan_fft_conv,
@@ -205,6 +206,34 @@ def test_apply_spectrum_chunks_and_accumulation_are_bit_identical(
             assert returned.data_ptr() == out.data_ptr()
             expected = base + recorded.detach().to(dtype).movedim(1, -1)
             assert out.dtype == dtype and torch.equal(out, expected)
+
+
+@pytest.mark.parametrize(
+    "size,taps,per_sample", [((6, 5), (11, 9), False), ((7,), (13,), True), ((3, 4, 2), (5, 7, 3), False)]
+)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_lowmem_backward_matches_autograd_in_any_chunking(
+    size: tuple, taps: tuple, per_sample: bool, channels_last: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recomputing backward of fft_conv_zero_lowmem (chunked over channels) gives autograd's
+    gradients through the plain FFT convolution, for every chunk size."""
+    torch.manual_seed(13)
+    channels = 40
+    x = torch.randn(3, channels, *size)
+    kernel = torch.randn(3 if per_sample else 1, channels, *taps)
+    weight = torch.randn_like(x)
+    xr, kr = x.clone().requires_grad_(), kernel.clone().requires_grad_()
+    (fft_conv_zero(xr, kr) * weight).sum().backward()
+    for chunk in (1, 32, 64):
+        monkeypatch.setattr(fftplan, "CHANNEL_CHUNK", chunk)
+        xi = (x.movedim(1, -1).contiguous() if channels_last else x.clone()).requires_grad_()
+        ki = kernel.clone().requires_grad_()
+        y = fft_conv_zero_lowmem(xi, ki, channels_last=channels_last)
+        assert torch.equal(y.detach(), fft_conv_zero(x, kernel))
+        (y * weight).sum().backward()
+        grad_x = xi.grad.movedim(-1, 1) if channels_last else xi.grad
+        torch.testing.assert_close(grad_x, xr.grad, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(ki.grad, kr.grad, rtol=1e-5, atol=1e-4)
 
 
 def test_apply_spectrum_accumulate_errors() -> None:

@@ -37,7 +37,15 @@ from typing import Any
 
 import torch
 
-from vit5.ops.fftplan import FFTConvPlan, _crop, apply_spectrum, kernel_spectrum, plan_fft_conv
+from vit5.ops import fftplan
+from vit5.ops.fftplan import (
+    FFTConvPlan,
+    apply_spectrum,
+    forward_transform,
+    inverse_transform,
+    kernel_spectrum,
+    plan_fft_conv,
+)
 
 __all__ = [
     "PADDING_MODES",
@@ -231,14 +239,6 @@ def fft_conv(
     return torch.cat(chunks, dim=1)
 
 
-def _zero_crop_pad(plan: FFTConvPlan) -> list[int]:
-    """``F.pad`` widths that place an ``S``-sized signal at the crop offset of an ``F``-grid."""
-    widths: list[int] = []
-    for n, start, size in zip(reversed(plan.signal), reversed(plan.starts), reversed(plan.sizes)):
-        widths += [start, size - n - start]
-    return widths
-
-
 class _ZeroFFTConv(torch.autograd.Function):
     """Zero-boundary FFT convolution whose backward recomputes spectra instead of saving them.
 
@@ -262,24 +262,24 @@ class _ZeroFFTConv(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, kernel = ctx.saved_tensors
         plan: FFTConvPlan = ctx.plan
-        g = torch.nn.functional.pad(grad.float(), _zero_crop_pad(plan))  # (B, C, *F)
-        g_f = torch.fft.rfftn(g, dim=plan.dims)  # (B, C, *F')
-        del g
-        grad_x = grad_kernel = None
-        if ctx.needs_input_grad[0]:
-            k_f = torch.fft.rfftn(kernel.float(), s=plan.sizes, dim=plan.dims)  # (1|B, C, *F')
-            full = torch.fft.irfftn(g_f * k_f.conj(), s=plan.sizes, dim=plan.dims)  # (B, C, *F)
-            grad_x = _crop(full, [0] * len(plan.sizes), plan.signal)  # (B, C, *S)
-            grad_x = grad_x.movedim(1, -1) if ctx.channels_last else grad_x
-            grad_x = grad_x.to(x.dtype)
-        if ctx.needs_input_grad[1]:
-            z = x.movedim(-1, 1) if ctx.channels_last else x
-            x_f = torch.fft.rfftn(z.float(), s=plan.sizes, dim=plan.dims)  # (B, C, *F')
-            product = x_f.conj().mul_(g_f) if not x_f.requires_grad else x_f.conj() * g_f
-            if kernel.shape[0] == 1 and product.shape[0] != 1:
-                product = product.sum(dim=0, keepdim=True)  # (1, C, *F')
-            full = torch.fft.irfftn(product, s=plan.sizes, dim=plan.dims)  # (1|B, C, *F)
-            grad_kernel = _crop(full, [0] * len(plan.sizes), plan.taps).to(kernel.dtype)
+        z = x.movedim(-1, 1) if ctx.channels_last else x  # (B, C, *S)
+        origin = (0,) * len(plan.sizes)
+        need_x, need_kernel = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_x = torch.empty(z.shape, dtype=x.dtype, device=x.device) if need_x else None
+        grad_kernel = torch.empty_like(kernel) if need_kernel else None
+        for start in range(0, z.shape[1], fftplan.CHANNEL_CHUNK):  # see vit5.ops.fftplan
+            part = slice(start, start + fftplan.CHANNEL_CHUNK)
+            g_f = forward_transform(grad[:, part], plan, plan.starts)  # (B, c, *F')
+            if grad_x is not None:
+                k_f = forward_transform(kernel[:, part], plan)  # (1|B, c, *F')
+                grad_x[:, part] = inverse_transform(g_f * k_f.conj(), plan, origin, plan.signal)
+            if grad_kernel is not None:
+                product = forward_transform(z[:, part], plan).conj() * g_f  # (B, c, *F')
+                if kernel.shape[0] == 1 and product.shape[0] != 1:
+                    product = product.sum(dim=0, keepdim=True)  # (1, c, *F')
+                grad_kernel[:, part] = inverse_transform(product, plan, origin, plan.taps)
+        if grad_x is not None and ctx.channels_last:
+            grad_x = grad_x.movedim(1, -1)  # (B, *S, C)
         return grad_x, grad_kernel, None, None
 
 

@@ -29,8 +29,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["CHANNEL_CHUNK", "FFTConvPlan", "apply_spectrum", "kernel_spectrum", "plan_fft_conv"]
+__all__ = [
+    "CHANNEL_CHUNK",
+    "FFTConvPlan",
+    "apply_spectrum",
+    "forward_transform",
+    "inverse_transform",
+    "kernel_spectrum",
+    "plan_fft_conv",
+]
 
 #: Channels :func:`apply_spectrum` transforms together when no gradient is recorded (see the module doc).
 CHANNEL_CHUNK = 32
@@ -165,7 +174,7 @@ def kernel_spectrum(kernel: torch.Tensor, plan: FFTConvPlan) -> tuple[torch.Tens
     """
     k_f = torch.fft.rfftn(kernel.float(), s=plan.sizes, dim=plan.dims)  # (1|B, C, *F')
     data_dim = len(plan.sizes)
-    if any(plan.shifts):
+    if any(plan.shifts):  # ramps on the rfftn grid, then the layout of forward_transform
         if plan.summed_ramp:
             k_f = _cmul(k_f, _summed_phase_ramp(plan.shifts, plan.sizes, kernel.device))
         else:
@@ -180,20 +189,51 @@ def kernel_spectrum(kernel: torch.Tensor, plan: FFTConvPlan) -> tuple[torch.Tens
     return _split(k_f)
 
 
+def forward_transform(
+    x: torch.Tensor, plan: FFTConvPlan, offsets: Sequence[int] | None = None
+) -> torch.Tensor:
+    """Spectrum of ``x`` ``[B, C, *A]`` placed at ``offsets`` (default 0) in a zero ``plan.sizes`` grid.
+
+    fp32 complex, in the layout of :func:`kernel_spectrum` (on 2-D grids ``[B, C, F_w', F_h]``).
+    """
+    offsets = tuple(offsets) if offsets is not None else (0,) * len(plan.sizes)
+    x = x.float()
+    if len(plan.sizes) == 2:  # every transform along the contiguous last axis (see the module doc)
+        (f_h, f_w), (o_h, o_w) = plan.sizes, offsets
+        x_f = torch.fft.rfft(F.pad(x, (o_w, 0)) if o_w else x, n=f_w, dim=-1)  # (B, C, A_h, F_w')
+        x_f = x_f.transpose(-1, -2)  # (B, C, F_w', A_h)
+        return torch.fft.fft(F.pad(x_f, (o_h, 0)) if o_h else x_f, n=f_h, dim=-1)  # (B, C, F_w', F_h)
+    if any(offsets):
+        widths: list[int] = []
+        for n, offset, size in zip(reversed(x.shape[2:]), reversed(offsets), reversed(plan.sizes)):
+            widths += [offset, size - n - offset]
+        x = F.pad(x, widths)
+    return torch.fft.rfftn(x, s=plan.sizes, dim=plan.dims)  # (B, C, *F')
+
+
+def inverse_transform(
+    spectrum: torch.Tensor, plan: FFTConvPlan, starts: Sequence[int], sizes: Sequence[int]
+) -> torch.Tensor:
+    """The fp32 ``[B, C, *sizes]`` window at ``starts`` of the inverse of a :func:`forward_transform` layout.
+
+    On 2-D grids the window's rows are cut between the two inverse transforms, so the width
+    transform only runs on the rows that are kept. The result is a view.
+    """
+    if len(plan.sizes) == 2:
+        f_w, (s_h, s_w), (n_h, n_w) = plan.sizes[1], starts, sizes
+        y = torch.fft.ifft(spectrum, dim=-1)[..., s_h : s_h + n_h]  # (B, C, F_w', n_h)
+        y = torch.fft.irfft(y.transpose(-1, -2), n=f_w, dim=-1)  # (B, C, n_h, F_w)
+        return y[..., s_w : s_w + n_w]  # (B, C, n_h, n_w)
+    y = torch.fft.irfftn(spectrum, s=plan.sizes, dim=plan.dims)  # (B, C, *F)
+    return _crop(y, starts, sizes)
+
+
 def _convolve(
     x: torch.Tensor, spectrum: tuple[torch.Tensor, torch.Tensor], plan: FFTConvPlan
 ) -> torch.Tensor:
     """``x`` ``[B, C, *S]`` convolved with a :func:`kernel_spectrum`: fp32 ``[B, C, *S]`` (a view)."""
-    if len(plan.sizes) == 2:  # every transform along the contiguous last axis (see the module doc)
-        (f_h, f_w), (s_h, s_w), (n_h, n_w) = plan.sizes, plan.starts, plan.signal
-        x_f = torch.fft.rfft(x.float(), n=f_w, dim=-1)  # (B, C, n_h, F_w')
-        x_f = torch.fft.fft(x_f.transpose(-1, -2), n=f_h, dim=-1)  # (B, C, F_w', F_h)
-        y = torch.fft.ifft(_cmul(x_f, spectrum), dim=-1)[..., s_h : s_h + n_h]  # (B, C, F_w', n_h)
-        y = torch.fft.irfft(y.transpose(-1, -2), n=f_w, dim=-1)  # (B, C, n_h, F_w)
-        return y[..., s_w : s_w + n_w]  # (B, C, n_h, n_w)
-    x_f = torch.fft.rfftn(x.float(), s=plan.sizes, dim=plan.dims)  # (B, C, *F')
-    y = torch.fft.irfftn(_cmul(x_f, spectrum), s=plan.sizes, dim=plan.dims)  # (B, C, *F)
-    return _crop(y, plan.starts, plan.signal)
+    product = _cmul(forward_transform(x, plan), spectrum)
+    return inverse_transform(product, plan, plan.starts, plan.signal)
 
 
 def apply_spectrum(
