@@ -37,10 +37,10 @@ from typing import Any
 
 import torch
 
-from vit5.ops import fftplan
 from vit5.ops.fftplan import (
     FFTConvPlan,
     apply_spectrum,
+    channel_chunk,
     forward_transform,
     inverse_transform,
     kernel_spectrum,
@@ -267,8 +267,9 @@ class _ZeroFFTConv(torch.autograd.Function):
         need_x, need_kernel = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = torch.empty(z.shape, dtype=x.dtype, device=x.device) if need_x else None
         grad_kernel = torch.empty_like(kernel) if need_kernel else None
-        for start in range(0, z.shape[1], fftplan.CHANNEL_CHUNK):  # see vit5.ops.fftplan
-            part = slice(start, start + fftplan.CHANNEL_CHUNK)
+        chunk = channel_chunk(z)  # see vit5.ops.fftplan
+        for start in range(0, z.shape[1], chunk):
+            part = slice(start, start + chunk)
             g_f = forward_transform(grad[:, part], plan, plan.starts)  # (B, c, *F')
             if grad_x is not None:
                 k_f = forward_transform(kernel[:, part], plan)  # (1|B, c, *F')
