@@ -187,6 +187,7 @@ def test_ddp_two_processes_match_one_process(tmp_path):
                           str(tmp_path / "ddp"), *common], capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert ddp.stdout.count('"test_acc"') == 1  # only rank 0 prints and writes
+    assert "Warning" not in ddp.stderr, ddp.stderr[-3000:]  # no torch noise in the user's log
     single = subprocess.run([sys.executable, "-m", "vit5", "train", "--out", str(tmp_path / "one"), *common],
                             capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
     assert single.returncode == 0, single.stderr[-3000:]

@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,10 @@ class Trainer:
             self._restore()
         self.train_model: nn.Module = self.model
         if self.ctx.distributed:
+            # oneDNN returns the gradient of a depthwise conv weight [C, 1, k, k] with another
+            # stride on its size-1 axis: the same memory layout, but DDP's reducer compares the
+            # strides literally and would warn that the (negligible) copy "may impair performance".
+            warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.ctx.local_rank] if self.ctx.device.type == "cuda" else None
             )
