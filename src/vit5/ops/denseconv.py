@@ -57,6 +57,11 @@ def dense_conv_operator(kernel: torch.Tensor, signal: Sequence[int]) -> torch.Te
     return weights.index_select(1, flat_tap).reshape(kernel.shape[1], *valid.shape)  # (C, T, T)
 
 
+def _channels_first(t: torch.Tensor) -> torch.Tensor:
+    """Channels-last ``[B, *S, C]`` as a contiguous fp32 ``[C, B, T]`` copy."""
+    return t.float().reshape(t.shape[0], -1, t.shape[-1]).permute(2, 0, 1).contiguous()
+
+
 class _ApplyDense(torch.autograd.Function):
     """``y = M x`` per channel with explicit channels-first copies, so that every batched GEMM
     (forward and both gradients) reads contiguous or transposed-contiguous matrices: CPU ``bmm``
@@ -64,9 +69,8 @@ class _ApplyDense(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
-        batch, channels = x.shape[0], x.shape[-1]
         with torch.autocast(x.device.type, enabled=False):
-            z = x.float().reshape(batch, -1, channels).permute(2, 0, 1).contiguous()  # (C, B, T)
+            z = _channels_first(x)  # (C, B, T)
             y = torch.bmm(z, operator.transpose(1, 2))  # (C, B, T)
         ctx.save_for_backward(z, operator)
         ctx.shape, ctx.dtype = x.shape, x.dtype
@@ -75,10 +79,9 @@ class _ApplyDense(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         z, operator = ctx.saved_tensors
-        batch, channels = ctx.shape[0], ctx.shape[-1]
         grad_x = grad_operator = None
         with torch.autocast(grad.device.type, enabled=False):
-            g = grad.float().reshape(batch, -1, channels).permute(2, 0, 1).contiguous()  # (C, B, T)
+            g = _channels_first(grad)  # (C, B, T)
             if ctx.needs_input_grad[0]:
                 grad_x = torch.bmm(g, operator).permute(1, 2, 0).reshape(ctx.shape).to(ctx.dtype)
             if ctx.needs_input_grad[1]:
