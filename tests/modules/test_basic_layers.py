@@ -51,6 +51,20 @@ def test_rmsnorm_low_precision_keeps_dtype_and_uses_fp32_statistics(dtype):
     torch.testing.assert_close(out.float(), RMSNorm(32)(x), atol=2e-2, rtol=2e-2)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rmsnorm_without_autograd_gives_the_autograd_bits(dtype):
+    norm = RMSNorm(24)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    x = (torch.randn(3, 7, 24) * 5).to(dtype)
+    expected = norm(x.clone().requires_grad_()).detach()
+    with torch.no_grad():
+        fast = norm(x)
+    with torch.inference_mode():
+        inference = norm(x)
+    assert fast.dtype == dtype and torch.equal(fast, expected) and torch.equal(inference, expected)
+
+
 def test_rmsnorm_wrong_width_is_a_clear_error():
     with pytest.raises(ValueError, match="last dimension is 8"):
         RMSNorm(8)(torch.randn(2, 4))
@@ -136,6 +150,25 @@ def test_mlp_activations_against_formulas(activation):
     gated = activation in ("glu", "swiglu")
     expected_flops = 2 * 5 * 8 * mlp.layer1.out_features + (2 if gated else 1) * 5 * Hm + 2 * 5 * Hm * 8
     assert mlp.flop_count(5) == expected_flops
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "silu", "swiglu"])
+def test_mlp_without_autograd_gives_the_autograd_bits_and_spares_hooked_outputs(activation):
+    """Without autograd the activation runs in place on layer1's output; a forward hook on layer1
+    (e.g. collecting features) still gets layer1's output, not the activated one."""
+    torch.manual_seed(1)
+    mlp = _mlp(activation, bias=True)
+    x = torch.randn(4, 6, 8)
+    expected = mlp(x.clone().requires_grad_()).detach()
+    with torch.no_grad():
+        assert torch.equal(mlp(x), expected)
+    seen = []
+    mlp.layer1.register_forward_hook(lambda module, args, out: seen.append((out, out.clone())))
+    with torch.inference_mode():
+        assert torch.equal(mlp(x), expected)
+    held, copy = seen[0]
+    assert torch.equal(held, copy)
+    assert torch.equal(held, mlp.layer1(x.clone()))
 
 
 def test_mlp_rejects_unknown_activation_at_construction():

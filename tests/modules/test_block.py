@@ -23,13 +23,14 @@ def make_block(
     attn_dropout: float = 0.0,
     mlp_dropout: float = 0.0,
     grn: bool = False,
+    layer_scale: float = 0.5,
 ) -> ViT5ResidualBlock:
     if mixer == "attention":
         mixer_cfg = attention_mixer_config(D, 2, 3, 4, True)
         mixer_cfg.attn_dropout = attn_dropout
     else:
         mixer_cfg = hyena_mixer_config(D, 3, [5, 3], 1, siren_hidden_dim=8)
-    cfg = residual_block_config(mixer_cfg, D, layer_scale_init=0.5)
+    cfg = residual_block_config(mixer_cfg, D, layer_scale_init=layer_scale)
     cfg.mlp_cfg.dropout_cfg.p = mlp_dropout
     cfg.drop_path_rate = drop_path
     if grn:
@@ -106,3 +107,50 @@ def test_tokenwise_norms():
         is_tokenwise_norm(RMSNorm(D)) and is_tokenwise_norm(nn.LayerNorm(D)) and is_tokenwise_norm(L2Norm())
     )
     assert not is_tokenwise_norm(L2Norm(dim=1)) and not is_tokenwise_norm(GlobalResponseNorm(D))
+
+
+def _plain(block: ViT5ResidualBlock, x: torch.Tensor) -> torch.Tensor:
+    """The block output by the plain (out-of-place) path: a no-op hook turns the in-place path off."""
+    handle = block.mlp_norm.register_forward_hook(lambda module, args, out: None)
+    try:
+        return block(x)
+    finally:
+        handle.remove()
+
+
+@pytest.mark.parametrize("layer_scale", [0.5, 0.0], ids=["layer-scale", "no-layer-scale"])
+@pytest.mark.parametrize("mixer", ["attention", "hyena"])
+def test_inference_residuals_in_place_give_the_plain_bits_and_leave_the_input_alone(mixer, layer_scale):
+    block = randomize_(make_block(mixer, layer_scale=layer_scale), seed=3).eval()
+    tokens = TOKENS if mixer == "attention" else 9
+    x = torch.randn(2, tokens, D)
+    original = x.clone()
+    for context in (torch.no_grad, torch.inference_mode):
+        with context():
+            plain = _plain(block, x)
+            fast = block(x)
+        assert torch.equal(fast, plain)
+        assert torch.equal(x, original)  # the caller's tokens are never written
+    if mixer == "attention":
+        with torch.no_grad():
+            plain = _plain(block, x)[:, 9:10]
+            assert relative_error(block.forward_tokens(x, slice(9, 10)), plain) <= 1e-6
+        assert torch.equal(x, original)
+
+
+def test_inference_keeps_hooked_mixer_outputs_and_active_drop_path():
+    block = randomize_(make_block(drop_path=0.5), seed=4).eval()
+    x = torch.randn(2, TOKENS, D)
+    seen = []
+    handle = block.sequence_mixer.register_forward_hook(lambda m, args, out: seen.append((out, out.clone())))
+    with torch.no_grad():
+        block(x)
+    handle.remove()
+    held, copy = seen[0]
+    assert torch.equal(held, copy)  # not scaled in place behind the hook's back
+    block.train()  # DropPath draws: the no-grad output is the autograd output for the same draws
+    torch.manual_seed(9)
+    expected = block(x.clone().requires_grad_()).detach()
+    torch.manual_seed(9)
+    with torch.no_grad():  # (the fused q/k inference path rounds differently)
+        assert relative_error(block(x), expected) <= 1e-6

@@ -310,10 +310,12 @@ class ViT5Attention(nn.Module):
             weight = torch.ones(1, 1, self.head_dim, device=u.device)
         cos, sin = self.rope_cos[rows], self.rope_sin[rows]  # (Tr, hd)
         a, b = fold_rope_tables(cos, sin, weight, self.rope_impl)  # (Tr, S, 1, hd)
-        out = (u * a).addcmul_(swap_partners(u, self.rope_impl), b)
+        swapped = swap_partners(u, self.rope_impl)
+        out = (u * a).addcmul_(swapped, b)
         if not self.qk_norm:
             return out
-        r = torch.rsqrt(u.pow(2).mean(dim=-1, keepdim=True) + self.q_norm.eps)  # (B, Tr, S, H, 1)
+        squares = torch.pow(u, 2, out=swapped)  # re-uses the buffer: fewer fresh pages to fault in
+        r = torch.rsqrt(squares.mean(dim=-1, keepdim=True) + self.q_norm.eps)  # (B, Tr, S, H, 1)
         return out.mul_(r)
 
     def flop_count(self, num_tokens: int, inference: bool = False) -> int:

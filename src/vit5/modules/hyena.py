@@ -42,8 +42,11 @@ def _packed(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torc
 
     ``QKVSequenceMixer`` passes the three chunks of its ``qkv_proj`` output: then the
     concatenation is that output itself, rebuilt as a view of the common base (so autograd
-    routes the gradient of every chunk to the base).
+    routes the gradient of every chunk to the base). Under ``torch.compile`` it is a plain
+    ``cat``: the compiler cannot trace pointer arithmetic, and it removes the copy itself.
     """
+    if torch.compiler.is_compiling():
+        return torch.cat([query, key, value], dim=-1)
     base = query._base
     c = query.shape[-1]
     step = c * query.element_size()

@@ -11,11 +11,13 @@ from torch.nn import functional as F
 
 from vit5._validation import boolean, check_last_dim, choice, positive_float, positive_int
 from vit5.config import build_callable, instantiate
+from vit5.modules.hooks import has_hooks
 
 logger = logging.getLogger(__name__)
 
 ACTIVATIONS = ("relu", "gelu", "silu", "glu", "swiglu")
 GATED = ("glu", "swiglu")
+_INPLACE = {"gelu": torch.ops.aten.gelu_, "relu": torch.relu_, "silu": torch.ops.aten.silu_}
 
 
 class MLP(nn.Module):
@@ -27,7 +29,9 @@ class MLP(nn.Module):
     * ``"glu"``: ``h[..., :Hm] * sigmoid(h[..., Hm:])`` (value first, gate second);
     * ``"swiglu"``: ``a, b = h.chunk(2)``; ``b * silu(a)`` (gate first).
 
-    Gated variants double ``layer1``'s output width to ``2 * Hm``.
+    Gated variants double ``layer1``'s output width to ``2 * Hm``. Without autograd the plain
+    activations run in place on ``layer1``'s output (same bits, one full-size buffer fewer) unless
+    a hook on ``layer1`` could hold that output.
 
     Args:
         dim: Input and output width.
@@ -82,7 +86,9 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_last_dim("MLP", x, self.dim)
         h = self.layer1(x)  # (..., width)
-        if self.activation == "gelu":
+        if not torch.is_grad_enabled() and self.activation in _INPLACE and not has_hooks(self.layer1):
+            h = _INPLACE[self.activation](h)  # same bits in layer1's fresh output: no new buffer
+        elif self.activation == "gelu":
             h = F.gelu(h)
         elif self.activation == "relu":
             h = F.relu(h)

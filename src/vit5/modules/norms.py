@@ -46,10 +46,13 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_last_dim("RMSNorm", x, self.dim)
         u = x.float()
-        y = u * torch.rsqrt(u.pow(2).mean(dim=-1, keepdim=True) + self.eps)
         if torch.is_grad_enabled():
+            y = u * torch.rsqrt(u.pow(2).mean(dim=-1, keepdim=True) + self.eps)
             return (self.weight * y).to(x.dtype)
-        return y.mul_(self.weight).to(x.dtype)  # same bits, one allocation fewer
+        # Same bits with one buffer: the squares, then the output in their place.
+        y = torch.pow(u, 2, out=torch.empty_like(u))
+        r = torch.rsqrt(y.mean(dim=-1, keepdim=True) + self.eps)
+        return torch.mul(u, r, out=y).mul_(self.weight).to(x.dtype)
 
     def flop_count(self, num_tokens: int) -> int:
         """``3 * num_tokens * dim`` (square, mean, scale)."""

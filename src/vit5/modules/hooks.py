@@ -1,0 +1,19 @@
+"""Whether user hooks could observe a module's intermediate tensors."""
+
+from __future__ import annotations
+
+from torch import nn
+from torch.nn.modules import module as module_lib
+
+
+def has_hooks(module: nn.Module) -> bool:
+    """True if ``module`` or any submodule has forward hooks or pre-hooks, or global ones are set.
+
+    Fast paths that skip a submodule call, or overwrite a submodule's output in place, take the
+    plain path when this is True: a hook must run and must see the tensors the module returned.
+    """
+    if getattr(module_lib, "_global_forward_hooks", None) or getattr(
+        module_lib, "_global_forward_pre_hooks", None
+    ):
+        return True
+    return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
