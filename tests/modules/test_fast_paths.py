@@ -205,6 +205,47 @@ def test_torch_compile_tiny_networks_on_cpu(pattern: str, readout: str) -> None:
         torch.testing.assert_close(grads[name], parameter.grad, rtol=1e-3, atol=1e-4, msg=name)
 
 
+@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
+def test_hyena_packed_qkv_without_autograd_is_a_view_and_otherwise_a_cat(context) -> None:
+    """Inference-mode views have no ``_base``: adjacency is read from the shared storage instead."""
+    from vit5.modules.hyena import _packed
+
+    with context():
+        qkv = torch.randn(2, 5, 4, 24) * 2  # made in the context, like a qkv_proj output
+        q, k, v = qkv.split(8, dim=-1)
+        packed = _packed(q, k, v)
+        assert packed.data_ptr() == qkv.data_ptr() and torch.equal(packed, qkv)  # no copy
+        for parts in [(v, k, q), (q, q, q), (q, k, v.clone()), tuple(t.clone() for t in (q, k, v))]:
+            out = _packed(*parts)
+            assert torch.equal(out, torch.cat(parts, dim=-1))
+            assert out.data_ptr() != qkv.data_ptr()
+
+
+@pytest.mark.parametrize("short_conv", [True, False], ids=["short-conv", "no-short-conv"])
+@pytest.mark.parametrize(
+    "gates", [(nn.SiLU, nn.Sigmoid), (nn.Identity, nn.Identity)], ids=["silu-sigmoid", "identity"]
+)
+def test_hyena_inference_gates_in_place_give_the_plain_bits(gates, short_conv) -> None:
+    """Without autograd the gate products go into the activations' outputs: the same bits as the
+    plain products (a hook turns that path off), inputs untouched, Identity gates never written."""
+    first, second = gates
+    extra = {} if short_conv else {"short_conv_cfg": LazyConfig(nn.Identity)()}
+    cfg = hyena_cfg(
+        gate_nonlinear_cfg=LazyConfig(first)(), gate_nonlinear_2_cfg=LazyConfig(second)(), **extra
+    )
+    hyena = randomize_(instantiate(cfg), seed=3).eval()
+    q, k, v = torch.randn(3, 2, 5, 4, 8).unbind(0)
+    originals = [t.clone() for t in (q, k, v)]
+    with torch.inference_mode():
+        fast = hyena(q, k, v)
+        handle = hyena.gate_nonlinear.register_forward_hook(lambda module, args, out: None)
+        plain = hyena(q, k, v)
+        handle.remove()
+        separate = hyena(*(t.clone() for t in (q, k, v)))
+    assert torch.equal(fast, plain) and torch.equal(fast, separate)
+    assert all(torch.equal(t, o) for t, o in zip((q, k, v), originals))
+
+
 def test_identity_short_conv_path_still_runs() -> None:
     hyena = instantiate(hyena_cfg(short_conv_cfg=LazyConfig(nn.Identity)()))
     q, k, v = torch.randn(3, 2, 5, 4, 8).unbind(0)

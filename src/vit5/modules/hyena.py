@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from vit5.config import LazyConfig, instantiate
+from vit5.modules.hooks import has_hooks
 
 __all__ = ["Hyena", "is_channels_first"]
 
@@ -42,18 +43,24 @@ def _packed(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torc
 
     ``QKVSequenceMixer`` passes the three chunks of its ``qkv_proj`` output: then the
     concatenation is that output itself, rebuilt as a view of the common base (so autograd
-    routes the gradient of every chunk to the base). Under ``torch.compile`` it is a plain
-    ``cat``: the compiler cannot trace pointer arithmetic, and it removes the copy itself.
+    routes the gradient of every chunk to the base). Without autograd any of the three can
+    address the shared storage (views made under ``torch.inference_mode`` have no ``_base``).
+    Under ``torch.compile`` it is a plain ``cat``: the compiler cannot trace pointer arithmetic,
+    and it removes the copy itself.
     """
     if torch.compiler.is_compiling():
         return torch.cat([query, key, value], dim=-1)
-    base = query._base
+    if torch.is_grad_enabled():
+        base = query._base
+        shared = base is not None and key._base is base and value._base is base
+    else:
+        base = query
+        storage = query.untyped_storage().data_ptr()
+        shared = key.untyped_storage().data_ptr() == storage == value.untyped_storage().data_ptr()
     c = query.shape[-1]
     step = c * query.element_size()
     if (
-        base is not None
-        and key._base is base
-        and value._base is base
+        shared
         and query.stride() == key.stride() == value.stride()
         and query.stride(-1) == 1
         and key.data_ptr() == query.data_ptr() + step
@@ -62,6 +69,22 @@ def _packed(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torc
     ):
         return base.as_strided((*query.shape[:-1], 3 * c), query.stride(), query.storage_offset())
     return torch.cat([query, key, value], dim=-1)
+
+
+def _gate(x: torch.Tensor, activation: nn.Module, gate: torch.Tensor, in_place: bool) -> torch.Tensor:
+    """``x * activation(gate)``; with ``in_place`` (no autograd, no hooks) the product goes into
+    the activation's output when that is a fresh tensor of the product's shape and dtype (same
+    bits: the product commutes exactly)."""
+    a = activation(gate)
+    if (
+        in_place
+        and a.shape == x.shape
+        and a.dtype == torch.result_type(x, a)
+        and a.untyped_storage().data_ptr()
+        not in (x.untyped_storage().data_ptr(), gate.untyped_storage().data_ptr())
+    ):
+        return a.mul_(x)
+    return x * a
 
 
 class Hyena(nn.Module):
@@ -195,12 +218,13 @@ class Hyena(nn.Module):
             q = self._norm_per_position(self.q_norm, q)
             if not isinstance(self.k_norm, nn.Identity):
                 k = self._norm_per_position(self.k_norm, k)
-        z = self._norm_flat(self.pixelhyena_norm, q * self.gate_nonlinear(k))  # (B, *S, C)
+        in_place = not torch.is_grad_enabled() and not has_hooks(self)
+        z = self._norm_flat(self.pixelhyena_norm, _gate(q, self.gate_nonlinear, k, in_place))  # (B, *S, C)
         if conditioning is None:
             h = self.global_conv(z)  # (B, *S, C)
         else:
             h = self.global_conv(z, conditioning=conditioning)
-        return self._norm_flat(self.output_norm, h * self.gate_nonlinear_2(v))  # (B, *S, C)
+        return self._norm_flat(self.output_norm, _gate(h, self.gate_nonlinear_2, v, in_place))  # (B, *S, C)
 
     def flop_count(self, spatial_dims: Sequence[int], inference: bool = False) -> int:
         """Short conv + q/k norms + gates + norms + ``global_conv.flop_count`` (``inference`` only affects it).
