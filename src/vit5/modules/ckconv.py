@@ -13,7 +13,12 @@ from torch import nn
 
 from vit5._validation import boolean, positive_int
 from vit5.config import TARGET_KEY, instantiate, locate, resolve
-from vit5.ops.denseconv import apply_dense_operator, dense_conv_operator, dense_operator_bytes
+from vit5.ops.denseconv import (
+    apply_dense_operator,
+    dense_conv_operator,
+    dense_operator_bytes,
+    dense_operator_product,
+)
 from vit5.ops.fftconv import (
     FFTConvPlan,
     apply_spectrum,
@@ -314,7 +319,13 @@ class CKConvND(nn.Module):
             # is cheaper than transforming along strided axes.
             plan, spectrum, kernel = self._spectrum(spatial, conditioning, dense_ok=channels_last)
             if isinstance(spectrum, torch.Tensor):  # small grid: dense operator, channels-last
-                return self.shortcut.to(x.dtype) * x + apply_dense_operator(x, spectrum)  # (B, *S, C)
+                if torch.is_grad_enabled():
+                    return self.shortcut.to(x.dtype) * x + apply_dense_operator(x, spectrum)  # (B, *S, C)
+                # The same sum, adding the channels-first product straight into the shortcut term.
+                out = self.shortcut.to(x.dtype) * x  # (B, *S, C)
+                return out.add_(
+                    dense_operator_product(x, spectrum).to(x.dtype).permute(1, 2, 0).view(x.shape)
+                )
             z = x.movedim(-1, 1).contiguous() if channels_last else x  # (B, C, *S)
             if spectrum is not None and channels_last and not torch.is_grad_enabled():
                 # Accumulate chunk by chunk into the channels-last output: the same bits as the

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["apply_dense_operator", "dense_conv_operator", "dense_operator_bytes"]
+__all__ = ["apply_dense_operator", "dense_conv_operator", "dense_operator_bytes", "dense_operator_product"]
 
 
 def dense_operator_bytes(signal: Sequence[int], channels: int) -> int:
@@ -60,6 +60,16 @@ def dense_conv_operator(kernel: torch.Tensor, signal: Sequence[int]) -> torch.Te
 def _channels_first(t: torch.Tensor) -> torch.Tensor:
     """Channels-last ``[B, *S, C]`` as a contiguous fp32 ``[C, B, T]`` copy."""
     return t.float().reshape(t.shape[0], -1, t.shape[-1]).permute(2, 0, 1).contiguous()
+
+
+def dense_operator_product(x: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
+    """``M x`` for channels-last ``x`` ``[B, *S, C]``, left channels-first: ``[C, B, T]`` fp32.
+
+    The product :func:`apply_dense_operator` computes (the same bits), before the copy back to
+    channels-last; callers that add it into another tensor skip that copy. Not differentiable.
+    """
+    with torch.autocast(x.device.type, enabled=False):
+        return torch.bmm(_channels_first(x), operator.transpose(1, 2))  # (C, B, T)
 
 
 class _ApplyDense(torch.autograd.Function):
