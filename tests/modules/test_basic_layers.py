@@ -169,6 +169,12 @@ def test_mlp_without_autograd_gives_the_autograd_bits_and_spares_hooked_outputs(
     held, copy = seen[0]
     assert torch.equal(held, copy)
     assert torch.equal(held, mlp.layer1(x.clone()))
+    same_width = MLP(8, activation, None, expansion_factor=1.0 if activation != "swiglu" else 0.5)
+    same_width.layer1 = nn.Identity()  # returns its input: nothing may be written in place
+    original = x.clone()
+    with torch.no_grad():
+        same_width(x)
+    assert torch.equal(x, original)
 
 
 def test_mlp_rejects_unknown_activation_at_construction():

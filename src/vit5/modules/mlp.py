@@ -30,8 +30,8 @@ class MLP(nn.Module):
     * ``"swiglu"``: ``a, b = h.chunk(2)``; ``b * silu(a)`` (gate first).
 
     Gated variants double ``layer1``'s output width to ``2 * Hm``. Without autograd the plain
-    activations run in place on ``layer1``'s output (same bits, one full-size buffer fewer) unless
-    a hook on ``layer1`` could hold that output.
+    activations run in place on ``layer1``'s output (same bits, one full-size buffer fewer) when
+    ``layer1`` is a plain ``nn.Linear`` and no hook on it could hold that output.
 
     Args:
         dim: Input and output width.
@@ -86,7 +86,12 @@ class MLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_last_dim("MLP", x, self.dim)
         h = self.layer1(x)  # (..., width)
-        if not torch.is_grad_enabled() and self.activation in _INPLACE and not has_hooks(self.layer1):
+        if (
+            not torch.is_grad_enabled()
+            and self.activation in _INPLACE
+            and type(self.layer1) is nn.Linear  # its output is always a fresh tensor
+            and not has_hooks(self.layer1)
+        ):
             h = _INPLACE[self.activation](h)  # same bits in layer1's fresh output: no new buffer
         elif self.activation == "gelu":
             h = F.gelu(h)
