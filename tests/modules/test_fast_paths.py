@@ -264,28 +264,18 @@ def test_small_grids_use_the_cached_dense_operator_in_eval() -> None:
     torch.testing.assert_close(y, fft.movedim(1, -1), rtol=1e-5, atol=1e-5)
 
 
-def test_eval_dense_path_is_bit_identical_to_the_training_forward(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Small grids: eval adds the cached operator's product straight into the shortcut term; the
-    training forward (differentiable dense operator) gives the same bits, fp32 and bf16."""
-    monkeypatch.setattr(ckconv_module, "DENSE_TRAIN_MAX_BYTES", 1 << 30)
-    torch.manual_seed(13)
-    conv = randomize_(make())
-    x = torch.randn(3, 5, 4, D)
-    for dtype in (torch.float32, torch.bfloat16):
-        xd = x.to(dtype)
-        trained = conv.train()(xd.clone().requires_grad_())
-        with torch.inference_mode():
-            evaluated = conv.eval()(xd)
-        assert isinstance(conv._spectrum_cache[2], torch.Tensor)  # the dense operator
-        assert evaluated.dtype == dtype and evaluated.shape == x.shape
-        assert torch.equal(evaluated, trained.detach())
-
-
-def test_eval_fft_path_is_bit_identical_to_the_training_forward(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Channels-last eval (spectrum accumulated chunk by chunk into the shortcut term) gives the
-    bits of the training forward (low-memory FFT path, shortcut + conv), over several chunks."""
-    monkeypatch.setattr(ckconv_module, "DENSE_MAX_BYTES", 0)  # FFT path, not the dense operator
-    monkeypatch.setattr(ckconv_module, "DENSE_TRAIN_MAX_BYTES", 0)
+@pytest.mark.parametrize("path", ["dense", "fft"])
+def test_eval_path_is_bit_identical_to_the_training_forward(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Channels-last eval gives the bits of the training forward, in fp32 and bf16. ``dense`` (small
+    grids): eval adds the cached operator's product straight into the shortcut term, training uses
+    the differentiable operator. ``fft``: eval accumulates the spectrum chunk by chunk (several
+    chunks here) into the shortcut term, training uses the low-memory FFT path."""
+    dense = path == "dense"
+    if not dense:
+        monkeypatch.setattr(ckconv_module, "DENSE_MAX_BYTES", 0)
+    monkeypatch.setattr(ckconv_module, "DENSE_TRAIN_MAX_BYTES", 1 << 30 if dense else 0)
     torch.manual_seed(12)
     channels = 40
     conv = randomize_(make(hidden_dim=channels, kernel_cfg=kernel_cfg(out_dim=channels)))
@@ -295,6 +285,6 @@ def test_eval_fft_path_is_bit_identical_to_the_training_forward(monkeypatch: pyt
         trained = conv.train()(xd.clone().requires_grad_())
         with torch.inference_mode():
             evaluated = conv.eval()(xd)
-        assert conv._spectrum_cache is not None and isinstance(conv._spectrum_cache[2], tuple)
+        assert isinstance(conv._spectrum_cache[2], torch.Tensor if dense else tuple)
         assert evaluated.dtype == dtype and evaluated.shape == x.shape
         assert torch.equal(evaluated, trained.detach())
