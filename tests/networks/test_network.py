@@ -495,3 +495,26 @@ def test_nan_input_is_rejected():
     x[0, 0, 0, 1] = float("inf")
     with pytest.raises(ValueError, match="2 NaN or infinite values"):
         net({"input": x})
+
+
+@pytest.mark.parametrize("in_channels", [1, 3])
+@pytest.mark.parametrize("readout, registers", [("gap", 0), ("cls", 4)])
+def test_the_embedded_sequence_is_contiguous(in_channels, readout, registers):
+    """The blocks get a contiguous ``[B, T, D]`` sequence whatever the images' memory layout. A
+    channels-last view of channels-first images (what the training loop passes) gives a
+    channels-first conv output, whose transposed view would make every reduction over ``D`` sum
+    in another order: training would round differently than with contiguous tokens."""
+    cfg = vit5_config(
+        hidden_dim=32, num_blocks=2, num_heads=2, pattern="HA", patch_size=4, image_size=16,
+        in_channels=in_channels, num_classes=5, num_registers=registers, readout=readout,
+        siren_hidden_dim=8,
+    )  # fmt: skip
+    net = instantiate(cfg)
+    channels_last = torch.randn(3, 16, 16, in_channels)
+    channels_first = torch.randn(3, in_channels, 16, 16).permute(0, 2, 3, 1)
+    for x in (channels_last, channels_first):
+        for grad in (True, False):
+            with torch.set_grad_enabled(grad):
+                tokens = net.embed(x)
+            assert tokens.shape == (3, 16 if readout == "gap" else 24, 32)  # 16 + 1 + 4 padded to 4 x 6
+            assert tokens.is_contiguous()

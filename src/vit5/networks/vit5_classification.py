@@ -226,7 +226,9 @@ class ViT5ClassificationNet(nn.Module):
         for token in (self.cls_token, self.reg_token, self._zero_pad):
             if token is not None:
                 parts.append(token.to(x.dtype).expand(B, -1, -1))
-        return torch.cat(parts, dim=1) if len(parts) > 1 else x  # (B, T, D)
+        if len(parts) == 1:  # contiguous like cat's output: the blocks' reductions then sum in one order
+            return x.contiguous()  # (B, T, D)
+        return torch.cat(parts, dim=1)  # (B, T, D)
 
     def _run_block(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Block ``index`` on the sequence ``[B, T, D]`` (without the padding if it does not need it)."""
