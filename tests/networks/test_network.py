@@ -1,4 +1,5 @@
-"""ViT5ClassificationNet in every mode: layout, padding, readouts, gradients, dtypes, FLOPs, errors."""
+"""ViT5ClassificationNet in every mode: layout, padding, readouts, gradients, dtypes, FLOPs (errors:
+test_network_errors.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ from torch import nn
 from tests.helpers import randomize_, relative_error
 from vit5.config import instantiate, load_config, save_config
 from vit5.modules.adapter import ViT5HyenaAdapter
-from vit5.networks.presets import (
-    vit5_config,
-)
+from vit5.networks.presets import vit5_config
 from vit5.networks.vit5_classification import ViT5ClassificationNet, drop_path_rates
 
 # Small networks covering every mode: (pattern, readout, registers, image, patch)
