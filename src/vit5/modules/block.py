@@ -168,10 +168,7 @@ class ViT5ResidualBlock(nn.Module):
             not torch.is_grad_enabled()
             and type(self.ls_attn) in (LayerScale, nn.Identity)
             and type(self.ls_mlp) in (LayerScale, nn.Identity)
-            and (
-                type(path) is nn.Identity
-                or (type(path) is DropPath and (not path.training or path.drop_prob == 0))
-            )
+            and (type(path) is nn.Identity or (type(path) is DropPath and path.is_identity()))
             and not has_hooks(self)
         )
 

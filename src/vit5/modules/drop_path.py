@@ -23,8 +23,12 @@ class DropPath(nn.Module):
         super().__init__()
         self.drop_prob = probability("drop_prob", drop_prob)
 
+    def is_identity(self) -> bool:
+        """Whether ``forward`` returns its input unchanged now (eval mode or ``drop_prob == 0``)."""
+        return not self.training or self.drop_prob == 0.0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.drop_prob == 0.0:
+        if self.is_identity():
             return x
         keep = 1.0 - self.drop_prob
         mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, ..., 1)
