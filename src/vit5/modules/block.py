@@ -12,7 +12,7 @@ from vit5._validation import positive_float, positive_int, probability
 from vit5.config import instantiate
 from vit5.modules.attention import ViT5Attention
 from vit5.modules.drop_path import DropPath
-from vit5.modules.hooks import has_hooks
+from vit5.modules.hooks import has_hooks, shares_storage
 from vit5.modules.layer_scale import LayerScale
 from vit5.modules.mlp import MLP
 from vit5.modules.norms import L2Norm, RMSNorm, no_weight_decay
@@ -182,12 +182,7 @@ class ViT5ResidualBlock(nn.Module):
         (addition commutes exactly) without two full-size buffers, whose first touch is a
         measurable share of CPU inference time.
         """
-        if (
-            in_place
-            and branch.dtype == x.dtype
-            and branch.shape == x.shape
-            and branch.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
-        ):
+        if in_place and branch.dtype == x.dtype and branch.shape == x.shape and not shares_storage(branch, x):
             if isinstance(scale, LayerScale):
                 branch = branch.mul_(scale.gamma.to(branch.dtype))
             return branch.add_(x)

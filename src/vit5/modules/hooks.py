@@ -1,7 +1,9 @@
-"""Whether user hooks could observe a module's intermediate tensors."""
+"""Guards of the in-place inference paths: user hooks that could observe a module's tensors, and
+tensors sharing memory."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torch.nn.modules import module as module_lib
 
@@ -17,3 +19,9 @@ def has_hooks(module: nn.Module) -> bool:
     ):
         return True
     return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
+
+
+def shares_storage(tensor: torch.Tensor, *others: torch.Tensor) -> bool:
+    """True if ``tensor`` lives in the same storage as any of ``others`` (writing it may change them)."""
+    storage = tensor.untyped_storage().data_ptr()
+    return any(other.untyped_storage().data_ptr() == storage for other in others)

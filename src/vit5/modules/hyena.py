@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from vit5.config import LazyConfig, instantiate
-from vit5.modules.hooks import has_hooks
+from vit5.modules.hooks import has_hooks, shares_storage
 
 __all__ = ["Hyena", "is_channels_first"]
 
@@ -55,8 +55,7 @@ def _packed(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torc
         shared = base is not None and key._base is base and value._base is base
     else:
         base = query
-        storage = query.untyped_storage().data_ptr()
-        shared = key.untyped_storage().data_ptr() == storage == value.untyped_storage().data_ptr()
+        shared = shares_storage(query, key) and shares_storage(query, value)
     c = query.shape[-1]
     step = c * query.element_size()
     if (
@@ -80,8 +79,7 @@ def _gate(x: torch.Tensor, activation: nn.Module, gate: torch.Tensor, in_place: 
         in_place
         and a.shape == x.shape
         and a.dtype == torch.result_type(x, a)
-        and a.untyped_storage().data_ptr()
-        not in (x.untyped_storage().data_ptr(), gate.untyped_storage().data_ptr())
+        and not shares_storage(a, x, gate)
     ):
         return a.mul_(x)
     return x * a
