@@ -152,6 +152,23 @@ def test_predict_prints_top_k(trained_run, tmp_path, capsys):
         assert all(t["label"] in {str(d) for d in range(10)} for t in result["top"])
     code, _, err = run_cli(["predict", str(trained_run), str(tmp_path / "missing.png")], capsys)
     assert code == 1 and "cannot read image" in err
+    code, out, _ = run_cli(["predict", str(trained_run), paths[0], "--top-k", "50"], capsys)
+    assert code == 0 and len(json.loads(out.strip().splitlines()[-1])[0]["top"]) == 10  # capped at the classes
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["predict", "RUN", "x.png", "--top-k", "0"], "--top-k: expected an integer >= 1, got 0"),
+        (["predict", "RUN", "x.png", "--top-k", "two"], "--top-k: expected an integer >= 1, got 'two'"),
+        (["eval", "RUN", "--batch-size", "0"], "--batch-size: expected an integer >= 1, got 0"),
+        (["eval", "RUN", "--workers", "-1"], "--workers: expected an integer >= 0, got -1"),
+    ],
+)
+def test_eval_and_predict_reject_bad_counts(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_info_prints_layout_and_blocks(capsys):

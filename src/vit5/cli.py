@@ -170,7 +170,7 @@ def command_predict(args: argparse.Namespace) -> int:
         model.image_size, data["mean"], data["std"], model.in_channels, data.get("crop_ratio", 1.0)
     )
     names = data.get("class_names") or [str(i) for i in range(model.num_classes)]
-    k = max(1, min(args.top_k, model.num_classes))
+    k = min(args.top_k, model.num_classes)
     results, failed = [], 0
     for path in args.images:
         try:
@@ -290,6 +290,21 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _int_at_least(minimum: int):
+    """An argparse ``type`` accepting integers >= ``minimum`` (the error names the value and the bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vit5", description="ViT-5 image classifiers: train, evaluate, predict."
@@ -305,12 +320,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data-dir")
     evaluate.add_argument("--ema", action="store_true", help="use the EMA weights")
     evaluate.add_argument("--out", help="where to write confusion.png")
-    evaluate.add_argument("--batch-size", type=int, default=256)
-    evaluate.add_argument("--workers", type=int, default=0)
+    evaluate.add_argument("--batch-size", type=_int_at_least(1), default=256)
+    evaluate.add_argument("--workers", type=_int_at_least(0), default=0)
     predict = commands.add_parser("predict", help="top-k labels of images (PNG/JPEG)")
     predict.add_argument("checkpoint")
     predict.add_argument("images", nargs="+")
-    predict.add_argument("--top-k", type=int, default=5)
+    predict.add_argument(
+        "--top-k", type=_int_at_least(1), default=5, help="labels per image (at most the number of classes)"
+    )
     predict.add_argument("--ema", action="store_true")
     info = commands.add_parser("info", help="parameters, FLOPs, token layout and blocks of a model")
     info.add_argument("--preset")
