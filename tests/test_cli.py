@@ -114,6 +114,26 @@ def test_resume_of_a_non_run_is_an_error(tmp_path, capsys):
     assert code == 2 and "not a run directory" in err
 
 
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--epochs", "3"],
+        ["--lr", "0.1"],
+        ["--seed", "1"],
+        ["--compile"],
+        ["--preset", "vit5_tiny_attention"],
+        ["optim.lr=0.1"],
+        ["--batch-size", "8", "schedule.epochs=2"],
+    ],  # fmt: skip
+)
+def test_resume_refuses_options_that_would_be_ignored(trained_run, capsys, extra):
+    before = (trained_run / "metrics.csv").read_bytes()
+    code, _, err = run_cli(["train", "--resume", str(trained_run), *extra], capsys)
+    assert code == 2 and "--resume continues a run exactly as configured" in err
+    assert all(item in err for item in extra if item.startswith("-") or "=" in item)
+    assert (trained_run / "metrics.csv").read_bytes() == before
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     run = tmp_path_factory.mktemp("trained") / "run"
@@ -153,7 +173,9 @@ def test_predict_prints_top_k(trained_run, tmp_path, capsys):
     code, _, err = run_cli(["predict", str(trained_run), str(tmp_path / "missing.png")], capsys)
     assert code == 1 and "cannot read image" in err
     code, out, _ = run_cli(["predict", str(trained_run), paths[0], "--top-k", "50"], capsys)
-    assert code == 0 and len(json.loads(out.strip().splitlines()[-1])[0]["top"]) == 10  # capped at the classes
+    assert (
+        code == 0 and len(json.loads(out.strip().splitlines()[-1])[0]["top"]) == 10
+    )  # capped at the classes
 
 
 @pytest.mark.parametrize(

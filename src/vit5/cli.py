@@ -77,6 +77,11 @@ def build_run_config(args: argparse.Namespace) -> ConfigNode:
     return apply_overrides(cfg, args.overrides)
 
 
+# Options of `vit5 train` that shape a run; `--resume` takes the run's own config.yaml instead.
+_RUN_OPTIONS = ("config", "preset", "dataset", "data_dir", "download", "out", "epochs", "batch_size", "lr",
+                "precision", "compile", "seed", "workers", "skip_nonfinite", "skip_bad_images")  # fmt: skip
+
+
 def command_train(args: argparse.Namespace) -> int:
     from vit5.train.loop import train
 
@@ -86,8 +91,16 @@ def command_train(args: argparse.Namespace) -> int:
         if not (run_dir / "config.yaml").is_file():
             raise UsageError(f"--resume {run_dir}: not a run directory (no config.yaml)")
         cfg = load_config(run_dir / "config.yaml")
-        if args.overrides:
-            raise UsageError("--resume continues a run exactly as configured; overrides are not allowed")
+        given = [
+            "--" + name.replace("_", "-")
+            for name in _RUN_OPTIONS
+            if getattr(args, name, None) not in (None, False)
+        ]
+        if args.overrides or given:
+            raise UsageError(
+                "--resume continues a run exactly as configured (its config.yaml); "
+                f"remove {' '.join(given + list(args.overrides))}"
+            )
     else:
         cfg = build_run_config(args)
         stamp = time.strftime("%Y%m%d-%H%M%S")
