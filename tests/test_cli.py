@@ -109,6 +109,17 @@ def test_train_errors_are_one_line_messages(tmp_path, capsys, monkeypatch, args,
     assert code == 2 and message in err and "Traceback" not in err
 
 
+def test_a_model_section_that_builds_no_module_is_an_error(tmp_path, capsys):
+    path = tmp_path / "cfg.py"
+    path.write_text("model = 5\n")
+    code, _, err = run_cli(
+        ["train", "--config", str(path), "--out", str(tmp_path / "r"), "--epochs", "1"], capsys
+    )
+    assert code == 2 and "must build a torch.nn.Module" in err and "gave int 5" in err
+    code, _, err = run_cli(["train", "--config", str(path), "--out", str(tmp_path / "r"), *QUICK], capsys)
+    assert code == 2 and "model is int 5, not a section with keys" in err
+
+
 def test_resume_of_a_non_run_is_an_error(tmp_path, capsys):
     code, _, err = run_cli(["train", "--resume", str(tmp_path)], capsys)
     assert code == 2 and "not a run directory" in err

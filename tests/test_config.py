@@ -233,6 +233,7 @@ def test_overrides_set_existing_and_signature_keys():
         ("modle.dim=3", "no section 'modle'"),
         ("epochs", "key.path=value"),
         ("model..dim=3", "empty key"),
+        ("epochs.max=3", "epochs is int 3, not a section with keys"),
     ],
 )
 def test_bad_overrides_are_value_errors(override, message):

@@ -119,6 +119,9 @@ def test_python_config_file(tmp_path):
     path.write_text("x = 1\n")
     with pytest.raises(ValueError, match="defines none of"):
         load_python_config(path)
+    path.write_text("data = dict(dataset='digits')\noptim = dict(lr=(1e-3\n")
+    with pytest.raises(ValueError, match=r"exp.py, line 2: invalid Python: '\(' was never closed"):
+        load_python_config(path)
 
 
 def test_metrics_log_truncate_and_plots(tmp_path):

@@ -118,10 +118,16 @@ def apply_overrides(cfg: Mapping, overrides: list[str] | tuple[str, ...]) -> Con
             raise ValueError(f"override {item!r}: empty key in {dotted!r}")
         node: Any = out
         for depth, part in enumerate(parts[:-1]):
-            if not isinstance(node, Mapping) or part not in node or not isinstance(node[part], Mapping):
+            if not isinstance(node, Mapping) or part not in node:
                 where = ".".join(parts[:depth]) or "<root>"
                 keys = sorted(node) if isinstance(node, Mapping) else []
                 raise ValueError(f"override {item!r}: {where} has no section {part!r}; available: {keys}")
+            if not isinstance(node[part], Mapping):
+                where = ".".join(parts[: depth + 1])
+                raise ValueError(
+                    f"override {item!r}: {where} is {type(node[part]).__name__} {node[part]!r:.60}, "
+                    "not a section with keys"
+                )
             node = node[part]
         key = parts[-1]
         if key not in node:

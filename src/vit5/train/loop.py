@@ -84,7 +84,13 @@ class Trainer:
         self.precision = self.cfg.train.precision
         self.seed = int(self.cfg.train.seed)
         seed_all(self.seed)
-        self.model: nn.Module = instantiate(self.cfg.model).to(self.ctx.device)
+        model = instantiate(self.cfg.model)
+        if not isinstance(model, nn.Module):
+            raise TypeError(
+                f"the model section must build a torch.nn.Module (e.g. LazyConfig(build_vit5)(...)); "
+                f"it gave {type(model).__name__} {model!r:.80}"
+            )
+        self.model: nn.Module = model.to(self.ctx.device)
         self._check_model()
         self.optimizer = build_optimizer(self.model, self.cfg.optim)
         self._build_loaders()

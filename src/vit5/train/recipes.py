@@ -157,7 +157,10 @@ def load_python_config(path: str | os.PathLike) -> ConfigNode:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    namespace = runpy.run_path(str(path))
+    try:
+        namespace = runpy.run_path(str(path))
+    except SyntaxError as error:  # other errors raised by the file keep their traceback into it
+        raise ValueError(f"{path}, line {error.lineno}: invalid Python: {error.msg}") from None
     if "config" in namespace:
         given = namespace["config"]
         if not isinstance(given, Mapping):
