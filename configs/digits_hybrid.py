@@ -1,7 +1,8 @@
 """The default digits run, written out: `vit5 train --config configs/digits_hybrid.py`.
 
 A config file defines any of the sections model / data / optim / schedule / train (or a whole
-`config`); missing sections and keys come from the dataset's default recipe.
+`config`); missing sections and keys come from the dataset's default recipe. A `model` written
+as a plain dict, e.g. `model = dict(hidden_dim=96)`, edits the default preset's arguments instead.
 """
 
 from vit5 import LazyConfig

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from vit5.config import ConfigNode, apply_overrides, instantiate, load_config, to_container
+from vit5.config import ConfigNode, apply_overrides, load_config, to_container
 
 logger = logging.getLogger("vit5")
 
@@ -248,7 +248,7 @@ def describe_model(model: Any) -> list[str]:
 
 def command_info(args: argparse.Namespace) -> int:
     from vit5.networks.presets import model_config
-    from vit5.train.recipes import load_python_config
+    from vit5.train.recipes import build_model, load_python_config
 
     if bool(args.preset) == bool(args.config):
         raise UsageError("vit5 info needs exactly one of --preset NAME or --config FILE")
@@ -261,7 +261,7 @@ def command_info(args: argparse.Namespace) -> int:
             cfg.data.num_classes = 1000
             print("(the class count comes from the data folders; shown with 1000 classes)")
         cfg = to_container(cfg)["model"]
-    model = instantiate(cfg)
+    model = build_model(cfg)
     print("\n".join(describe_model(model)))
     return 0
 

@@ -23,7 +23,8 @@ Where vit5 differs (on purpose):
 * interpolations are resolved over the whole tree (from its root) before anything is built;
 * :func:`save_config` refuses runtime objects (a ``TypeError`` naming the key) instead of writing
   Python tags that cannot be loaded back; :func:`load_config` returns a tree that builds again;
-* :func:`apply_overrides` edits a tree from ``"a.b.c=value"`` strings and rejects unknown keys.
+* :func:`apply_overrides` edits a tree from ``"a.b.c=value"`` strings and rejects unknown keys
+  (:func:`set_value` does the same for one key and a Python value).
 
 A node keeps a link to its parent so that ``instantiate(root.model.norm)`` still resolves
 ``${model.hidden_dim}``. Assigning a node into another tree copies it (as OmegaConf does), so a
@@ -31,7 +32,7 @@ node has exactly one parent and editing the original later does not change the t
 """
 
 from vit5.config.build import build_callable, eval_arithmetic, instantiate
-from vit5.config.io import apply_overrides, load_config, parse_value, save_config, to_container
+from vit5.config.io import apply_overrides, load_config, parse_value, save_config, set_value, to_container
 from vit5.config.node import PLACEHOLDER, TARGET_KEY, ConfigNode, LazyConfig, locate, target_path
 from vit5.config.resolve import resolve
 
@@ -49,6 +50,7 @@ __all__ = [
     "parse_value",
     "resolve",
     "save_config",
+    "set_value",
     "target_path",
     "to_container",
 ]

@@ -113,30 +113,40 @@ def apply_overrides(cfg: Mapping, overrides: list[str] | tuple[str, ...]) -> Con
         if not isinstance(item, str) or "=" not in item:
             raise ValueError(f"override {item!r} must have the form key.path=value")
         dotted, text = item.split("=", 1)
-        parts = dotted.strip().split(".")
-        if not all(parts):
-            raise ValueError(f"override {item!r}: empty key in {dotted!r}")
-        node: Any = out
-        for depth, part in enumerate(parts[:-1]):
-            if not isinstance(node, Mapping) or part not in node:
-                where = ".".join(parts[:depth]) or "<root>"
-                keys = sorted(node) if isinstance(node, Mapping) else []
-                raise ValueError(f"override {item!r}: {where} has no section {part!r}; available: {keys}")
-            if not isinstance(node[part], Mapping):
-                where = ".".join(parts[: depth + 1])
-                raise ValueError(
-                    f"override {item!r}: {where} is {type(node[part]).__name__} {node[part]!r:.60}, "
-                    "not a section with keys"
-                )
-            node = node[part]
-        key = parts[-1]
-        if key not in node:
-            target = _target_of(node)
-            accepted = _accepted_keywords(target) if target is not None else frozenset()
-            if accepted is None or key not in accepted:
-                where = ".".join(parts[:-1]) or "<root>"
-                options = sorted(set(node) | set(accepted or ())) if accepted is not None else sorted(node)
-                options = [option for option in options if option != TARGET_KEY]
-                raise ValueError(f"override {item!r}: {where} has no key {key!r}; available: {options}")
-        node[key] = parse_value(text)
+        set_value(out, dotted.strip(), parse_value(text), f"override {item!r}")
     return out
+
+
+def set_value(cfg: Mapping, dotted: str, value: Any, context: str | None = None) -> None:
+    """Set ``cfg[a][b][c] = value`` for ``dotted = "a.b.c"``, in place, with the checks of
+    :func:`apply_overrides` (the key must exist, or be a keyword its recorded call accepts).
+
+    Raises:
+        ValueError: the path does not exist; the message starts with ``context`` (default: the key).
+    """
+    context = context or f"key {dotted!r}"
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ValueError(f"{context}: empty key in {dotted!r}")
+    node: Any = cfg
+    for depth, part in enumerate(parts[:-1]):
+        if not isinstance(node, Mapping) or part not in node:
+            where = ".".join(parts[:depth]) or "<root>"
+            keys = sorted(node) if isinstance(node, Mapping) else []
+            raise ValueError(f"{context}: {where} has no section {part!r}; available: {keys}")
+        if not isinstance(node[part], Mapping):
+            where = ".".join(parts[: depth + 1])
+            raise ValueError(
+                f"{context}: {where} is {type(node[part]).__name__} {node[part]!r:.60}, not a section with keys"
+            )
+        node = node[part]
+    key = parts[-1]
+    if key not in node:
+        target = _target_of(node)
+        accepted = _accepted_keywords(target) if target is not None else frozenset()
+        if accepted is None or key not in accepted:
+            where = ".".join(parts[:-1]) or "<root>"
+            options = sorted(set(node) | set(accepted or ())) if accepted is not None else sorted(node)
+            options = [option for option in options if option != TARGET_KEY]
+            raise ValueError(f"{context}: {where} has no key {key!r}; available: {options}")
+    node[key] = value

@@ -24,14 +24,14 @@ import torch
 from torch import nn
 
 from vit5._io import atomic_write_text
-from vit5.config import instantiate, save_config, to_container
+from vit5.config import save_config, to_container
 from vit5.data import DataSpec, build_datasets
 from vit5.train.checkpoint import latest_checkpoint, save_checkpoint
 from vit5.train.distributed import DistributedContext, EpochSampler, cleanup_distributed, setup_distributed
 from vit5.train.evaluate import check_labels, evaluate
 from vit5.train.metrics import MetricsLog, plot_curves
 from vit5.train.optim import build_optimizer, build_scheduler
-from vit5.train.recipes import finalize, validate_run_config
+from vit5.train.recipes import build_model, finalize, validate_run_config
 
 logger = logging.getLogger("vit5.train")
 
@@ -84,13 +84,7 @@ class Trainer:
         self.precision = self.cfg.train.precision
         self.seed = int(self.cfg.train.seed)
         seed_all(self.seed)
-        model = instantiate(self.cfg.model)
-        if not isinstance(model, nn.Module):
-            raise TypeError(
-                f"the model section must build a torch.nn.Module (e.g. LazyConfig(build_vit5)(...)); "
-                f"it gave {type(model).__name__} {model!r:.80}"
-            )
-        self.model: nn.Module = model.to(self.ctx.device)
+        self.model: nn.Module = build_model(self.cfg.model).to(self.ctx.device)
         self._check_model()
         self.optimizer = build_optimizer(self.model, self.cfg.optim)
         self._build_loaders()

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from vit5.config import ConfigNode, LazyConfig, apply_overrides, resolve
+from vit5.config import TARGET_KEY, ConfigNode, LazyConfig, apply_overrides, resolve, set_value
 from vit5.data import AUGMENTATIONS, DATASETS, dataset_defaults
 from vit5.networks.presets import build_vit5, preset_arguments
 
@@ -152,7 +152,8 @@ def load_python_config(path: str | os.PathLike) -> ConfigNode:
     The file defines ``config`` (a full run config) or any of the sections ``model``, ``data``,
     ``optim``, ``schedule``, ``train`` as module-level names; missing sections come from the default
     recipe of ``data["dataset"]`` (default digits) and given sections are merged over it key by key
-    (``model`` replaces the default model entirely).
+    (a ``model`` given as a ``LazyConfig`` call replaces the default model entirely; a plain dict
+    such as ``model = dict(hidden_dim=96)`` changes the default preset's arguments).
     """
     path = Path(path)
     if not path.is_file():
@@ -175,16 +176,34 @@ def load_python_config(path: str | os.PathLike) -> ConfigNode:
     data = given.get("data") or {}
     base = default_run_config(data.get("dataset", "digits"))
     for section, value in given.items():
-        if section == "model":
-            base[section] = value
+        if section == "model" and not (isinstance(value, Mapping) and TARGET_KEY not in value):
+            base[section] = value  # a recorded call (LazyConfig) or a built module replaces the default
             continue
         if not isinstance(value, Mapping):
             raise TypeError(f"{path}: section `{section}` must be a mapping, got {type(value).__name__}")
         for key, item in value.items():
+            if section == "model":  # preset arguments: any keyword build_vit5 accepts
+                set_value(base, f"model.{key}", item, str(path))
+                continue
             if key not in base[section]:
                 raise ValueError(f"{path}: unknown key {section}.{key}; known: {sorted(base[section])}")
             base[section][key] = item
     return base
+
+
+def build_model(model_cfg: Any) -> Any:
+    """Instantiate a run config's ``model`` section, which must build a ``torch.nn.Module``."""
+    import torch.nn as nn
+
+    from vit5.config import instantiate
+
+    model = instantiate(model_cfg)
+    if not isinstance(model, nn.Module):
+        raise TypeError(
+            f"the model section must build a torch.nn.Module (e.g. LazyConfig(build_vit5)(...)); "
+            f"it gave {type(model).__name__} {model!r:.80}"
+        )
+    return model
 
 
 def with_overrides(cfg: ConfigNode, overrides: list[str]) -> ConfigNode:
