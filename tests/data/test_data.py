@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import os
 import pickle
+import shutil
 import struct
 from pathlib import Path
 
@@ -164,6 +165,14 @@ def test_image_folder(tmp_path):
     )
     x, y = val_set[5]
     assert x.shape == (3, 8, 8) and y == 1
+    (tmp_path / "val" / "empty").mkdir()  # an empty folder in val/ is not a class
+    assert len(build_datasets("imagefolder", tmp_path, image_size=8)[1]) == 6
+    shutil.rmtree(tmp_path / "val" / "cat")  # val/ may lack a class: labels still follow train/
+    _, val_set, _ = build_datasets("imagefolder", tmp_path, image_size=8)
+    assert len(val_set) == 3 and all(val_set[i][1] == 1 for i in range(3))
+    (tmp_path / "val" / "dog").rename(tmp_path / "val" / "dogs")  # ... but not have classes train/ lacks
+    with pytest.raises(ValueError, match=r"class folders that .*train lacks: \['dogs'\]"):
+        build_datasets("imagefolder", tmp_path, image_size=8)
 
 
 def test_undecodable_image_stops_or_is_skipped(tmp_path, caplog):

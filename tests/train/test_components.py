@@ -125,7 +125,9 @@ def test_python_config_file(tmp_path):
     assert model.hidden_dim == 32 and model.num_blocks == default.num_blocks
     assert model.blocks[0].mlp.layer1.out_features == 64
     path.write_text("model = dict(num_blockz=2)\n")
-    with pytest.raises(ValueError, match=r"exp.py: model has no key 'num_blockz'; available: \[.*'num_blocks'"):
+    with pytest.raises(
+        ValueError, match=r"exp.py: model has no key 'num_blockz'; available: \[.*'num_blocks'"
+    ):
         load_python_config(path)
     path.write_text("data = dict(dataset='digits')\noptim = dict(lr=(1e-3\n")
     with pytest.raises(ValueError, match=r"exp.py, line 2: invalid Python: '\(' was never closed"):

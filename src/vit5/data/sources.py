@@ -264,11 +264,19 @@ def list_image_folder(root: Path, classes: Sequence[str] | None = None) -> FileS
     return FileSplit(paths, np.asarray(labels, dtype=np.int64), list(classes))
 
 
+def _has_images(folder: Path) -> bool:
+    return any(path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() for path in folder.rglob("*"))
+
+
 def load_image_folder(data_dir: str | os.PathLike | None) -> tuple[FileSplit, FileSplit]:
     """An ImageFolder tree with ``train/`` and ``val/`` sub-folders of class folders.
 
+    ``val/`` may lack some of the ``train/`` classes; a ``val/`` class folder with images that
+    ``train/`` lacks is an error (its images could only be scored as wrong).
+
     Raises:
         DatasetNotFoundError: ``data_dir`` is missing or lacks ``train/``/``val/`` with images.
+        ValueError: ``val/`` has class folders with images that ``train/`` lacks.
     """
     if data_dir is None:
         raise DatasetNotFoundError(
@@ -284,6 +292,16 @@ def load_image_folder(data_dir: str | os.PathLike | None) -> tuple[FileSplit, Fi
     if not train.classes or not train.paths:
         raise DatasetNotFoundError(
             f"{train_dir} has no class folders with images ({', '.join(IMAGE_SUFFIXES)})"
+        )
+    unknown = sorted(
+        folder.name
+        for folder in val_dir.iterdir()
+        if folder.is_dir() and folder.name not in train.classes and _has_images(folder)
+    )
+    if unknown:  # their images could never be scored right: the model only knows the train/ classes
+        raise ValueError(
+            f"{val_dir} has class folders that {train_dir} lacks: {unknown}; "
+            f"train/ classes are {train.classes}"
         )
     val = list_image_folder(val_dir, train.classes)
     if not val.paths:
