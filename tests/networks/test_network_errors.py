@@ -151,6 +151,8 @@ def test_forward_requires_the_input_dict():
     net = ViT5ClassificationNet(**net_kwargs())
     with pytest.raises(TypeError, match=r"\{'input': x\}"):
         net(torch.randn(1, 16, 16, 3))
+    with pytest.raises(TypeError, match=r"got dict with keys \['image'\]"):
+        net({"image": torch.randn(1, 16, 16, 3)})
     out = net({"input": torch.randn(1, 16, 16, 3), "condition": None})
     assert set(out) == {"logits"}
 

@@ -286,9 +286,12 @@ class ViT5ClassificationNet(nn.Module):
     def forward(self, input_and_condition: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """``{"input": x [B, H, W, C] channels-last, "condition": ignored}`` -> ``{"logits": [B, K]}``."""
         if not isinstance(input_and_condition, Mapping) or "input" not in input_and_condition:
+            got = type(input_and_condition).__name__
+            if isinstance(input_and_condition, Mapping):
+                got += f" with keys {sorted(map(str, input_and_condition))}"
             raise TypeError(
                 "ViT5ClassificationNet.forward takes a dict {'input': x} with x of shape "
-                f"[B, {self.image_size}, {self.image_size}, {self.in_channels}], got {type(input_and_condition).__name__}"
+                f"[B, {self.image_size}, {self.image_size}, {self.in_channels}], got {got}"
             )
         x = input_and_condition["input"]
         if not self.readout_shortcut_applies():
