@@ -120,6 +120,21 @@ def test_a_model_section_that_builds_no_module_is_an_error(tmp_path, capsys):
     assert code == 2 and "model is int 5, not a section with keys" in err
 
 
+@pytest.mark.parametrize("dataset, cls", [("cifar10", "CIFAR10"), ("fashion-mnist", "FashionMNIST")])
+def test_a_failed_download_is_a_one_line_error(tmp_path, capsys, monkeypatch, dataset, cls):
+    from urllib.error import URLError
+
+    def offline(root, train, download):
+        raise URLError("[Errno -2] Name or service not known")
+
+    monkeypatch.setattr("vit5.data.sources.FASHION_MNIST_DIRS", ("/nonexistent-debian",))
+    monkeypatch.setattr(f"torchvision.datasets.{cls}", offline)
+    args = ["train", "--dataset", dataset, "--data-dir", str(tmp_path / "data"), "--download", *QUICK]
+    code, _, err = run_cli([*args, "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "Traceback" not in err
+    assert f"into {tmp_path / 'data'} failed: <urlopen error [Errno -2] Name or service not known>" in err
+
+
 def test_resume_of_a_non_run_is_an_error(tmp_path, capsys):
     code, _, err = run_cli(["train", "--resume", str(tmp_path)], capsys)
     assert code == 2 and "not a run directory" in err

@@ -1,7 +1,8 @@
 """Readers for the raw dataset formats: scikit-learn digits, IDX (MNIST family), CIFAR pickles,
 and ImageFolder trees. Each returns uint8 images ``[N, H, W, C]`` and int64 labels (or file lists).
 
-Nothing here downloads except :func:`download_fashion_mnist`, which is only called on request.
+Nothing here downloads except :func:`download_fashion_mnist` and :func:`download_cifar`, which are
+only called on request (``--download``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -144,12 +146,27 @@ def load_fashion_mnist(data_dir: str | os.PathLike | None = None) -> tuple[Array
     )
 
 
+def _download(dataset: Any, data_dir: str | os.PathLike, what: str) -> None:
+    """Run torchvision's downloader for the train and test splits of ``dataset``.
+
+    Raises:
+        DatasetNotFoundError: the download failed (no internet, a mirror down, a bad archive).
+    """
+    try:
+        for train in (True, False):
+            dataset(str(data_dir), train=train, download=True)
+    except (OSError, RuntimeError) as error:  # urllib's URLError is an OSError
+        raise DatasetNotFoundError(
+            f"downloading {what} into {data_dir} failed: {error}. Download it where the internet is "
+            "reachable and pass --data-dir pointing at the files."
+        ) from error
+
+
 def download_fashion_mnist(data_dir: str | os.PathLike) -> Path:
     """Download Fashion-MNIST with torchvision into ``data_dir/FashionMNIST/raw`` (needs internet)."""
     from torchvision.datasets import FashionMNIST
 
-    for train in (True, False):
-        FashionMNIST(str(data_dir), train=train, download=True)
+    _download(FashionMNIST, data_dir, "Fashion-MNIST")
     return Path(data_dir) / "FashionMNIST" / "raw"
 
 
@@ -242,9 +259,7 @@ def download_cifar(data_dir: str | os.PathLike, num_classes: int) -> Path:
     """Download CIFAR with torchvision into ``data_dir`` (needs internet)."""
     from torchvision.datasets import CIFAR10, CIFAR100
 
-    cls = CIFAR10 if num_classes == 10 else CIFAR100
-    for train in (True, False):
-        cls(str(data_dir), train=train, download=True)
+    _download(CIFAR10 if num_classes == 10 else CIFAR100, data_dir, f"CIFAR-{num_classes}")
     return Path(data_dir)
 
 
