@@ -135,6 +135,22 @@ def test_a_failed_download_is_a_one_line_error(tmp_path, capsys, monkeypatch, da
     assert f"into {tmp_path / 'data'} failed: <urlopen error [Errno -2] Name or service not known>" in err
 
 
+def test_an_output_path_blocked_by_a_file_is_a_one_line_error(tmp_path, trained_run, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("mine")
+    code, _, err = run_cli(["train", "--out", str(blocker), *QUICK], capsys)
+    assert (
+        code == 2 and f"cannot create the run directory {blocker}: a file of that name is in the way" in err
+    )
+    code, _, err = run_cli(["train", "--out", str(blocker / "run"), *QUICK], capsys)
+    assert code == 2 and f"cannot create the run directory {blocker / 'run'}: Not a directory" in err
+    code, _, err = run_cli(["eval", str(trained_run), "--out", str(blocker)], capsys)
+    assert code == 2 and "cannot create the output directory" in err
+    assert blocker.read_text() == "mine"
+    code, _, err = run_cli(["eval", str(blocker)], capsys)
+    assert code == 2 and "not a run directory, checkpoint directory or .safetensors file" in err
+
+
 def test_resume_of_a_non_run_is_an_error(tmp_path, capsys):
     code, _, err = run_cli(["train", "--resume", str(tmp_path)], capsys)
     assert code == 2 and "not a run directory" in err

@@ -25,6 +25,18 @@ class UsageError(Exception):
     """A problem with what the user asked for; printed without a traceback."""
 
 
+def make_directory(path: Path, what: str) -> None:
+    """``mkdir -p path``, as a one-line error when a file is in the way or it is not writable."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"cannot create {what} {path}: a file of that name is in the way")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create {what} {path}: {error.strerror or error}") from None
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"cannot write to {what} {path}: permission denied")
+
+
 def setup_logging(run_dir: Path | None = None, rank: int = 0) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -35,7 +47,7 @@ def setup_logging(run_dir: Path | None = None, rank: int = 0) -> None:
     stream.setFormatter(formatter)
     root.addHandler(stream)
     if run_dir is not None and rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        make_directory(run_dir, "the run directory")
         file_handler = logging.FileHandler(run_dir / "log.txt")
         file_handler.setFormatter(formatter)
         root.addHandler(file_handler)
@@ -150,7 +162,7 @@ def command_eval(args: argparse.Namespace) -> int:
         if args.out
         else (source / "eval" if source.is_dir() and (source / "config.yaml").exists() else Path("vit5-eval"))
     )
-    out.mkdir(parents=True, exist_ok=True)
+    make_directory(out, "the output directory")
     names = spec.class_names or [str(i) for i in range(spec.num_classes)]
     figure = plot_confusion(result.confusion, names, out / "confusion.png",
                             title=f"{dataset} test, top-1 {result.top1:.4f} ({loaded.source})")  # fmt: skip

@@ -139,8 +139,8 @@ def load_model(path: str | Path, ema: bool = False) -> LoadedModel:
     if source.is_file():
         if source.suffix != ".safetensors":
             raise CheckpointError(
-                f"{source}: vit5 loads weights from .safetensors files or checkpoint directories only "
-                "(pickle-based .pt/.pth files can run code when loaded)"
+                f"{source}: not a run directory, checkpoint directory or .safetensors file; vit5 loads weights "
+                "from those only (pickle-based .pt/.pth files can run code when loaded)"
             )
         state, metadata = load_weights(source)
         return LoadedModel(_build(metadata.get("config", {}), state, source), metadata.get("data", {}),
