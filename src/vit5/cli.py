@@ -180,9 +180,9 @@ def command_eval(args: argparse.Namespace) -> int:
 
 def command_predict(args: argparse.Namespace) -> int:
     import torch
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
-    from vit5.data import eval_transform
+    from vit5.data import eval_transform, read_image
     from vit5.train.evaluate import load_model
 
     loaded = load_model(args.checkpoint, ema=args.ema)
@@ -199,9 +199,7 @@ def command_predict(args: argparse.Namespace) -> int:
     results, failed = [], 0
     for path in args.images:
         try:
-            with Image.open(path) as image:
-                image.load()
-                tensor = transform(image.copy())
+            tensor = transform(read_image(path))
         except (FileNotFoundError, UnidentifiedImageError, OSError, ValueError) as error:
             print(f"{path}: cannot read image ({error})", file=sys.stderr)
             failed += 1

@@ -14,7 +14,15 @@ import pytest
 import torch
 from PIL import Image
 
-from vit5.data import DATASETS, DatasetNotFoundError, build_datasets, dataset_defaults, sample_seed
+from vit5.data import (
+    DATASETS,
+    DatasetNotFoundError,
+    build_datasets,
+    dataset_defaults,
+    eval_transform,
+    read_image,
+    sample_seed,
+)
 from vit5.data.sources import (
     DIGITS_TEST_SIZE,
     load_cifar,
@@ -173,6 +181,30 @@ def test_image_folder(tmp_path):
     (tmp_path / "val" / "dog").rename(tmp_path / "val" / "dogs")  # ... but not have classes train/ lacks
     with pytest.raises(ValueError, match=r"class folders that .*train lacks: \['dogs'\]"):
         build_datasets("imagefolder", tmp_path, image_size=8)
+
+
+def test_read_image_decodes_every_mode_to_pixel_values(tmp_path):
+    rng = np.random.RandomState(0)
+    colours = np.array([[255, 0, 0], [0, 128, 255], [10, 200, 30], [250, 250, 250]], dtype=np.uint8)
+    rgb = colours[rng.randint(0, 4, size=(9, 11))]
+    to_tensor = eval_transform(9, [0.0] * 3, [1.0] * 3, 3)
+    expected = to_tensor(Image.fromarray(rgb))
+    Image.fromarray(rgb).convert("P", palette=Image.ADAPTIVE, colors=4).save(tmp_path / "palette.png")
+    alpha = rng.randint(0, 256, size=(9, 11, 1)).astype(np.uint8)
+    Image.fromarray(np.concatenate([rgb, alpha], axis=2), "RGBA").save(tmp_path / "alpha.png")
+    for name in ("palette.png", "alpha.png"):  # colours, not palette indices; alpha dropped
+        image = read_image(tmp_path / name)
+        assert image.mode == "RGB" and torch.equal(to_tensor(image), expected), name
+    grey16 = rng.randint(0, 65536, size=(9, 11)).astype(np.uint16)
+    Image.fromarray(grey16).save(tmp_path / "grey16.png")
+    Image.fromarray(grey16.astype(np.int32), "I").save(tmp_path / "grey32.tif")
+    to_grey = eval_transform(9, [0.0], [1.0], 1)
+    for name in ("grey16.png", "grey32.tif"):  # full 16-bit range, not clipped at 255
+        values = to_grey(read_image(tmp_path / name))[0].numpy()
+        np.testing.assert_allclose(values, grey16[:, 1:10] / 65535.0, atol=1e-6)  # centre crop
+    Image.fromarray(rng.rand(9, 11).astype(np.float32), "F").save(tmp_path / "float.tif")
+    with pytest.raises(ValueError, match="floating-point images are not supported"):
+        read_image(tmp_path / "float.tif")
 
 
 def test_undecodable_image_stops_or_is_skipped(tmp_path, caplog):

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from vit5.data.datasets import ImageDataset, sample_seed
+from vit5.data.datasets import ImageDataset, read_image, sample_seed
 from vit5.data.sources import (
     FASHION_MNIST_CLASSES,
     ArraySplit,
@@ -38,6 +38,7 @@ __all__ = [
     "build_datasets",
     "dataset_defaults",
     "eval_transform",
+    "read_image",
     "sample_seed",
 ]
 

@@ -28,6 +28,34 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
     return ((seed * 1_000_003 + epoch) * 10_000_019 + index) % (2**63 - 1)
 
 
+# PIL modes read as colour; every other 8-bit mode is read as grayscale ("L").
+_COLOUR_MODES = ("RGB", "RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Decode an image file to an 8-bit ``L`` or ``RGB``, or a 16-bit grayscale (``I;16``) image.
+
+    Palette images are expanded to their colours (not read as palette indices), alpha channels
+    are dropped (the colour under them is kept, as torchvision's RGB read mode does), and 32-bit
+    integer grayscale (how PIL opens some 16-bit files) is read as 16-bit.
+
+    Raises:
+        ValueError: a floating-point image (mode ``F``), whose value range is unknown.
+        OSError, PIL.UnidentifiedImageError: the file cannot be read or decoded.
+    """
+    with Image.open(path) as image:
+        image.load()
+        mode = image.mode
+        if mode in ("L", "RGB") or mode.startswith("I;16"):
+            return image.copy()
+        if mode == "I":
+            pixels = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
+            return Image.fromarray(pixels)
+        if mode == "F":
+            raise ValueError("32-bit floating-point images are not supported; save it with 8 or 16 bits")
+        return image.convert("RGB" if mode in _COLOUR_MODES else "L")
+
+
 class ImageDataset(torch.utils.data.Dataset):
     """Images from arrays or files, transformed with per-sample seeded randomness.
 
@@ -69,9 +97,7 @@ class ImageDataset(torch.utils.data.Dataset):
             )  # (C, H, W)
         path: Path = self.source.paths[index]
         try:
-            with Image.open(path) as image:
-                image.load()
-                return image.copy()
+            return read_image(path)
         except (UnidentifiedImageError, OSError, ValueError) as error:
             raise ValueError(f"cannot decode image {path}: {error}") from error
 
