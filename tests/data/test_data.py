@@ -199,9 +199,11 @@ def test_read_image_decodes_every_mode_to_pixel_values(tmp_path):
     Image.fromarray(grey16).save(tmp_path / "grey16.png")
     Image.fromarray(grey16.astype(np.int32), "I").save(tmp_path / "grey32.tif")
     to_grey = eval_transform(9, [0.0], [1.0], 1)
-    for name in ("grey16.png", "grey32.tif"):  # full 16-bit range, not clipped at 255
-        values = to_grey(read_image(tmp_path / name))[0].numpy()
-        np.testing.assert_allclose(values, grey16[:, 1:10] / 65535.0, atol=1e-6)  # centre crop
+    for name in ("grey16.png", "grey32.tif"):  # the full 16-bit range (not clipped at 255), as 8 bits
+        image = read_image(tmp_path / name)
+        values = to_grey(image)[0].numpy()
+        assert image.mode == "L" and abs(values.max() - grey16[:, 1:10].max() / 65535.0) <= 0.5 / 255
+        np.testing.assert_allclose(values, grey16[:, 1:10] / 65535.0, atol=0.5 / 255 + 1e-6)  # centre crop
     Image.fromarray(rng.rand(9, 11).astype(np.float32), "F").save(tmp_path / "float.tif")
     with pytest.raises(ValueError, match="floating-point images are not supported"):
         read_image(tmp_path / "float.tif")

@@ -33,11 +33,12 @@ _COLOUR_MODES = ("RGB", "RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB
 
 
 def read_image(path: str | Path) -> Image.Image:
-    """Decode an image file to an 8-bit ``L`` or ``RGB``, or a 16-bit grayscale (``I;16``) image.
+    """Decode an image file to an 8-bit ``L`` (grayscale) or ``RGB`` image.
 
     Palette images are expanded to their colours (not read as palette indices), alpha channels
-    are dropped (the colour under them is kept, as torchvision's RGB read mode does), and 32-bit
-    integer grayscale (how PIL opens some 16-bit files) is read as 16-bit.
+    are dropped (the colour under them is kept, as torchvision's RGB read mode does), and 16-bit
+    grayscale (PIL modes ``I;16*`` and ``I``) is scaled to 8 bits (``round(v / 257)``), so that
+    every transform and augmentation sees the value range it was written for.
 
     Raises:
         ValueError: a floating-point image (mode ``F``), whose value range is unknown.
@@ -46,11 +47,11 @@ def read_image(path: str | Path) -> Image.Image:
     with Image.open(path) as image:
         image.load()
         mode = image.mode
-        if mode in ("L", "RGB") or mode.startswith("I;16"):
+        if mode in ("L", "RGB"):
             return image.copy()
-        if mode == "I":
-            pixels = np.clip(np.asarray(image), 0, 65535).astype(np.uint16)
-            return Image.fromarray(pixels)
+        if mode == "I" or mode.startswith("I;16"):
+            pixels = np.clip(np.asarray(image, dtype=np.float64), 0, 65535) / 257.0
+            return Image.fromarray(np.rint(pixels).astype(np.uint8), "L")
         if mode == "F":
             raise ValueError("32-bit floating-point images are not supported; save it with 8 or 16 bits")
         return image.convert("RGB" if mode in _COLOUR_MODES else "L")
