@@ -42,6 +42,13 @@ def test_list_models_has_every_preset():
     assert vit5.list_models("*tiny*") == ["vit5_tiny_attention", "vit5_tiny_hybrid", "vit5_tiny_hyena"]
 
 
+def test_a_misspelled_preset_keyword_suggests_the_right_one():
+    with pytest.raises(TypeError, match=r"unknown model keyword 'num_clases'; did you mean 'num_classes'\?"):
+        vit5.create_model("vit5_tiny_hybrid", num_clases=10)
+    with pytest.raises(TypeError, match=r"unknown model keyword 'zzz'; known: hidden_dim, "):
+        vit5.model_config("vit5_small", zzz=1)
+
+
 @pytest.mark.parametrize("name", REQUIRED)
 def test_preset_is_a_function_returning_a_lazy_config(name, tmp_path):
     cfg = model_config(name)

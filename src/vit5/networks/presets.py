@@ -8,6 +8,7 @@ recorded factory calls), so every preset config saves to YAML and loads back.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import inspect
 from collections.abc import Callable
@@ -237,6 +238,12 @@ def create_model(name: str, **overrides: Any) -> ViT5ClassificationNet:
 
 def _preset(defaults: dict[str, Any]) -> Callable[..., ConfigNode]:
     def build(**overrides: Any) -> ConfigNode:
+        known = inspect.signature(vit5_config).parameters
+        for key in overrides:
+            if key not in known:
+                close = difflib.get_close_matches(key, known, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise TypeError(f"unknown model keyword {key!r}; {hint}known: {', '.join(known)}")
         return vit5_config(**{**defaults, **overrides})
 
     return build
