@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import logging
 import os
 import pickle
 import random
@@ -162,3 +163,21 @@ def test_sigkill_at_random_moments_never_corrupts_the_run_and_resume_is_exact(tm
     summary = json.loads((run / "summary.json").read_text())
     assert summary["test_acc"] == json.loads((straight / "summary.json").read_text())["test_acc"]
     assert not list(run.rglob("*.tmp")) and not list((run / "checkpoints").glob(".tmp-*"))
+
+
+def test_asking_for_missing_ema_weights_warns_and_uses_the_model_weights(tmp_path, capsys, caplog):
+    run, ema_run = tmp_path / "run", tmp_path / "ema"
+    assert run_cli(["train", "--out", str(run), *QUICK, "--epochs", "1"], capsys)[0] == 0
+    ema_args = ["train", "--out", str(ema_run), *QUICK, "--epochs", "1", "train.ema_decay=0.9"]
+    assert run_cli(ema_args, capsys)[0] == 0
+    logging.getLogger().addHandler(caplog.handler)  # `vit5 train` replaced the root logger's handlers
+    for source in (run, run / "checkpoints" / "last" / "model.safetensors"):
+        caplog.clear()
+        with caplog.at_level("WARNING"):
+            loaded = load_model(source, ema=True)
+        assert not loaded.ema and ("has no EMA weights" in caplog.text or "not EMA weights" in caplog.text)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert load_model(ema_run / "checkpoints" / "last" / "ema.safetensors", ema=True).ema
+        assert load_model(ema_run, ema=True).ema
+    assert "EMA" not in caplog.text

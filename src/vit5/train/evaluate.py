@@ -143,6 +143,9 @@ def load_model(path: str | Path, ema: bool = False) -> LoadedModel:
                 "from those only (pickle-based .pt/.pth files can run code when loaded)"
             )
         state, metadata = load_weights(source)
+        if ema and not metadata.get("ema"):
+            logger.warning("%s holds the model weights, not EMA weights; using them (pass ema.safetensors "
+                           "or the checkpoint directory for the EMA weights)", source)  # fmt: skip
         return LoadedModel(_build(metadata.get("config", {}), state, source), metadata.get("data", {}),
                            metadata.get("config", {}), source, bool(metadata.get("ema")))  # fmt: skip
     checkpoint = load_checkpoint(source, with_state=False)
