@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from vit5.cli import main
+from vit5.config import load_config
 from vit5.train.checkpoint import load_checkpoint, load_weights
 
 # A run small enough for a test: 128 digits, a 2-block hybrid of width 32, 2 epochs.
@@ -107,6 +108,18 @@ def test_train_errors_are_one_line_messages(tmp_path, capsys, monkeypatch, args,
     monkeypatch.setattr("vit5.data.sources.FASHION_MNIST_DIRS", ("/nonexistent-debian",))
     code, _, err = run_cli(["train", "--out", str(tmp_path / "r"), *QUICK, *args], capsys)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_a_run_config_yaml_reproduces_the_run(trained_run, tmp_path, capsys):
+    again = tmp_path / "again"
+    code, out, err = run_cli(
+        ["train", "--config", str(trained_run / "config.yaml"), "--out", str(again)], capsys
+    )
+    assert code == 0, err
+    assert load_config(again / "config.yaml") == load_config(trained_run / "config.yaml")
+    first, _ = load_weights(trained_run / "checkpoints" / "last" / "model.safetensors")
+    second, _ = load_weights(again / "checkpoints" / "last" / "model.safetensors")
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_a_model_section_that_builds_no_module_is_an_error(tmp_path, capsys):

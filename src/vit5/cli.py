@@ -289,7 +289,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from vit5.data import DATASETS
 
     parser.add_argument(
-        "--config", help="Python config file defining `config` or model/data/optim/schedule/train"
+        "--config",
+        help="Python config file defining `config` or model/data/optim/schedule/train, or a run's config.yaml",
     )
     parser.add_argument("--preset", help="model preset (see `vit5 info --preset`), e.g. vit5_tiny_hybrid")
     parser.add_argument("--dataset", choices=DATASETS, help="dataset (default: digits, embedded)")

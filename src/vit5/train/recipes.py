@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from vit5.config import TARGET_KEY, ConfigNode, LazyConfig, apply_overrides, resolve, set_value
+from vit5.config import TARGET_KEY, ConfigNode, LazyConfig, apply_overrides, load_config, resolve, set_value
 from vit5.data import AUGMENTATIONS, DATASETS, dataset_defaults
 from vit5.networks.presets import build_vit5, preset_arguments
 
@@ -147,9 +147,10 @@ def default_run_config(dataset: str = "digits", preset: str | None = None) -> Co
 
 
 def load_python_config(path: str | os.PathLike) -> ConfigNode:
-    """Read a Python config file.
+    """Read a config file: Python, or YAML (``.yaml``/``.yml``, e.g. a run's ``config.yaml``).
 
-    The file defines ``config`` (a full run config) or any of the sections ``model``, ``data``,
+    A YAML file holds the sections as top-level keys (as :func:`vit5.config.save_config` writes
+    them). A Python file defines ``config`` (a full run config) or any of the sections ``model``, ``data``,
     ``optim``, ``schedule``, ``train`` as module-level names; missing sections come from the default
     recipe of ``data["dataset"]`` (default digits) and given sections are merged over it key by key
     (a ``model`` given as a ``LazyConfig`` call replaces the default model entirely; a plain dict
@@ -158,10 +159,13 @@ def load_python_config(path: str | os.PathLike) -> ConfigNode:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    try:
-        namespace = runpy.run_path(str(path))
-    except SyntaxError as error:  # other errors raised by the file keep their traceback into it
-        raise ValueError(f"{path}, line {error.lineno}: invalid Python: {error.msg}") from None
+    if path.suffix.lower() in (".yaml", ".yml"):
+        namespace = {"config": load_config(path)}
+    else:
+        try:
+            namespace = runpy.run_path(str(path))
+        except SyntaxError as error:  # other errors raised by the file keep their traceback into it
+            raise ValueError(f"{path}, line {error.lineno}: invalid Python: {error.msg}") from None
     if "config" in namespace:
         given = namespace["config"]
         if not isinstance(given, Mapping):
