@@ -110,6 +110,12 @@ def test_fashion_mnist_in_the_torchvision_layout(tmp_path):
     make_fashion_mnist(tmp_path / "FashionMNIST" / "raw", compress=False)
     train, _ = load_fashion_mnist(tmp_path)
     assert len(train.labels) == 12
+    dotted = tmp_path / "dotted"  # "train-images.idx3-ubyte", as some mirrors name the files
+    images, _ = make_fashion_mnist(dotted, compress=True)
+    for path in dotted.iterdir():
+        path.rename(path.with_name(path.name.replace("-idx", ".idx")))
+    train, _ = load_fashion_mnist(dotted)
+    assert np.array_equal(train.images[..., 0], images[:12])
 
 
 def test_missing_dataset_error_lists_where_it_looked(tmp_path, monkeypatch):

@@ -97,7 +97,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 
 def _find_idx(directory: Path, stem: str) -> Path | None:
-    for name in (stem, stem + ".gz"):
+    dotted = stem.replace("-idx", ".idx")  # "train-images.idx3-ubyte", as some mirrors name them
+    for name in (stem, stem + ".gz", dotted, dotted + ".gz"):
         if (directory / name).is_file():
             return directory / name
     return None
