@@ -259,6 +259,11 @@ def test_info_prints_layout_and_blocks(capsys):
     )
     code, _, err = run_cli(["info"], capsys)
     assert code == 2 and "exactly one of" in err
+    # the same model.* overrides as `vit5 train` (preset arguments such as pattern and mlp_ratio)
+    code, out, _ = run_cli(["info", "--preset", "vit5_tiny_hybrid", "model.pattern=A"], capsys)
+    assert code == 0 and "Hyena" not in out and out.count("attention") == 4
+    code, out, err = run_cli(["info", "--preset", "vit5_tiny_hybrid", "model.patern=A"], capsys)
+    assert code == 2 and "model has no key 'patern'" in err
 
 
 def test_info_accepts_a_python_config(tmp_path, capsys):

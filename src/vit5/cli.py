@@ -257,13 +257,17 @@ def describe_model(model: Any) -> list[str]:
 
 
 def command_info(args: argparse.Namespace) -> int:
-    from vit5.networks.presets import model_config
+    from vit5.config import LazyConfig
+    from vit5.networks.presets import build_vit5, model_config, preset_arguments
     from vit5.train.recipes import build_model, load_python_config
 
     if bool(args.preset) == bool(args.config):
         raise UsageError("vit5 info needs exactly one of --preset NAME or --config FILE")
     if args.preset:
-        cfg = model_config(args.preset)
+        try:  # the compact form `vit5 train` records, so the same model.* overrides work here
+            cfg = LazyConfig(build_vit5)(**preset_arguments(args.preset))
+        except ValueError:  # a preset registered elsewhere: its full network config
+            cfg = model_config(args.preset)
         cfg = apply_overrides(ConfigNode(model=cfg), args.overrides).model
     else:
         cfg = apply_overrides(load_python_config(args.config), args.overrides)
