@@ -90,8 +90,10 @@ def build_run_config(args: argparse.Namespace) -> ConfigNode:
 
 
 # Options of `vit5 train` that shape a run; `--resume` takes the run's own config.yaml instead.
-_RUN_OPTIONS = ("config", "preset", "dataset", "data_dir", "download", "out", "epochs", "batch_size", "lr",
-                "precision", "compile", "seed", "workers", "skip_nonfinite", "skip_bad_images")  # fmt: skip
+# Only where the data is (--data-dir) and how many loader processes read it (--workers: per-sample
+# seeding makes the batches independent of it) may change on resume.
+_RUN_OPTIONS = ("config", "preset", "dataset", "download", "out", "epochs", "batch_size", "lr", "precision",
+                "compile", "seed", "skip_nonfinite", "skip_bad_images")  # fmt: skip
 
 
 def command_train(args: argparse.Namespace) -> int:
@@ -110,9 +112,13 @@ def command_train(args: argparse.Namespace) -> int:
         ]
         if args.overrides or given:
             raise UsageError(
-                "--resume continues a run exactly as configured (its config.yaml); "
-                f"remove {' '.join(given + list(args.overrides))}"
+                "--resume continues a run exactly as configured (its config.yaml; only --data-dir and "
+                f"--workers may change); remove {' '.join(given + list(args.overrides))}"
             )
+        if args.data_dir is not None:
+            cfg.data.data_dir = args.data_dir
+        if args.workers is not None:
+            cfg.data.num_workers = args.workers
     else:
         cfg = build_run_config(args)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -303,7 +309,11 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--download", action="store_true", help="download Fashion-MNIST/CIFAR if missing (internet)"
     )
     parser.add_argument("--out", help="run directory (default: runs/<dataset>-<time>)")
-    parser.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run exactly")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run exactly (only --data-dir, --workers may change)",
+    )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int, help="global batch size (split over DDP processes)")
     parser.add_argument("--lr", type=float)
