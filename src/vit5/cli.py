@@ -177,10 +177,13 @@ def command_eval(args: argparse.Namespace) -> int:
     )
     print(f"top-1 {result.top1:.4f}  top-5 {result.top5:.4f}  loss {result.loss:.4f}")
     width = max(len(n) for n in names)
-    for name, accuracy in zip(names, result.per_class):
-        print(f"  {name:<{width}}  {accuracy:.4f}")
+    per_class = {
+        name: None if math.isnan(accuracy) else accuracy for name, accuracy in zip(names, result.per_class)
+    }
+    for name, accuracy in per_class.items():
+        print(f"  {name:<{width}}  {'n/a (no test images)' if accuracy is None else f'{accuracy:.4f}'}")
     print(json.dumps({"top1": result.top1, "top5": result.top5, "loss": result.loss, "count": result.count,
-                      "per_class": dict(zip(names, result.per_class)), "confusion_png": str(figure)}))  # fmt: skip
+                      "per_class": per_class, "confusion_png": str(figure)}))  # fmt: skip
     return 0
 
 

@@ -153,6 +153,29 @@ def test_cifar_pickles(tmp_path, classes):
     assert train_set[0][0].shape == (3, 32, 32) and spec.num_classes == classes
 
 
+def test_cifar_pickles_with_bytes_keys_and_bad_entries(tmp_path):
+    folder = tmp_path / "cifar-100-python"
+    first = make_cifar(folder, 100)
+    for name in ("train", "test"):  # as re-pickled by Python 3 with bytes keys (the originals: str)
+        entry = pickle.loads((folder / name).read_bytes())
+        (folder / name).write_bytes(pickle.dumps({key.encode(): value for key, value in entry.items()}))
+    (folder / "meta").write_bytes(
+        pickle.dumps({b"fine_label_names": [b"apple", *(b"c%d" % i for i in range(99))]})
+    )
+    train, _, names = load_cifar(folder, 100)
+    assert np.array_equal(train.images[0], first[0].reshape(3, 32, 32).transpose(1, 2, 0))
+    assert names[0] == "apple" and len(names) == 100
+    (folder / "test").write_bytes(pickle.dumps({"data": first[:2], "labels": [1, 2]}))
+    with pytest.raises(
+        ValueError,
+        match=r"test: not a CIFAR batch file: no 'fine_labels' entry \(it has \['data', 'labels'\]\)",
+    ):
+        load_cifar(folder, 100)
+    (folder / "test").write_bytes(pickle.dumps({"data": first[:2], "fine_labels": [1, 2, 3]}))
+    with pytest.raises(ValueError, match="2 images but 3 labels"):
+        load_cifar(folder, 100)
+
+
 def test_cifar_pickle_with_code_is_refused(tmp_path):
     folder = tmp_path / "cifar-100-python"
     make_cifar(folder, 100)

@@ -12,6 +12,7 @@ from torch import nn
 
 from vit5.config import instantiate
 from vit5.train.distributed import EpochSampler
+from vit5.train.evaluate import evaluate
 from vit5.train.metrics import MetricsLog, plot_confusion, plot_curves
 from vit5.train.optim import build_optimizer, parameter_groups, warmup_cosine
 from vit5.train.recipes import default_run_config, finalize, load_python_config
@@ -106,6 +107,21 @@ def test_default_recipe_resolves_model_from_data():
     cfg.data.image_size = 24
     assert instantiate(finalize(cfg).model).image_size == 24
     assert default_run_config("imagefolder").optim.name == "lamb"
+
+
+def test_evaluate_counts_per_class_and_leaves_absent_classes_undefined():
+    class Oracle(torch.nn.Module):  # predicts the class written in the image's first pixel
+        def forward(self, batch):
+            return {"logits": torch.nn.functional.one_hot(batch["input"][:, 0, 0, 0].long(), 4).float()}
+
+    predicted = torch.tensor([0, 0, 1, 2, 2, 0])
+    labels = torch.tensor([0, 0, 1, 2, 1, 1])  # class 3 has no images
+    images = predicted.float()[:, None, None, None].expand(6, 1, 2, 2)
+    loader = torch.utils.data.DataLoader(list(zip(images, labels)), batch_size=4)
+    result = evaluate(Oracle(), loader, num_classes=4, confusion=True)
+    assert result.top1 == pytest.approx(4 / 6) and result.count == 6
+    assert result.per_class[:3] == [1.0, pytest.approx(1 / 3), 1.0] and math.isnan(result.per_class[3])
+    assert result.confusion.tolist() == [[2, 0, 0, 0], [1, 1, 1, 0], [0, 0, 1, 0], [0, 0, 0, 0]]
 
 
 def test_python_config_file(tmp_path):

@@ -202,15 +202,37 @@ def _unpickle(path: Path) -> dict:
         raise ValueError(
             f"{path}: not a valid CIFAR batch file (holds a {type(data).__name__}, expected a dict)"
         )
-    return data
+    # The originals (Python 2 pickles) give str keys; files re-pickled by Python 3 may have bytes keys.
+    return {_text(key): value for key, value in data.items()}
+
+
+def _text(value: Any) -> Any:
+    return value.decode("latin1") if isinstance(value, bytes) else value
+
+
+def _entry(entry: dict, key: str, path: Path) -> Any:
+    if key not in entry:
+        raise ValueError(
+            f"{path}: not a CIFAR batch file: no {key!r} entry (it has {sorted(map(str, entry))})"
+        )
+    return entry[key]
 
 
 def _cifar_arrays(entry: dict, label_key: str, path: Path) -> ArraySplit:
-    data = np.asarray(entry["data"], dtype=np.uint8)
+    data = np.asarray(_entry(entry, "data", path), dtype=np.uint8)
     if data.ndim != 2 or data.shape[1] != 3072:
         raise ValueError(f"{path}: expected CIFAR rows of 3072 bytes, got array of shape {data.shape}")
     images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 32, 32, 3)
-    return ArraySplit(np.ascontiguousarray(images), np.asarray(entry[label_key], dtype=np.int64))
+    labels = np.asarray(_entry(entry, label_key, path), dtype=np.int64)
+    if labels.shape != (len(images),):
+        raise ValueError(f"{path}: {len(images)} images but {labels.size} labels")
+    return ArraySplit(np.ascontiguousarray(images), labels)
+
+
+def _label_names(meta: Path, key: str, default: Sequence[str]) -> list[str]:
+    if not meta.is_file():
+        return list(default)
+    return [_text(name) for name in _entry(_unpickle(meta), key, meta)]
 
 
 def load_cifar(
@@ -232,21 +254,16 @@ def load_cifar(
             and (root / "test_batch").is_file()
         ):
             batches = [_unpickle(root / f"data_batch_{i}") for i in range(1, 6)]
-            parts = [_cifar_arrays(b, "labels", root) for b in batches]
+            parts = [_cifar_arrays(b, "labels", root / f"data_batch_{i}") for i, b in enumerate(batches, 1)]
             train = ArraySplit(
                 np.concatenate([p.images for p in parts]), np.concatenate([p.labels for p in parts])
             )
-            test = _cifar_arrays(_unpickle(root / "test_batch"), "labels", root)
-            meta = root / "batches.meta"
-            names = list(_unpickle(meta)["label_names"]) if meta.is_file() else list(CIFAR10_CLASSES)
-            return train, test, names
+            test = _cifar_arrays(_unpickle(root / "test_batch"), "labels", root / "test_batch")
+            return train, test, _label_names(root / "batches.meta", "label_names", CIFAR10_CLASSES)
         if num_classes == 100 and (root / "train").is_file() and (root / "test").is_file():
-            train = _cifar_arrays(_unpickle(root / "train"), "fine_labels", root)
-            test = _cifar_arrays(_unpickle(root / "test"), "fine_labels", root)
-            meta = root / "meta"
-            names = (
-                list(_unpickle(meta)["fine_label_names"]) if meta.is_file() else [str(i) for i in range(100)]
-            )
+            train = _cifar_arrays(_unpickle(root / "train"), "fine_labels", root / "train")
+            test = _cifar_arrays(_unpickle(root / "test"), "fine_labels", root / "test")
+            names = _label_names(root / "meta", "fine_label_names", [str(i) for i in range(100)])
             return train, test, names
     where = ", ".join(str(p) for p in searched) or "(no --data-dir given)"
     raise DatasetNotFoundError(

@@ -84,8 +84,10 @@ def evaluate(
     result = EvalResult(loss=loss_sum / count, top1=correct1 / count, top5=correct5 / count, count=int(count))
     if confusion:
         result.confusion = matrix.numpy().astype(np.int64)
-        totals = matrix.sum(dim=1).clamp_min(1)
-        result.per_class = (matrix.diagonal() / totals).tolist()
+        totals = matrix.sum(dim=1)
+        accuracy = matrix.diagonal() / totals.clamp_min(1)
+        # A class without test images has no accuracy (NaN), rather than a misleading 0.
+        result.per_class = torch.where(totals > 0, accuracy, float("nan")).tolist()
     return result
 
 
