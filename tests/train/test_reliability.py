@@ -57,6 +57,10 @@ def test_nonfinite_loss_stops_with_step_and_batch_and_keeps_the_last_good_checkp
     run = tmp_path / "nan"
     code, _, err = run_cli(["train", "--out", str(run), *QUICK, "train.checkpoint_every_steps=1"], capsys)
     assert code == 2 and "non-finite loss at step 4 (epoch 1, batch 4 of the epoch)" in err
+    assert f"checkpoints written before it are kept in {run / 'checkpoints'}" in err
+    early = tmp_path / "early"  # no checkpoint yet: the message must not point at one
+    code, _, err = run_cli(["train", "--out", str(early), *QUICK], capsys)
+    assert code == 2 and "no checkpoint had been written yet" in err and not (early / "checkpoints").exists()
     last = load_checkpoint(run / "checkpoints" / "last")
     assert last.state["progress"]["step"] == 3
     assert all(torch.isfinite(t).all() for t in last.model.values())

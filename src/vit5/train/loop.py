@@ -273,10 +273,16 @@ class Trainer:
         finite = self.ctx.all_reduce_sum([float(not finite)])[0] == 0
         if not finite:
             if not self.cfg.train.skip_nonfinite:
+                saved = self.run_dir / "checkpoints"
+                kept = (
+                    f"checkpoints written before it are kept in {saved}"
+                    if saved.is_dir() and any(saved.iterdir())
+                    else "no checkpoint had been written yet"
+                )
                 raise NonFiniteLossError(
                     f"non-finite loss at step {self.step + 1} (epoch {self.epoch + 1}, batch {batch_index + 1} of the "
-                    f"epoch); checkpoints written before it are kept in {self.run_dir / 'checkpoints'}. Lower optim.lr, use "
-                    "train.precision=fp32, or pass --skip-nonfinite to skip such batches."
+                    f"epoch); {kept}. Lower optim.lr, use train.precision=fp32, or pass --skip-nonfinite to skip "
+                    "such batches."
                 )
             self.optimizer.zero_grad(set_to_none=True)
             self.skipped += 1
