@@ -76,8 +76,11 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, capsys, monkeypa
 
     interrupted = tmp_path / "interrupted"
     monkeypatch.setattr(loop.Trainer, "_optimizer_step", crash_after_five)
-    with pytest.raises(KeyboardInterrupt):
-        main(["train", "--out", str(interrupted), *common])
+    code, _, err = run_cli(["train", "--out", str(interrupted), *common], capsys)
+    assert (
+        code == 130
+        and f"interrupted; continue from its last checkpoint with `vit5 train --resume {interrupted}`" in err
+    )
     monkeypatch.setattr(loop.Trainer, "_optimizer_step", original)
     assert load_checkpoint(interrupted / "checkpoints" / "last").state["progress"]["step"] == 5
     # --workers may change on resume: per-sample seeding makes the batches independent of it

@@ -128,7 +128,17 @@ def command_train(args: argparse.Namespace) -> int:
                 f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
             )
     setup_logging(run_dir, rank)
-    summary = train(cfg, run_dir, resume=bool(args.resume))
+    try:
+        summary = train(cfg, run_dir, resume=bool(args.resume))
+    except KeyboardInterrupt:  # Ctrl-C: every file of the run is whole (atomic writes)
+        if os.environ.get("VIT5_DEBUG"):
+            raise
+        if rank == 0:
+            saved = run_dir / "checkpoints" / "last"
+            hint = (f"continue from its last checkpoint with `vit5 train --resume {run_dir}`" if saved.is_dir()
+                    else "no checkpoint had been written yet")  # fmt: skip
+            print(f"vit5 train: interrupted; {hint}", file=sys.stderr)
+        return 130
     if rank == 0:
         print(
             json.dumps(
