@@ -134,9 +134,10 @@ def command_train(args: argparse.Namespace) -> int:
         if os.environ.get("VIT5_DEBUG"):
             raise
         if rank == 0:
-            saved = run_dir / "checkpoints" / "last"
-            hint = (f"continue from its last checkpoint with `vit5 train --resume {run_dir}`" if saved.is_dir()
-                    else "no checkpoint had been written yet")  # fmt: skip
+            from vit5.train.checkpoint import has_checkpoint
+
+            hint = (f"continue from its last checkpoint with `vit5 train --resume {run_dir}`"
+                    if has_checkpoint(run_dir) else "no checkpoint had been written yet")  # fmt: skip
             print(f"vit5 train: interrupted; {hint}", file=sys.stderr)
         return 130
     if rank == 0:

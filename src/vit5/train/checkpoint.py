@@ -221,6 +221,11 @@ def load_checkpoint(path: str | os.PathLike, with_state: bool = True) -> Checkpo
     return Checkpoint(path=path, model=model, meta=meta, ema=ema, state=state)
 
 
+def has_checkpoint(run_dir: str | os.PathLike) -> bool:
+    """Whether the run has a checkpoint that ``--resume`` would look at (without loading it)."""
+    return any((Path(run_dir) / "checkpoints" / name).is_dir() for name in ("last", "prev"))
+
+
 def latest_checkpoint(run_dir: str | os.PathLike) -> Checkpoint:
     """The newest valid checkpoint of a run (``last``, else ``prev``), for resuming.
 

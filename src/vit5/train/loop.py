@@ -26,7 +26,7 @@ from torch import nn
 from vit5._io import atomic_write_text
 from vit5.config import save_config, to_container
 from vit5.data import DataSpec, build_datasets
-from vit5.train.checkpoint import latest_checkpoint, save_checkpoint
+from vit5.train.checkpoint import has_checkpoint, latest_checkpoint, save_checkpoint
 from vit5.train.distributed import DistributedContext, EpochSampler, cleanup_distributed, setup_distributed
 from vit5.train.evaluate import check_labels, evaluate
 from vit5.train.metrics import MetricsLog, plot_curves
@@ -273,10 +273,9 @@ class Trainer:
         finite = self.ctx.all_reduce_sum([float(not finite)])[0] == 0
         if not finite:
             if not self.cfg.train.skip_nonfinite:
-                saved = self.run_dir / "checkpoints"
                 kept = (
-                    f"checkpoints written before it are kept in {saved}"
-                    if saved.is_dir() and any(saved.iterdir())
+                    f"checkpoints written before it are kept in {self.run_dir / 'checkpoints'}"
+                    if has_checkpoint(self.run_dir)
                     else "no checkpoint had been written yet"
                 )
                 raise NonFiniteLossError(

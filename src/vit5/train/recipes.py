@@ -22,7 +22,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from vit5.config import TARGET_KEY, ConfigNode, LazyConfig, apply_overrides, load_config, resolve, set_value
+from torch import nn
+
+from vit5.config import (
+    TARGET_KEY,
+    ConfigNode,
+    LazyConfig,
+    apply_overrides,
+    instantiate,
+    load_config,
+    resolve,
+    set_value,
+)
 from vit5.data import AUGMENTATIONS, DATASETS, dataset_defaults
 from vit5.networks.presets import build_vit5, preset_arguments
 
@@ -195,12 +206,8 @@ def load_python_config(path: str | os.PathLike) -> ConfigNode:
     return base
 
 
-def build_model(model_cfg: Any) -> Any:
+def build_model(model_cfg: Any) -> nn.Module:
     """Instantiate a run config's ``model`` section, which must build a ``torch.nn.Module``."""
-    import torch.nn as nn
-
-    from vit5.config import instantiate
-
     model = instantiate(model_cfg)
     if not isinstance(model, nn.Module):
         raise TypeError(
