@@ -87,9 +87,18 @@ def _timm_call(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def build_impls(
-    name: str, image_size: int, device: torch.device, with_timm: bool, tiny: bool = False
+    name: str,
+    image_size: int,
+    device: torch.device,
+    with_timm: bool,
+    tiny: bool = False,
+    compiled: bool = False,
 ) -> list[Impl]:
-    """vit5, the reference with vit5's exact parameters, and (attention only) timm's ViT-S."""
+    """vit5, the reference with vit5's exact parameters, and (attention only) timm's ViT-S.
+
+    With ``compiled``, also ``vit5_compiled``: the same vit5 model behind ``torch.compile``
+    (inductor; its first step, the caller's warm-up, compiles).
+    """
     cfg = build_config(name, image_size, tiny)
     torch.manual_seed(0)
     ours = instantiate(cfg)
@@ -99,6 +108,11 @@ def build_impls(
         Impl("vit5", ours.to(device), _vit5_call, ours.flop_count(inference=True)),
         Impl("reference", reference.to(device), _reference_call, reference.flop_count(inference=True)),
     ]
+    if compiled:
+        forward = torch.compile(ours)
+        impls.append(
+            Impl("vit5_compiled", ours, lambda _, x: forward({"input": x})["logits"], impls[0].flops)
+        )
     if with_timm and name == "attention":
         import timm
 

@@ -19,6 +19,7 @@ Usage::
     python benchmarks/run.py                # the full plan (~15-20 min on a 2-core CPU)
     python benchmarks/run.py --quick        # 224 px only, 1 repetition (a few minutes)
     python benchmarks/run.py --sizes 512 --configs hyena_gap --modes infer --reps 2
+    python benchmarks/run.py --compile --sizes 224  # adds torch.compile'd vit5 (minutes per config)
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory steps")
     parser.add_argument("--no-gpu", action="store_true", help="CPU only, even with CUDA available")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--compile", action="store_true", help="also time vit5 under torch.compile (inductor)"
+    )
     parser.add_argument("--tiny", action="store_true", help="tiny models at 16/32 px (smoke test)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--name", default=None, help="output file stem (default: today's date)")
@@ -91,13 +95,16 @@ def measure_group(
     """Every mode of one (config, size) on one device: interleaved best-of-N timing, memory, parity."""
     amp = torch.bfloat16 if device.type == "cuda" else None
     image = size // 8 if args.tiny else size
-    impls = harness.build_impls(config, image, device, with_timm=not args.no_timm, tiny=args.tiny)
+    impls = harness.build_impls(
+        config, image, device, with_timm=not args.no_timm, tiny=args.tiny, compiled=args.compile
+    )
     rows = []
     for mode, reps in modes:
         batch = BATCH[(size, mode)] * (GPU_BATCH_SCALE if device.type == "cuda" else 1)
         inputs = {impl.name: harness.make_input(impl, batch, image, device) for impl in impls}
-        for impl in impls:  # warm-up (allocator, one-off caches, lazy init)
-            harness.time_step(impl, inputs[impl.name], mode, device, amp)
+        warmup = {}  # allocator, one-off caches, lazy init; torch.compile compiles here
+        for impl in impls:
+            warmup[impl.name] = harness.time_step(impl, inputs[impl.name], mode, device, amp).seconds
         best: dict[str, harness.Timing] = {}
         for rep in range(reps):
             order = impls[rep % len(impls) :] + impls[: rep % len(impls)]
@@ -114,8 +121,15 @@ def measure_group(
             row[f"{impl.name}_cpu_fraction"] = best[impl.name].cpu_fraction
             if impl.flops is not None:
                 row[f"{impl.name}_flops"] = impl.flops
+        if "vit5_compiled" in warmup:
+            row["vit5_compiled_first_step_s"] = warmup["vit5_compiled"]
         if mode == "infer":
-            row["parity_error"] = harness.relative_error(impls[0].last_logits, impls[1].last_logits)
+            logits = {impl.name: impl.last_logits for impl in impls}
+            row["parity_error"] = harness.relative_error(logits["vit5"], logits["reference"])
+            if "vit5_compiled" in logits:
+                row["compiled_parity_error"] = harness.relative_error(
+                    logits["vit5_compiled"], logits["reference"]
+                )
         if not args.no_memory:
             for impl in impls:
                 row[f"{impl.name}_peak_bytes"] = harness.peak_memory(

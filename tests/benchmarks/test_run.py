@@ -50,3 +50,18 @@ def test_plan_selection(run_module) -> None:
     assert (1024, "hyena_gap", "infer", 2) in full and not any(
         s == 1024 and m == "train" for s, _, m, _ in full
     )
+
+
+@requires_reference
+@pytest.mark.slow
+def test_tiny_run_with_compile_adds_compiled_columns(run_module, tmp_path: Path) -> None:
+    """``--compile`` times vit5 under torch.compile next to eager vit5 (inductor: tens of seconds)."""
+    args = ["--tiny", "--sizes", "224", "--configs", "hyena_gap", "--modes", "infer", "--compile"]
+    results = run_module.main(
+        [*args, "--reps", "1", "--no-timm", "--no-gpu", "--no-memory", "--out", str(tmp_path), "--name", "c"]
+    )
+    (row,) = results["rows"]
+    assert row["vit5_compiled_img_s"] > 0 and row["vit5_compiled_first_step_s"] > 0
+    assert row["compiled_parity_error"] <= 1e-5  # the compiled graph computes the same logits
+    markdown = (tmp_path / "c.md").read_text()
+    assert "compiled/ref" in markdown and "(compiled: " in markdown

@@ -154,13 +154,36 @@ def test_registering_a_preset():
     assert resolve_model_name("my_test_preset_patch4_32") == "my_test_preset"
 
 
-def test_torch_compile_smoke():  # ~7 s (dynamo tracing with the eager backend)
+@pytest.mark.parametrize("name", ["vit5_tiny_hybrid", "vit5_small_hyena_gap"])
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode", "train"])
+def test_torch_compile_traces_one_graph(name, mode):
+    """The whole forward is one graph (``fullgraph=True`` raises on a graph break): the eager
+    inference fast paths (in-place gates and residuals, the spectrum cache) step aside under
+    ``torch.compile``. Traced with the eager backend (a few seconds); inductor is the slow test
+    in tests/modules/test_fast_paths.py."""
     torch.manual_seed(0)
-    model = vit5.create_model("vit5_tiny_hybrid", **{**SMALL, "image_size": 16, "patch_size": 4}).eval()
+    model = vit5.create_model(name, **{**SMALL, "num_blocks": 2, "image_size": 16, "patch_size": 4})
     x = torch.randn(2, 16, 16, 3)
-    compiled = torch.compile(model, backend="eager", fullgraph=False)
-    with torch.no_grad():
-        assert torch.allclose(compiled({"input": x})["logits"], model({"input": x})["logits"], atol=1e-5)
+    compiled = torch.compile(model, backend="eager", fullgraph=True)
+    if mode == "train":
+        model.train()
+        torch.manual_seed(1)
+        got = compiled({"input": x})["logits"]
+        got.square().sum().backward()
+        grads = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        torch.manual_seed(1)
+        expected = model({"input": x})["logits"]
+        expected.square().sum().backward()
+        for grad, parameter in zip(grads, model.parameters(), strict=True):
+            torch.testing.assert_close(grad, parameter.grad, rtol=1e-4, atol=1e-6)
+    else:
+        model.eval()
+        with getattr(torch, mode)():
+            expected = model({"input": x})["logits"]
+            got = compiled({"input": x})["logits"]
+            assert compiled({"input": x})["logits"].equal(got)  # second call: no recompile, same graph
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["vit5_tiny_hybrid", "vit5_small_hyena_gap", "vit5_small"])

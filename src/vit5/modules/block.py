@@ -166,6 +166,7 @@ class ViT5ResidualBlock(nn.Module):
         path = self.drop_path
         return (
             not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
             and type(self.ls_attn) in (LayerScale, nn.Identity)
             and type(self.ls_mlp) in (LayerScale, nn.Identity)
             and (type(path) is nn.Identity or (type(path) is DropPath and path.is_identity()))

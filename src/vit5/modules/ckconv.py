@@ -247,9 +247,15 @@ class CKConvND(nn.Module):
         In eval mode without autograd and without conditioning, the spectrum is cached and reused
         while the input size and every parameter/buffer of the kernel and mask (data pointer and
         version counter, so optimiser steps, ``load_state_dict`` and ``.to()`` invalidate it) stay
-        the same; ``train()`` drops it.
+        the same; ``train()`` drops it. Under ``torch.compile`` nothing is cached: data pointers
+        and version counters are not traceable, so the compiled graph recomputes the kernel.
         """
-        cacheable = not self.training and conditioning is None and not torch.is_grad_enabled()
+        cacheable = (
+            not self.training
+            and conditioning is None
+            and not torch.is_grad_enabled()
+            and not torch.compiler.is_compiling()
+        )
         if cacheable and self._spectrum_cache is not None:
             key, plan, spectrum = self._spectrum_cache
             if key == (spatial, dense_ok, self._state_key()):

@@ -22,6 +22,12 @@ def has_hooks(module: nn.Module) -> bool:
 
 
 def shares_storage(tensor: torch.Tensor, *others: torch.Tensor) -> bool:
-    """True if ``tensor`` lives in the same storage as any of ``others`` (writing it may change them)."""
+    """True if ``tensor`` lives in the same storage as any of ``others`` (writing it may change them).
+
+    Under ``torch.compile`` storages are not traceable: the answer is a conservative True, so the
+    in-place paths that ask step aside (the compiler plans the buffers itself).
+    """
+    if torch.compiler.is_compiling():
+        return True
     storage = tensor.untyped_storage().data_ptr()
     return any(other.untyped_storage().data_ptr() == storage for other in others)
