@@ -187,3 +187,37 @@ def test_unknown_augmentation_is_a_config_error():
 
     with pytest.raises(ValueError, match=r"data.augment must be none or one of .*crop-flip.*got 'flips'"):
         validate_run_config(finalize(apply_overrides(default_run_config("digits"), ["data.augment=flips"])))
+
+
+def test_progress_eta_and_rate_leave_out_the_first_step(tmp_path, monkeypatch, caplog):
+    """The first step pays one-off costs (torch.compile takes minutes): the ETA and img/s of the
+    progress lines count from its end, or they would stay inflated for most of the run."""
+    import logging
+    import re
+    import time
+
+    from vit5.config import apply_overrides
+    from vit5.train.loop import Trainer
+
+    overrides = ["schedule.epochs=2", "data.batch_size=32", "data.max_train_images=256", "data.max_test_images=32",
+                 "model.hidden_dim=16", "model.num_blocks=2", "train.log_every_seconds=0"]  # fmt: skip
+    trainer = Trainer(apply_overrides(default_run_config("digits"), overrides), tmp_path / "run")
+    real_step = trainer._optimizer_step
+    first_step_cost = 3.0
+
+    def step(*args):
+        if trainer.step == 0:
+            time.sleep(first_step_cost)
+        return real_step(*args)
+
+    monkeypatch.setattr(trainer, "_optimizer_step", step)
+    with caplog.at_level(logging.INFO, logger="vit5"):
+        trainer.fit()
+    progress = [
+        r.getMessage() for r in caplog.records if " step " in r.getMessage() and "ETA" in r.getMessage()
+    ]
+    assert len(progress) >= 10  # 8 steps per epoch, a line after every step but each epoch's last
+    for line in progress[1:]:
+        minutes, seconds = re.search(r"ETA (\d+)m(\d+)s", line).groups()
+        assert int(minutes) * 60 + int(seconds) < first_step_cost, line  # 14 fast steps remain at most
+        assert float(re.search(r"([\d.]+) img/s", line).group(1)) > 32 / first_step_cost, line

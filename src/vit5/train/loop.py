@@ -64,9 +64,12 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.resume = resume
         self.started = time.time()
+        # (time, step) when this process's first step ended: the ETA counts from there, since the
+        # first step pays one-off costs (torch.compile, data-loader start-up) that would inflate it.
+        self.pace_origin: tuple[float, int] | None = None
         self.checkpoint = None
         if resume:
-            if any((self.run_dir / "checkpoints" / name).exists() for name in ("last", "prev")):
+            if has_checkpoint(self.run_dir):
                 self.checkpoint = latest_checkpoint(self.run_dir)
             else:
                 logger.warning("%s has no checkpoint yet; starting the run from the beginning", self.run_dir)
@@ -306,6 +309,7 @@ class Trainer:
         self.sampler.set_epoch(self.epoch, start_batch=self.batch_in_epoch)
         self.train_set.set_epoch(self.epoch)
         images_seen, last_log, epoch_start = 0, time.time(), time.time()
+        rate_origin: tuple[float, int] | None = None  # (time, images) after the epoch's first step
         pending: list[tuple[torch.Tensor, torch.Tensor]] = []
         last_save = time.time()
         save_every = int(self.cfg.train.checkpoint_every_steps or 0)
@@ -321,13 +325,22 @@ class Trainer:
             totals = self.epoch_totals
             self.epoch_totals = [totals[0] + step_loss, totals[1] + step_correct, totals[2] + step_count]
             images_seen += step_count * self.ctx.world_size
+            if rate_origin is None:
+                rate_origin = (time.time(), images_seen)
+            if self.pace_origin is None:
+                self.pace_origin = (time.time(), self.step)
             done_in_epoch = self.batch_in_epoch // self.accumulate
             if done_in_epoch >= self.steps_per_epoch:
                 break
             now = time.time()
             if now - last_log >= float(self.cfg.train.log_every_seconds):
                 loss = self.epoch_totals[0] / max(self.epoch_totals[2], 1)
-                self._log_progress(done_in_epoch, images_seen / max(now - epoch_start, 1e-9), loss)
+                origin_time, origin_images = rate_origin
+                if images_seen > origin_images and now > origin_time:
+                    rate = (images_seen - origin_images) / (now - origin_time)
+                else:
+                    rate = images_seen / max(now - epoch_start, 1e-9)
+                self._log_progress(done_in_epoch, rate, loss)
                 last_log = now
             if (save_every and self.step % save_every == 0) or (
                 save_seconds and now - last_save >= save_seconds
@@ -345,7 +358,10 @@ class Trainer:
         if not self.ctx.is_main:
             return
         remaining_steps = self.total_steps - self.step
-        seconds_per_step = (time.time() - self.started) / max(1, self.step - (self.checkpoint_step or 0))
+        origin_time, origin_step = self.pace_origin or (self.started, self.checkpoint_step or 0)
+        if self.step <= origin_step:  # only the first step so far: count it after all
+            origin_time, origin_step = self.started, self.checkpoint_step or 0
+        seconds_per_step = (time.time() - origin_time) / max(1, self.step - origin_step)
         logger.info(
             "epoch %d/%d  step %d/%d  loss %.4f  lr %.2e  %.1f img/s  ETA %s", self.epoch + 1, self.cfg.schedule.epochs,
             done, self.steps_per_epoch, loss, self.optimizer.param_groups[0]["lr"], rate,
