@@ -335,7 +335,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--compile",
         action="store_true",
-        help="torch.compile the training forward (the first step compiles: about 40 s for the Fashion-MNIST default, minutes for ViT-S; evaluation stays eager)",
+        help="torch.compile the training forward (the first step compiles: about 40 s for the "
+        "Fashion-MNIST default, minutes for ViT-S; evaluation stays eager)",
     )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--workers", type=int, help="data-loader worker processes")
