@@ -111,8 +111,20 @@ def test_interrupted_run_resumes_to_identical_weights(tmp_path, capsys, monkeypa
 )
 def test_train_errors_are_one_line_messages(tmp_path, capsys, monkeypatch, args, message):
     monkeypatch.setattr("vit5.data.sources.FASHION_MNIST_DIRS", ("/nonexistent-debian",))
-    code, _, err = run_cli(["train", "--out", str(tmp_path / "r"), *QUICK, *args], capsys)
+    code, _, err = run_cli(["train", "--out", str(tmp_path / "new" / "r"), *QUICK, *args], capsys)
     assert code == 2 and message in err and "Traceback" not in err
+    assert not (tmp_path / "new").exists()  # a run that never started leaves no folders behind
+
+
+def test_a_failed_start_keeps_a_directory_the_user_made(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    code, _, err = run_cli(["train", "--out", str(mine), *QUICK, "--epochs", "0"], capsys)
+    assert code == 2 and "schedule.epochs must be an int >= 1, got 0" in err
+    assert (mine / "notes.txt").read_text() == "keep"
+    code, _, err = run_cli(["train", "--out", str(tmp_path / "typo"), *QUICK, "--epochs", "0"], capsys)
+    assert code == 2 and not (tmp_path / "typo").exists()
 
 
 def test_a_run_config_yaml_reproduces_the_run(trained_run, tmp_path, capsys):

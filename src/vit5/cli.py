@@ -7,12 +7,14 @@ the work itself lives in :mod:`vit5.train` and :mod:`vit5.networks`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,37 @@ _RUN_OPTIONS = ("config", "preset", "dataset", "download", "out", "epochs", "bat
                 "compile", "seed", "skip_nonfinite", "skip_bad_images")  # fmt: skip
 
 
+@contextlib.contextmanager
+def _removed_if_unstarted(created: list[Path]) -> Iterator[None]:
+    """If the body fails, delete the run directory ``created[0]`` (and its parents in ``created``,
+    the folders this command made) when it holds nothing but the log file: the run failed before it
+    started (missing data, a config error), and a typo should leave no empty run behind. A
+    directory with anything else in it is kept."""
+    try:
+        yield
+    except BaseException:
+        if created:
+            _remove_unstarted_run(created)
+        raise
+
+
+def _remove_unstarted_run(created: list[Path]) -> None:
+    for handler in list(logging.getLogger().handlers):
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+            logging.getLogger().removeHandler(handler)
+    run_dir = created[0]
+    entries = list(run_dir.iterdir()) if run_dir.is_dir() else []
+    if not all(entry.name == "log.txt" and entry.is_file() for entry in entries):
+        return
+    for entry in entries:
+        entry.unlink()
+    for folder in created:  # the run directory, then the parents made for it while they are empty
+        if not folder.is_dir() or any(folder.iterdir()):
+            break
+        folder.rmdir()
+
+
 def command_train(args: argparse.Namespace) -> int:
     from vit5.train.loop import train
 
@@ -127,9 +160,11 @@ def command_train(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
             )
+    created = [parent for parent in (run_dir, *run_dir.parents) if not parent.exists()]
     setup_logging(run_dir, rank)
     try:
-        summary = train(cfg, run_dir, resume=bool(args.resume))
+        with _removed_if_unstarted(created if rank == 0 else []):
+            summary = train(cfg, run_dir, resume=bool(args.resume))
     except KeyboardInterrupt:  # Ctrl-C: every file of the run is whole (atomic writes)
         if os.environ.get("VIT5_DEBUG"):
             raise

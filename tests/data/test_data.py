@@ -124,8 +124,13 @@ def test_missing_dataset_error_lists_where_it_looked(tmp_path, monkeypatch):
         DatasetNotFoundError, match=r"(?s)Looked for .*empty.*nowhere.*apt-get install dataset-fashion-mnist"
     ):
         load_fashion_mnist(tmp_path / "empty")
-    with pytest.raises(DatasetNotFoundError, match="CIFAR-10 not found in .*--data-dir"):
+    with pytest.raises(DatasetNotFoundError, match="CIFAR-10 not found in .*--data-dir") as error:
         load_cifar(tmp_path, 10)
+    assert "'cifar-10-batches-py'" in str(error.value)
+    assert "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz," in str(error.value)  # the real archive
+    with pytest.raises(DatasetNotFoundError, match=r"CIFAR-100 not found \(no --data-dir given\)") as error:
+        load_cifar(None, 100)
+    assert "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz," in str(error.value)
     with pytest.raises(DatasetNotFoundError, match="train/ and val/"):
         load_image_folder(tmp_path)
 

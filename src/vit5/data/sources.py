@@ -22,6 +22,8 @@ FASHION_MNIST_DIRS = ("/usr/share/datasets/fashion-mnist",)
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
 )  # fmt: skip
+#: The CIFAR python-pickle archives (format with 10 or 100).
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-{}-python.tar.gz"
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -265,11 +267,10 @@ def load_cifar(
             test = _cifar_arrays(_unpickle(root / "test"), "fine_labels", root / "test")
             names = _label_names(root / "meta", "fine_label_names", [str(i) for i in range(100)])
             return train, test, names
-    where = ", ".join(str(p) for p in searched) or "(no --data-dir given)"
+    where = f"in {', '.join(str(p) for p in searched)}" if searched else "(no --data-dir given)"
     raise DatasetNotFoundError(
-        f"CIFAR-{num_classes} not found in {where}. Pass --data-dir pointing at the '{folder}' folder (or its "
-        f"parent), as extracted from https://www.cs.toronto.edu/~kriz/{folder.replace('-batches', '').replace('-python', '')}"
-        "-python.tar.gz, or use --download (needs internet)."
+        f"CIFAR-{num_classes} not found {where}. Pass --data-dir pointing at the '{folder}' folder (or "
+        f"its parent), as extracted from {CIFAR_URL.format(num_classes)}, or use --download (needs internet)."
     )
 
 
