@@ -21,13 +21,18 @@ def has_hooks(module: nn.Module) -> bool:
     return any(m._forward_hooks or m._forward_pre_hooks for m in module.modules())
 
 
+def in_place_allowed(module: nn.Module) -> bool:
+    """Whether an inference fast path may overwrite tensors inside ``module`` (same bits, fewer
+    buffers): no autograd (nothing is saved for backward), not under ``torch.compile`` (the
+    compiler plans the buffers itself and cannot trace storages), and no hooks (a hook must see the
+    tensors the module returned)."""
+    return not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not has_hooks(module)
+
+
 def shares_storage(tensor: torch.Tensor, *others: torch.Tensor) -> bool:
     """True if ``tensor`` lives in the same storage as any of ``others`` (writing it may change them).
 
-    Under ``torch.compile`` storages are not traceable: the answer is a conservative True, so the
-    in-place paths that ask step aside (the compiler plans the buffers itself).
+    Not traceable by ``torch.compile``: callers ask only where :func:`in_place_allowed` holds.
     """
-    if torch.compiler.is_compiling():
-        return True
     storage = tensor.untyped_storage().data_ptr()
     return any(other.untyped_storage().data_ptr() == storage for other in others)

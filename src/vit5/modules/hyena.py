@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from vit5.config import LazyConfig, instantiate
-from vit5.modules.hooks import has_hooks, shares_storage
+from vit5.modules.hooks import in_place_allowed, shares_storage
 
 __all__ = ["Hyena", "is_channels_first"]
 
@@ -216,7 +216,7 @@ class Hyena(nn.Module):
             q = self._norm_per_position(self.q_norm, q)
             if not isinstance(self.k_norm, nn.Identity):
                 k = self._norm_per_position(self.k_norm, k)
-        in_place = not torch.is_grad_enabled() and not torch.compiler.is_compiling() and not has_hooks(self)
+        in_place = in_place_allowed(self)
         z = self._norm_flat(self.pixelhyena_norm, _gate(q, self.gate_nonlinear, k, in_place))  # (B, *S, C)
         if conditioning is None:
             h = self.global_conv(z)  # (B, *S, C)

@@ -358,10 +358,10 @@ class Trainer:
         if not self.ctx.is_main:
             return
         remaining_steps = self.total_steps - self.step
-        origin_time, origin_step = self.pace_origin or (self.started, self.checkpoint_step or 0)
-        if self.step <= origin_step:  # only the first step so far: count it after all
-            origin_time, origin_step = self.started, self.checkpoint_step or 0
-        seconds_per_step = (time.time() - origin_time) / max(1, self.step - origin_step)
+        origin = self.pace_origin
+        if origin is None or self.step <= origin[1]:  # only the first step so far: count it after all
+            origin = (self.started, self.checkpoint_step or 0)
+        seconds_per_step = (time.time() - origin[0]) / max(1, self.step - origin[1])
         logger.info(
             "epoch %d/%d  step %d/%d  loss %.4f  lr %.2e  %.1f img/s  ETA %s", self.epoch + 1, self.cfg.schedule.epochs,
             done, self.steps_per_epoch, loss, self.optimizer.param_groups[0]["lr"], rate,
