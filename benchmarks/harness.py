@@ -231,6 +231,69 @@ def matmul_roofline(
     return 2 * size**3 / best
 
 
+def _conv_backward_flops(grad_out_shape, x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """``convolution_backward``: one forward's FLOPs per requested gradient (input, weight).
+
+    torch's own formula counts the weight gradient of a grouped (e.g. depthwise) convolution as if
+    it were dense; this one does not.
+    """
+    transposed, output_mask = args[4], args[-1]
+    per_pass = 2 * math.prod(x_shape if transposed else grad_out_shape) * math.prod(w_shape[1:])
+    return per_pass * (int(output_mask[0]) + int(output_mask[1]))
+
+
+def _sdpa_products(q_shape, k_shape) -> int:
+    """FLOPs of one ``q k^T`` (or ``p v``) product: ``2 B H Tq Tk hd``."""
+    return 2 * math.prod(q_shape[:-1]) * k_shape[-2] * q_shape[-1]
+
+
+def _sdpa_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+    return 2 * _sdpa_products(q_shape, k_shape)  # scores, weighted sum
+
+
+def _sdpa_backward_flops(grad_shape, q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+    return 4 * _sdpa_products(q_shape, k_shape)  # d(values), d(weights), d(queries), d(keys)
+
+
+#: Ops whose FLOPs make up ``layer_matmul_flops``: the linear layers, the convolutions (patch
+#: embedding, short depthwise convolutions) and attention's two products. ``bmm`` is left out: in
+#: vit5 it is only the dense form of the Hyena long convolution, which the FFT form can replace.
+LAYER_MATMUL_OPS = (
+    "aten.mm", "aten.addmm", "aten.convolution", "aten.convolution_backward",
+    "aten._scaled_dot_product_flash_attention_for_cpu",
+    "aten._scaled_dot_product_flash_attention_for_cpu_backward",
+)  # fmt: skip
+
+
+def layer_matmul_flops(impl: Impl, x: torch.Tensor, mode: str) -> int:
+    """FLOPs of the matrix products one step of ``impl`` cannot avoid (``LAYER_MATMUL_OPS``).
+
+    At the matmul roofline these alone take ``flops / roofline`` seconds, so
+    ``reference seconds / (flops / roofline)`` bounds the speed-up over the reference that any
+    implementation doing these products can reach on the machine. Counted with
+    ``torch.utils.flop_counter.FlopCounterMode`` (plus formulas for the CPU attention kernel and a
+    groups-aware convolution backward). Attention products are counted where the CPU flash kernel
+    runs; SDPA's math fallback (``bmm``) and CUDA kernels are not counted, which only loosens the bound.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    aten = torch.ops.aten
+    counter = FlopCounterMode(
+        display=False,
+        custom_mapping={
+            aten.convolution_backward: _conv_backward_flops,
+            aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops,
+            aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_backward_flops,
+        },
+    )
+    impl.model.zero_grad(set_to_none=True)
+    with counter:
+        impl.step(x, mode)
+    impl.model.zero_grad(set_to_none=True)
+    counts = counter.get_flop_counts().get("Global", {})
+    return sum(flops for op, flops in counts.items() if str(op) in LAYER_MATMUL_OPS)
+
+
 def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
     """``max|ours - reference| / max(1, max|reference|)`` (the parity metric of the spec)."""
     scale = max(1.0, reference.abs().max().item())

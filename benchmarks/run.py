@@ -8,7 +8,9 @@ One process measures, for the ViT-5-S attention, Hyena-GAP and hybrid ("HA" * 6)
 * peak memory of one step (bytes allocated on top of the model, see ``harness.peak_memory``);
 * the fp32 matmul roofline (best of 5 products of two 2048 x 2048 matrices) and, per inference row,
   ``img/s * flop_count(inference=True) / roofline``;
-* the parity of the logits vit5 and the reference produce from identical parameters.
+* the parity of the logits vit5 and the reference produce from identical parameters;
+* per row, the ``ceiling``: the vit5/reference ratio reached if vit5 spent no time outside its
+  unavoidable matrix products (``harness.layer_matmul_flops``) and ran those at the roofline.
 
 It writes ``benchmarks/results/<date>.md`` (table, ratios, targets), ``<date>.json`` (raw numbers)
 and ``<date>.png`` (inference throughput against resolution). On a CUDA machine the same plan also
@@ -130,6 +132,7 @@ def measure_group(
                 row["compiled_parity_error"] = harness.relative_error(
                     logits["vit5_compiled"], logits["reference"]
                 )
+        row["vit5_layer_matmul_flops"] = harness.layer_matmul_flops(impls[0], inputs["vit5"], mode)
         if not args.no_memory:
             for impl in impls:
                 row[f"{impl.name}_peak_bytes"] = harness.peak_memory(

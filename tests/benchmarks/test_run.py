@@ -35,10 +35,13 @@ def test_tiny_run_writes_table_json_and_plot(run_module, tmp_path: Path) -> None
     for row in rows:
         assert row["vit5_img_s"] > 0 and row["reference_img_s"] > 0
         assert row["vit5_peak_bytes"] > 0 and row["reference_peak_bytes"] > 0
+        # the matrix products bound the speed-up: at most the FLOPs of a forward + backward
+        assert 0 < row["vit5_layer_matmul_flops"] <= 3 * row["vit5_flops"] * row["batch"]
         if row["mode"] == "infer":
             assert row["parity_error"] <= 1e-5  # identical parameters give the same logits
     markdown = (tmp_path / "t.md").read_text()
     assert "| hybrid | 224 | infer |" in markdown and "## Targets" in markdown
+    assert "| vit5/ref | ceiling |" in markdown and "(ceiling " in markdown
     assert json.loads((tmp_path / "t.json").read_text())["rows"] == json.loads(json.dumps(rows))
     assert (tmp_path / "t.png").read_bytes().startswith(b"\x89PNG")
 

@@ -1,0 +1,88 @@
+"""The benchmark's FLOP counting and the speed-up ceiling derived from it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def modules():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import harness
+        import report
+
+        yield harness, report
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+class ConvAttentionLinear(nn.Module):
+    """A grouped convolution, an attention, a batched product and a linear layer, in a row."""
+
+    def __init__(self, channels: int, groups: int, heads: int, classes: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1, groups=groups, bias=False)
+        self.heads = heads
+        self.mixer = nn.Parameter(torch.randn(heads, 1, 1))
+        self.head = nn.Linear(channels, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C = x.shape[:2]
+        tokens = self.conv(x).flatten(2).transpose(1, 2).contiguous()  # (B, T, C): SDPA's flash kernel
+        q = tokens.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, h, T, hd)
+        mixed = torch.bmm(self.mixer.expand(-1, q.shape[2], q.shape[2]), q[0])  # left out of the count
+        q = q + mixed.sum() * 0
+        out = F.scaled_dot_product_attention(q, q, q).transpose(1, 2).reshape(B, -1, C)  # (B, T, C)
+        return self.head(out).mean(dim=1)
+
+
+@pytest.mark.parametrize("groups", [1, 4, 8])
+@pytest.mark.parametrize("mode", ["infer", "train"])
+def test_layer_matmul_flops_counts_convolutions_attention_and_linear_layers(modules, groups, mode) -> None:
+    harness, _ = modules
+    B, C, S, heads, K = 2, 8, 6, 2, 5
+    T, hd = S * S, C // heads
+    torch.manual_seed(0)
+    model = ConvAttentionLinear(C, groups, heads, K)
+    impl = harness.Impl("vit5", model, lambda m, x: m(x))
+    flops = harness.layer_matmul_flops(impl, torch.randn(B, C, S, S), mode)
+
+    conv = 2 * B * T * C * (C // groups) * 9  # one pass of the grouped 3x3 convolution
+    scores = 2 * B * heads * T * T * hd  # one of attention's two products
+    linear = 2 * B * T * C * K
+    if mode == "infer":
+        expected = conv + 2 * scores + linear
+    else:  # the input needs no gradient: the convolution's backward computes the weight gradient only
+        expected = 2 * conv + 6 * scores + 3 * linear
+    assert flops == expected
+    assert all(p.grad is None for p in model.parameters())  # counting leaves no gradients behind
+
+
+def test_ceiling_is_reference_time_over_matmul_time_at_the_roofline(modules) -> None:
+    _, report = modules
+    row = {
+        "device": "cpu", "dtype": "fp32", "config": "hybrid", "size": 224, "mode": "train", "batch": 8,
+        "reps": 1, "vit5_img_s": 3.0, "reference_img_s": 2.0, "vit5_layer_matmul_flops": 100e9,
+    }  # fmt: skip
+    # reference: 8 images / 2 img/s = 4 s; matrix products at 50 GFLOP/s: 2 s -> at most 2x
+    assert report.ceiling(row, 50e9) == pytest.approx(2.0)
+    assert report.ceiling({**row, "vit5_layer_matmul_flops": None}, 50e9) is None
+    assert report.ceiling(row, None) is None
+    results = {
+        "started": "t", "finished": "t", "load_average_start": (0, 0, 0), "load_average_end": (0, 0, 0),
+        "machine": {"cpu": "c", "cores": 2, "torch": "t", "threads": 2, "python": "3"},
+        "roofline_flops": {"cpu-fp32": 50e9}, "rows": [row],
+    }  # fmt: skip
+    checks = dict((name, (value, ok)) for name, value, ok in report.targets(results))
+    assert checks["hybrid train 224px >= 1.5x reference"] == ("1.50x (ceiling 2.00x)", True)
+    table_row = next(line for line in report.markdown(results, "p.png").splitlines() if "| hybrid |" in line)
+    assert "| 1.50x | 2.00x |" in table_row
