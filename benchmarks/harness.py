@@ -109,7 +109,11 @@ def build_impls(
         Impl("reference", reference.to(device), _reference_call, reference.flop_count(inference=True)),
     ]
     if compiled:
-        forward = torch.compile(ours)
+        # A fresh dynamo state per model: torch.compile caches per code object, so the second size
+        # would otherwise get a slower dynamic-shape graph, and more than 8 sizes/modes fall back
+        # to eager without a word (dynamo's recompile limit).
+        torch._dynamo.reset()
+        forward = torch.compile(ours, dynamic=False)
         impls.append(
             Impl("vit5_compiled", ours, lambda _, x: forward({"input": x})["logits"], impls[0].flops)
         )

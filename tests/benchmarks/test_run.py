@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import requires_reference
 
@@ -57,14 +59,33 @@ def test_plan_selection(run_module) -> None:
 
 @requires_reference
 @pytest.mark.slow
-def test_tiny_run_with_compile_adds_compiled_columns(run_module, tmp_path: Path) -> None:
+def test_tiny_run_with_compile_adds_compiled_columns(run_module, tmp_path: Path, caplog) -> None:
     """``--compile`` times vit5 under torch.compile next to eager vit5 (inductor: tens of seconds)."""
-    args = ["--tiny", "--sizes", "224", "--configs", "hyena_gap", "--modes", "infer", "--compile"]
-    results = run_module.main(
-        [*args, "--reps", "1", "--no-timm", "--no-gpu", "--no-memory", "--out", str(tmp_path), "--name", "c"]
-    )
-    (row,) = results["rows"]
-    assert row["vit5_compiled_img_s"] > 0 and row["vit5_compiled_first_step_s"] > 0
-    assert row["compiled_parity_error"] <= 1e-5  # the compiled graph computes the same logits
+    args = ["--tiny", "--sizes", "224", "512", "--configs", "hyena_gap", "--modes", "infer", "--compile"]
+    torch._logging.set_logs(recompiles=True)
+    try:
+        with caplog.at_level(logging.DEBUG):
+            results = run_module.main(
+                [
+                    *args,
+                    "--reps",
+                    "1",
+                    "--no-timm",
+                    "--no-gpu",
+                    "--no-memory",
+                    "--out",
+                    str(tmp_path),
+                    "--name",
+                    "c",
+                ]
+            )
+    finally:
+        torch._logging.set_logs()
+    assert [row["size"] for row in results["rows"]] == [224, 512]
+    for row in results["rows"]:
+        assert row["vit5_compiled_img_s"] > 0 and row["vit5_compiled_first_step_s"] > 0
+        assert row["compiled_parity_error"] <= 1e-5  # the compiled graph computes the same logits
+    # each size gets its own static graph, not a recompiled (dynamic-shape) one
+    assert "Recompiling" not in caplog.text
     markdown = (tmp_path / "c.md").read_text()
     assert "compiled/ref" in markdown and "(compiled: " in markdown
