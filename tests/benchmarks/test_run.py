@@ -62,23 +62,11 @@ def test_plan_selection(run_module) -> None:
 def test_tiny_run_with_compile_adds_compiled_columns(run_module, tmp_path: Path, caplog) -> None:
     """``--compile`` times vit5 under torch.compile next to eager vit5 (inductor: tens of seconds)."""
     args = ["--tiny", "--sizes", "224", "512", "--configs", "hyena_gap", "--modes", "infer", "--compile"]
+    args += ["--reps", "1", "--no-timm", "--no-gpu", "--no-memory", "--out", str(tmp_path), "--name", "c"]
     torch._logging.set_logs(recompiles=True)
     try:
         with caplog.at_level(logging.DEBUG):
-            results = run_module.main(
-                [
-                    *args,
-                    "--reps",
-                    "1",
-                    "--no-timm",
-                    "--no-gpu",
-                    "--no-memory",
-                    "--out",
-                    str(tmp_path),
-                    "--name",
-                    "c",
-                ]
-            )
+            results = run_module.main(args)
     finally:
         torch._logging.set_logs()
     assert [row["size"] for row in results["rows"]] == [224, 512]
