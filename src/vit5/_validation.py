@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
+import torch.fx
 
 
 def positive_int(name: str, value: Any, *, allow_zero: bool = False) -> int:
@@ -63,5 +64,8 @@ def int_or_per_axis(name: str, value: Any, data_dim: int) -> list[int]:
 
 
 def check_last_dim(module: str, x: torch.Tensor, dim: int) -> None:
+    """``x.shape[-1] == dim`` (skipped for an FX ``Proxy``, which has no shape while tracing)."""
+    if isinstance(x, torch.fx.Proxy):
+        return
     if x.ndim == 0 or x.shape[-1] != dim:
         raise ValueError(f"{module} expects inputs whose last dimension is {dim}, got shape {tuple(x.shape)}")

@@ -49,12 +49,12 @@ def test_timm_interface_on_a_tiny_model():
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         logits = model(x)
-        assert torch.equal(logits, net({"input": x.permute(0, 2, 3, 1)})["logits"])
         tokens = model.forward_features(x)
         assert tokens.shape == (2, net._num_non_pad + net._pad_size, 32)
-        # forward runs the last (attention) block for the CLS token only: equal up to rounding
-        assert relative_error(model.forward_head(tokens), logits) <= 1e-6
-        assert model.forward_head(tokens, pre_logits=True).shape == (2, model.num_features)
+        assert torch.equal(model.forward_head(tokens), logits)  # timm's forward: head(features)
+        # the network's forward runs the last (attention) block for the CLS token only: equal up to rounding
+        assert relative_error(net({"input": x.permute(0, 2, 3, 1)})["logits"], logits) <= 1e-6
+        assert model.forward_head(tokens, pre_logits=True).shape == (2, model.head_hidden_size)
     assert model.get_classifier() is net.out_proj
     assert model.no_weight_decay() <= {n for n, _ in model.named_parameters()}
     assert "net.pos_embed" in model.no_weight_decay()
@@ -129,7 +129,9 @@ def test_pretrained_official_file(tmp_path):
     ).eval()  # fmt: skip
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        assert torch.equal(model(x), expected({"input": x.permute(0, 2, 3, 1)})["logits"])
+        full = expected.forward_head(expected.forward_features(x.permute(0, 2, 3, 1)))
+        assert torch.equal(model(x), full)
+    assert model.pretrained_cfg["input_size"] == (3, 32, 32)  # the checkpoint's size, not the preset's
     resized = timm.create_model(
         "vit5_small_patch16_224", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "official.pth")),
         num_blocks=2, img_size=48, num_classes=3,

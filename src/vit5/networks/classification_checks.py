@@ -3,7 +3,8 @@
 Each check raises ``ValueError``/``TypeError`` naming the argument, the value given and what was
 expected: the constructor's readout neck, block layout (``block_cfg`` vs ``layer_pattern`` +
 ``layer_types``), ``padding_types``, which blocks see the padding tokens, the ``out_norm`` width,
-and the images given to the forward pass.
+and the images given to the forward pass (checked in full only in plain eager calls: see
+:func:`check_images`).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from torch import nn
 from vit5._validation import positive_int
 from vit5.modules.adapter import ViT5HyenaAdapter
 from vit5.modules.attention import ViT5Attention
+from vit5.ops.capture import capture_mode
 
 __all__ = [
+    "FINITE_CHECKS",
     "block_needs_padding",
     "check_images",
     "check_neck",
@@ -169,8 +172,39 @@ def check_out_norm(out_norm: nn.Module, head_dim: int, readout: str) -> None:
         )
 
 
-def check_images(x: Any, image_size: int, in_channels: int) -> torch.Tensor:
-    """``x`` must be finite floating-point channels-last images ``[B > 0, image_size, image_size, C]``."""
+FINITE_CHECKS = ("cpu", "always", "never")
+
+
+def check_images(x: Any, image_size: int, in_channels: int, finite_check: str = "cpu") -> torch.Tensor:
+    """``x`` must be floating-point channels-last images ``[B > 0, image_size, image_size, C]``.
+
+    What runs depends on how the forward runs (:func:`vit5.ops.capture.capture_mode`):
+
+    * eager: type, shape (with a hint for channels-first input), dtype and empty-batch checks, and
+      the finiteness check selected by ``finite_check``;
+    * ``torch.compile`` / ``torch.export`` / ONNX export: the static shape and dtype checks only
+      (they are resolved while tracing and leave nothing in the graph); the batch size may be
+      symbolic, so the empty-batch and finiteness checks are skipped (no data-dependent branch);
+    * FX symbolic tracing: nothing (the input is a ``Proxy`` without a shape).
+
+    Args:
+        x: The images.
+        image_size: Expected height and width.
+        in_channels: Expected channels.
+        finite_check: ``"cpu"`` (default): reject NaN/inf in CPU inputs only. On an accelerator the
+            check would read a result back to the host and stall the device queue on every call,
+            so it is skipped there. ``"always"``: check on every device (synchronises CUDA).
+            ``"never"``: no finiteness check.
+
+    Raises:
+        TypeError: ``x`` is not a tensor.
+        ValueError: wrong shape or dtype, an empty batch, or non-finite values.
+    """
+    mode = capture_mode()
+    if mode == "fx":
+        return x
+    if finite_check not in FINITE_CHECKS:
+        raise ValueError(f"finite_check must be one of {FINITE_CHECKS}, got {finite_check!r}")
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"input must be a torch.Tensor [B, H, W, C], got {type(x).__name__}")
     expected = (image_size, image_size, in_channels)
@@ -186,10 +220,13 @@ def check_images(x: Any, image_size: int, in_channels: int) -> torch.Tensor:
         raise ValueError(
             f"input must be a floating-point tensor, got {x.dtype} (convert images, e.g. x.float() / 255)"
         )
+    if mode != "eager":
+        return x
     if x.shape[0] == 0:
         raise ValueError("input is an empty batch (B = 0)")
+    check = finite_check == "always" or (finite_check == "cpu" and x.device.type == "cpu")
     # One reduction over the input: a NaN would otherwise surface as NaN logits far downstream.
-    if not torch.compiler.is_compiling() and not bool(torch.isfinite(x).all()):
+    if check and not bool(torch.isfinite(x).all()):
         bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"input contains {bad} NaN or infinite values; check the data pipeline")
     return x

@@ -22,13 +22,16 @@ from typing import Any
 
 import timm
 import torch
+from timm.layers import register_notrace_module
 from timm.models import build_model_with_cfg, generate_default_cfgs
 from timm.models import register_model as timm_register_model
 from torch import nn
 
 from vit5.config import instantiate
+from vit5.modules.block import ViT5ResidualBlock
 from vit5.networks.presets import list_models, model_config, on_register, timm_name
 from vit5.networks.vit5_classification import ViT5ClassificationNet
+from vit5.ops.capture import capture_mode
 
 __all__ = ["TimmViT5", "register_timm_model", "register_timm_models"]
 
@@ -51,7 +54,7 @@ class TimmViT5(nn.Module):
     Args:
         net: The network to wrap.
         num_classes: ``None`` keeps the network's head, ``0`` removes it (``forward`` then returns
-            the normalised readout ``[B, num_features]``), another value replaces it.
+            the normalised readout ``[B, head_hidden_size]``), another value replaces it.
     """
 
     def __init__(self, net: ViT5ClassificationNet, num_classes: int | None = None) -> None:
@@ -60,7 +63,8 @@ class TimmViT5(nn.Module):
             raise TypeError(f"net must be a ViT5ClassificationNet, got {type(net).__name__}")
         self.net = net
         self.num_classes = net.num_classes
-        self.num_features = self.head_hidden_size = net.head_dim
+        self.num_features = net.hidden_dim  # width of forward_features' tokens
+        self.head_hidden_size = net.head_dim  # width of the pooled readout (pre_logits)
         self.embed_dim = net.hidden_dim
         self.num_prefix_tokens = 0  # patch tokens come first in vit5's layout
         self.feature_info = [
@@ -75,10 +79,10 @@ class TimmViT5(nn.Module):
         return self.net.readout
 
     def _images(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.ndim != 4:
-            raise ValueError(
-                f"expected images [B, C, H, W] (NCHW), got {tuple(x.shape) if isinstance(x, torch.Tensor) else x!r}"
-            )
+        """NCHW images -> channels-last ``[B, H, W, C]`` (the network checks the size and values)."""
+        if capture_mode() != "fx" and (not isinstance(x, torch.Tensor) or x.ndim != 4):
+            got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
+            raise ValueError(f"expected images [B, C, H, W] (NCHW), got {got}")
         return x.permute(0, 2, 3, 1)  # (B, H, W, C)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -87,13 +91,14 @@ class TimmViT5(nn.Module):
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         """Tokens ``[B, T, D]`` -> logits ``[B, K]`` (or the normalised readout if ``pre_logits``)."""
-        x = self.net.dropout(self.net.out_norm(self.net.pool(x)))  # (B, num_features)
+        x = self.net.dropout(self.net.out_norm(self.net.pool(x)))  # (B, head_hidden_size)
         return x if pre_logits else self.net.out_proj(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Images ``[B, C, H, W]`` -> logits ``[B, num_classes]`` (the network's ``forward``, so the
-        readout shortcut of :class:`ViT5ClassificationNet` applies)."""
-        return self.net({"input": self._images(x)})["logits"]
+        """Images ``[B, C, H, W]`` -> logits ``[B, num_classes]``: ``forward_head(forward_features(x))``
+        as in timm's ViTs, so an FX-traced copy computes bit for bit the same (the network's own
+        ``forward`` may run the last block for the read tokens only, equal up to rounding)."""
+        return self.forward_head(self.forward_features(x))
 
     def get_classifier(self) -> nn.Module:
         return self.net.out_proj
@@ -162,8 +167,8 @@ def _build(preset: str, pretrained_file: str | None = None, **kwargs: Any) -> Ti
     for timm_key, ours in (("in_chans", "in_channels"), ("drop_rate", "dropout_rate"), ("drop_path_rate", "max_drop_path_rate")):  # fmt: skip
         if timm_key in kwargs:
             overrides[ours] = kwargs.pop(timm_key)
-    if "img_size" in kwargs:
-        size = kwargs.pop("img_size")
+    size = kwargs.pop("img_size", None)  # timm passes the cfg's size (fixed_input_size) unless given
+    if size is not None:
         if isinstance(size, (tuple, list)):
             if len(size) != 2 or size[0] != size[1]:
                 raise ValueError(f"img_size must be an int or a square (h, w), got {size!r}")
@@ -201,21 +206,26 @@ def _entrypoint(preset: str, name: str) -> Any:
             )
             file = cfg.file
             kwargs.setdefault("num_classes", None)  # keep the checkpoint's head unless asked otherwise
+            kwargs.setdefault("img_size", None)  # and its image size
             if not file:
                 raise ValueError(
                     f"{name}: vit5 hosts no weights; pass pretrained_cfg_overlay=dict(file=path) with an official "
                     "ViT-5 checkpoint or vit5/nvSubquadratic weights (or use vit5.load_official_vit5)"
                 )
         kwargs.pop("cache_dir", None)
-        return build_model_with_cfg(
+        model = build_model_with_cfg(
             functools.partial(_build, preset, file),
             name,
             pretrained=False,
             pretrained_cfg=kwargs.pop("pretrained_cfg", None),
             pretrained_cfg_overlay=kwargs.pop("pretrained_cfg_overlay", None),
-            feature_cfg=dict(feature_cls="getter", out_indices=None),
+            feature_cfg=dict(feature_cls="getter", out_indices=_default_out_indices(preset, kwargs)),
             **kwargs,
         )
+        net = model.model.net if hasattr(model, "model") else model.net  # features_only wraps it
+        size = (net.in_channels, net.image_size, net.image_size)
+        model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, "input_size": size}
+        return model
 
     create.__name__ = create.__qualname__ = name
     create.__module__ = __name__
@@ -225,12 +235,18 @@ def _entrypoint(preset: str, name: str) -> Any:
     return create
 
 
+def _default_out_indices(preset: str, kwargs: dict[str, Any]) -> int:
+    """``features_only=True`` without ``out_indices``: the last three blocks, as timm's ViTs."""
+    num_blocks = kwargs.get("num_blocks", model_config(preset).get("num_blocks"))
+    return min(3, num_blocks) if isinstance(num_blocks, int) and num_blocks > 0 else 3
+
+
 def _pretrained_cfg(preset: str) -> dict[str, Any]:
     cfg = model_config(preset)
     size, channels = cfg.get("image_size", 224), cfg.get("in_channels", 3)
     return dict(
         url="", num_classes=cfg.get("num_classes", 1000), input_size=(channels, size, size), pool_size=None,
-        crop_pct=1.0 if size < 64 else 0.875, interpolation="bicubic", fixed_input_size=False,
+        crop_pct=1.0 if size < 64 else 0.875, interpolation="bicubic", fixed_input_size=True,
         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv="net.patch_embed",
         classifier="net.out_proj", license="apache-2.0",
     )  # fmt: skip
@@ -255,3 +271,7 @@ def register_timm_models() -> list[str]:
 
 register_timm_models()
 on_register(register_timm_model)
+# FX feature extraction (timm's and torchvision's tracers given timm's notrace lists) keeps each
+# block as one call: its outputs are the feature maps users take, and its eager fast paths and
+# checks stay out of the traced graph.
+register_notrace_module(ViT5ResidualBlock)

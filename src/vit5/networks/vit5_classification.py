@@ -20,6 +20,7 @@ from vit5.networks.classification_checks import (
     check_padding_types,
     check_pattern,
 )
+from vit5.ops.capture import capture_mode
 
 READOUTS = ("cls", "gap", "register_concat")
 DROP_PATH_SCHEDULES = ("constant", "linear")
@@ -96,6 +97,11 @@ class ViT5ClassificationNet(nn.Module):
     own init. ``cls_token``, ``pos_embed``, ``reg_token`` and the ``out_norm`` parameters are tagged
     ``_no_weight_decay``.
     """
+
+    finite_check: str = "cpu"
+    """Which eager inputs are checked for NaN/inf: ``"cpu"`` (default; on an accelerator the check
+    would synchronise the host on every call), ``"always"`` or ``"never"``. Never under
+    compile/export/FX (see :func:`~vit5.networks.classification_checks.check_images`)."""
 
     def __init__(
         self,
@@ -218,7 +224,8 @@ class ViT5ClassificationNet(nn.Module):
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Channels-last images ``[B, H, W, C]`` -> the full token sequence ``[B, T, D]``."""
-        x = check_images(x, self.image_size, self.in_channels).to(self.patch_embed.weight.dtype)
+        x = check_images(x, self.image_size, self.in_channels, self.finite_check)
+        x = x.to(self.patch_embed.weight.dtype)
         B = x.shape[0]
         x = self.patch_embed(x.permute(0, 3, 1, 2))  # (B, D, g, g)
         x = x.flatten(2).transpose(1, 2) + self.pos_embed.to(x.dtype)  # (B, Np, D)
@@ -285,7 +292,8 @@ class ViT5ClassificationNet(nn.Module):
 
     def forward(self, input_and_condition: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """``{"input": x [B, H, W, C] channels-last, "condition": ignored}`` -> ``{"logits": [B, K]}``."""
-        if not isinstance(input_and_condition, Mapping) or "input" not in input_and_condition:
+        is_dict = isinstance(input_and_condition, Mapping) and "input" in input_and_condition
+        if not is_dict and capture_mode() != "fx":  # FX traces with a Proxy standing in for the dict
             got = type(input_and_condition).__name__
             if isinstance(input_and_condition, Mapping):
                 got += f" with keys {sorted(map(str, input_and_condition))}"
@@ -294,7 +302,8 @@ class ViT5ClassificationNet(nn.Module):
                 f"[B, {self.image_size}, {self.image_size}, {self.in_channels}], got {got}"
             )
         x = input_and_condition["input"]
-        if not self.readout_shortcut_applies():
+        # FX keeps blocks as leaf calls (timm's notrace list): forward_tokens is not one of them.
+        if capture_mode() == "fx" or not self.readout_shortcut_applies():
             return {"logits": self.forward_head(self.forward_features(x))}
         tokens = self.run_blocks(self.embed(x), stop=len(self.blocks) - 1)  # (B, T, D)
         if self._pad_size:
