@@ -26,12 +26,12 @@ __all__ = ["capture_mode", "is_capturing"]
 
 
 def _fx_tracing() -> bool:
-    # ``is_fx_tracing`` is also True under torch.export (and warns); the newer name means FX only.
+    # ``is_fx_tracing`` is also True under torch.export (and warns); this one means FX only.
     tracer = torch.fx._symbolic_trace
-    checker = getattr(tracer, "is_fx_tracing_symbolic_tracing", None)
+    checker = getattr(tracer, "is_fx_symbolic_tracing", None)
     if checker is not None:
         return bool(checker())
-    return bool(getattr(tracer, "_is_fx_tracing_flag", False))
+    return bool(getattr(getattr(tracer, "_is_fx_tracing_tls", None), "flag", False))
 
 
 def _exporting() -> bool:
