@@ -21,6 +21,7 @@ from vit5.config import (
     load_config,
     save_config,
 )
+from vit5.export import export_onnx, export_program
 from vit5.modules import (
     MLP,
     BlockAlignedGaussianModulationND,
@@ -93,6 +94,8 @@ __all__ = [
     "ViT5ResidualBlock",
     "apply_overrides",
     "create_model",
+    "export_onnx",
+    "export_program",
     "instantiate",
     "list_models",
     "load_config",

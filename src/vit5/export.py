@@ -1,0 +1,346 @@
+"""Deployment files: an ONNX model or a ``torch.export`` program of a :class:`ViT5ClassificationNet`.
+
+Both files hold one inference graph (eval mode, float32, CPU weights):
+
+* input ``input``: float32 channels-last images ``[B, H, W, C]``, normalised as the model's
+  ``pretrained_cfg`` says (``mean``/``std``), with a dynamic batch ``B``;
+* output ``logits``: ``[B, num_classes]``.
+
+It is traced through ``torch.export`` (the ONNX file through ``torch.onnx.export(dynamo=True)``),
+which the network sees as capture mode ``"export"`` (:mod:`vit5.ops.capture`): no finiteness check,
+no data-pointer caches, no in-place fast paths; the long convolution of Hyena blocks takes the
+planner's export path (dense or power-of-two FFTs, see :mod:`vit5.ops`).
+
+Each file also carries what a deployer needs besides the weights, the model's ``pretrained_cfg``
+(``input_size``, ``mean``, ``std``, ``interpolation``, ``crop_pct``, ``num_classes``,
+``class_names``, ...): in the ONNX file as ``metadata_props`` (one entry per key, every value JSON,
+read back by :func:`read_onnx_metadata`), in the ``.pt2`` archive as the extra file
+``pretrained_cfg.json`` (:func:`load_program`). A bare preset exports with the defaults derived from
+its config.
+
+Files are written atomically: a failed export leaves no file behind (and an existing file as it
+was). ``onnx``, ``onnxscript`` and ``onnxruntime`` are the optional ``export`` extra
+(``pip install vit5[export]``); ``export_program`` needs only torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vit5._io import atomic_write_bytes
+from vit5.networks.vit5_classification import ViT5ClassificationNet
+
+__all__ = [
+    "MIN_OPSET",
+    "ExportError",
+    "LogitsGraph",
+    "export_onnx",
+    "export_program",
+    "load_program",
+    "pretrained_cfg_of",
+    "read_onnx_metadata",
+]
+
+MIN_OPSET = 18  # torch.onnx's dynamo exporter translates to opset 18 and newer
+PROGRAM_CFG_FILE = "pretrained_cfg.json"
+_EXAMPLE_BATCH = 2  # torch.export specialises batch sizes 0 and 1; 2 keeps the batch symbolic
+
+
+class ExportError(RuntimeError):
+    """The exporter could not capture or translate the network (the message is one line)."""
+
+
+class LogitsGraph(nn.Module):
+    """The exported signature: ``input [B, H, W, C]`` -> ``logits [B, num_classes]``.
+
+    Args:
+        net: The network (its ``forward`` takes ``{"input": x}`` and returns ``{"logits": ...}``).
+    """
+
+    def __init__(self, net: ViT5ClassificationNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002  (the graph input's name)
+        return self.net({"input": input})["logits"]  # (B, K)
+
+
+def pretrained_cfg_of(model: ViT5ClassificationNet) -> dict[str, Any]:
+    """The model's ``pretrained_cfg`` (what :func:`vit5.load_model` attached), else defaults from
+    its config: ImageNet mean/std (0.5 for other than 3 channels), bicubic, ``crop_pct`` 0.875 (1.0
+    below 64 px), no class names. ``input_size`` and ``num_classes`` always describe ``model``."""
+    cfg = getattr(model, "pretrained_cfg", None)
+    if isinstance(cfg, dict) and cfg:
+        cfg = dict(cfg)
+    else:
+        rgb = model.in_channels == 3
+        cfg = dict(
+            mean=[0.485, 0.456, 0.406] if rgb else [0.5] * model.in_channels,
+            std=[0.229, 0.224, 0.225] if rgb else [0.5] * model.in_channels,
+            interpolation="bicubic",
+            crop_pct=1.0 if model.image_size < 64 else 0.875,
+            class_names=None,
+            source=None,
+        )
+    # The file holds the network as exported: its size and head, whatever the dict said before.
+    cfg["input_size"] = [model.in_channels, model.image_size, model.image_size]
+    cfg["num_classes"] = model.num_classes
+    return json.loads(json.dumps(cfg, default=_jsonable))
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(
+        f"pretrained_cfg value {value!r} of type {type(value).__name__} cannot be written as JSON"
+    )
+
+
+def _prepared(model: Any, image_size: int | None) -> ViT5ClassificationNet:
+    """An eval-mode float32 CPU network at ``image_size`` (``model`` itself when it already is one)."""
+    if not isinstance(model, ViT5ClassificationNet):
+        inner = getattr(model, "net", None)  # a timm wrapper (vit5.networks.timm_models.TimmViT5)
+        if not isinstance(inner, ViT5ClassificationNet):
+            raise TypeError(f"model must be a ViT5ClassificationNet, got {type(model).__name__}")
+        model = inner
+    if image_size is not None and image_size != model.image_size:
+        model = _resized(model, image_size)
+    tensors = [*model.parameters(), *model.buffers()]
+    if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors if t.is_floating_point()):
+        model = copy.deepcopy(model).to(device="cpu", dtype=torch.float32)
+    return model
+
+
+def _resized(model: ViT5ClassificationNet, image_size: int) -> ViT5ClassificationNet:
+    """The trained network evaluated at ``image_size`` (the resize :func:`vit5.load_model` applies)."""
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0:
+        raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    if image_size % model.patch_size:
+        raise ValueError(
+            f"image_size={image_size} cannot be taken by this model: it must be a multiple of its patch size "
+            f"{model.patch_size} (trained at {model.image_size})"
+        )
+    config = getattr(model, "config", None)
+    if config is None:
+        raise ValueError(
+            f"image_size={image_size}: this network does not carry the config it was built from, so it cannot be "
+            "resized here; load it with vit5.load_model(path, image_size=...) or resize it with "
+            "vit5.resize_model(model, image_size, config=...) first"
+        )
+    from vit5.networks.resize import resize_model
+
+    return resize_model(model, image_size, config=config)
+
+
+@contextmanager
+def _inference(model: nn.Module) -> Iterator[None]:
+    """Eval mode while tracing; the model's mode is restored afterwards.
+
+    Autograd stays on: the no-grad fast paths (``out=`` / in-place kernels) then stay out of the
+    graph whatever the capture checks say, so the program also runs under autograd.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _example(model: ViT5ClassificationNet, batch: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    return torch.randn(batch, model.image_size, model.image_size, model.in_channels, generator=generator)
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"
+
+
+def _check_target(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"output path {str(path)!r} is a directory; give a file name")
+    return path
+
+
+def _check_opset(opset: Any) -> int | None:
+    import onnx
+
+    newest = onnx.defs.onnx_opset_version()
+    if opset is None:
+        return None
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
+        raise ValueError(
+            f"opset must be an int in {MIN_OPSET}..{newest} (torch.onnx's exporter emits opset {MIN_OPSET} and "
+            f"newer; onnx {onnx.__version__} knows up to {newest}), got {opset!r}"
+        )
+    return opset
+
+
+def _import_onnx() -> Any:
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            f"ONNX export needs the optional packages onnx and onnxscript ({error}); "
+            "install them with `pip install vit5[export]`"
+        ) from None
+    import onnx
+
+    return onnx
+
+
+def export_onnx(
+    model: ViT5ClassificationNet,
+    path: str | os.PathLike,
+    *,
+    image_size: int | None = None,
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+) -> Path:
+    """Write ``model`` as an ONNX file (see the module docstring for the graph and the metadata).
+
+    Args:
+        model: The network (a timm wrapper's ``.net`` is taken). It is exported in eval mode, in
+            float32 on the CPU (a copy when it is elsewhere); its own mode is left as it was.
+        path: The ``.onnx`` file to write (replaced atomically).
+        image_size: Evaluate the trained model at another square size (the resize of
+            :func:`vit5.load_model`; ``None``: the model's size).
+        opset: ONNX opset (``MIN_OPSET`` .. the newest ``onnx`` knows; ``None``: torch's default).
+        dynamic_batch: A symbolic batch dimension ``B`` (else the graph takes batch 1 only).
+
+    Returns:
+        The path written.
+
+    Raises:
+        TypeError: ``model`` is not a ViT5ClassificationNet.
+        ValueError: An unsupported ``opset``, an ``image_size`` the model cannot take, ``path`` is
+            a directory.
+        ExportError: The exporter failed (no file is written).
+        ImportError: onnx / onnxscript are not installed.
+    """
+    onnx = _import_onnx()
+    opset = _check_opset(opset)
+    path = _check_target(path)
+    net = _prepared(model, image_size)
+    cfg = pretrained_cfg_of(net)
+    graph = LogitsGraph(net)
+    x = _example(net, _EXAMPLE_BATCH if dynamic_batch else 1)
+    dynamic = {"input": {0: torch.export.Dim("batch", min=1)}} if dynamic_batch else None
+    with _inference(net), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            program = torch.onnx.export(
+                graph, (x,), dynamo=True, input_names=["input"], output_names=["logits"],
+                dynamic_shapes=dynamic, opset_version=opset, verbose=False, report=False,
+            )  # fmt: skip
+        except Exception as error:  # the exporter raises many kinds; report one line
+            raise ExportError(f"ONNX export of {type(net).__name__} failed: {_one_line(error)}") from error
+    proto = program.model_proto
+    for key, value in sorted(cfg.items()):
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    proto.producer_name = "vit5"
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+        data = proto.SerializeToString()
+    except Exception as error:
+        raise ExportError(f"the exported ONNX model is not valid: {_one_line(error)}") from error
+    return atomic_write_bytes(path, data)
+
+
+def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``pretrained_cfg`` stored in an ONNX file written by :func:`export_onnx`.
+
+    Raises:
+        ValueError: The file is not an ONNX model or carries no vit5 metadata.
+    """
+    onnx = _import_onnx()
+    try:
+        proto = onnx.load(os.fspath(path), load_external_data=False)
+    except Exception as error:
+        raise ValueError(f"{os.fspath(path)}: not a readable ONNX file ({_one_line(error)})") from None
+    try:
+        cfg = {entry.key: json.loads(entry.value) for entry in proto.metadata_props}
+    except json.JSONDecodeError:
+        cfg = {}
+    if "input_size" not in cfg:
+        raise ValueError(
+            f"{os.fspath(path)}: carries no vit5 pretrained_cfg metadata (was it written by vit5 export?)"
+        )
+    return cfg
+
+
+def export_program(
+    model: ViT5ClassificationNet, path: str | os.PathLike, *, image_size: int | None = None
+) -> Path:
+    """Write ``model`` as a ``torch.export`` program (``.pt2``) with a dynamic batch.
+
+    ``torch.export.load(path).module()(x)`` returns the logits of ``x [B, H, W, C]``;
+    :func:`load_program` also returns the stored ``pretrained_cfg``.
+
+    Args:
+        model: The network (exported in eval mode, float32, CPU; see :func:`export_onnx`).
+        path: The ``.pt2`` file to write (replaced atomically).
+        image_size: Evaluate the trained model at another square size (``None``: its own).
+
+    Returns:
+        The path written.
+
+    Raises:
+        TypeError / ValueError: As :func:`export_onnx`.
+        ExportError: ``torch.export`` failed (no file is written).
+    """
+    path = _check_target(path)
+    net = _prepared(model, image_size)
+    cfg = pretrained_cfg_of(net)
+    graph = LogitsGraph(net)
+    x = _example(net, _EXAMPLE_BATCH)
+    with _inference(net):
+        try:
+            program = torch.export.export(
+                graph, (x,), dynamic_shapes={"input": {0: torch.export.Dim("batch", min=1)}}
+            )
+        except Exception as error:
+            raise ExportError(f"torch.export of {type(net).__name__} failed: {_one_line(error)}") from error
+    buffer = io.BytesIO()
+    torch.export.save(program, buffer, extra_files={PROGRAM_CFG_FILE: json.dumps(cfg)})
+    return atomic_write_bytes(path, buffer.getvalue())
+
+
+def load_program(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """A ``.pt2`` file written by :func:`export_program`: its module (``module(x) -> logits``) and
+    its ``pretrained_cfg``.
+
+    Raises:
+        ValueError: The file is not a ``torch.export`` archive with vit5 metadata.
+    """
+    extra = {PROGRAM_CFG_FILE: ""}
+    try:
+        program = torch.export.load(os.fspath(path), extra_files=extra)
+    except Exception as error:
+        raise ValueError(
+            f"{os.fspath(path)}: not a readable torch.export archive ({_one_line(error)})"
+        ) from None
+    if not extra[PROGRAM_CFG_FILE]:
+        raise ValueError(
+            f"{os.fspath(path)}: carries no vit5 pretrained_cfg (was it written by vit5 export?)"
+        )
+    return program.module(), json.loads(extra[PROGRAM_CFG_FILE])
