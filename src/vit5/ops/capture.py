@@ -26,7 +26,11 @@ __all__ = ["capture_mode", "is_capturing"]
 
 
 def _fx_tracing() -> bool:
-    checker = getattr(torch.fx._symbolic_trace, "is_fx_tracing", None)
+    # is_fx_tracing() is also True under torch.export (which traces with FX): ask for symbolic
+    # tracing where torch can tell them apart; capture_mode() asks about export first anyway.
+    checker = getattr(torch.fx._symbolic_trace, "is_fx_symbolic_tracing", None)
+    if checker is None:
+        checker = getattr(torch.fx._symbolic_trace, "_get_is_fx_tracing", None)
     return bool(checker()) if checker is not None else False
 
 
@@ -37,10 +41,10 @@ def _exporting() -> bool:
 
 def capture_mode() -> str:
     """``"fx"``, ``"export"``, ``"compile"`` or ``"eager"`` (see the module docstring)."""
-    if _fx_tracing():
-        return "fx"
     if _exporting():
         return "export"
+    if _fx_tracing():
+        return "fx"
     if torch.compiler.is_compiling():
         return "compile"
     return "eager"

@@ -17,6 +17,7 @@ Which one runs is decided by :func:`vit5.ops.longconv_plan.plan_long_conv`.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 
@@ -34,6 +35,14 @@ def pow2_sizes(plan: FFTConvPlan, periodic: Sequence[bool]) -> tuple[int, ...]:
     return tuple(n if p else 1 << (n - 1).bit_length() for n, p in zip(plan.sizes, periodic))
 
 
+def _fp32(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off for the products (fp32, as the eager paths); no context when autocast is off
+    anyway, so an exported graph holds plain ops rather than an autocast region."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def traced_dense_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Zero-boundary "same" convolution of channels-last ``x`` ``[B, *S, C]`` with ``kernel``
     ``[1, C, *K]`` through its dense operator: ``[B, *S, C]`` in ``x.dtype`` (no shortcut term).
@@ -42,7 +51,7 @@ def traced_dense_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """
     signal = tuple(x.shape[1:-1])
     operator = dense_conv_operator(kernel, signal)  # (C, T, T)
-    with torch.autocast(x.device.type, enabled=False):
+    with _fp32(x.device):
         z = x.float().reshape(x.shape[0], -1, x.shape[-1]).permute(2, 0, 1)  # (C, B, T)
         y = torch.bmm(z, operator.transpose(1, 2))  # (C, B, T)
     return y.permute(1, 2, 0).reshape(x.shape).to(x.dtype)  # (B, *S, C)
@@ -94,7 +103,7 @@ def traced_fft_conv(
     """
     sizes = pow2_sizes(plan, periodic) if pow2 else plan.sizes
     dims = tuple(range(-len(sizes), 0))
-    with torch.autocast(x.device.type, enabled=False):
+    with _fp32(x.device):
         x_f = torch.view_as_real(torch.fft.rfftn(x.float(), s=sizes, dim=dims))  # (B, C, *F', 2)
         k_f = torch.view_as_real(torch.fft.rfftn(kernel.float(), s=sizes, dim=dims))  # (1|B, C, *F', 2)
         ramp = _phase_ramp(plan, sizes, x.device)
