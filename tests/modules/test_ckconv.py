@@ -13,11 +13,11 @@ from torch import nn
 from tests.helpers import assert_parity, copy_state, randomize_, requires_reference
 from tests.ops.test_fftconv import dense_conv
 from vit5.config import LazyConfig
-from vit5.modules import ckconv as ckconv_module
 from vit5.modules.ckconv import CKConvND
 from vit5.modules.film import KernelFiLMGenerator
 from vit5.modules.masks import ExponentialModulationND, GaussianModulationND
 from vit5.modules.siren import SIRENKernelND
+from vit5.ops import longconv_plan
 
 D = 6
 
@@ -74,7 +74,7 @@ def test_zero_double_is_conv2d_with_flipped_kernel_plus_shortcut(monkeypatch: py
     torch.testing.assert_close(cf(y), expected, rtol=1e-4, atol=1e-4)
     # this tiny channels-last grid trains through the dense operator; the FFT path is layout-exact
     torch.testing.assert_close(conv(cf(x), is_bhl_input=True), cf(y), rtol=1e-5, atol=1e-5)
-    monkeypatch.setattr(ckconv_module, "DENSE_TRAIN_MAX_BYTES", 0)
+    monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 0)
     torch.testing.assert_close(conv(cf(x), is_bhl_input=True), cf(conv(x)), rtol=0, atol=0)
 
 
@@ -134,7 +134,7 @@ def test_conditioning_gives_per_sample_kernels() -> None:
 
 
 def test_chunked_equals_unchunked_bitwise(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ckconv_module, "DENSE_TRAIN_MAX_BYTES", 0)  # compare the two FFT paths
+    monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 0)  # compare the two FFT paths
     torch.manual_seed(6)
     wide = 130  # > one chunk of 128 channels
     plain = make(hidden_dim=wide, kernel_cfg=kernel_cfg(out_dim=wide))

@@ -15,6 +15,7 @@ from vit5.modules import ckconv as ckconv_module
 from vit5.modules.ckconv import CKConvND
 from vit5.modules.masks import GaussianModulationND
 from vit5.networks.presets import vit5_config
+from vit5.ops import longconv_plan
 from vit5.ops.denseconv import dense_conv_operator
 
 D = 6
@@ -113,7 +114,7 @@ def test_cache_with_a_mask_that_clamps_in_place() -> None:
 
 @pytest.mark.parametrize(
     "channels_first, dense_train_bytes",
-    [(False, 0), (True, 0), (False, ckconv_module.DENSE_TRAIN_MAX_BYTES)],
+    [(False, 0), (True, 0), (False, longconv_plan.BUILT_DENSE_MAX_BYTES)],
     ids=["channels-last-fft", "channels-first-fft", "channels-last-dense"],
 )
 def test_training_path_matches_autograd_of_the_plain_path(
@@ -121,7 +122,7 @@ def test_training_path_matches_autograd_of_the_plain_path(
 ) -> None:
     """CKConvND's training paths (low-memory FFT backward; dense operator on tiny channels-last
     grids) vs autograd through the spectrum path (chunked config)."""
-    monkeypatch.setattr(ckconv_module, "DENSE_TRAIN_MAX_BYTES", dense_train_bytes)
+    monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", dense_train_bytes)
     built = []
     monkeypatch.setattr(
         ckconv_module, "dense_conv_operator", lambda *a: built.append(1) or dense_conv_operator(*a)
@@ -274,8 +275,8 @@ def test_eval_path_is_bit_identical_to_the_training_forward(
     chunks here) into the shortcut term, training uses the low-memory FFT path."""
     dense = path == "dense"
     if not dense:
-        monkeypatch.setattr(ckconv_module, "DENSE_MAX_BYTES", 0)
-    monkeypatch.setattr(ckconv_module, "DENSE_TRAIN_MAX_BYTES", 1 << 30 if dense else 0)
+        monkeypatch.setattr(longconv_plan, "DENSE_MAX_BYTES", 0)
+    monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 1 << 30 if dense else 0)
     torch.manual_seed(12)
     channels = 40
     conv = randomize_(make(hidden_dim=channels, kernel_cfg=kernel_cfg(out_dim=channels)))

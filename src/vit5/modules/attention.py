@@ -11,6 +11,7 @@ from torch.nn import functional as F
 
 from vit5._validation import boolean, choice, positive_float, positive_int, probability
 from vit5.config import build_callable, instantiate
+from vit5.modules.hooks import fast_path_allowed
 from vit5.modules.norms import RMSNorm
 from vit5.ops.rope import ROPE_IMPLS, apply_rope, fold_rope_tables, rope_angles_2d, swap_partners
 
@@ -279,8 +280,9 @@ class ViT5Attention(nn.Module):
         return slice(start, stop)
 
     def _use_fused_path(self, projected: torch.Tensor) -> bool:
-        # Inference only: under autograd the fused form would save more activations than it saves passes.
-        return projected.dtype == torch.float32 and not torch.is_grad_enabled() and self._fusable_norms()
+        # Inference only (fast_path_allowed: no autograd, no capture, no hooks, which must see the
+        # q/k norms run): under autograd the fused form would save more activations than it saves passes.
+        return projected.dtype == torch.float32 and self._fusable_norms() and fast_path_allowed(self)
 
     def _fusable_norms(self) -> bool:
         """No q/k norm, or two vit5 ``RMSNorm`` s with the same eps (their gains fold into RoPE)."""

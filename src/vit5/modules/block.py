@@ -12,7 +12,7 @@ from vit5._validation import positive_float, positive_int, probability
 from vit5.config import instantiate
 from vit5.modules.attention import ViT5Attention
 from vit5.modules.drop_path import DropPath
-from vit5.modules.hooks import has_hooks, in_place_allowed, shares_storage
+from vit5.modules.hooks import fast_path_allowed, has_hooks, shares_storage
 from vit5.modules.layer_scale import LayerScale
 from vit5.modules.mlp import MLP
 from vit5.modules.norms import L2Norm, RMSNorm, no_weight_decay
@@ -168,7 +168,7 @@ class ViT5ResidualBlock(nn.Module):
             type(self.ls_attn) in (LayerScale, nn.Identity)
             and type(self.ls_mlp) in (LayerScale, nn.Identity)
             and (type(path) is nn.Identity or (type(path) is DropPath and path.is_identity()))
-            and in_place_allowed(self)
+            and fast_path_allowed(self)
         )
 
     def _residual(

@@ -13,12 +13,8 @@ from torch import nn
 
 from vit5._validation import boolean, positive_int
 from vit5.config import TARGET_KEY, instantiate, locate, resolve
-from vit5.ops.denseconv import (
-    apply_dense_operator,
-    dense_conv_operator,
-    dense_operator_bytes,
-    dense_operator_product,
-)
+from vit5.ops.capture import capture_mode
+from vit5.ops.denseconv import apply_dense_operator, dense_conv_operator, dense_operator_product
 from vit5.ops.fftconv import (
     FFTConvPlan,
     apply_spectrum,
@@ -27,6 +23,8 @@ from vit5.ops.fftconv import (
     parse_padding,
     plan_fft_conv,
 )
+from vit5.ops.longconv_plan import LongConvPath, LongConvPlan, plan_long_conv
+from vit5.ops.tracedconv import traced_dense_conv, traced_fft_conv
 
 __all__ = ["CHUNK_SIZE", "CKConvND"]
 
@@ -34,12 +32,7 @@ logger = logging.getLogger(__name__)
 
 #: Channels per chunk when ``use_chunked_fftconv=True``.
 CHUNK_SIZE = 128
-#: Largest cached dense operator (``C T^2`` fp32) used instead of the FFTs in eval mode; ViT-5-S
-#: at 224 px (``T = 196`` or ``210``, ``C = 384``) fits, 512 px (``T = 1024``) uses the FFTs.
-DENSE_MAX_BYTES = 96 * 2**20
-#: Largest dense operator built in training (it and its gradient are kept per block and step, so
-#: the bound is small: tiny CPU models such as a 7x7 grid at C=64 use 0.6 MB).
-DENSE_TRAIN_MAX_BYTES = 4 * 2**20
+_TRACED_PATHS = (LongConvPath.TRACED_DENSE, LongConvPath.TRACED_FFT)
 GRID_TYPES = ("double", "single")
 _LOGGED_BACKENDS: set[str] = set()
 
@@ -83,18 +76,14 @@ class CKConvND(nn.Module):
         fft_backend: ``"torch_fft"``. Other names (the reference's CUDA ``"subq_ops"``,
             ``"subq_ops_fused"``) are accepted, logged once, and run the PyTorch FFT path in fp32.
 
-    Execution paths (same results up to fp32 rounding; the choice never depends on the batch):
-
-    * training / autograd, zero padding: :func:`~vit5.ops.fftconv.fft_conv_zero_lowmem`, whose
-      backward keeps the input instead of its spectrum (about 4x less activation memory); on tiny
-      channels-last grids without per-sample kernels (``C T^2`` fp32 <= :data:`DENSE_TRAIN_MAX_BYTES`,
-      e.g. a 7x7 grid at C=64) the dense ``[C, T, T]`` operator, built differentiably from the kernel
-      and applied as one batched GEMM (about 1.2x faster training of the tiny CPU presets);
-    * eval mode without autograd or conditioning: the kernel's spectrum is cached (keyed on the
-      input size and the data pointers and version counters of the kernel's and mask's tensors,
-      so optimiser steps, ``load_state_dict`` and ``.to()`` invalidate it; ``train()`` drops it).
-      For channels-last input on small grids (``C T^2`` fp32 <= :data:`DENSE_MAX_BYTES`) the
-      cached object is the dense ``[C, T, T]`` operator instead, applied as one batched GEMM.
+    Execution: every call asks :func:`vit5.ops.longconv_plan.plan_long_conv` for its path (the
+    table there says which runs when, and why), takes the kernel or the cached spectrum / dense
+    operator (:meth:`_operand`), and runs the path (:meth:`_run`). The cache (eval mode without
+    autograd or conditioning, eager only) is keyed on the input size, the path and the data
+    pointers, version counters and dtypes of the kernel's and mask's tensors, so optimiser steps,
+    ``load_state_dict`` and ``.to()`` invalidate it; ``train()`` drops it; a call under autograd
+    never reads it. Paths give the same results up to fp32 rounding, and the choice never depends
+    on the batch size.
 
     Shapes:
         ``forward(x [B, *S, C]) -> [B, *S, C]``, or ``[B, C, *S] -> [B, C, *S]`` with
@@ -234,49 +223,79 @@ class CKConvND(nn.Module):
         ]
         return tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
 
-    def _spectrum(
-        self, spatial: tuple[int, ...], conditioning: torch.Tensor | None, dense_ok: bool = False
-    ) -> tuple[FFTConvPlan, Any, torch.Tensor | None]:
-        """``(plan, spectrum, kernel)``: the kernel spectrum, or the kernel itself when chunking.
-
-        With ``dense_ok`` (channels-last input, zero padding) and a cacheable call on a small
-        grid (``C T^2`` fp32 <= :data:`DENSE_MAX_BYTES`), ``spectrum`` is instead the dense
-        ``[C, T, T]`` operator of :mod:`vit5.ops.denseconv` (a tensor, not a pair): one batched
-        GEMM is faster than the FFTs there.
-
-        In eval mode without autograd and without conditioning, the spectrum is cached and reused
-        while the input size and every parameter/buffer of the kernel and mask (data pointer and
-        version counter, so optimiser steps, ``load_state_dict`` and ``.to()`` invalidate it) stay
-        the same; ``train()`` drops it. Under ``torch.compile`` nothing is cached: data pointers
-        and version counters are not traceable, so the compiled graph recomputes the kernel.
-        """
-        cacheable = (
-            not self.training
-            and conditioning is None
-            and not torch.is_grad_enabled()
-            and not torch.compiler.is_compiling()
-        )
-        if cacheable and self._spectrum_cache is not None:
-            key, plan, spectrum = self._spectrum_cache
-            if key == (spatial, dense_ok, self._state_key()):
-                return plan, spectrum, None
-        self._spectrum_cache = None
+    def _operand(
+        self, plan: LongConvPlan, spatial: tuple[int, ...], conditioning: torch.Tensor | None
+    ) -> tuple[FFTConvPlan | None, Any]:
+        """``(fft_plan, operand)`` for ``plan.path``: the dense ``[C, T, T]`` operator (DENSE), the
+        kernel spectrum pair (FFT), else the kernel ``[1|B, C, *taps]`` itself. With ``plan.cache``
+        the operand is reused while the key (see the class doc) is unchanged."""
+        key = None
+        if plan.cache:
+            key = (spatial, plan.path)
+            if self._spectrum_cache is not None and self._spectrum_cache[0] == (*key, self._state_key()):
+                return self._spectrum_cache[1], self._spectrum_cache[2]
+        if plan.path not in _TRACED_PATHS:  # a captured graph leaves module state alone
+            self._spectrum_cache = None
         kernel = self._generate_kernel(self._grid_lens(spatial), conditioning)  # (1|B, C, *taps)
-        plan = plan_fft_conv(spatial, kernel.shape[2:], self._periodic, self.is_causal)
-        if self.use_chunked_fftconv:
-            return plan, None, kernel
-        dense = (
-            cacheable
-            and dense_ok
-            and not self.is_causal
-            and not any(self._periodic)
-            and kernel.shape[0] == 1
-            and dense_operator_bytes(spatial, self.hidden_dim) <= DENSE_MAX_BYTES
-        )
-        spectrum = dense_conv_operator(kernel, spatial) if dense else kernel_spectrum(kernel, plan)
-        if cacheable:  # the key is taken after generation: growing the grid cache changes it
-            self._spectrum_cache = ((spatial, dense_ok, self._state_key()), plan, spectrum)
-        return plan, spectrum, None
+        fft_plan = None
+        if plan.path is not LongConvPath.DENSE and plan.path is not LongConvPath.TRACED_DENSE:
+            fft_plan = plan_fft_conv(spatial, kernel.shape[2:], self._periodic, self.is_causal)
+        if plan.path is LongConvPath.DENSE:
+            operand = dense_conv_operator(kernel, spatial)  # (C, T, T)
+        elif plan.path is LongConvPath.FFT:
+            operand = kernel_spectrum(kernel, fft_plan)
+        else:
+            operand = kernel
+        if key is not None:  # the key is taken after generation: growing the grid cache changes it
+            self._spectrum_cache = ((*key, self._state_key()), fft_plan, operand)
+        return fft_plan, operand
+
+    def _run(
+        self,
+        plan: LongConvPlan,
+        x: torch.Tensor,
+        fft_plan: FFTConvPlan | None,
+        operand: Any,
+        channels_last: bool,
+    ) -> torch.Tensor:
+        """``shortcut * x + K * x`` by ``plan.path`` (``x`` ``[B, *S, C]`` or ``[B, C, *S]``)."""
+        path, grad = plan.path, torch.is_grad_enabled()
+        shortcut = self.shortcut.to(x.dtype)
+        if path is LongConvPath.TRACED_DENSE:
+            return shortcut * x + traced_dense_conv(x, operand)  # (B, *S, C)
+        if path is LongConvPath.DENSE:
+            if grad:
+                return shortcut * x + apply_dense_operator(x, operand)  # (B, *S, C)
+            # The same sum, adding the channels-first product straight into the shortcut term.
+            out = shortcut * x  # (B, *S, C)
+            return out.add_(dense_operator_product(x, operand).to(x.dtype).permute(1, 2, 0).view(x.shape))
+        if path is LongConvPath.FFT_LOWMEM:  # keeps x, not its spectrum, for the backward pass
+            y = fft_conv_zero_lowmem(x, operand, channels_last)  # (B, C, *S)
+        else:
+            # The FFTs are fastest on channels-first contiguous data: one transposing copy here
+            # is cheaper than transforming along strided axes.
+            z = x.movedim(-1, 1).contiguous() if channels_last else x  # (B, C, *S)
+            if path is LongConvPath.TRACED_FFT:
+                z = x.movedim(-1, 1) if channels_last else x  # the graph's compiler picks layouts
+                y = traced_fft_conv(z, operand, fft_plan, self._periodic, plan.pow2_fft).to(x.dtype)
+            elif path is LongConvPath.FFT and channels_last and not grad:
+                # Accumulate chunk by chunk into the channels-last output: the same bits as the
+                # shortcut + conv sum below, without a full-size strided add.
+                out = shortcut * x  # (B, *S, C)
+                apply_spectrum(z, operand, fft_plan, accumulate=out.movedim(-1, 1))
+                return out
+            elif path is LongConvPath.FFT:
+                y = apply_spectrum(z, operand, fft_plan)  # (B, C, *S)
+            else:  # FFT_CHUNKED
+                chunks = []
+                for start in range(0, z.shape[1], CHUNK_SIZE):
+                    part = slice(start, start + CHUNK_SIZE)
+                    spectrum = kernel_spectrum(operand[:, part], fft_plan)
+                    chunks.append(apply_spectrum(z[:, part], spectrum, fft_plan))
+                y = torch.cat(chunks, dim=1)
+        if channels_last:  # the first operand's layout is the output's: channels-last
+            return shortcut * x + y.movedim(1, -1)  # (B, *S, C)
+        return y + shortcut.view(-1, *([1] * self.data_dim)) * x  # (B, C, *S)
 
     def train(self, mode: bool = True) -> CKConvND:
         if mode:  # eval() keeps the cache; it is only read in eval mode
@@ -303,54 +322,21 @@ class CKConvND(nn.Module):
                 f"conditioning must have one row per sample ([{x.shape[0]}, cond]), got shape {tuple(conditioning.shape)}"
             )
         channels_last = not is_bhl_input
-        spatial = tuple(x.shape[1:-1] if channels_last else x.shape[2:])
-        lowmem = (
-            torch.is_grad_enabled()
-            and not self.use_chunked_fftconv
-            and not self.is_causal
-            and not any(self._periodic)
+        spatial = tuple(int(n) for n in (x.shape[1:-1] if channels_last else x.shape[2:]))
+        plan = plan_long_conv(
+            capture=capture_mode(),
+            grad_enabled=torch.is_grad_enabled(),
+            training=self.training,
+            channels_last=channels_last,
+            signal=spatial,
+            channels=self.hidden_dim,
+            per_sample_kernels=conditioning is not None,
+            zero_padding=not any(self._periodic),
+            causal=self.is_causal,
+            chunked=self.use_chunked_fftconv,
         )
-        if lowmem:  # training: keep x, not its spectrum, for the backward pass
-            kernel = self._generate_kernel(self._grid_lens(spatial), conditioning)  # (1|B, C, *taps)
-            if (
-                channels_last
-                and kernel.shape[0] == 1
-                and dense_operator_bytes(spatial, self.hidden_dim) <= DENSE_TRAIN_MAX_BYTES
-            ):  # tiny grid: one GEMM against the (differentiable) dense operator beats the FFTs
-                operator = dense_conv_operator(kernel, spatial)  # (C, T, T)
-                return self.shortcut.to(x.dtype) * x + apply_dense_operator(x, operator)  # (B, *S, C)
-            y = fft_conv_zero_lowmem(x, kernel, channels_last)  # (B, C, *S)
-        else:
-            # The FFTs are fastest on channels-first contiguous data: one transposing copy here
-            # is cheaper than transforming along strided axes.
-            plan, spectrum, kernel = self._spectrum(spatial, conditioning, dense_ok=channels_last)
-            if isinstance(spectrum, torch.Tensor):  # small grid: dense operator, channels-last
-                if torch.is_grad_enabled():
-                    return self.shortcut.to(x.dtype) * x + apply_dense_operator(x, spectrum)  # (B, *S, C)
-                # The same sum, adding the channels-first product straight into the shortcut term.
-                out = self.shortcut.to(x.dtype) * x  # (B, *S, C)
-                return out.add_(
-                    dense_operator_product(x, spectrum).to(x.dtype).permute(1, 2, 0).view(x.shape)
-                )
-            z = x.movedim(-1, 1).contiguous() if channels_last else x  # (B, C, *S)
-            if spectrum is not None and channels_last and not torch.is_grad_enabled():
-                # Accumulate chunk by chunk into the channels-last output: the same bits as the
-                # shortcut + conv sum below, without a full-size strided add.
-                out = self.shortcut.to(x.dtype) * x  # (B, *S, C)
-                apply_spectrum(z, spectrum, plan, accumulate=out.movedim(-1, 1))
-                return out
-            if spectrum is not None:
-                y = apply_spectrum(z, spectrum, plan)  # (B, C, *S)
-            else:
-                chunks = []
-                for start in range(0, z.shape[1], CHUNK_SIZE):
-                    part = slice(start, start + CHUNK_SIZE)
-                    chunks.append(apply_spectrum(z[:, part], kernel_spectrum(kernel[:, part], plan), plan))
-                y = torch.cat(chunks, dim=1)
-        shortcut = self.shortcut.to(x.dtype)
-        if channels_last:  # the first operand's layout is the output's: channels-last
-            return shortcut * x + y.movedim(1, -1)  # (B, *S, C)
-        return y + shortcut.view(-1, *([1] * self.data_dim)) * x  # (B, C, *S)
+        fft_plan, operand = self._operand(plan, spatial, conditioning)
+        return self._run(plan, x, fft_plan, operand, channels_last)
 
     def flop_count(self, spatial_dims: Sequence[int], inference: bool = False) -> int:
         """Kernel generation + ``int(n_fft 5 C prod(N) sum(log2 N))`` + ``6 C prod(N)`` + ``C prod(S)``.

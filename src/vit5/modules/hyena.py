@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from vit5.config import LazyConfig, instantiate
-from vit5.modules.hooks import in_place_allowed, shares_storage
+from vit5.modules.hooks import fast_path_allowed, shares_storage
+from vit5.ops.capture import is_capturing
 
 __all__ = ["Hyena", "is_channels_first"]
 
@@ -45,10 +46,10 @@ def _packed(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torc
     concatenation is that output itself, rebuilt as a view of the common base (so autograd
     routes the gradient of every chunk to the base). Without autograd any of the three can
     address the shared storage (views made under ``torch.inference_mode`` have no ``_base``).
-    Under ``torch.compile`` it is a plain ``cat``: the compiler cannot trace pointer arithmetic,
-    and it removes the copy itself.
+    Under graph capture (compile, export, FX) it is a plain ``cat``: pointer arithmetic cannot be
+    traced, and a compiler removes the copy itself.
     """
-    if torch.compiler.is_compiling():
+    if is_capturing():
         return torch.cat([query, key, value], dim=-1)
     if torch.is_grad_enabled():
         base = query._base
@@ -216,7 +217,7 @@ class Hyena(nn.Module):
             q = self._norm_per_position(self.q_norm, q)
             if not isinstance(self.k_norm, nn.Identity):
                 k = self._norm_per_position(self.k_norm, k)
-        in_place = in_place_allowed(self)
+        in_place = fast_path_allowed(self)
         z = self._norm_flat(self.pixelhyena_norm, _gate(q, self.gate_nonlinear, k, in_place))  # (B, *S, C)
         if conditioning is None:
             h = self.global_conv(z)  # (B, *S, C)

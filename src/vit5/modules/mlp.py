@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from vit5._validation import boolean, check_last_dim, choice, positive_float, positive_int
 from vit5.config import build_callable, instantiate
-from vit5.modules.hooks import in_place_allowed
+from vit5.modules.hooks import fast_path_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class MLP(nn.Module):
         if (
             self.activation in _INPLACE
             and type(self.layer1) is nn.Linear  # its output is always a fresh tensor
-            and in_place_allowed(self.layer1)
+            and fast_path_allowed(self.layer1)
         ):
             h = _INPLACE[self.activation](h)  # same bits in layer1's fresh output: no new buffer
         elif self.activation == "gelu":

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from vit5._validation import boolean, check_last_dim, positive_float, positive_int
+from vit5.modules.hooks import fast_path_allowed
 
 
 def no_weight_decay(module: nn.Module) -> nn.Module:
@@ -46,7 +47,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_last_dim("RMSNorm", x, self.dim)
         u = x.float()
-        if torch.is_grad_enabled():
+        if not fast_path_allowed(self):
             y = u * torch.rsqrt(u.pow(2).mean(dim=-1, keepdim=True) + self.eps)
             return (self.weight * y).to(x.dtype)
         # Same bits with one buffer: the squares, then the output in their place.

@@ -1,0 +1,169 @@
+"""Which algorithm computes a long (CKConvND) convolution: one small pure planner.
+
+:func:`plan_long_conv` takes everything that decides how a depthwise long convolution runs and
+returns a :class:`LongConvPlan`; ``CKConvND.forward`` only plans, gets the kernel (or its cached
+spectrum / operator) and runs the planned path. A call's path can be read off this table without
+reading the module (``dense fits`` = the fp32 ``[C, T, T]`` operator, ``T = prod(S)``, is at most
+the budget named in the row; ``dense ok`` = zero padding, not causal, channels-last input, one
+kernel shared by the batch; first matching row wins):
+
+===  ==========  ======  =============================  ===============  =====  ==========================
+row  capture     grad    other conditions               path             cache  why
+===  ==========  ======  =============================  ===============  =====  ==========================
+1    fx, export, any     dense ok, fits                 TRACED_DENSE     no     plain ``index_select`` +
+     compile             :data:`BUILT_DENSE_MAX_BYTES`                          ``bmm``: traceable, one GEMM
+2    fx, export, any     otherwise                      TRACED_FFT       no     plain ``torch.fft`` ops,
+     compile                                                                    real-arithmetic product
+3    eager       any     ``use_chunked_fftconv``        FFT_CHUNKED      no     the config asks for it
+4    eager       on      dense ok, fits                 DENSE            no     one GEMM per channel beats
+                         :data:`BUILT_DENSE_MAX_BYTES`                          three FFTs on tiny grids
+5    eager       on      zero padding, not causal       FFT_LOWMEM       no     backward keeps x, not its
+                                                                                spectrum (~4x less memory)
+6    eager       on      otherwise (circular, mixed,    FFT              no     autograd through the FFTs
+                         causal)
+7    eager       off     eval, no conditioning, dense   DENSE            yes    built once, reused while
+                         ok, fits :data:`DENSE_MAX_BYTES`                       the kernel is unchanged
+8    eager       off     eval, no conditioning          FFT              yes    kernel spectrum reused
+9    eager       off     dense ok, fits                 DENSE            no     as row 4
+                         :data:`BUILT_DENSE_MAX_BYTES`
+10   eager       off     otherwise                      FFT              no     spectrum made per call
+===  ==========  ======  =============================  ===============  =====  ==========================
+
+Capture (``torch.compile``, ``torch.export`` / ``torch.onnx.export``, ``torch.fx.symbolic_trace``;
+see :mod:`vit5.ops.capture`) always takes the traced rows, whatever the grad mode: no custom
+autograd functions, no caches keyed on data pointers, no in-place accumulation, no
+data-dependent Python. A traced graph builds the operator on every call (or a constant folder
+turns it into a constant of the file), so the traced dense path has the small per-call budget:
+ViT-5-S at 224 px (``T = 196``, ``C = 384``, 59 MB per block) exports as FFTs, a tiny 8 x 8 grid
+at ``C = 192`` (3 MB) as the dense operator.
+
+FFT sizes under export (``pow2_fft``): powers of two on zero-padded axes. ONNX has no complex
+type: the exporter lowers ``rfftn`` / ``irfftn`` to ONNX ``DFT`` on a trailing real/imaginary axis
+(the spectral product is written in real arithmetic for that reason), and onnxruntime's ``DFT``
+is fast (radix-2) only for power-of-two lengths, falling back to an ``O(N^2)`` transform
+otherwise. Any size ``>= N + (K + 1) // 2`` (at most ``2N - 1`` taps: ``2N - 1`` always suffices)
+on a zero axis avoids wrap-around, so rounding up to a power of two changes nothing but the
+round-off. Circular axes keep size ``N`` (their period). Eager, compile and FX use the smallest
+sizes (:func:`vit5.ops.fftplan.plan_fft_conv`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from vit5.ops.denseconv import dense_operator_bytes
+
+__all__ = [
+    "BUILT_DENSE_MAX_BYTES",
+    "CAPTURE_MODES",
+    "DENSE_MAX_BYTES",
+    "LongConvPath",
+    "LongConvPlan",
+    "plan_long_conv",
+]
+
+#: Largest cached dense operator (``C T^2`` fp32) used instead of the FFTs in eval mode; ViT-5-S
+#: at 224 px (``T = 196`` or ``210``, ``C = 384``) fits, 512 px (``T = 1024``) uses the FFTs.
+DENSE_MAX_BYTES = 96 * 2**20
+#: Largest dense operator built on every call (training, uncached inference, traced graphs): in
+#: training it and its gradient are kept per block and step, so the bound is small (a 7x7 grid at
+#: ``C = 64`` is 0.6 MB, an 8x8 grid at ``C = 192`` 3 MB).
+BUILT_DENSE_MAX_BYTES = 4 * 2**20
+CAPTURE_MODES = ("eager", "compile", "export", "fx")
+
+
+class LongConvPath(str, enum.Enum):
+    """The algorithms of a long convolution (see the module table)."""
+
+    DENSE = "dense"  #: ``[C, T, T]`` operator, one batched GEMM (``vit5.ops.denseconv``)
+    FFT = "fft"  #: kernel spectrum times signal spectrum (``vit5.ops.fftplan``)
+    FFT_LOWMEM = "fft_lowmem"  #: FFT with a backward that keeps x (``fft_conv_zero_lowmem``)
+    FFT_CHUNKED = "fft_chunked"  #: FFT over ``CHUNK_SIZE`` channels at a time, plain autograd
+    TRACED_DENSE = "traced_dense"  #: dense operator from plain ops (``vit5.ops.tracedconv``)
+    TRACED_FFT = "traced_fft"  #: FFTs from plain ops, real-arithmetic product (``vit5.ops.tracedconv``)
+
+
+@dataclass(frozen=True)
+class LongConvPlan:
+    """What :func:`plan_long_conv` decided.
+
+    Attributes:
+        path: The algorithm.
+        cache: Keep the kernel's spectrum (or dense operator) for the next call with the same
+            input size and unchanged kernel tensors (eval mode, no autograd, no conditioning,
+            eager only).
+        pow2_fft: Round FFT sizes up to powers of two on zero-padded axes (export only, see the
+            module doc).
+    """
+
+    path: LongConvPath
+    cache: bool = False
+    pow2_fft: bool = False
+
+
+def plan_long_conv(
+    *,
+    capture: str,
+    grad_enabled: bool,
+    training: bool,
+    channels_last: bool,
+    signal: tuple[int, ...],
+    channels: int,
+    per_sample_kernels: bool,
+    zero_padding: bool,
+    causal: bool,
+    chunked: bool,
+    dense_max_bytes: int | None = None,
+    built_dense_max_bytes: int | None = None,
+) -> LongConvPlan:
+    """The path of one long-convolution call (first matching row of the module table).
+
+    Args:
+        capture: :func:`vit5.ops.capture.capture_mode` (``"eager"``, ``"compile"``, ``"export"``,
+            ``"fx"``).
+        grad_enabled: ``torch.is_grad_enabled()``.
+        training: The module's ``training`` flag.
+        channels_last: The input is ``[B, *S, C]`` (else ``[B, C, *S]``).
+        signal: Spatial size ``S``.
+        channels: ``C``.
+        per_sample_kernels: The kernel has one copy per sample (FiLM conditioning).
+        zero_padding: Zero boundary on every axis (else circular on some axis).
+        causal: Causal 1-D convolution.
+        chunked: The module was built with ``use_chunked_fftconv=True``.
+        dense_max_bytes: Budget of a cached dense operator (default :data:`DENSE_MAX_BYTES`,
+            read at call time).
+        built_dense_max_bytes: Budget of a dense operator built on every call (default
+            :data:`BUILT_DENSE_MAX_BYTES`, read at call time).
+
+    Raises:
+        ValueError: an unknown ``capture`` mode.
+    """
+    if capture not in CAPTURE_MODES:
+        raise ValueError(f"capture must be one of {CAPTURE_MODES}, got {capture!r}")
+    if dense_max_bytes is None:
+        dense_max_bytes = DENSE_MAX_BYTES
+    if built_dense_max_bytes is None:
+        built_dense_max_bytes = BUILT_DENSE_MAX_BYTES
+    dense_ok = zero_padding and not causal and channels_last and not per_sample_kernels
+    size = dense_operator_bytes(tuple(signal), channels) if dense_ok else None
+    built_fits = size is not None and size <= built_dense_max_bytes
+    if capture != "eager":
+        if built_fits:
+            return LongConvPlan(LongConvPath.TRACED_DENSE)
+        return LongConvPlan(LongConvPath.TRACED_FFT, pow2_fft=capture == "export")
+    if chunked:
+        return LongConvPlan(LongConvPath.FFT_CHUNKED)
+    if grad_enabled:
+        if built_fits:
+            return LongConvPlan(LongConvPath.DENSE)
+        if zero_padding and not causal:
+            return LongConvPlan(LongConvPath.FFT_LOWMEM)
+        return LongConvPlan(LongConvPath.FFT)
+    if not training and not per_sample_kernels:
+        if size is not None and size <= dense_max_bytes:
+            return LongConvPlan(LongConvPath.DENSE, cache=True)
+        return LongConvPlan(LongConvPath.FFT, cache=True)
+    if built_fits:
+        return LongConvPlan(LongConvPath.DENSE)
+    return LongConvPlan(LongConvPath.FFT)
