@@ -30,7 +30,7 @@ import io
 import json
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from vit5._io import atomic_write_bytes
+from vit5.networks.pretrained_cfg import default_pretrained_cfg
 from vit5.networks.vit5_classification import ViT5ClassificationNet
 
 __all__ = [
@@ -77,23 +78,14 @@ class LogitsGraph(nn.Module):
 
 
 def pretrained_cfg_of(model: ViT5ClassificationNet) -> dict[str, Any]:
-    """The model's ``pretrained_cfg`` (what :func:`vit5.load_model` attached), else defaults from
-    its config: ImageNet mean/std (0.5 for other than 3 channels), bicubic, ``crop_pct`` 0.875 (1.0
-    below 64 px), no class names. ``input_size`` and ``num_classes`` always describe ``model``."""
+    """The ``pretrained_cfg`` written into the file: the model's (what :func:`vit5.load_model`
+    attached, or the defaults of its config for a bare preset), with ``input_size`` and
+    ``num_classes`` describing the exported network."""
     cfg = getattr(model, "pretrained_cfg", None)
-    if isinstance(cfg, dict) and cfg:
+    if isinstance(cfg, Mapping):
         cfg = dict(cfg)
     else:
-        rgb = model.in_channels == 3
-        cfg = dict(
-            mean=[0.485, 0.456, 0.406] if rgb else [0.5] * model.in_channels,
-            std=[0.229, 0.224, 0.225] if rgb else [0.5] * model.in_channels,
-            interpolation="bicubic",
-            crop_pct=1.0 if model.image_size < 64 else 0.875,
-            class_names=None,
-            source=None,
-        )
-    # The file holds the network as exported: its size and head, whatever the dict said before.
+        cfg = default_pretrained_cfg(model.image_size, model.in_channels, model.num_classes)
     cfg["input_size"] = [model.in_channels, model.image_size, model.image_size]
     cfg["num_classes"] = model.num_classes
     return json.loads(json.dumps(cfg, default=_jsonable))
@@ -113,6 +105,10 @@ def _jsonable(value: Any) -> Any:
 
 def _prepared(model: Any, image_size: int | None) -> ViT5ClassificationNet:
     """An eval-mode float32 CPU network at ``image_size`` (``model`` itself when it already is one)."""
+    if isinstance(model, (str, os.PathLike)):
+        from vit5.weights import load_model
+
+        return _prepared(load_model(model, image_size=image_size), None)
     if not isinstance(model, ViT5ClassificationNet):
         inner = getattr(model, "net", None)  # a timm wrapper (vit5.networks.timm_models.TimmViT5)
         if not isinstance(inner, ViT5ClassificationNet):
@@ -127,7 +123,7 @@ def _prepared(model: Any, image_size: int | None) -> ViT5ClassificationNet:
 
 
 def _resized(model: ViT5ClassificationNet, image_size: int) -> ViT5ClassificationNet:
-    """The trained network evaluated at ``image_size`` (the resize :func:`vit5.load_model` applies)."""
+    """Checks ``image_size`` for a network object; resizing needs the checkpoint (its config)."""
     if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size <= 0:
         raise ValueError(f"image_size must be a positive int, got {image_size!r}")
     if image_size % model.patch_size:
@@ -135,16 +131,11 @@ def _resized(model: ViT5ClassificationNet, image_size: int) -> ViT5Classificatio
             f"image_size={image_size} cannot be taken by this model: it must be a multiple of its patch size "
             f"{model.patch_size} (trained at {model.image_size})"
         )
-    config = getattr(model, "config", None)
-    if config is None:
-        raise ValueError(
-            f"image_size={image_size}: this network does not carry the config it was built from, so it cannot be "
-            "resized here; load it with vit5.load_model(path, image_size=...) or resize it with "
-            "vit5.resize_model(model, image_size, config=...) first"
-        )
-    from vit5.networks.resize import resize_model
-
-    return resize_model(model, image_size, config=config)
+    raise ValueError(
+        f"image_size={image_size}: a network object does not carry the config it was built from, so it cannot be "
+        "resized here; pass the checkpoint path instead (export_onnx(path, out, image_size=...), as "
+        "vit5.load_model(path, image_size=...) resizes), or vit5.resize_model(model, image_size, config=...) first"
+    )
 
 
 @contextmanager
@@ -208,7 +199,7 @@ def _import_onnx() -> Any:
 
 
 def export_onnx(
-    model: ViT5ClassificationNet,
+    model: ViT5ClassificationNet | str | os.PathLike,
     path: str | os.PathLike,
     *,
     image_size: int | None = None,
@@ -218,11 +209,14 @@ def export_onnx(
     """Write ``model`` as an ONNX file (see the module docstring for the graph and the metadata).
 
     Args:
-        model: The network (a timm wrapper's ``.net`` is taken). It is exported in eval mode, in
-            float32 on the CPU (a copy when it is elsewhere); its own mode is left as it was.
+        model: The network (a timm wrapper's ``.net`` is taken), or anything :func:`vit5.load_model`
+            takes (a run directory, ``.safetensors``, official ``.pth``, ...). It is exported in
+            eval mode, in float32 on the CPU (a copy when it is elsewhere); its own mode is left as
+            it was.
         path: The ``.onnx`` file to write (replaced atomically).
-        image_size: Evaluate the trained model at another square size (the resize of
-            :func:`vit5.load_model`; ``None``: the model's size).
+        image_size: Evaluate the trained model at another square size: the resize of
+            :func:`vit5.load_model` (needs a checkpoint path; for a network object only its own
+            size); ``None``: the model's size.
         opset: ONNX opset (``MIN_OPSET`` .. the newest ``onnx`` knows; ``None``: torch's default).
         dynamic_batch: A symbolic batch dimension ``B`` (else the graph takes batch 1 only).
 
@@ -289,7 +283,10 @@ def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def export_program(
-    model: ViT5ClassificationNet, path: str | os.PathLike, *, image_size: int | None = None
+    model: ViT5ClassificationNet | str | os.PathLike,
+    path: str | os.PathLike,
+    *,
+    image_size: int | None = None,
 ) -> Path:
     """Write ``model`` as a ``torch.export`` program (``.pt2``) with a dynamic batch.
 
@@ -297,7 +294,7 @@ def export_program(
     :func:`load_program` also returns the stored ``pretrained_cfg``.
 
     Args:
-        model: The network (exported in eval mode, float32, CPU; see :func:`export_onnx`).
+        model: The network or a checkpoint path (see :func:`export_onnx`).
         path: The ``.pt2`` file to write (replaced atomically).
         image_size: Evaluate the trained model at another square size (``None``: its own).
 
