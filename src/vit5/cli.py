@@ -290,6 +290,8 @@ def command_predict(args: argparse.Namespace) -> int:
 
     from vit5.data import eval_transform, read_image
 
+    if Path(args.source).suffix.lower() == ".onnx":
+        return _predict_onnx(args)
     loaded = _load_source(args)
     device = _device(args.device)
     model, cfg = loaded.model.to(device), loaded.model.pretrained_cfg
@@ -369,6 +371,87 @@ def command_convert(args: argparse.Namespace) -> int:
                              config=_network_config_file(args.config, args.trust_config) if args.config else None)  # fmt: skip
     print(json.dumps({"out": str(out), "format": args.to}))
     return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# export: ONNX / torch.export files (vit5.export), and predict on an exported .onnx
+
+
+def command_export(args: argparse.Namespace) -> int:
+    from vit5.export import ExportError, export_onnx, export_program
+    from vit5.networks.pretrained_cfg import updated_pretrained_cfg
+
+    out = Path(args.out)
+    fmt = args.format or {".onnx": "onnx", ".pt2": "pt2"}.get(out.suffix.lower())
+    if fmt is None:
+        raise UsageError(f"--out {out}: cannot tell the format from the suffix; pass --format onnx or pt2")
+    if fmt == "pt2" and args.opset is not None:
+        raise UsageError("--opset applies to --format onnx only")
+    if (args.source is None) == (args.preset is None):
+        raise UsageError("give either SOURCE (anything `vit5 eval` takes) or --preset NAME")
+    if args.preset is not None:
+        if args.ema or args.config:
+            raise UsageError("--ema and --config need a checkpoint SOURCE, not --preset")
+        from vit5.networks import create_model
+
+        model = create_model(args.preset, **({"image_size": args.image_size} if args.image_size else {}))
+        changes = {key: value for key, value in (("crop_pct", args.crop_ratio), ("interpolation", args.interpolation))
+                   if value is not None}  # fmt: skip
+        if changes:
+            model.pretrained_cfg = updated_pretrained_cfg(model.pretrained_cfg, **changes)
+    else:
+        model = _load_source(args).model
+    try:
+        if fmt == "onnx":
+            export_onnx(model, out, opset=args.opset)
+        else:
+            export_program(model, out)
+    except (ExportError, ImportError) as error:
+        raise UsageError(str(error)) from error
+    size, k = model.image_size, model.num_classes
+    print(f"wrote {out} ({fmt}: input [B, {size}, {size}, {model.in_channels}] float32 channels-last -> logits "
+          f"[B, {k}], {out.stat().st_size / 1e6:.1f} MB)")  # fmt: skip
+    print(json.dumps({"out": str(out), "format": fmt, "bytes": out.stat().st_size, "image_size": size,
+                      "num_classes": k, "pretrained_cfg": model.pretrained_cfg}))  # fmt: skip
+    return 0
+
+
+def _predict_onnx(args: argparse.Namespace) -> int:
+    """``vit5 predict model.onnx ...``: ONNX Runtime on the CPU, preprocessing from the file's metadata."""
+    import torch
+    from PIL import UnidentifiedImageError
+
+    from vit5.data import eval_transform, read_image
+    from vit5.export import read_onnx_metadata
+    from vit5.networks.pretrained_cfg import updated_pretrained_cfg
+
+    for flag, value in (("--ema", args.ema), ("--config", args.config), ("--precision bf16", args.precision == "bf16"),
+                        ("--device cuda", args.device == "cuda")):  # fmt: skip
+        if value:
+            raise UsageError(f"{flag} does not apply to an exported .onnx file (ONNX Runtime, CPU, fp32)")
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UsageError("an .onnx file needs onnxruntime (pip install vit5[export])") from None
+    cfg = read_onnx_metadata(args.source)
+    channels, size, _ = cfg["input_size"]
+    if args.image_size not in (None, size):
+        raise UsageError(f"{args.source} takes {size} px images; export it again with --image-size")
+    changes = {key: value for key, value in (("crop_pct", args.crop_ratio), ("interpolation", args.interpolation))
+               if value is not None}  # fmt: skip
+    if changes:
+        cfg = updated_pretrained_cfg(cfg, **changes)
+    session = onnxruntime.InferenceSession(args.source, providers=["CPUExecutionProvider"])
+    if isinstance(session.get_inputs()[0].shape[0], int):  # exported with a fixed batch
+        args.batch_size = session.get_inputs()[0].shape[0]
+    transform = eval_transform(size, cfg["mean"], cfg["std"], channels, cfg["crop_pct"], cfg["interpolation"])
+    names = cfg["class_names"] or [str(i) for i in range(cfg["num_classes"])]
+
+    def probabilities(batch: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, K)
+        (logits,) = session.run(["logits"], {"input": batch.permute(0, 2, 3, 1).contiguous().numpy()})
+        return torch.from_numpy(logits).float().softmax(-1)
+
+    return _predict_images(args, transform, probabilities, names, (read_image, UnidentifiedImageError))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -577,6 +660,19 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--out", required=True, help="the file to write (.safetensors; .pth for --to official)")
     convert.add_argument("--to", choices=("vit5", "official"), default="vit5",
                          help="vit5 safetensors with its config (default), or the official ViT-5 layout")  # fmt: skip
+    export = commands.add_parser("export", help="write a model as ONNX (.onnx) or torch.export (.pt2)")
+    export.add_argument("source", nargs="?", help="anything `vit5 eval` takes (or use --preset)")
+    export.add_argument("--preset", help="export a preset's freshly initialised network instead")
+    export.add_argument("--format", choices=("onnx", "pt2"), help="default: from the --out suffix")
+    export.add_argument("--out", required=True, help="the file to write (.onnx or .pt2)")
+    export.add_argument("--image-size", type=_int_at_least(1), help="export the trained model evaluated at this "
+                        "resolution (the resize of eval --image-size; the file records the resized model)")  # fmt: skip
+    export.add_argument("--ema", action="store_true", help="export the EMA weights (an error if none)")
+    export.add_argument("--trust-config", action="store_true", help=_TRUST_HELP)
+    export.add_argument("--config", help="network config for a checkpoint without one (.py is code)")
+    export.add_argument("--crop-ratio", type=float, help="preprocessing recorded in the file")
+    export.add_argument("--interpolation", choices=("bicubic", "bilinear"), help="recorded in the file")
+    export.add_argument("--opset", type=int, help="ONNX opset (default: torch's)")
     info = commands.add_parser("info", help="parameters, FLOPs, token layout and blocks of a model")
     info.add_argument("source", nargs="?", metavar="CHECKPOINT", help="a checkpoint (anything eval takes)")
     info.add_argument("--preset")
@@ -587,7 +683,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 COMMANDS = {"train": command_train, "demo": command_demo, "eval": command_eval, "predict": command_predict,
-            "info": command_info, "convert": command_convert}  # fmt: skip
+            "info": command_info, "convert": command_convert, "export": command_export}  # fmt: skip
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
