@@ -10,7 +10,9 @@ One process measures, for the ViT-5-S attention, Hyena-GAP and hybrid ("HA" * 6)
   ``img/s * flop_count(inference=True) / roofline``;
 * the parity of the logits vit5 and the reference produce from identical parameters;
 * per row, the ``ceiling``: the vit5/reference ratio reached if vit5 spent no time outside its
-  unavoidable matrix products (``harness.layer_matmul_flops``) and ran those at the roofline.
+  unavoidable matrix products (``harness.layer_matmul_flops``) and ran those at the roofline;
+* ONNX Runtime inference (CPU, fp32) against vit5 eager at 224 / 512 px, with file sizes
+  (``onnx_rows.py``; skipped with ``--no-onnx`` or without onnxruntime).
 
 It writes ``benchmarks/results/<date>.md`` (table, ratios, targets), ``<date>.json`` (raw numbers)
 and ``<date>.png`` (inference throughput against resolution). On a CUDA machine the same plan also
@@ -40,6 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
+import onnx_rows  # noqa: E402
 import report  # noqa: E402
 
 #: (image size, configs, modes) in the order they run.
@@ -69,6 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--compile", action="store_true", help="also time vit5 under torch.compile (inductor)"
     )
     parser.add_argument("--tiny", action="store_true", help="tiny models at 16/32 px (smoke test)")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX Runtime rows (onnx_rows.py)")
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--name", default=None, help="output file stem (default: today's date)")
     return parser.parse_args(argv)
@@ -194,12 +198,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             groups.setdefault((image_size, config), []).append((mode, reps))
         for (image_size, config), modes in groups.items():
             results["rows"].extend(measure_group(image_size, config, modes, device, args))
+    if not args.no_onnx and onnx_rows.available():
+        results["onnx_rows"] = onnx_rows.measure_rows(selected, BATCH, tiny=args.tiny)
     results["finished"] = dt.datetime.now().isoformat(timespec="seconds")
     results["load_average_end"] = os.getloadavg()
     stem = args.name or started.strftime("%Y-%m-%d")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=1))
-    (args.out / f"{stem}.md").write_text(report.markdown(results, png_name=f"{stem}.png"))
+    markdown = report.markdown(results, png_name=f"{stem}.png")
+    (args.out / f"{stem}.md").write_text(markdown + onnx_rows.markdown(results.get("onnx_rows", [])))
     report.plot(results, args.out / f"{stem}.png")
     print(f"wrote {args.out / stem}.md / .json / .png")
     return results

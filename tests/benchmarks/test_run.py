@@ -30,7 +30,7 @@ def run_module():
 def test_tiny_run_writes_table_json_and_plot(run_module, tmp_path: Path) -> None:
     args = ["--tiny", "--sizes", "224", "--configs", "hybrid", "--modes", "infer", "train"]
     results = run_module.main(
-        [*args, "--reps", "1", "--no-timm", "--no-gpu", "--out", str(tmp_path), "--name", "t"]
+        [*args, "--reps", "1", "--no-timm", "--no-gpu", "--no-onnx", "--out", str(tmp_path), "--name", "t"]
     )
     rows = results["rows"]
     assert [(r["config"], r["mode"]) for r in rows] == [("hybrid", "infer"), ("hybrid", "train")]
@@ -62,7 +62,8 @@ def test_plan_selection(run_module) -> None:
 def test_tiny_run_with_compile_adds_compiled_columns(run_module, tmp_path: Path, caplog) -> None:
     """``--compile`` times vit5 under torch.compile next to eager vit5 (inductor: tens of seconds)."""
     args = ["--tiny", "--sizes", "224", "512", "--configs", "hyena_gap", "--modes", "infer", "--compile"]
-    args += ["--reps", "1", "--no-timm", "--no-gpu", "--no-memory", "--out", str(tmp_path), "--name", "c"]
+    args += ["--reps", "1", "--no-timm", "--no-gpu", "--no-onnx", "--no-memory"]
+    args += ["--out", str(tmp_path), "--name", "c"]
     torch._logging.set_logs(recompiles=True)
     try:
         with caplog.at_level(logging.DEBUG):
