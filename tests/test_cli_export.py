@@ -14,7 +14,7 @@ from tests.helpers import randomize_
 from vit5.cli import main
 from vit5.config import to_container
 from vit5.convert import save_model
-from vit5.export import load_program, read_onnx_metadata
+from vit5.export import read_onnx_metadata, read_program_metadata
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
@@ -92,7 +92,7 @@ def test_export_program_at_another_image_size(checkpoint, tmp_path, capsys):
         ["export", checkpoint, "--format", "pt2", "--out", out, "--image-size", "24"], capsys
     )
     assert code == 0, err
-    module, cfg = load_program(out)
+    module, cfg = torch.export.load(str(out)).module(), read_program_metadata(out)
     assert cfg["input_size"] == [3, 24, 24] and cfg["class_names"] == NAMES
     reference = vit5.load_model(checkpoint, image_size=24)
     x = torch.randn(3, 24, 24, 3)

@@ -14,7 +14,7 @@ import torch
 
 import vit5
 from tests.helpers import randomize_
-from vit5.export import ExportError, load_program, pretrained_cfg_of
+from vit5.export import ExportError, pretrained_cfg_of, read_program_metadata
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -97,7 +97,7 @@ def test_program_parity_module_call_and_metadata(tmp_path):
     net = network("vit5_tiny_hybrid", num_blocks=2, num_classes=4, **SMALL)
     path = tmp_path / "model.pt2"
     check_program(net, path)
-    module, cfg = load_program(path)
+    module, cfg = torch.export.load(str(path)).module(), read_program_metadata(path)
     assert cfg == pretrained_cfg_of(net) and cfg["input_size"] == [3, 16, 16]
     x = images(net, 5)
     assert torch.allclose(
@@ -110,7 +110,7 @@ def test_pretrained_cfg_of_a_loaded_model_is_carried(tmp_path):
     net.pretrained_cfg = dict(mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25], interpolation="bilinear",
                               crop_pct=1.0, class_names=[f"c{i}" for i in range(10)], input_size=(3, 99, 99))  # fmt: skip
     vit5.export_program(net, tmp_path / "m.pt2")
-    _, cfg = load_program(tmp_path / "m.pt2")
+    cfg = read_program_metadata(tmp_path / "m.pt2")
     assert cfg["class_names"] == [f"c{i}" for i in range(10)] and cfg["interpolation"] == "bilinear"
     assert cfg["input_size"] == [3, 16, 16]  # what the file takes, whatever the dict said
 
@@ -156,7 +156,17 @@ def test_read_metadata_of_foreign_files(tmp_path):
     with pytest.raises(ValueError, match="not a readable ONNX file"):
         vit5.export.read_onnx_metadata(tmp_path / "x.onnx")
     with pytest.raises(ValueError, match="not a readable torch.export archive"):
-        load_program(tmp_path / "x.onnx")
+        read_program_metadata(tmp_path / "x.onnx")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "x.pt2", "w") as archive:  # metadata is read as JSON, nothing unpickled
+        archive.writestr("archive/data/constants/tensor_0", b"\x80\x04cos\nsystem\n.")
+        archive.writestr("archive/extra/pretrained_cfg.json", '{"input_size": [3, 8, 8]}')
+    assert read_program_metadata(tmp_path / "x.pt2") == {"input_size": [3, 8, 8]}
+    with zipfile.ZipFile(tmp_path / "y.pt2", "w") as archive:
+        archive.writestr("archive/models/model.json", "{}")
+    with pytest.raises(ValueError, match="carries no vit5 pretrained_cfg"):
+        read_program_metadata(tmp_path / "y.pt2")
 
 
 def test_model_code_imports_no_onnx():

@@ -15,8 +15,8 @@ Each file also carries what a deployer needs besides the weights, the model's ``
 (``input_size``, ``mean``, ``std``, ``interpolation``, ``crop_pct``, ``num_classes``,
 ``class_names``, ...): in the ONNX file as ``metadata_props`` (one entry per key, every value JSON,
 read back by :func:`read_onnx_metadata`), in the ``.pt2`` archive as the extra file
-``pretrained_cfg.json`` (:func:`load_program`). A bare preset exports with the defaults derived from
-its config.
+``pretrained_cfg.json`` (:func:`read_program_metadata`). A bare preset exports with the defaults
+derived from its config.
 
 Files are written atomically: a failed export leaves no file behind (and an existing file as it
 was). ``onnx``, ``onnxscript`` and ``onnxruntime`` are the optional ``export`` extra
@@ -30,6 +30,7 @@ import io
 import json
 import os
 import warnings
+import zipfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,9 +49,9 @@ __all__ = [
     "LogitsGraph",
     "export_onnx",
     "export_program",
-    "load_program",
     "pretrained_cfg_of",
     "read_onnx_metadata",
+    "read_program_metadata",
 ]
 
 MIN_OPSET = 18  # torch.onnx's dynamo exporter translates to opset 18 and newer
@@ -291,7 +292,7 @@ def export_program(
     """Write ``model`` as a ``torch.export`` program (``.pt2``) with a dynamic batch.
 
     ``torch.export.load(path).module()(x)`` returns the logits of ``x [B, H, W, C]``;
-    :func:`load_program` also returns the stored ``pretrained_cfg``.
+    :func:`read_program_metadata` reads the stored ``pretrained_cfg``.
 
     Args:
         model: The network or a checkpoint path (see :func:`export_onnx`).
@@ -322,22 +323,29 @@ def export_program(
     return atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_program(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
-    """A ``.pt2`` file written by :func:`export_program`: its module (``module(x) -> logits``) and
-    its ``pretrained_cfg``.
+def read_program_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``pretrained_cfg`` stored in a ``.pt2`` file written by :func:`export_program`.
+
+    Read from the archive's ``extra/pretrained_cfg.json`` as plain JSON: nothing in the file is
+    deserialised. (``torch.export.load`` itself unpickles parts of an archive, so load programs
+    only from sources you trust; vit5 never loads one.)
 
     Raises:
-        ValueError: The file is not a ``torch.export`` archive with vit5 metadata.
+        ValueError: The file is not a ``.pt2`` archive with vit5 metadata.
     """
-    extra = {PROGRAM_CFG_FILE: ""}
     try:
-        program = torch.export.load(os.fspath(path), extra_files=extra)
-    except Exception as error:
+        with zipfile.ZipFile(os.fspath(path)) as archive:
+            names = [n for n in archive.namelist() if n.endswith(f"extra/{PROGRAM_CFG_FILE}")]
+            text = archive.read(names[0]).decode("utf-8") if names else None
+    except (OSError, zipfile.BadZipFile) as error:
         raise ValueError(
             f"{os.fspath(path)}: not a readable torch.export archive ({_one_line(error)})"
         ) from None
-    if not extra[PROGRAM_CFG_FILE]:
+    if text is None:
         raise ValueError(
             f"{os.fspath(path)}: carries no vit5 pretrained_cfg (was it written by vit5 export?)"
         )
-    return program.module(), json.loads(extra[PROGRAM_CFG_FILE])
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise ValueError(f"{os.fspath(path)}: damaged pretrained_cfg metadata") from None
