@@ -46,6 +46,15 @@ def test_timm_interface_on_a_tiny_model():
     torch.manual_seed(0)
     model = timm.create_model("vit5_tiny_hybrid_patch4_32", num_classes=7, img_size=16, **SMALL).eval()
     net = model.net
+    cfg = model.pretrained_cfg  # the built network's truth
+    assert cfg["input_size"] == (3, 16, 16) and cfg["fixed_input_size"] is True
+    assert (cfg["crop_pct"], cfg["interpolation"]) == (
+        net.pretrained_cfg["crop_pct"],
+        net.pretrained_cfg["interpolation"],
+    )
+    assert list(cfg["mean"]) == net.pretrained_cfg["mean"] and list(cfg["std"]) == net.pretrained_cfg["std"]
+    with pytest.raises(ValueError, match=r"input must have shape \[B, 16, 16, 3\]"):
+        model(torch.randn(1, 3, 32, 32))  # fixed size, as the cfg says
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
         logits = model(x)

@@ -5,7 +5,17 @@ timm's registry as ``<preset>_patch<p>_<image>`` (``vit5_small_patch16_224``,
 ``vit5_tiny_hybrid_patch4_32``, ...), so ``timm.create_model(name, num_classes=10)`` builds a
 :class:`TimmViT5`: NCHW images in, logits out, with timm's ``forward_features`` / ``forward_head`` /
 ``reset_classifier`` / ``no_weight_decay`` / ``forward_intermediates`` / ``feature_info`` and a
-``pretrained_cfg``. ``features_only=True`` gives per-block ``[B, D, g, g]`` feature maps.
+``pretrained_cfg``. ``features_only=True`` gives per-block ``[B, D, g, g]`` feature maps (by
+default of the last three blocks, as timm's ViTs).
+
+The input size is fixed (``fixed_input_size=True``, as timm's ViTs without ``dynamic_img_size``):
+build another size with ``img_size=`` (a pretrained file is then resized as
+:func:`vit5.load_model` does). The cfg's ``input_size``, ``mean``, ``std``, ``interpolation`` and
+``crop_pct`` are the built network's (``net.pretrained_cfg``). ``forward`` is
+``forward_head(forward_features(x))``. For FX feature extraction (timm's and torchvision's, with
+timm's notrace lists) every :class:`~vit5.modules.block.ViT5ResidualBlock` is a leaf: its output is
+the feature users take, and its eager fast paths stay out of the graph. The wrapper passes timm's
+own model checks (``tests/networks/test_timm_checks.py``).
 
 timm keywords map onto preset keywords: ``num_classes``, ``in_chans`` -> ``in_channels``,
 ``img_size`` -> ``image_size``, ``drop_rate`` -> ``dropout_rate``, ``drop_path_rate`` ->
@@ -223,8 +233,15 @@ def _entrypoint(preset: str, name: str) -> Any:
             **kwargs,
         )
         net = model.model.net if hasattr(model, "model") else model.net  # features_only wraps it
-        size = (net.in_channels, net.image_size, net.image_size)
-        model.pretrained_cfg = model.default_cfg = {**model.pretrained_cfg, "input_size": size}
+        # timm's cfg tells the network's truth: its size, and the preprocessing it records (a
+        # loaded checkpoint's, or the defaults of vit5.networks.pretrained_cfg).
+        ours = net.pretrained_cfg
+        model.pretrained_cfg = model.default_cfg = {
+            **model.pretrained_cfg,
+            "input_size": (net.in_channels, net.image_size, net.image_size),
+            **{key: ours[key] for key in ("interpolation", "crop_pct") if key in ours},
+            **{key: tuple(ours[key]) for key in ("mean", "std") if key in ours},
+        }
         return model
 
     create.__name__ = create.__qualname__ = name
@@ -246,7 +263,7 @@ def _pretrained_cfg(preset: str) -> dict[str, Any]:
     size, channels = cfg.get("image_size", 224), cfg.get("in_channels", 3)
     return dict(
         url="", num_classes=cfg.get("num_classes", 1000), input_size=(channels, size, size), pool_size=None,
-        crop_pct=1.0 if size < 64 else 0.875, interpolation="bicubic", fixed_input_size=True,
+        crop_pct=1.0, interpolation="bicubic", fixed_input_size=True,
         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv="net.patch_embed",
         classifier="net.out_proj", license="apache-2.0",
     )  # fmt: skip
