@@ -178,7 +178,7 @@ def test_an_output_path_blocked_by_a_file_is_a_one_line_error(tmp_path, trained_
     assert code == 2 and "cannot create the output directory" in err
     assert blocker.read_text() == "mine"
     code, _, err = run_cli(["eval", str(blocker)], capsys)
-    assert code == 2 and "not a run directory, checkpoint directory or .safetensors file" in err
+    assert code == 2 and "not a weights file (expected .safetensors or a torch.save" in err
 
 
 def test_resume_of_a_non_run_is_an_error(tmp_path, capsys):

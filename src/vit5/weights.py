@@ -25,14 +25,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from vit5.config import TARGET_KEY, LazyConfig, instantiate, load_config, resolve, to_container
+from vit5.config import TARGET_KEY, LazyConfig, instantiate, load_config, locate, resolve, to_container
 from vit5.io import (
     CheckpointError,
     check_config_targets,
+    config_targets,
     file_digest,
     load_weights,
     plain_data,
     read_weights_file,
+    resolve_config_target,
 )
 from vit5.networks.interop import extract_state_dict
 from vit5.networks.official import (
@@ -459,7 +461,8 @@ def _load_pickle(path: Path, ema: bool, trust_config: bool, config: Any) -> Load
         if ema and "model_ema" not in checkpoint:
             raise CheckpointError(f"{path}: ema=True but the checkpoint has no 'model_ema' entry")
         return _load_official(path, checkpoint, ema)
-    hyper = plain_data(checkpoint.get("hyper_parameters") or checkpoint.get("hparams") or {})
+    hyper = plain_data(checkpoint.get("hyper_parameters") or checkpoint.get("hparams") or {},
+                       lambda name: _function_reference(name, f"{path} (hyper-parameters)", trust_config))  # fmt: skip
     if config is not None:
         model_cfg = _config_tree(config, trust_config)
     else:
@@ -477,6 +480,19 @@ def _load_pickle(path: Path, ema: bool, trust_config: bool, config: Any) -> Load
         raise CheckpointError(f"{path}: {error}") from None
     model.pretrained_cfg = _pretrained_from(model, None, {}, path)
     return LoadedModel(model.eval(), to_container(model_cfg), {}, {}, path, ema, kind="nvsubquadratic")
+
+
+def _function_reference(name: str, source: str, trust_config: bool) -> Any:
+    """A function stored by reference in a foreign config (nvSubquadratic stores ``small_init``
+    itself): the recorded call of its registered zero-argument ``<name>_factory`` when vit5 has one
+    (so the config stays savable), else the registered callable. Unregistered names are refused."""
+    if trust_config:
+        return locate(name)
+    path = resolve_config_target(name, source)
+    factory = f"{path}_factory"
+    if factory in config_targets():
+        return {TARGET_KEY: factory}
+    return config_targets()[path]
 
 
 def _config_tree(config: Any, trust_config: bool) -> Any:
