@@ -89,7 +89,12 @@ class OfficialViT5(nn.Module):
         self.norm.weight = nn.Parameter(torch.ones(dim))
         self.head = nn.Linear(dim, num_classes)
         for block in self.blocks:  # official names: blocks.i.norm1.weight, attn.q_norm.weight, ...
-            for owner, name in ((block, "norm1"), (block, "norm2"), (block.attn, "q_norm"), (block.attn, "k_norm")):
+            for owner, name in (
+                (block, "norm1"),
+                (block, "norm2"),
+                (block.attn, "q_norm"),
+                (block.attn, "k_norm"),
+            ):
                 weight = getattr(owner, name)
                 delattr(owner, name)
                 holder = nn.Module()
@@ -176,7 +181,12 @@ def save_training_checkpoint(path, model, ema=None, epoch=3, **args):
             **({"model_ema": ema.state_dict()} if ema is not None else {}),
             "optimizer": optimizer.state_dict(),
             "lr_scheduler": {"base_values": [4e-3], "last_epoch": epoch, "t_initial": 800},
-            "scaler": {"scale": 65536.0, "growth_factor": 2.0, "backoff_factor": 0.5, "growth_interval": 2000},
+            "scaler": {
+                "scale": 65536.0,
+                "growth_factor": 2.0,
+                "backoff_factor": 0.5,
+                "growth_interval": 2000,
+            },
             "epoch": epoch,
             "args": namespace,
         },

@@ -275,7 +275,7 @@ def test_info_prints_layout_and_blocks(capsys):
         and "210 tokens (sees padding)" in out
     )
     code, _, err = run_cli(["info"], capsys)
-    assert code == 2 and "exactly one of" in err
+    assert code == 2 and "needs a CHECKPOINT, --preset NAME or --config FILE" in err
     # the same model.* overrides as `vit5 train` (preset arguments such as pattern and mlp_ratio)
     code, out, _ = run_cli(["info", "--preset", "vit5_tiny_hybrid", "model.pattern=A"], capsys)
     assert code == 0 and "Hyena" not in out and out.count("attention") == 4

@@ -157,8 +157,12 @@ def test_lightning_hyper_parameters_naming_foreign_targets_are_refused(tmp_path)
     cfg = to_container(vit5.model_config("vit5_tiny_attention", num_blocks=1))
     cfg["norm_cfg"][TARGET_KEY] = "vit5.cli.main"
     hyper = OmegaConf.create({"net": cfg})
-    path = lightning_checkpoint(tmp_path, hyper, vit5.create_model("vit5_tiny_attention", num_blocks=1).state_dict())
-    with pytest.raises(ValueError, match=r"hyper-parameters\) at norm_cfg: __target__ 'vit5.cli.main' is not a registered"):
+    path = lightning_checkpoint(
+        tmp_path, hyper, vit5.create_model("vit5_tiny_attention", num_blocks=1).state_dict()
+    )
+    with pytest.raises(
+        ValueError, match=r"hyper-parameters\) at norm_cfg: __target__ 'vit5.cli.main' is not a registered"
+    ):
         vit5.load_model(path)
 
 
@@ -187,7 +191,11 @@ def test_vit5_safetensors_and_run_config_round_trip_pretrained_cfg(tmp_path):
     assert net.pretrained_cfg["source"] is None and net.pretrained_cfg["interpolation"] == "bicubic"
     from vit5.convert import save_model
 
-    net.pretrained_cfg = {**net.pretrained_cfg, "class_names": [f"c{i}" for i in range(10)], "crop_pct": 0.875}
+    net.pretrained_cfg = {
+        **net.pretrained_cfg,
+        "class_names": [f"c{i}" for i in range(10)],
+        "crop_pct": 0.875,
+    }
     path = save_model(tmp_path / "m.safetensors", net, to_container(vit5.model_config("vit5_tiny_attention",
                                                                                      num_blocks=1)))  # fmt: skip
     loaded = vit5.load_model(path)

@@ -104,7 +104,9 @@ def official_model_config(official: Mapping[str, torch.Tensor], num_classes: int
     if layout.mlp_ratio != 4.0:
         arguments["mlp_ratio"] = layout.mlp_ratio
     if (rope_base, reg_rope_base) != (10000.0, 100.0):
-        logger.info("official checkpoint uses RoPE bases %g (patches) and %g (registers)", rope_base, reg_rope_base)
+        logger.info(
+            "official checkpoint uses RoPE bases %g (patches) and %g (registers)", rope_base, reg_rope_base
+        )
         arguments.update(rope_base=rope_base, reg_rope_base=reg_rope_base)
     return LazyConfig(build_vit5)(**arguments)
 
@@ -155,7 +157,11 @@ def load_official_vit5(
         variant = official_variant(variant)
         width, depth, heads = OFFICIAL_VARIANTS[variant]
         if (layout.hidden_dim, layout.num_heads) != (width, heads):
-            matches = [n for n, (d, _, h) in OFFICIAL_VARIANTS.items() if (d, h) == (layout.hidden_dim, layout.num_heads)]
+            matches = [
+                n
+                for n, (d, _, h) in OFFICIAL_VARIANTS.items()
+                if (d, h) == (layout.hidden_dim, layout.num_heads)
+            ]
             raise ValueError(
                 f"variant={variant!r} has hidden_dim {width} and {heads} heads, but the checkpoint has hidden_dim "
                 f"{layout.hidden_dim} and {layout.num_heads} heads"
@@ -357,7 +363,9 @@ def _looks_safetensors(path: Path) -> bool:
 def _load_directory(path: Path, ema: bool, trust_config: bool) -> LoadedModel:
     if (path / _META).is_file():
         return _load_checkpoint_directory(path, ema, trust_config)
-    candidates = [path / "checkpoints" / name for name in _RUN_CHECKPOINTS if (path / "checkpoints" / name).exists()]
+    candidates = [
+        path / "checkpoints" / name for name in _RUN_CHECKPOINTS if (path / "checkpoints" / name).exists()
+    ]
     if not candidates:
         raise CheckpointError(
             f"{path}: a directory without weights (expected a vit5 run directory with checkpoints/, "
@@ -406,7 +414,9 @@ def _load_safetensors(
         official = _official_state({"model": tensors}) if tensors else None
         if official is not None:
             if ema:
-                raise CheckpointError(f"{path}: an official state dict without EMA weights; load it without ema")
+                raise CheckpointError(
+                    f"{path}: an official state dict without EMA weights; load it without ema"
+                )
             return _load_official(path, official)
         raise CheckpointError(
             f"{path}: a safetensors file without a vit5 config; pass config= (a network config) or convert it "
@@ -422,7 +432,9 @@ def _load_safetensors(
     run = run_config if isinstance(run_config, Mapping) else recorded or {}
     model_cfg = (recorded or {}).get("model") if recorded is not None else _config_tree(config, trust_config)
     if model_cfg is None:
-        raise CheckpointError(f"{path}: the checkpoint's config has no model section; cannot rebuild the network")
+        raise CheckpointError(
+            f"{path}: the checkpoint's config has no model section; cannot rebuild the network"
+        )
     model = _build(model_cfg, tensors, path)
     data = metadata.get("data") if isinstance(metadata.get("data"), Mapping) else {}
     stored = metadata.get("pretrained_cfg")
@@ -456,7 +468,9 @@ def _load_official(path: Path, checkpoint: Mapping, ema: bool = False) -> Loaded
 def _load_pickle(path: Path, ema: bool, trust_config: bool, config: Any) -> LoadedModel:
     checkpoint = read_weights_file(path, inert=True)
     if not isinstance(checkpoint, Mapping):
-        raise CheckpointError(f"{path}: holds a {type(checkpoint).__name__}, expected a state dict or checkpoint dict")
+        raise CheckpointError(
+            f"{path}: holds a {type(checkpoint).__name__}, expected a state dict or checkpoint dict"
+        )
     if _official_state(checkpoint) is not None:
         if ema and "model_ema" not in checkpoint:
             raise CheckpointError(f"{path}: ema=True but the checkpoint has no 'model_ema' entry")
@@ -507,7 +521,9 @@ def _config_tree(config: Any, trust_config: bool) -> Any:
 def _build_unloaded(model_cfg: Any, source: Path) -> ViT5ClassificationNet:
     model = instantiate(resolve(model_cfg) if isinstance(model_cfg, Mapping) else model_cfg)
     if not isinstance(model, ViT5ClassificationNet):
-        raise CheckpointError(f"{source}: the config builds a {type(model).__name__}, expected a ViT5ClassificationNet")
+        raise CheckpointError(
+            f"{source}: the config builds a {type(model).__name__}, expected a ViT5ClassificationNet"
+        )
     return model
 
 
@@ -526,7 +542,9 @@ def _build(model_cfg: Any, state: Mapping[str, torch.Tensor], source: Path) -> V
     return model.eval()
 
 
-def _pretrained_from(model: ViT5ClassificationNet, stored: Any, data: Mapping, source: Path) -> dict[str, Any]:
+def _pretrained_from(
+    model: ViT5ClassificationNet, stored: Any, data: Mapping, source: Path
+) -> dict[str, Any]:
     """``pretrained_cfg`` from a file: as recorded by convert/export, else from a run's data spec."""
     digest = file_digest(source)
     if isinstance(stored, Mapping):

@@ -66,7 +66,9 @@ def test_unregistered_targets_are_refused_before_import(target, tmp_path):
     tree = {"model": vit5.model_config("vit5_tiny_attention")}
     tree = to_container(tree)
     tree["model"]["norm_cfg"][TARGET_KEY] = target  # deep in the tree
-    with pytest.raises(ConfigTargetError, match=r"(?s)file\.yaml at model\.norm_cfg: __target__ .* not a registered"):
+    with pytest.raises(
+        ConfigTargetError, match=r"(?s)file\.yaml at model\.norm_cfg: __target__ .* not a registered"
+    ):
         check_config_targets(tree, "file.yaml")
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(tree))
@@ -96,13 +98,21 @@ def test_reference_targets_map_to_vit5_classes():
     assert checked[TARGET_KEY] == "vit5.modules.norms.RMSNorm"
     assert checked["init"][TARGET_KEY] == "vit5.ops.init.trunc_normal_init"
     assert tree[TARGET_KEY].startswith("nvsubquadratic")  # input untouched
-    for name in ("nvsubquadratic.parallel.utils.init_parallel_state", "nvsubquadratic.modules.mamba_nd.Mamba"):
+    for name in (
+        "nvsubquadratic.parallel.utils.init_parallel_state",
+        "nvsubquadratic.modules.mamba_nd.Mamba",
+    ):
         with pytest.raises(ConfigTargetError):
             resolve_config_target(name)
 
 
 def test_torch_nn_layers_by_public_and_defining_path():
-    for path in ("torch.nn.GELU", "torch.nn.modules.activation.GELU", "torch.nn.Identity", "torch.nn.LayerNorm"):
+    for path in (
+        "torch.nn.GELU",
+        "torch.nn.modules.activation.GELU",
+        "torch.nn.Identity",
+        "torch.nn.LayerNorm",
+    ):
         assert resolve_config_target(path) == path
     with pytest.raises(ConfigTargetError):
         resolve_config_target("torch.nn.modules.module.Module")

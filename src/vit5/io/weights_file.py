@@ -232,7 +232,9 @@ def load_pickle_inert(path: str | os.PathLike) -> Any:
     try:
         foreign = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except (RuntimeError, ValueError, OSError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): {error}") from error
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or corrupted?): {error}"
+        ) from error
     allowed = {f"{obj.__module__}.{obj.__qualname__}" for obj in SAFE_EXTRA_GLOBALS}
     crafted = sorted(name for name in foreign if name not in allowed and not _inert_global(name))
     if crafted:
