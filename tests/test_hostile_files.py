@@ -47,14 +47,10 @@ def image(tmp_path):
 
 
 def poison(tree, target, marker):
-    """Put a payload call deep in a config tree (the network's output norm)."""
+    """Put a payload call inside a config tree, as the argument of a registered call."""
     tree = json.loads(json.dumps(tree))
-    node = tree["model"] if "model" in tree else tree
-    node.setdefault("norm_cfg", {})
-    node[TARGET_KEY] = node.get(TARGET_KEY)
-    deep = {TARGET_KEY: target, "command": f"touch {marker}", "args": [f"touch {marker}"]}
-    node["dim"] = deep  # a nested call (build_vit5 / the network are still the outer targets)
-    node["hidden_dim"] = deep
+    node = tree.get("model", tree)  # build_vit5 stays the outer target; the payload is an argument
+    node["hidden_dim"] = {TARGET_KEY: target, "command": f"touch {marker}", "args": [f"touch {marker}"]}
     return tree
 
 
