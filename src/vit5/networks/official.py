@@ -276,7 +276,9 @@ def official_rope_bases(state_dict: Mapping[str, torch.Tensor]) -> tuple[float, 
                     f"frequencies 1 / base ** (arange(0, {head_dim // 2}, 2) / {head_dim // 2}) for any base"
                 )
             if key != keys[0] and not math.isclose(found, base, rel_tol=ROPE_RTOL):
-                raise ValueError(f"official checkpoint entry {key!r} uses RoPE base {found:g}, {keys[0]!r} {base:g}")
+                raise ValueError(
+                    f"official checkpoint entry {key!r} uses RoPE base {found:g}, {keys[0]!r} {base:g}"
+                )
             base = found if key == keys[0] else base
         bases.append(base)
     return bases[0], bases[1]
