@@ -86,13 +86,22 @@ def _finish(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
 
 
 def eval_transform(
-    image_size: int, mean: Sequence[float], std: Sequence[float], in_channels: int, crop_ratio: float = 1.0
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    in_channels: int,
+    crop_ratio: float = 1.0,
+    interpolation: str = "bilinear",
 ) -> v2.Compose:
-    """Resize the short side to ``image_size / crop_ratio``, center-crop ``image_size``, normalise."""
+    """Resize the short side to ``image_size / crop_ratio`` (``interpolation``: ``"bilinear"`` or
+    ``"bicubic"``, antialiased), center-crop ``image_size``, normalise."""
+    modes = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}
+    if interpolation not in modes:
+        raise ValueError(f"interpolation must be one of {', '.join(modes)}, got {interpolation!r}")
     resize = max(image_size, int(round(image_size / crop_ratio)))
     return v2.Compose(
-        [v2.ToImage(), *_channels(in_channels), v2.Resize(resize, antialias=True), v2.CenterCrop(image_size),
-         *_finish(mean, std)]
+        [v2.ToImage(), *_channels(in_channels), v2.Resize(resize, interpolation=modes[interpolation], antialias=True),
+         v2.CenterCrop(image_size), *_finish(mean, std)]
     )  # fmt: skip
 
 

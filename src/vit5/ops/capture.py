@@ -26,12 +26,12 @@ __all__ = ["capture_mode", "is_capturing"]
 
 
 def _fx_tracing() -> bool:
-    # is_fx_tracing() is also True under torch.export (which traces with FX): ask for symbolic
-    # tracing where torch can tell them apart; capture_mode() asks about export first anyway.
-    checker = getattr(torch.fx._symbolic_trace, "is_fx_symbolic_tracing", None)
-    if checker is None:
-        checker = getattr(torch.fx._symbolic_trace, "_get_is_fx_tracing", None)
-    return bool(checker()) if checker is not None else False
+    # ``is_fx_tracing`` is also True under torch.export (and warns); this one means FX only.
+    tracer = torch.fx._symbolic_trace
+    checker = getattr(tracer, "is_fx_symbolic_tracing", None)
+    if checker is not None:
+        return bool(checker())
+    return bool(getattr(getattr(tracer, "_is_fx_tracing_tls", None), "flag", False))
 
 
 def _exporting() -> bool:
@@ -41,10 +41,10 @@ def _exporting() -> bool:
 
 def capture_mode() -> str:
     """``"fx"``, ``"export"``, ``"compile"`` or ``"eager"`` (see the module docstring)."""
-    if _exporting():
-        return "export"
     if _fx_tracing():
         return "fx"
+    if _exporting():
+        return "export"
     if torch.compiler.is_compiling():
         return "compile"
     return "eager"
