@@ -298,6 +298,48 @@ def layer_matmul_flops(impl: Impl, x: torch.Tensor, mode: str) -> int:
     return sum(flops for op, flops in counts.items() if str(op) in LAYER_MATMUL_OPS)
 
 
+#: Profiler op names of matrix products (linear layers, convolutions, attention, the dense form of
+#: the Hyena long convolution): everything else in a step counts as "outside matrix products".
+PROFILED_MATMUL_OPS = frozenset(
+    {
+        "aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::addbmm",
+        "aten::mkldnn_convolution", "aten::convolution_backward", "aten::_mkl_linear",
+        "aten::_scaled_dot_product_flash_attention_for_cpu",
+        "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
+        "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_flash_attention",
+        "aten::_scaled_dot_product_cudnn_attention",
+    }
+)  # fmt: skip
+
+
+def outside_matmul_share(
+    impl: Impl, x: torch.Tensor, mode: str, device: torch.device, amp_dtype: torch.dtype | None = None
+) -> float:
+    """Share of one step's self time (``torch.profiler``, CPU ops; CUDA kernels on a GPU) spent
+    outside matrix products (``PROFILED_MATMUL_OPS``): FFTs, elementwise ops, norms, copies."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CUDA] if cuda else [ProfilerActivity.CPU]
+    impl.model.zero_grad(set_to_none=True)
+    with profile(activities=activities) as prof:
+        with _autocast(device, amp_dtype):
+            impl.step(x, mode)
+        _sync(device)
+    impl.model.zero_grad(set_to_none=True)
+    events = prof.key_averages()
+    if cuda:
+        times = {e.key: e.self_device_time_total for e in events}
+        matmul = sum(
+            t for k, t in times.items() if any(w in k.lower() for w in ("gemm", "flash", "conv", "attention"))
+        )
+    else:
+        times = {e.key: e.self_cpu_time_total for e in events}
+        matmul = sum(t for k, t in times.items() if k in PROFILED_MATMUL_OPS)
+    total = sum(times.values())
+    return 1.0 - matmul / total if total else float("nan")
+
+
 def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
     """``max|ours - reference| / max(1, max|reference|)`` (the parity metric of the spec)."""
     scale = max(1.0, reference.abs().max().item())

@@ -86,3 +86,13 @@ def test_ceiling_is_reference_time_over_matmul_time_at_the_roofline(modules) -> 
     assert checks["hybrid train 224px >= 1.5x reference"] == ("1.50x (ceiling 2.00x)", True)
     table_row = next(line for line in report.markdown(results, "p.png").splitlines() if "| hybrid |" in line)
     assert "| 1.50x | 2.00x |" in table_row
+
+
+def test_outside_matmul_share_separates_products_from_elementwise_work(modules) -> None:
+    harness, _ = modules
+    cpu = torch.device("cpu")
+    linear = harness.Impl("linear", nn.Linear(1024, 1024, bias=False), lambda m, x: m(x))
+    elementwise = harness.Impl("elementwise", nn.GELU(), lambda m, x: m(x).exp().sin() * 3)
+    x = torch.randn(1024, 1024)
+    assert harness.outside_matmul_share(linear, x, "infer", cpu) < 0.5
+    assert harness.outside_matmul_share(elementwise, x, "infer", cpu) == 1.0

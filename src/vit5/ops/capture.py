@@ -41,10 +41,10 @@ def _exporting() -> bool:
 
 def capture_mode() -> str:
     """``"fx"``, ``"export"``, ``"compile"`` or ``"eager"`` (see the module docstring)."""
-    if _exporting():
-        return "export"
     if _fx_tracing():
         return "fx"
+    if _exporting():
+        return "export"
     if torch.compiler.is_compiling():
         return "compile"
     return "eager"
