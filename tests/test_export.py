@@ -215,3 +215,16 @@ def test_every_mode_exports_with_parity(mode, tmp_path):
     net = network(preset, **overrides)
     check_onnx(net, tmp_path / "m.onnx")
     check_program(net, tmp_path / "m.pt2")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("opset", [18, 21])
+def test_static_batch_and_opsets(opset, tmp_path):
+    net = network("vit5_tiny_hybrid", num_blocks=2, **SMALL)
+    path = tmp_path / "m.onnx"
+    vit5.export_onnx(net, path, opset=opset, dynamic_batch=False)
+    model = onnx.load(str(path))
+    assert {o.domain: o.version for o in model.opset_import}[""] == opset
+    assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    x = images(net, 1)
+    assert relative(eager_logits(net, x), onnx_logits(path, x)) <= 1e-4
