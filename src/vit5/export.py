@@ -44,6 +44,7 @@ from vit5.networks.pretrained_cfg import default_pretrained_cfg
 from vit5.networks.vit5_classification import ViT5ClassificationNet
 
 __all__ = [
+    "MAX_OPSET",
     "MIN_OPSET",
     "ExportError",
     "LogitsGraph",
@@ -55,6 +56,9 @@ __all__ = [
 ]
 
 MIN_OPSET = 18  # torch.onnx's dynamo exporter translates to opset 18 and newer
+# Opsets 26+ turn SDPA into the Attention op in a form onnxruntime 1.32 rejects (INVALID_GRAPH);
+# 18..25 export and run (tests/test_export.py checks 18, 21 and the default).
+MAX_OPSET = 25
 PROGRAM_CFG_FILE = "pretrained_cfg.json"
 _EXAMPLE_BATCH = 2  # torch.export specialises batch sizes 0 and 1; 2 keeps the batch symbolic
 
@@ -174,13 +178,13 @@ def _check_target(path: str | os.PathLike) -> Path:
 def _check_opset(opset: Any) -> int | None:
     import onnx
 
-    newest = onnx.defs.onnx_opset_version()
+    newest = min(MAX_OPSET, onnx.defs.onnx_opset_version())
     if opset is None:
         return None
     if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= newest:
         raise ValueError(
-            f"opset must be an int in {MIN_OPSET}..{newest} (torch.onnx's exporter emits opset {MIN_OPSET} and "
-            f"newer; onnx {onnx.__version__} knows up to {newest}), got {opset!r}"
+            f"opset must be an int in {MIN_OPSET}..{newest} (torch.onnx's exporter emits {MIN_OPSET} and newer; "
+            f"newer than {MAX_OPSET}, attention does not run in onnxruntime), got {opset!r}"
         )
     return opset
 
@@ -218,7 +222,7 @@ def export_onnx(
         image_size: Evaluate the trained model at another square size: the resize of
             :func:`vit5.load_model` (needs a checkpoint path; for a network object only its own
             size); ``None``: the model's size.
-        opset: ONNX opset (``MIN_OPSET`` .. the newest ``onnx`` knows; ``None``: torch's default).
+        opset: ONNX opset, ``MIN_OPSET`` (18) .. ``MAX_OPSET`` (25); ``None``: torch's default.
         dynamic_batch: A symbolic batch dimension ``B`` (else the graph takes batch 1 only).
 
     Returns:
