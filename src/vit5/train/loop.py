@@ -27,8 +27,15 @@ from vit5._io import atomic_write_text
 from vit5.config import save_config, to_container
 from vit5.data import DataSpec, build_datasets
 from vit5.train.checkpoint import has_checkpoint, latest_checkpoint, save_checkpoint
-from vit5.train.distributed import DistributedContext, EpochSampler, cleanup_distributed, setup_distributed
+from vit5.train.distributed import (
+    DistributedContext,
+    EpochSampler,
+    RepeatedAugSampler,
+    cleanup_distributed,
+    setup_distributed,
+)
 from vit5.train.evaluate import check_labels, evaluate
+from vit5.train.finetune import describe_architecture, freeze_backbone, init_from_pretrained, load_pretrained
 from vit5.train.metrics import MetricsLog, plot_curves
 from vit5.train.optim import build_optimizer, build_scheduler
 from vit5.train.recipes import build_model, finalize, validate_run_config
@@ -48,6 +55,27 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
+
+
+class SmoothedBCE(nn.Module):
+    """Binary cross-entropy on one-hot targets with label smoothing ``(1 - s) onehot + s / K``
+    (``train.loss=bce`` without mixup/cutmix, whose soft targets go straight to BCE)."""
+
+    def __init__(self, num_classes: int, smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.num_classes, self.smoothing = num_classes, smoothing
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        targets = nn.functional.one_hot(labels, self.num_classes).to(logits.dtype)  # (B, K)
+        targets = targets * (1 - self.smoothing) + self.smoothing / self.num_classes
+        return nn.functional.binary_cross_entropy_with_logits(logits, targets)
+
+
+def _trainable(model: nn.Module) -> str:
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    if not frozen:
+        return ""
+    return f" ({sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable)"
 
 
 def _format_duration(seconds: float) -> str:
@@ -80,7 +108,9 @@ class Trainer:
             data_cfg.dataset, data_cfg.get("data_dir"), data_cfg.get("image_size"), data_cfg.get("augment") or "none",
             download=bool(data_cfg.get("download")) and self.ctx.is_main, seed=resolved.train.seed,
             skip_bad_images=bool(data_cfg.get("skip_bad_images")), max_train_images=data_cfg.get("max_train_images"),
-            max_test_images=data_cfg.get("max_test_images"),
+            max_test_images=data_cfg.get("max_test_images"), in_channels=data_cfg.get("in_channels"),
+            interpolation=data_cfg.get("interpolation") or "bilinear", color_jitter=data_cfg.get("color_jitter"),
+            randaugment=data_cfg.get("randaugment"), random_erasing=float(data_cfg.get("random_erasing") or 0.0),
         )  # fmt: skip
         self.cfg = finalize(cfg, self.spec.num_classes)
         self._check_data_matches()
@@ -89,13 +119,24 @@ class Trainer:
         seed_all(self.seed)
         self.model: nn.Module = build_model(self.cfg.model).to(self.ctx.device)
         self._check_model()
+        self.finetune_notes: list[str] = []
+        if self.cfg.train.get("finetune") and self.checkpoint is None:
+            self._load_pretrained()
+        if self.cfg.train.get("freeze") == "backbone":
+            freeze_backbone(self.model)
+        if self.cfg.train.get("grad_checkpointing"):
+            if not hasattr(self.model, "set_grad_checkpointing"):
+                raise ValueError(f"train.grad_checkpointing: {type(self.model).__name__} does not support it")
+            self.model.set_grad_checkpointing(True)
         self.optimizer = build_optimizer(self.model, self.cfg.optim)
         self._build_loaders()
         self.total_steps = self.steps_per_epoch * self.cfg.schedule.epochs
         warmup = int(round(float(self.cfg.schedule.warmup_epochs) * self.steps_per_epoch))
+        schedule = self.cfg.schedule
         self.scheduler = build_scheduler(
-            self.optimizer, self.total_steps, warmup, float(self.cfg.schedule.min_lr_ratio)
-        )
+            self.optimizer, self.total_steps, warmup, float(schedule.min_lr_ratio),
+            name=schedule.get("name", "cosine"), stable_fraction=float(schedule.get("stable_fraction", 0.8)),
+        )  # fmt: skip
         self.ema = None
         if float(self.cfg.train.ema_decay) > 0:
             from timm.utils import ModelEmaV3
@@ -138,6 +179,20 @@ class Trainer:
                 f"data.in_channels={data.in_channels} but {self.spec.name} images have {self.spec.in_channels}"
             )
 
+    def _load_pretrained(self) -> None:
+        """Start from ``train.finetune`` (read without touching the run's random streams)."""
+        train = self.cfg.train
+        with torch.random.fork_rng(devices=[]):
+            pretrained = load_pretrained(
+                train.finetune, ema=bool(train.get("finetune_ema")), sha256=train.get("finetune_sha256")
+            )
+        recorded = train.get("finetune_sha256")
+        if recorded and pretrained.sha256 and recorded.lower() != pretrained.sha256:
+            raise ValueError(
+                f"{train.finetune}: sha256 {pretrained.sha256} differs from the run's {recorded}"
+            )
+        self.finetune_notes = init_from_pretrained(self.model, pretrained.model.state_dict())
+
     def _check_model(self) -> None:
         for name, expected in (("num_classes", self.spec.num_classes), ("in_channels", self.spec.in_channels),
                                ("image_size", self.spec.image_size)):  # fmt: skip
@@ -156,8 +211,13 @@ class Trainer:
             raise ValueError(
                 f"data.batch_size={batch} (global) must be divisible by the {ctx.world_size} processes"
             )
-        self.sampler = EpochSampler(len(self.train_set), batch // ctx.world_size, ctx.rank, ctx.world_size,
-                                    shuffle=True, drop_last=True, seed=self.seed)  # fmt: skip
+        repeats = int(data.get("repeated_aug") or 1)
+        if repeats > 1:
+            self.sampler: EpochSampler = RepeatedAugSampler(len(self.train_set), batch // ctx.world_size, ctx.rank,
+                                                            ctx.world_size, repeats=repeats, seed=self.seed)  # fmt: skip
+        else:
+            self.sampler = EpochSampler(len(self.train_set), batch // ctx.world_size, ctx.rank, ctx.world_size,
+                                        shuffle=True, drop_last=True, seed=self.seed)  # fmt: skip
         batches = self.sampler.batches_per_epoch()
         self.accumulate = accumulate
         self.steps_per_epoch = batches // accumulate
@@ -178,8 +238,12 @@ class Trainer:
 
     def _build_mixup(self) -> Any:
         train = self.cfg.train
+        bce = train.get("loss", "ce") == "bce"
         if float(train.mixup) <= 0 and float(train.cutmix) <= 0:
-            self.criterion = nn.CrossEntropyLoss(label_smoothing=float(train.label_smoothing))
+            if bce:
+                self.criterion = SmoothedBCE(self.spec.num_classes, float(train.label_smoothing))
+            else:
+                self.criterion = nn.CrossEntropyLoss(label_smoothing=float(train.label_smoothing))
             return None
         from timm.data import Mixup
         from timm.loss import SoftTargetCrossEntropy
@@ -189,7 +253,7 @@ class Trainer:
                 f"mixup/cutmix need an even per-process batch size, got {self.sampler.batch_size}"
             )
 
-        self.criterion = SoftTargetCrossEntropy()
+        self.criterion = nn.BCEWithLogitsLoss() if bce else SoftTargetCrossEntropy()
         return Mixup(mixup_alpha=float(train.mixup), cutmix_alpha=float(train.cutmix),
                      switch_prob=float(train.mixup_switch_prob), label_smoothing=float(train.label_smoothing),
                      num_classes=self.spec.num_classes)  # fmt: skip
@@ -376,9 +440,18 @@ class Trainer:
         epochs = self.cfg.schedule.epochs
         if self.ctx.is_main:
             params = sum(p.numel() for p in self.model.parameters())
-            logger.info("run %s: %s on %s (%d train / %d test images), %s parameters, %d steps/epoch x %d epochs",
-                        self.run_dir, self.cfg.model.get("__target__", "model"), self.spec.name, len(self.train_set),
-                        len(self.test_set), f"{params:,}", self.steps_per_epoch, epochs)  # fmt: skip
+            train = self.cfg.train
+            if train.get("finetune"):
+                sha = train.get("finetune_sha256")
+                origin = (f"fine-tuned from {train.finetune}{' (EMA weights)' if train.get('finetune_ema') else ''}"
+                          f"{f', sha256 {sha[:12]}...' if sha else ''}")  # fmt: skip
+                origin += "".join(f"; {note}" for note in self.finetune_notes)
+            else:
+                origin = "from random initialisation"
+            logger.info("run %s: %s, %s; %s (%d train / %d test images), %s parameters%s, %d steps/epoch x %d "
+                        "epochs", self.run_dir, describe_architecture(self.model), origin, self.spec.name,
+                        len(self.train_set), len(self.test_set), f"{params:,}", _trainable(self.model),
+                        self.steps_per_epoch, epochs)  # fmt: skip
         row: dict[str, Any] = {}
         while self.epoch < epochs:
             epoch_start = time.time()
