@@ -61,7 +61,8 @@ from vit5.ops.init import (
     trunc_normal_init_factory,
     wang_init,
 )
-from vit5.weights import load_nvsubquadratic_checkpoint, load_official_vit5
+from vit5.io import register_config_target
+from vit5.weights import load_model, load_nvsubquadratic_checkpoint, load_official_vit5
 
 if importlib.util.find_spec("timm") is not None:
     import vit5.networks.timm_models  # noqa: F401  (registers the presets in timm)
@@ -97,11 +98,13 @@ __all__ = [
     "instantiate",
     "list_models",
     "load_config",
+    "load_model",
     "load_nvsubquadratic_checkpoint",
     "load_official_vit5",
     "model_config",
     "rebuild_at_resolution",
     "partial_wang_init_fn_with_num_layers",
+    "register_config_target",
     "register_model",
     "resize_config",
     "resize_model",

@@ -67,7 +67,7 @@ def build_run_config(args: argparse.Namespace) -> ConfigNode:
         raise UsageError("--ema picks the EMA weights of --finetune PATH; give --finetune too")
 
     if args.config:
-        cfg = load_python_config(args.config)
+        cfg = load_python_config(args.config, trust_config=args.trust_config)
         if args.dataset and args.dataset != cfg.data.dataset:
             cfg.data.dataset = args.dataset
     else:
@@ -179,7 +179,7 @@ def command_train(args: argparse.Namespace) -> int:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
             raise UsageError(f"--resume {run_dir}: not a run directory (no config.yaml)")
-        cfg = load_config(run_dir / "config.yaml")
+        cfg = load_config(run_dir / "config.yaml", trust_config=args.trust_config)
         given = [
             "--" + name.replace("_", "-")
             for name in _RUN_OPTIONS
@@ -231,51 +231,102 @@ def command_train(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# eval / predict
+# eval / predict / convert: anything vit5.load_model takes
+
+
+def _load_source(args: argparse.Namespace) -> Any:
+    """``vit5.load_model_and_config`` with the shared flags (--ema, --image-size, --trust-config,
+    --config), then --crop-ratio / --interpolation applied to the ``pretrained_cfg``."""
+    from vit5.networks.pretrained_cfg import updated_pretrained_cfg
+    from vit5.weights import load_model_and_config
+
+    config = None
+    if getattr(args, "config", None):
+        config = _network_config_file(args.config, args.trust_config)
+    loaded = load_model_and_config(args.source, ema=args.ema, image_size=args.image_size,
+                                   trust_config=args.trust_config, config=config)  # fmt: skip
+    changes = {key: value for key, value in (("crop_pct", getattr(args, "crop_ratio", None)),
+               ("interpolation", getattr(args, "interpolation", None))) if value is not None}  # fmt: skip
+    if changes:
+        loaded.model.pretrained_cfg = updated_pretrained_cfg(loaded.model.pretrained_cfg, **changes)
+    return loaded
+
+
+def _network_config_file(path: str, trust_config: bool) -> Any:
+    """``--config`` for a checkpoint without one: a Python file (code, run as such) or YAML (data)."""
+    from vit5.train.recipes import load_python_config
+
+    if Path(path).suffix.lower() in (".yaml", ".yml"):
+        return load_config(path, trust_config=trust_config)
+    return load_python_config(path)
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def _recorded_defaults(loaded: Any) -> bool:
+    """Whether the preprocessing is the run's own (its test set is then used exactly as in training)."""
+    cfg = loaded.model.pretrained_cfg
+    return (loaded.data.get("image_size") == cfg["input_size"][1] and cfg["crop_pct"] == loaded.data.get("crop_ratio", 1.0)
+            and cfg["interpolation"] == loaded.data.get("interpolation", "bilinear"))  # fmt: skip
 
 
 def command_eval(args: argparse.Namespace) -> int:
     import torch
 
     from vit5.data import build_datasets
-    from vit5.train.evaluate import evaluate, load_model
+    from vit5.data.evaluation import evaluation_set, folder_split
+    from vit5.train.distributed import DistributedContext
+    from vit5.train.evaluate import evaluate
     from vit5.train.metrics import plot_confusion
 
-    loaded = load_model(args.checkpoint, ema=args.ema)
-    data = loaded.data
-    dataset = args.dataset or data.get("name")
-    if not dataset:
-        raise UsageError("the checkpoint does not name its dataset; pass --dataset")
-    data_dir = args.data_dir or loaded.config.get("data", {}).get("data_dir")
-    _, test_set, spec = build_datasets(dataset, data_dir, image_size=loaded.model.image_size, augment="none")
-    if spec.num_classes != loaded.model.num_classes:
-        raise UsageError(
-            f"{dataset} has {spec.num_classes} classes but the model predicts {loaded.model.num_classes}"
-        )
+    loaded = _load_source(args)
+    model, cfg = loaded.model, loaded.model.pretrained_cfg
+    dataset = args.dataset or loaded.data.get("name")
+    data_dir = args.data_dir or loaded.run_config.get("data", {}).get("data_dir")
+    if dataset in (None, "imagefolder"):
+        if not data_dir:
+            raise UsageError(f"{loaded.source} does not name a dataset: pass --data-dir DIR (class folders) or --dataset")
+        split = folder_split(data_dir, cfg["class_names"])
+        test_set, names = evaluation_set(split, cfg), list(cfg["class_names"] or split.classes)
+        dataset = f"{data_dir}"
+    else:
+        _, test_set, spec = build_datasets(dataset, data_dir, image_size=model.image_size, augment="none")
+        if spec.num_classes != model.num_classes:
+            raise UsageError(f"{dataset} has {spec.num_classes} classes but the model predicts {model.num_classes}")
+        if not _recorded_defaults(loaded):
+            test_set = evaluation_set(test_set.source, cfg)
+        names = spec.class_names or [str(i) for i in range(spec.num_classes)]
+    if len(names) > model.num_classes:
+        raise UsageError(f"{dataset} has {len(names)} classes but the model predicts {model.num_classes}")
+    names = names + [str(i) for i in range(len(names), model.num_classes)]
+    device = _device(args.device)
     loader = torch.utils.data.DataLoader(test_set, batch_size=args.batch_size, num_workers=args.workers)
-    result = evaluate(loaded.model, loader, spec.num_classes, confusion=True)
-    source = Path(args.checkpoint)
-    out = (
-        Path(args.out)
-        if args.out
-        else (source / "eval" if source.is_dir() and (source / "config.yaml").exists() else Path("vit5-eval"))
-    )
+    result = evaluate(model.to(device), loader, model.num_classes, DistributedContext(device=device),
+                      precision=args.precision, confusion=True)  # fmt: skip
+    source = Path(args.source)
+    out = Path(args.out) if args.out else (source / "eval" if (source / "config.yaml").is_file() else Path("vit5-eval"))
     make_directory(out, "the output directory")
-    names = spec.class_names or [str(i) for i in range(spec.num_classes)]
-    figure = plot_confusion(result.confusion, names, out / "confusion.png",
-                            title=f"{dataset} test, top-1 {result.top1:.4f} ({loaded.source})")  # fmt: skip
-    print(
-        f"{dataset} test set ({result.count} images), weights {loaded.source}{' (EMA)' if loaded.ema else ''}"
-    )
+    summary = f"{'EMA ' if loaded.ema else ''}weights {loaded.source}"
+    figure = None
+    if model.num_classes <= 100:
+        figure = plot_confusion(result.confusion, names, out / "confusion.png",
+                                title=f"{dataset}, top-1 {result.top1:.4f} ({loaded.source})")  # fmt: skip
+    print(f"{dataset} ({result.count} images, {cfg['input_size'][1]} px, {cfg['interpolation']}, crop ratio "
+          f"{cfg['crop_pct']:g}, {args.precision} on {device.type}), {summary}")  # fmt: skip
     print(f"top-1 {result.top1:.4f}  top-5 {result.top5:.4f}  loss {result.loss:.4f}")
-    width = max(len(n) for n in names)
-    per_class = {
-        name: None if math.isnan(accuracy) else accuracy for name, accuracy in zip(names, result.per_class)
-    }
-    for name, accuracy in per_class.items():
-        print(f"  {name:<{width}}  {'n/a (no test images)' if accuracy is None else f'{accuracy:.4f}'}")
+    per_class = {name: None if math.isnan(acc) else acc for name, acc in zip(names, result.per_class)}
+    if len(per_class) <= 100:
+        width = max(len(n) for n in names)
+        for name, accuracy in per_class.items():
+            print(f"  {name:<{width}}  {'n/a (no test images)' if accuracy is None else f'{accuracy:.4f}'}")
     print(json.dumps({"top1": result.top1, "top5": result.top5, "loss": result.loss, "count": result.count,
-                      "per_class": per_class, "confusion_png": str(figure)}))  # fmt: skip
+                      "per_class": per_class, "confusion_png": str(figure) if figure else None}))  # fmt: skip
     return 0
 
 
@@ -284,35 +335,86 @@ def command_predict(args: argparse.Namespace) -> int:
     from PIL import UnidentifiedImageError
 
     from vit5.data import eval_transform, read_image
-    from vit5.train.evaluate import load_model
 
-    loaded = load_model(args.checkpoint, ema=args.ema)
-    data, model = loaded.data, loaded.model
-    if not data:
-        raise UsageError(
-            f"{loaded.source} carries no preprocessing information (mean/std); was it written by vit5 train?"
-        )
-    transform = eval_transform(
-        model.image_size, data["mean"], data["std"], model.in_channels, data.get("crop_ratio", 1.0)
-    )
-    names = data.get("class_names") or [str(i) for i in range(model.num_classes)]
-    k = min(args.top_k, model.num_classes)
-    results, failed = [], 0
+    loaded = _load_source(args)
+    device = _device(args.device)
+    model, cfg = loaded.model.to(device), loaded.model.pretrained_cfg
+    channels, size, _ = cfg["input_size"]
+    transform = eval_transform(size, cfg["mean"], cfg["std"], channels, cfg["crop_pct"], cfg["interpolation"])
+    names = cfg["class_names"] or [str(i) for i in range(model.num_classes)]
+
+    def probabilities(batch: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, K)
+        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=args.precision == "bf16"):
+            return model({"input": batch.permute(0, 2, 3, 1).to(device)})["logits"].float().softmax(-1).cpu()
+
+    return _predict_images(args, transform, probabilities, names, (read_image, UnidentifiedImageError))
+
+
+def _predict_images(args: argparse.Namespace, transform: Any, probabilities: Any, names: list[str],
+                    reader: tuple[Any, type]) -> int:  # fmt: skip
+    """Top-k labels of ``args.images`` in batches of ``--batch-size``; printed, and written to --out."""
+    import torch
+
+    read_image, decode_error = reader
+    k = min(args.top_k, len(names))
+    results, failed, batch, paths = [], 0, [], []
+
+    def flush() -> None:
+        if not batch:
+            return
+        top = probabilities(torch.stack(batch)).topk(k)
+        for path, values, indices in zip(paths, top.values.tolist(), top.indices.tolist()):
+            labels = [(names[i], p) for p, i in zip(values, indices)]
+            print(f"{path}: " + ", ".join(f"{name} ({p:.3f})" for name, p in labels))
+            results.append({"image": str(path), "top": [{"label": n, "probability": p} for n, p in labels]})
+        batch.clear()
+        paths.clear()
+
     for path in args.images:
         try:
-            tensor = transform(read_image(path))
-        except (FileNotFoundError, UnidentifiedImageError, OSError, ValueError) as error:
+            batch.append(transform(read_image(path)))
+            paths.append(path)
+        except (FileNotFoundError, decode_error, OSError, ValueError) as error:
             print(f"{path}: cannot read image ({error})", file=sys.stderr)
             failed += 1
-            continue
-        with torch.no_grad():
-            probs = model({"input": tensor.permute(1, 2, 0)[None]})["logits"].float().softmax(-1)[0]
-        top = probs.topk(k)
-        labels = [(names[i], p) for p, i in zip(top.values.tolist(), top.indices.tolist())]
-        print(f"{path}: " + ", ".join(f"{name} ({p:.3f})" for name, p in labels))
-        results.append({"image": str(path), "top": [{"label": n, "probability": p} for n, p in labels]})
-    print(json.dumps(results))
+        if len(batch) == args.batch_size:
+            flush()
+    flush()
+    if args.out:
+        _write_predictions(Path(args.out), results)
+    else:
+        print(json.dumps(results))
     return 1 if failed else 0
+
+
+def _write_predictions(path: Path, results: list[dict[str, Any]]) -> None:
+    """Predictions as JSON (``.json``) or CSV (``.csv``: image, rank, label, probability), atomically."""
+    import csv
+    import io
+
+    from vit5._io import atomic_write_text
+
+    if path.suffix.lower() == ".csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["image", "rank", "label", "probability"])
+        for row in results:
+            for rank, item in enumerate(row["top"], 1):
+                writer.writerow([row["image"], rank, item["label"], f"{item['probability']:.6f}"])
+        atomic_write_text(path, buffer.getvalue())
+    else:
+        atomic_write_text(path, json.dumps(results, indent=1))
+    print(f"wrote {len(results)} predictions to {path}", file=sys.stderr)
+
+
+def command_convert(args: argparse.Namespace) -> int:
+    from vit5.convert import convert_checkpoint
+
+    out = convert_checkpoint(args.source, args.out, to=args.to, ema=args.ema, image_size=args.image_size,
+                             trust_config=args.trust_config,
+                             config=_network_config_file(args.config, args.trust_config) if args.config else None)  # fmt: skip
+    print(json.dumps({"out": str(out), "format": args.to}))
+    return 0
 
 
 # --------------------------------------------------------------------------------------------------
@@ -362,8 +464,12 @@ def command_info(args: argparse.Namespace) -> int:
     from vit5.networks.presets import build_vit5, model_config, preset_arguments
     from vit5.train.recipes import build_model, load_python_config
 
+    if args.source:
+        if args.preset or args.config:
+            raise UsageError("vit5 info takes a CHECKPOINT, --preset NAME or --config FILE, not several")
+        return _info_checkpoint(args)
     if bool(args.preset) == bool(args.config):
-        raise UsageError("vit5 info needs exactly one of --preset NAME or --config FILE")
+        raise UsageError("vit5 info needs a CHECKPOINT, --preset NAME or --config FILE")
     if args.preset:
         try:  # the compact form `vit5 train` records, so the same model.* overrides work here
             cfg = LazyConfig(build_vit5)(**preset_arguments(args.preset))
@@ -371,13 +477,36 @@ def command_info(args: argparse.Namespace) -> int:
             cfg = model_config(args.preset)
         cfg = apply_overrides(ConfigNode(model=cfg), args.overrides).model
     else:
-        cfg = apply_overrides(load_python_config(args.config), args.overrides)
+        cfg = apply_overrides(load_python_config(args.config, trust_config=args.trust_config), args.overrides)
         if cfg.data.get("num_classes") is None:  # ImageFolder: known once the folders are read
             cfg.data.num_classes = 1000
             print("(the class count comes from the data folders; shown with 1000 classes)")
         cfg = to_container(cfg)["model"]
     model = build_model(cfg)
     print("\n".join(describe_model(model)))
+    return 0
+
+
+def _info_checkpoint(args: argparse.Namespace) -> int:
+    """Layout, parameters, EMA presence and source of a checkpoint (anything load_model takes)."""
+    from vit5.io import CheckpointError
+    from vit5.weights import load_model_and_config
+
+    if args.overrides:
+        raise UsageError(f"vit5 info CHECKPOINT takes no overrides: {' '.join(args.overrides)}")
+    args.ema, args.image_size = False, None
+    loaded = _load_source(args)
+    try:
+        load_model_and_config(args.source, ema=True, trust_config=args.trust_config)
+        has_ema = True
+    except CheckpointError:
+        has_ema = False
+    cfg = loaded.model.pretrained_cfg
+    print(f"source: {loaded.source} ({loaded.kind} checkpoint), sha256 {cfg['sha256']}")
+    print(f"EMA weights: {'yes' if has_ema else 'no'}")
+    print(f"preprocessing: {cfg['input_size'][1]} px, mean {cfg['mean']}, std {cfg['std']}, {cfg['interpolation']}, "
+          f"crop ratio {cfg['crop_pct']:g}")  # fmt: skip
+    print("\n".join(describe_model(loaded.model)))
     return 0
 
 
@@ -440,6 +569,7 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, help="data-loader worker processes")
     parser.add_argument("--skip-nonfinite", action="store_true", help="skip batches whose loss is NaN/inf")
     parser.add_argument("--skip-bad-images", action="store_true", help="skip images that fail to decode")
+    parser.add_argument("--trust-config", action="store_true", help=_TRUST_HELP)
     parser.add_argument(
         "overrides", nargs="*", help="dotted overrides such as model.hidden_dim=96 optim.lr=1e-3"
     )
@@ -460,6 +590,27 @@ def _int_at_least(minimum: int):
     return parse
 
 
+_TRUST_HELP = ("build configs read from files even if they name targets outside vit5's registry "
+               "(only for files you wrote: a config target is code that runs)")  # fmt: skip
+
+
+def _add_source_arguments(parser: argparse.ArgumentParser, *, inference: bool) -> None:
+    """The words every command that reads a trained model shares."""
+    parser.add_argument("source", help="run directory, checkpoint directory, .safetensors, official .pth or "
+                        "nvSubquadratic .ckpt")  # fmt: skip
+    parser.add_argument("--ema", action="store_true", help="use the EMA weights (an error if there are none)")
+    parser.add_argument("--image-size", type=_int_at_least(1),
+                        help="evaluate the trained model at this resolution (RoPE at the training grid's scale, "
+                        "pos_embed resampled bicubically)")  # fmt: skip
+    parser.add_argument("--trust-config", action="store_true", help=_TRUST_HELP)
+    parser.add_argument("--config", help="network config for a checkpoint without one (.py is code, .yaml data)")
+    if inference:
+        parser.add_argument("--crop-ratio", type=float, help="resize to size / ratio, center-crop (default: recorded)")
+        parser.add_argument("--interpolation", choices=("bicubic", "bilinear"), help="default: recorded")
+        parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+        parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vit5", description="ViT-5 image classifiers: train, evaluate, predict."
@@ -470,29 +621,36 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "eval", help="evaluate a checkpoint: top-1/top-5, per class, confusion.png"
     )
-    evaluate.add_argument("checkpoint", help="run directory, checkpoint directory or .safetensors file")
-    evaluate.add_argument("--dataset")
-    evaluate.add_argument("--data-dir")
-    evaluate.add_argument("--ema", action="store_true", help="use the EMA weights")
+    _add_source_arguments(evaluate, inference=True)
+    evaluate.add_argument("--dataset", help="dataset name (default: the run's); else --data-dir class folders")
+    evaluate.add_argument("--data-dir", help="the dataset's files, or a folder of class folders (an ImageNet-val copy)")
     evaluate.add_argument("--out", help="where to write confusion.png")
     evaluate.add_argument("--batch-size", type=_int_at_least(1), default=256)
     evaluate.add_argument("--workers", type=_int_at_least(0), default=0)
     predict = commands.add_parser("predict", help="top-k labels of images (PNG/JPEG)")
-    predict.add_argument("checkpoint")
+    _add_source_arguments(predict, inference=True)
     predict.add_argument("images", nargs="+")
     predict.add_argument(
         "--top-k", type=_int_at_least(1), default=5, help="labels per image (at most the number of classes)"
     )
-    predict.add_argument("--ema", action="store_true")
+    predict.add_argument("--batch-size", type=_int_at_least(1), default=32)
+    predict.add_argument("--out", help="write the predictions to this .json or .csv file")
+    convert = commands.add_parser("convert", help="write any loadable checkpoint as vit5 safetensors (or official)")
+    _add_source_arguments(convert, inference=False)
+    convert.add_argument("--out", required=True, help="the file to write (.safetensors; .pth for --to official)")
+    convert.add_argument("--to", choices=("vit5", "official"), default="vit5",
+                         help="vit5 safetensors with its config (default), or the official ViT-5 layout")  # fmt: skip
     info = commands.add_parser("info", help="parameters, FLOPs, token layout and blocks of a model")
+    info.add_argument("source", nargs="?", metavar="CHECKPOINT", help="a checkpoint (anything eval takes)")
     info.add_argument("--preset")
     info.add_argument("--config")
+    info.add_argument("--trust-config", action="store_true", help=_TRUST_HELP)
     info.add_argument("overrides", nargs="*")
     return parser
 
 
 COMMANDS = {"train": command_train, "demo": command_demo, "eval": command_eval, "predict": command_predict,
-            "info": command_info}  # fmt: skip
+            "info": command_info, "convert": command_convert}  # fmt: skip
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

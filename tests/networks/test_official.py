@@ -208,7 +208,8 @@ def test_state_dict_round_trip_and_inverse_conversion():
     model = load_official_vit5(sd, "small")
     assert set(converted) == set(model.state_dict())
     back = vit5_to_official(model.state_dict())
-    assert set(back) == set(sd)
+    rope = {f"blocks.{i}.attn.{name}.freqs" for i in range(2) for name in ("rope", "rope_reg")}
+    assert set(back) == set(sd) | rope
     assert torch.equal(back["patch_embed.proj.bias"], torch.zeros(384))
     x = images(32)
     assert_parity(official_forward(back, x, 6).float(), official_forward(sd, x, 6).float())
@@ -223,10 +224,10 @@ def test_wrapped_checkpoints_files_and_ema(tmp_path):
     for checkpoint in ({"model": sd, "epoch": 3}, {"model_ema": sd}, ddp, {"state_dict": sd}):
         assert_parity(vit5_logits(load_official_vit5(checkpoint, "vit5_small"), x), expected)
     both = {"model": sd, "model_ema": ema, "optimizer": {"lr": 1.0}}
-    assert_parity(vit5_logits(load_official_vit5(both, "S", use_ema=True), x), expected_ema)
+    assert_parity(vit5_logits(load_official_vit5(both, "S", ema=True), x), expected_ema)
     assert_parity(vit5_logits(load_official_vit5(both, "small"), x), expected)
     with pytest.raises(ValueError, match="model_ema"):
-        load_official_vit5({"model": sd}, "small", use_ema=True)
+        load_official_vit5({"model": sd}, "small", ema=True)
 
     torch.save({"model": sd}, tmp_path / "vit5_small.pth")
     assert_parity(vit5_logits(load_official_vit5(tmp_path / "vit5_small.pth", "small"), x), expected)

@@ -23,7 +23,7 @@ from PIL import Image
 from tests.test_cli import QUICK, run_cli, summary_of
 from vit5.config import load_config
 from vit5.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, load_weights
-from vit5.train.evaluate import load_model
+from vit5.weights import load_model_and_config as load_model
 
 MARKER = Path("/tmp/vit5-reliability-exploit")
 
@@ -169,19 +169,19 @@ def test_sigkill_at_random_moments_never_corrupts_the_run_and_resume_is_exact(tm
     assert not list(run.rglob("*.tmp")) and not list((run / "checkpoints").glob(".tmp-*"))
 
 
-def test_asking_for_missing_ema_weights_warns_and_uses_the_model_weights(tmp_path, capsys, caplog):
+def test_asking_for_missing_ema_weights_is_an_error_naming_the_file(tmp_path, capsys):
     run, ema_run = tmp_path / "run", tmp_path / "ema"
     assert run_cli(["train", "--out", str(run), *QUICK, "--epochs", "1"], capsys)[0] == 0
     ema_args = ["train", "--out", str(ema_run), *QUICK, "--epochs", "1", "train.ema_decay=0.9"]
     assert run_cli(ema_args, capsys)[0] == 0
-    logging.getLogger().addHandler(caplog.handler)  # `vit5 train` replaced the root logger's handlers
     for source in (run, run / "checkpoints" / "last" / "model.safetensors"):
-        caplog.clear()
-        with caplog.at_level("WARNING"):
-            loaded = load_model(source, ema=True)
-        assert not loaded.ema and ("has no EMA weights" in caplog.text or "not EMA weights" in caplog.text)
-    caplog.clear()
-    with caplog.at_level("WARNING"):
-        assert load_model(ema_run / "checkpoints" / "last" / "ema.safetensors", ema=True).ema
-        assert load_model(ema_run, ema=True).ema
-    assert "EMA" not in caplog.text
+        with pytest.raises(CheckpointError, match="EMA") as error:
+            load_model(source, ema=True)
+        assert str(run) in str(error.value)
+        code, _, err = run_cli(["eval", str(source), "--ema"], capsys)
+        assert code == 2 and "EMA" in err and len(err.strip().splitlines()) == 1
+    assert load_model(ema_run / "checkpoints" / "last" / "ema.safetensors", ema=True).ema
+    loaded = load_model(ema_run, ema=True)
+    assert loaded.ema
+    weights, _ = load_weights(ema_run / "checkpoints" / "last" / "ema.safetensors")
+    assert all(torch.equal(loaded.model.state_dict()[k], v) for k, v in weights.items())

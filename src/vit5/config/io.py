@@ -12,6 +12,7 @@ from typing import Any
 from vit5._io import atomic_write_text
 from vit5.config.node import TARGET_KEY, ConfigNode, _accepted_keywords, _target_of
 from vit5.config.resolve import resolve
+from vit5.io.registry import check_config_targets
 
 # --------------------------------------------------------------------------------------------------
 # Plain containers, YAML, overrides
@@ -69,8 +70,21 @@ def save_config(cfg: Mapping, path: str | os.PathLike) -> Path:
     return atomic_write_text(path, yaml.safe_dump(plain, sort_keys=False, default_flow_style=False))
 
 
-def load_config(path: str | os.PathLike) -> ConfigNode:
-    """Read a YAML config written by :func:`save_config` (with the safe loader: no Python tags)."""
+def load_config(path: str | os.PathLike, *, trust_config: bool = False) -> ConfigNode:
+    """Read a YAML config written by :func:`save_config` (with the safe loader: no Python tags).
+
+    A YAML file is data: every ``__target__`` in it must be registered as config-buildable
+    (:mod:`vit5.io.registry`; ``nvsubquadratic.*`` targets are mapped to vit5's classes), checked
+    before anything is imported.
+
+    Args:
+        path: The YAML file.
+        trust_config: Skip the target check (for a file you wrote yourself).
+
+    Raises:
+        ValueError: the file is not YAML or not a mapping; a ``ConfigTargetError`` (a
+            ``ValueError``) names a target outside the registry.
+    """
     yaml = _yaml()
     path = Path(path)
     try:
@@ -81,7 +95,7 @@ def load_config(path: str | os.PathLike) -> ConfigNode:
         raise ValueError(
             f"{path}: a config file must hold a mapping at the top level, got {type(data).__name__}"
         )
-    return ConfigNode(data)
+    return ConfigNode(check_config_targets(data, str(path), trust_config=trust_config))
 
 
 def parse_value(text: str) -> Any:

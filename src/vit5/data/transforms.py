@@ -146,7 +146,10 @@ def eval_transform(
     crop_ratio: float = 1.0,
     interpolation: str = "bilinear",
 ) -> v2.Compose:
-    """Resize the short side to ``image_size / crop_ratio``, center-crop ``image_size``, normalise."""
+    """Resize the short side to ``image_size / crop_ratio`` (``interpolation``: ``"bilinear"`` or
+    ``"bicubic"``, antialiased), center-crop ``image_size``, normalise."""
+    if interpolation not in _MODES:
+        raise ValueError(f"interpolation must be one of {', '.join(_MODES)}, got {interpolation!r}")
     resize = max(image_size, int(round(image_size / crop_ratio)))
     return v2.Compose(
         [v2.ToImage(), *_channels(in_channels), v2.Resize(resize, _MODES[interpolation], antialias=True),

@@ -51,6 +51,8 @@ def attention_mixer_config(
     out_proj_bias: bool = False,
     init_std: float = 0.02,
     rope_ref_grid: int | None = None,
+    rope_base: float = 10000.0,
+    reg_rope_base: float = 100.0,
 ) -> ConfigNode:
     """``ViT5Attention`` with RMSNorm(hd) QK-norm and truncated-normal projections.
 
@@ -65,8 +67,8 @@ def attention_mixer_config(
         num_registers=num_registers,
         has_cls=has_cls,
         qk_norm=rms_norm_config(hidden_dim // num_heads),
-        rope_base=10000.0,
-        reg_rope_base=100.0,
+        rope_base=float(rope_base),
+        reg_rope_base=float(reg_rope_base),
         qkv_bias=qkv_bias,
         out_proj_bias=out_proj_bias,
         init_fn_qkv_proj=LazyConfig(trunc_normal_init)(std=init_std),

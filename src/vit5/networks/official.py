@@ -22,12 +22,18 @@ official                                  vit5
 ``head.{weight,bias}``                    ``out_proj.{weight,bias}``
 ========================================  =================================================
 
+Real official checkpoints also hold each block's RoPE frequency tables as persistent buffers
+(``blocks.i.attn.rope.freqs`` and ``blocks.i.attn.rope_reg.freqs``, ``[hd / 4]``): derived values,
+not weights. :func:`official_rope_bases` checks them and reads the bases back; the conversion to
+vit5 drops them (vit5 rebuilds its tables from the bases), the conversion back writes them.
+
 Moving CLS behind the patches changes nothing numerically (no mask, CLS is not rotated, everything
 else is per token), so converted weights give the official logits up to fp32 rounding.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,6 +45,7 @@ __all__ = [
     "OFFICIAL_VARIANTS",
     "OfficialLayout",
     "official_layout",
+    "official_rope_bases",
     "official_to_vit5",
     "official_variant",
     "unwrap_official",
@@ -80,6 +87,11 @@ _PER_BLOCK = {
 _SHORT_NAMES = {"s": "small", "b": "base", "l": "large", "xl": "xlarge"}
 _PATCH_BIAS = "patch_embed.proj.bias"
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
+#: The official RoPE buffers of block i (``attn.rope`` rotates patches, ``attn.rope_reg`` registers)
+#: and the bases the published models use.
+ROPE_BUFFERS = {"attn.rope.freqs": 10000.0, "attn.rope_reg.freqs": 100.0}
+#: Relative tolerance for RoPE buffers (fp16-saved tables round to about 5e-4).
+ROPE_RTOL = 1e-3
 
 
 def official_variant(variant: Any) -> str:
@@ -213,8 +225,10 @@ def official_layout(state_dict: Mapping[str, torch.Tensor]) -> OfficialLayout:
     depth = max(blocks) + 1
     layout = OfficialLayout(D, depth, D // hd, R, P, grid, C, K, Hm / D)
     expected = layout.official_shapes()
+    rope = {f"blocks.{i}.{name}": (hd // 4,) for i in range(depth) for name in ROPE_BUFFERS}
     missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
+    unexpected = sorted(set(state_dict) - set(expected) - set(rope))
+    expected = {**expected, **{key: shape for key, shape in rope.items() if key in state_dict}}
     wrong = [
         f"{key}: {tuple(state_dict[key].shape)} (expected {shape})"
         for key, shape in expected.items()
@@ -227,6 +241,61 @@ def official_layout(state_dict: Mapping[str, torch.Tensor]) -> OfficialLayout:
             f"missing keys {missing}; unexpected keys {unexpected}; wrong shapes {wrong}"
         )
     return layout
+
+
+def _rope_frequencies(head_dim: int, base: float) -> torch.Tensor:
+    n = head_dim // 2
+    return 1.0 / (base ** (torch.arange(0, n, 2, dtype=torch.float64) / n))
+
+
+def official_rope_bases(state_dict: Mapping[str, torch.Tensor]) -> tuple[float, float]:
+    """The RoPE bases ``(patches, registers)`` an official state dict's RoPE buffers were built with.
+
+    Each buffer must hold ``1 / base ** (arange(0, n, 2) / n)`` (``n = hd / 2``) for one base, the
+    same in every block. Values matching the published bases (10000 and 100) within a relative
+    1e-3 (fp16-saved files pass) give those; values that follow the formula with another base give
+    that base (read back from the first frequency below 1). A state dict without the buffers gives
+    the published bases.
+
+    Raises:
+        ValueError: a buffer does not follow the formula, or the blocks disagree (the message names
+            the key and the values expected).
+    """
+    bases = []
+    for name, default in ROPE_BUFFERS.items():
+        keys = sorted((key for key in state_dict if key.endswith("." + name) and _BLOCK_KEY.match(key)),
+                      key=lambda key: int(_BLOCK_KEY.match(key).group(1)))  # fmt: skip
+        base = default
+        for key in keys:
+            values = state_dict[key].detach().to(torch.float64).flatten()
+            head_dim = 4 * values.numel()
+            found = _base_of(values, head_dim, default)
+            if found is None:
+                raise ValueError(
+                    f"official checkpoint entry {key!r} holds {values[:4].tolist()}..., which are not RoPE "
+                    f"frequencies 1 / base ** (arange(0, {head_dim // 2}, 2) / {head_dim // 2}) for any base"
+                )
+            if key != keys[0] and not math.isclose(found, base, rel_tol=ROPE_RTOL):
+                raise ValueError(f"official checkpoint entry {key!r} uses RoPE base {found:g}, {keys[0]!r} {base:g}")
+            base = found if key == keys[0] else base
+        bases.append(base)
+    return bases[0], bases[1]
+
+
+def _base_of(values: torch.Tensor, head_dim: int, default: float) -> float | None:
+    def matches(base: float) -> bool:
+        expected = _rope_frequencies(head_dim, base)
+        return bool(((values - expected).abs() <= ROPE_RTOL * expected.abs()).all())
+
+    if values.numel() == 0 or not torch.isfinite(values).all():
+        return None
+    if matches(default):
+        return default
+    if values.numel() < 2 or not 0 < float(values[1]) < 1:
+        return None
+    n = head_dim // 2
+    base = float(values[1]) ** (-n / 2)  # freqs[1] = base ** (-2 / n)
+    return base if matches(base) else None
 
 
 def official_to_vit5(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -249,11 +318,14 @@ def official_to_vit5(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
     return out
 
 
-def vit5_to_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def vit5_to_official(
+    state_dict: Mapping[str, torch.Tensor], *, rope_base: float = 10000.0, reg_rope_base: float = 100.0
+) -> dict[str, torch.Tensor]:
     """The inverse mapping, for a vit5 network in the official layout (the official presets).
 
     The patch-embedding bias is written as zeros (vit5 keeps it folded in ``pos_embed``), which
-    gives the same logits.
+    gives the same logits. Each block's RoPE buffers are written from ``rope_base`` /
+    ``reg_rope_base`` (fp32), so the result loads with ``strict=True`` into the official model.
 
     Raises:
         ValueError: a key of the official layout has no vit5 counterpart in ``state_dict`` or
@@ -278,5 +350,9 @@ def vit5_to_official(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
         raise ValueError("the vit5 state dict has no 'pos_embed'; is it a ViT5ClassificationNet state dict?")
     pos_embed = state_dict["pos_embed"]
     out[_PATCH_BIAS] = torch.zeros(pos_embed.shape[-1], dtype=pos_embed.dtype)
-    official_layout(out)  # lists anything missing (e.g. biases of a non-official network)
+    layout = official_layout(out)  # lists anything missing (e.g. biases of a non-official network)
+    head_dim = layout.hidden_dim // layout.num_heads
+    for i in range(layout.num_blocks):
+        for name, base in zip(ROPE_BUFFERS, (rope_base, reg_rope_base)):
+            out[f"blocks.{i}.{name}"] = _rope_frequencies(head_dim, base).float()
     return out

@@ -71,6 +71,8 @@ def vit5_config(
     omega_0: float = 10.0,
     L_cache: int | list[int] | None = None,
     rope_ref_grid: int | None = None,
+    rope_base: float = 10000.0,
+    reg_rope_base: float = 100.0,
     kernel_sample_grid: int | list[int] | None = None,
     kernel_sample_scale: float = 1.0,
 ) -> ConfigNode:
@@ -86,6 +88,8 @@ def vit5_config(
     * ``L_cache``: the Hyena kernels' coordinate cache, which fixes the kernel coordinate step
       ``1 / (L_cache - 1)`` per axis. ``None`` means the construction grid: ``g`` without padding,
       ``[rows, g]`` with it (``rows = ceil((g*g + cls + R) / g)``).
+    * ``rope_base`` / ``reg_rope_base``: RoPE frequency bases of the patch and register positions
+      (10000 and 100 in ViT-5; checkpoints trained with others record theirs).
     * ``rope_ref_grid``: interleaved RoPE only; the patch grid ``L0`` whose integer positions the
       current grid is rescaled to (``arange(g) * L0 / g``). ``None`` means the construction grid.
     * ``kernel_sample_grid`` / ``kernel_sample_scale``: Hyena kernels trained on the grid
@@ -116,6 +120,7 @@ def vit5_config(
         attention = attention_mixer_config(
             hidden_dim, num_heads, grid, num_registers, has_cls,
             rope_impl=rope_impl, qkv_bias=qkv_bias, out_proj_bias=attn_out_bias, rope_ref_grid=rope_ref_grid,
+            rope_base=rope_base, reg_rope_base=reg_rope_base,
         )  # fmt: skip
         types["A"] = residual_block_config(attention, hidden_dim, **block_options)
     if "H" in layer_pattern:

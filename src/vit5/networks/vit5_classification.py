@@ -21,6 +21,7 @@ from vit5.networks.classification_checks import (
     check_padding_types,
     check_pattern,
 )
+from vit5.networks.pretrained_cfg import default_pretrained_cfg
 
 READOUTS = ("cls", "gap", "register_concat")
 DROP_PATH_SCHEDULES = ("constant", "linear")
@@ -316,6 +317,24 @@ class ViT5ClassificationNet(nn.Module):
         return {"logits": self.out_proj(self.dropout(self.out_norm(self.pool_read_tokens(read))))}
 
     # ------------------------------------------------------------------------------------------
+
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        """Preprocessing and provenance with timm's key names (:mod:`vit5.networks.pretrained_cfg`).
+
+        ``vit5.load_model`` sets what the file recorded; a network built from a preset or a config
+        reports the defaults for its size and channels. Assign a dict to replace it.
+        """
+        stored = self.__dict__.get("_pretrained_cfg")
+        if stored is not None:
+            return dict(stored)
+        return default_pretrained_cfg(self.image_size, self.in_channels, self.num_classes)
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, value: Mapping[str, Any]) -> None:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"pretrained_cfg must be a mapping, got {type(value).__name__}")
+        self.__dict__["_pretrained_cfg"] = dict(value)
 
     def flop_count(self, inference: bool = False) -> int:
         """FLOPs of one sample's forward pass (multiply-add = 2), as the reference counts them.

@@ -26,8 +26,12 @@ __all__ = ["capture_mode", "is_capturing"]
 
 
 def _fx_tracing() -> bool:
-    checker = getattr(torch.fx._symbolic_trace, "is_fx_tracing", None)
-    return bool(checker()) if checker is not None else False
+    # ``is_fx_tracing`` is also True under torch.export (and warns); this one means FX only.
+    tracer = torch.fx._symbolic_trace
+    checker = getattr(tracer, "is_fx_symbolic_tracing", None)
+    if checker is not None:
+        return bool(checker())
+    return bool(getattr(getattr(tracer, "_is_fx_tracing_tls", None), "flag", False))
 
 
 def _exporting() -> bool:

@@ -15,11 +15,9 @@ The directory is written under a temporary name and renamed into place; a run ke
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
-import pickle
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -29,105 +27,19 @@ from typing import Any
 import torch
 
 from vit5._io import atomic_write, atomic_write_text, fsync_directory
+from vit5.io.weights_file import (  # noqa: F401  (re-exported: the run-directory API uses them)
+    FORMAT,
+    CheckpointError,
+    file_digest,
+    load_weights,
+    save_weights,
+    tensor_digest,
+    torch_load_safely,
+)
 
 logger = logging.getLogger(__name__)
 
-FORMAT = "vit5-checkpoint"
 WEIGHTS, EMA_WEIGHTS, STATE, META = "model.safetensors", "ema.safetensors", "state.pt", "meta.json"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint is missing, damaged, or not a vit5 checkpoint; the message names the file."""
-
-
-def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over the names, dtypes, shapes and bytes of ``tensors`` (in sorted key order)."""
-    digest = hashlib.sha256()
-    for key in sorted(tensors):
-        tensor = tensors[key].detach().cpu().contiguous()
-        digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-    return digest.hexdigest()
-
-
-def file_digest(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
-    """Write a safetensors file atomically; ``metadata`` values are JSON-encoded."""
-    from safetensors.torch import save
-
-    tensors = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
-    header = {key: json.dumps(value) for key, value in metadata.items()}
-    header["format"] = FORMAT
-    header["vit5_sha256"] = tensor_digest(tensors)
-    return atomic_write(path, lambda handle: handle.write(save(tensors, metadata=header)))
-
-
-def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a vit5 safetensors file and verify its checksum.
-
-    Returns:
-        The tensors and the decoded metadata (``config``, ``data``, ...).
-
-    Raises:
-        CheckpointError: the file is missing, truncated, corrupted, or not safetensors.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    data = path.read_bytes()
-    try:
-        tensors = load(data)
-        header_size = int.from_bytes(data[:8], "little")
-        raw = json.loads(data[8 : 8 + header_size]).get("__metadata__", {}) or {}
-    except (SafetensorError, ValueError, OverflowError) as error:
-        raise CheckpointError(
-            f"{path}: not a readable safetensors file (truncated or corrupted?): {error}"
-        ) from error
-    expected = raw.get("vit5_sha256")
-    if expected is not None and tensor_digest(tensors) != expected:
-        raise CheckpointError(f"{path}: checksum mismatch, the weights are corrupted")
-    metadata = {}
-    for key, value in raw.items():
-        if key in ("format", "vit5_sha256"):
-            continue
-        try:
-            metadata[key] = json.loads(value)
-        except json.JSONDecodeError:
-            metadata[key] = value
-    return tensors, metadata
-
-
-def torch_load_safely(path: str | os.PathLike) -> Any:
-    """``torch.load(path, weights_only=True)`` with clear errors; never unpickles arbitrary objects.
-
-    Raises:
-        CheckpointError: the file is missing or damaged, or holds objects other than tensors and
-            plain values (e.g. a pickle crafted to run code) — it is refused, nothing is executed.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"{path}: refused to load: the file contains Python objects other than tensors and plain values "
-            f"(loading it could run code). Details: {str(error).splitlines()[0]}"
-        ) from error
-    except (RuntimeError, EOFError, ValueError, OSError) as error:
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated or corrupted?): {error}"
-        ) from error
 
 
 @dataclass

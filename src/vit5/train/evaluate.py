@@ -1,18 +1,15 @@
-"""Evaluation (loss, top-1/top-5, per-class accuracy, confusion matrix) and model loading for inference."""
+"""Evaluation: loss, top-1/top-5, per-class accuracy, confusion matrix (loading lives in vit5.weights)."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from vit5.config import instantiate
-from vit5.train.checkpoint import CheckpointError, find_weights, load_checkpoint, load_weights
 from vit5.train.distributed import DistributedContext
 
 logger = logging.getLogger(__name__)
@@ -89,73 +86,3 @@ def evaluate(
         # A class without test images has no accuracy (NaN), rather than a misleading 0.
         result.per_class = torch.where(totals > 0, accuracy, float("nan")).tolist()
     return result
-
-
-@dataclass
-class LoadedModel:
-    """A model rebuilt from a checkpoint, with what is needed to preprocess inputs."""
-
-    model: nn.Module
-    data: dict[str, Any]
-    config: dict[str, Any]
-    source: Path
-    ema: bool
-
-
-def _build(config: dict[str, Any], state: dict[str, torch.Tensor], source: Path) -> nn.Module:
-    if "model" not in config:
-        raise CheckpointError(f"{source}: the checkpoint carries no model config; cannot rebuild the network")
-    model = instantiate(config["model"])
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as error:
-        raise CheckpointError(f"{source}: weights do not match the model config: {error}") from error
-    return model.eval()
-
-
-def load_model(path: str | Path, ema: bool = False) -> LoadedModel:
-    """Rebuild the model saved at ``path`` for evaluation or prediction.
-
-    ``path`` may be a run directory (its ``best`` checkpoint, then ``last``, then ``prev`` — the
-    first one that verifies), a checkpoint directory, or a ``.safetensors`` weights file written by
-    vit5 (which carries its config). ``ema=True`` loads the EMA weights.
-
-    Raises:
-        CheckpointError: nothing usable was found, or the files are damaged or unsafe.
-    """
-    path = Path(path)
-    if path.is_dir() and not (path / "meta.json").is_file():
-        candidates = [path / "checkpoints" / name for name in ("best", "last", "prev")]
-        failures = []
-        for candidate in candidates:
-            if not candidate.exists():
-                continue
-            try:
-                return load_model(candidate, ema=ema)
-            except CheckpointError as error:
-                failures.append(str(error))
-                logger.warning("skipping damaged checkpoint: %s", error)
-        if failures:
-            raise CheckpointError(f"no usable checkpoint in {path}: " + "; ".join(failures))
-    source = find_weights(path)
-    if source.is_file():
-        if source.suffix != ".safetensors":
-            raise CheckpointError(
-                f"{source}: not a run directory, checkpoint directory or .safetensors file; vit5 loads weights "
-                "from those only (pickle-based .pt/.pth files can run code when loaded)"
-            )
-        state, metadata = load_weights(source)
-        if ema and not metadata.get("ema"):
-            logger.warning("%s holds the model weights, not EMA weights; using them (pass ema.safetensors "
-                           "or the checkpoint directory for the EMA weights)", source)  # fmt: skip
-        return LoadedModel(_build(metadata.get("config", {}), state, source), metadata.get("data", {}),
-                           metadata.get("config", {}), source, bool(metadata.get("ema")))  # fmt: skip
-    checkpoint = load_checkpoint(source, with_state=False)
-    use_ema = ema and checkpoint.ema is not None
-    if ema and checkpoint.ema is None:
-        logger.warning("%s has no EMA weights; using the model weights", source)
-    state = checkpoint.ema if use_ema else checkpoint.model
-    config = checkpoint.config
-    return LoadedModel(
-        _build(config, state, source), checkpoint.meta.get("data", {}), config, source, use_ema
-    )

@@ -180,7 +180,7 @@ def default_run_config(dataset: str = "digits", preset: str | None = None) -> Co
     )
 
 
-def load_python_config(path: str | os.PathLike) -> ConfigNode:
+def load_python_config(path: str | os.PathLike, *, trust_config: bool = False) -> ConfigNode:
     """Read a config file: Python, or YAML (``.yaml``/``.yml``, e.g. a run's ``config.yaml``).
 
     A YAML file holds the sections as top-level keys (as :func:`vit5.config.save_config` writes
@@ -189,12 +189,16 @@ def load_python_config(path: str | os.PathLike) -> ConfigNode:
     recipe of ``data["dataset"]`` (default digits) and given sections are merged over it key by key
     (a ``model`` given as a ``LazyConfig`` call replaces the default model entirely; a plain dict
     such as ``model = dict(hidden_dim=96)`` changes the default preset's arguments).
+
+    A Python config file is code and runs as such (as in detectron2): only use files you trust. A
+    YAML file is data: its ``__target__`` entries must be registered config targets
+    (:mod:`vit5.io.registry`) unless ``trust_config``.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
     if path.suffix.lower() in (".yaml", ".yml"):
-        namespace = {"config": load_config(path)}
+        namespace = {"config": load_config(path, trust_config=trust_config)}
     else:
         try:
             namespace = runpy.run_path(str(path))
