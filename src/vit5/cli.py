@@ -60,6 +60,11 @@ def setup_logging(run_dir: Path | None = None, rank: int = 0) -> None:
 
 
 def build_run_config(args: argparse.Namespace) -> ConfigNode:
+    """The run config of ``vit5 train``'s arguments (see :func:`build_run_config_and_weights`)."""
+    return build_run_config_and_weights(args)[0]
+
+
+def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, Any]:
     """Recipe defaults < ``--config`` file < ``--finetune`` checkpoint < ``--preset`` < flags < dotted overrides."""
     from vit5.train.recipes import default_run_config, load_python_config
 
@@ -95,7 +100,7 @@ def build_run_config(args: argparse.Namespace) -> ConfigNode:
     cfg = apply_overrides(cfg, args.overrides)
     if pretrained is not None and not args.preset:
         _rebuild_finetune_model(cfg, pretrained)
-    return cfg
+    return cfg, pretrained
 
 
 def _apply_finetune(cfg: ConfigNode, args: argparse.Namespace) -> Any:
@@ -103,7 +108,9 @@ def _apply_finetune(cfg: ConfigNode, args: argparse.Namespace) -> Any:
     ``--preset`` is given (model.* overrides change it either way). Returns the loaded weights."""
     from vit5.train.finetune import load_pretrained
 
-    pretrained = load_pretrained(args.finetune, ema=args.ema, sha256=args.finetune_sha256)
+    pretrained = load_pretrained(
+        args.finetune, ema=args.ema, sha256=args.finetune_sha256, trust_config=args.trust_config
+    )
     model = pretrained.model
     cfg.train.finetune = pretrained.source
     cfg.train.finetune_ema = bool(args.ema)
@@ -175,6 +182,7 @@ def command_train(args: argparse.Namespace) -> int:
     from vit5.train.loop import train
 
     rank = int(os.environ.get("RANK", "0"))
+    pretrained = None
     if args.resume:
         run_dir = Path(args.resume)
         if not (run_dir / "config.yaml").is_file():
@@ -195,7 +203,7 @@ def command_train(args: argparse.Namespace) -> int:
         if args.workers is not None:
             cfg.data.num_workers = args.workers
     else:
-        cfg = build_run_config(args)
+        cfg, pretrained = build_run_config_and_weights(args)
         stamp = time.strftime("%Y%m%d-%H%M%S")
         run_dir = Path(args.out) if args.out else Path("runs") / f"{cfg.data.dataset}-{stamp}"
         if (run_dir / "checkpoints").exists() or (run_dir / "config.yaml").exists():
@@ -206,7 +214,8 @@ def command_train(args: argparse.Namespace) -> int:
     setup_logging(run_dir, rank)
     try:
         with _removed_if_unstarted(created if rank == 0 else []):
-            summary = train(cfg, run_dir, resume=bool(args.resume))
+            summary = train(cfg, run_dir, resume=bool(args.resume), trust_config=args.trust_config,
+                            pretrained_state=pretrained.model.state_dict() if pretrained is not None else None)  # fmt: skip
     except KeyboardInterrupt:  # Ctrl-C: every file of the run is whole (atomic writes)
         if os.environ.get("VIT5_DEBUG"):
             raise
@@ -296,7 +305,8 @@ def command_eval(args: argparse.Namespace) -> int:
         test_set, names = evaluation_set(split, cfg), list(cfg["class_names"] or split.classes)
         dataset = f"{data_dir}"
     else:
-        _, test_set, spec = build_datasets(dataset, data_dir, image_size=model.image_size, augment="none")
+        _, test_set, spec = build_datasets(dataset, data_dir, image_size=model.image_size, augment="none",
+                                           in_channels=model.in_channels)  # fmt: skip
         if spec.num_classes != model.num_classes:
             raise UsageError(f"{dataset} has {spec.num_classes} classes but the model predicts {model.num_classes}")
         if not _recorded_defaults(loaded):

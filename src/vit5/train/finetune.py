@@ -95,35 +95,31 @@ class Pretrained:
     ema: bool
 
 
-def _network_config(model: nn.Module, source: str) -> Any:
-    config = getattr(model, "config", None)
-    if config is None:
-        config = (getattr(model, "pretrained_cfg", None) or {}).get("config")
-    if config is None:
-        raise ValueError(f"{source}: the loaded network carries no config to rebuild it from")
-    return config
-
-
-def load_pretrained(source: str, *, ema: bool = False, sha256: str | None = None) -> Pretrained:
-    """Load fine-tuning weights with :func:`vit5.load_model` (a URL is fetched first).
+def load_pretrained(
+    source: str, *, ema: bool = False, sha256: str | None = None, trust_config: bool = False
+) -> Pretrained:
+    """Load fine-tuning weights with :func:`vit5.weights.load_model_and_config` (a URL is fetched first).
 
     Raises:
         ValueError: unreadable or unsafe file, missing EMA weights, a sha256 mismatch.
+        FileNotFoundError: no such path.
     """
-    import vit5
+    from vit5.weights import load_model_and_config
 
     text = str(source)
-    path = fetch(text, sha256) if is_url(text) else Path(text).expanduser().absolute()
-    if not is_url(text):
+    if is_url(text):
+        path = fetch(text, sha256)
+    else:
+        path = Path(text).expanduser().absolute()
         if not path.exists():
             raise FileNotFoundError(f"--finetune {text}: no such file or directory")
         text = str(path)
         if sha256 is not None and path.is_file() and file_sha256(path) != sha256.lower():
             raise ValueError(f"{path}: sha256 {file_sha256(path)} differs from the expected {sha256.lower()}")
-    model = vit5.load_model(path, ema=ema)
-    info = getattr(model, "pretrained_cfg", None) or {}
+    loaded = load_model_and_config(path, ema=ema, trust_config=trust_config)
+    info = getattr(loaded.model, "pretrained_cfg", None) or {}
     digest = info.get("sha256") or (file_sha256(path) if path.is_file() else None)
-    return Pretrained(model, _network_config(model, text), text, path, digest, ema)
+    return Pretrained(loaded.model, loaded.model_config, text, path, digest, ema)
 
 
 def init_from_pretrained(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:

@@ -15,6 +15,7 @@ import math
 import random
 import time
 import warnings
+from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,19 @@ def _format_duration(seconds: float) -> str:
 class Trainer:
     """Train ``cfg`` (a run config, see :mod:`vit5.train.recipes`) into ``run_dir``."""
 
-    def __init__(self, cfg: Any, run_dir: Path, resume: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        run_dir: Path,
+        resume: bool = False,
+        *,
+        pretrained_state: Mapping[str, torch.Tensor] | None = None,
+        trust_config: bool = False,
+    ) -> None:
+        """``pretrained_state``: the weights of ``train.finetune`` when the caller has read them
+        already (else they are read from there when the run starts without a checkpoint);
+        ``trust_config``: passed to the loader of ``train.finetune``."""
+        self.trust_config = trust_config
         self.ctx: DistributedContext = setup_distributed(cfg["train"].get("device"))
         self.run_dir = Path(run_dir)
         self.resume = resume
@@ -121,7 +134,7 @@ class Trainer:
         self._check_model()
         self.finetune_notes: list[str] = []
         if self.cfg.train.get("finetune") and self.checkpoint is None:
-            self._load_pretrained()
+            self._load_pretrained(pretrained_state)
         if self.cfg.train.get("freeze") == "backbone":
             freeze_backbone(self.model)
         if self.cfg.train.get("grad_checkpointing"):
@@ -179,19 +192,15 @@ class Trainer:
                 f"data.in_channels={data.in_channels} but {self.spec.name} images have {self.spec.in_channels}"
             )
 
-    def _load_pretrained(self) -> None:
+    def _load_pretrained(self, state: Mapping[str, torch.Tensor] | None) -> None:
         """Start from ``train.finetune`` (read without touching the run's random streams)."""
         train = self.cfg.train
-        with torch.random.fork_rng(devices=[]):
-            pretrained = load_pretrained(
-                train.finetune, ema=bool(train.get("finetune_ema")), sha256=train.get("finetune_sha256")
-            )
-        recorded = train.get("finetune_sha256")
-        if recorded and pretrained.sha256 and recorded.lower() != pretrained.sha256:
-            raise ValueError(
-                f"{train.finetune}: sha256 {pretrained.sha256} differs from the run's {recorded}"
-            )
-        self.finetune_notes = init_from_pretrained(self.model, pretrained.model.state_dict())
+        if state is None:
+            with torch.random.fork_rng(devices=[]):
+                pretrained = load_pretrained(train.finetune, ema=bool(train.get("finetune_ema")),
+                                             sha256=train.get("finetune_sha256"), trust_config=self.trust_config)  # fmt: skip
+            state = pretrained.model.state_dict()
+        self.finetune_notes = init_from_pretrained(self.model, state)
 
     def _check_model(self) -> None:
         for name, expected in (("num_classes", self.spec.num_classes), ("in_channels", self.spec.in_channels),
@@ -504,9 +513,19 @@ class Trainer:
         return float(value) if value not in ("", None) else None
 
 
-def train(cfg: Any, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Train a run config into ``run_dir`` (or continue it with ``resume=True``); returns the summary."""
-    trainer = Trainer(cfg, Path(run_dir), resume=resume)
+def train(
+    cfg: Any,
+    run_dir: str | Path,
+    resume: bool = False,
+    *,
+    pretrained_state: Mapping[str, torch.Tensor] | None = None,
+    trust_config: bool = False,
+) -> dict[str, Any]:
+    """Train a run config into ``run_dir`` (or continue it with ``resume=True``); returns the summary.
+    ``pretrained_state`` / ``trust_config``: see :class:`Trainer`."""
+    trainer = Trainer(
+        cfg, Path(run_dir), resume=resume, pretrained_state=pretrained_state, trust_config=trust_config
+    )
     try:
         summary = trainer.fit()
     finally:
