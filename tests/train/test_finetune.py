@@ -14,7 +14,7 @@ import torch
 
 from tests.helpers import assert_parity
 from tests.networks.test_official import official_forward
-from tests.test_cli import run_cli, summary_of
+from tests.test_cli import run_cli
 from vit5 import load_model
 from vit5.networks.official import official_to_vit5
 from vit5.networks.resize import resample_pos_embed
