@@ -65,11 +65,13 @@ def build_run_config(args: argparse.Namespace) -> ConfigNode:
 
 
 def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, Any]:
-    """Recipe defaults < ``--config`` file < ``--finetune`` checkpoint < ``--preset`` < flags < dotted overrides."""
-    from vit5.train.recipes import default_run_config, load_python_config
+    """Recipe defaults < ``--config`` file < ``--finetune`` checkpoint < ``--preset`` < flags < dotted overrides.
 
-    if args.ema and not args.finetune:
-        raise UsageError("--ema picks the EMA weights of --finetune PATH; give --finetune too")
+    With ``--finetune`` (or a config's ``train.finetune``) the network is the checkpoint's, built at
+    ``data.image_size`` (default: the checkpoint's), unless ``--preset`` or the config file's own
+    ``model`` names another; the loaded weights are returned beside the config.
+    """
+    from vit5.train.recipes import default_run_config, load_python_config
 
     if args.config:
         cfg = load_python_config(args.config, trust_config=args.trust_config)
@@ -77,9 +79,16 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
             cfg.data.dataset = args.dataset
     else:
         cfg = default_run_config(args.dataset or "digits", args.preset)
+    config_model = bool(args.config) and to_container(cfg.model) != to_container(
+        default_run_config(cfg.data.dataset).model
+    )
     if args.preset and args.config:
         cfg.model = default_run_config(cfg.data.dataset, args.preset).model
-    pretrained = _apply_finetune(cfg, args) if args.finetune else None
+    args.finetune = args.finetune or cfg.train.get("finetune")
+    if args.ema and not args.finetune:
+        raise UsageError("--ema picks the EMA weights of --finetune PATH; give --finetune too")
+    own_model = bool(args.preset) or config_model
+    pretrained = _apply_finetune(cfg, args, own_model) if args.finetune else None
     flags = {
         "data.data_dir": args.data_dir, "schedule.epochs": args.epochs, "data.batch_size": args.batch_size,
         "optim.lr": args.lr, "train.precision": args.precision, "train.seed": args.seed,
@@ -98,26 +107,31 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
     if args.skip_bad_images:
         cfg.data.skip_bad_images = True
     cfg = apply_overrides(cfg, args.overrides)
-    if pretrained is not None and not args.preset:
+    if pretrained is not None and not own_model:
         _rebuild_finetune_model(cfg, pretrained)
     return cfg, pretrained
 
 
-def _apply_finetune(cfg: ConfigNode, args: argparse.Namespace) -> Any:
+def _apply_finetune(cfg: ConfigNode, args: argparse.Namespace, own_model: bool) -> Any:
     """Point the run config at ``--finetune``'s weights; the architecture is the checkpoint's unless
-    ``--preset`` is given (model.* overrides change it either way). Returns the loaded weights."""
+    ``own_model`` (``--preset`` or a config file's model; model.* overrides change it either way).
+    Returns the loaded weights."""
     from vit5.train.finetune import load_pretrained
 
     pretrained = load_pretrained(
-        args.finetune, ema=args.ema, sha256=args.finetune_sha256, trust_config=args.trust_config
+        args.finetune,
+        ema=bool(args.ema or cfg.train.get("finetune_ema")),
+        sha256=args.finetune_sha256 or cfg.train.get("finetune_sha256"),
+        trust_config=args.trust_config,
     )
     model = pretrained.model
     cfg.train.finetune = pretrained.source
-    cfg.train.finetune_ema = bool(args.ema)
+    cfg.train.finetune_ema = bool(args.ema or cfg.train.get("finetune_ema"))
     cfg.train.finetune_sha256 = pretrained.sha256
     cfg.data.in_channels = model.in_channels  # grayscale data is replicated for an RGB checkpoint
-    cfg.data.image_size = model.image_size
-    if not args.preset:
+    if not (own_model and args.config):  # a config file's model is built at its data.image_size
+        cfg.data.image_size = model.image_size
+    if not own_model:
         cfg.model = ConfigNode(pretrained.config)
         for key in ("image_size", "in_channels", "num_classes"):
             cfg.model[key] = getattr(model, key)
