@@ -14,7 +14,7 @@ from vit5 import create_model
 from vit5.modules.film import KernelFiLMGenerator
 from vit5.train.distributed import EpochSampler, RepeatedAugSampler
 from vit5.train.finetune import freeze_backbone, init_from_pretrained
-from vit5.train.loop import SmoothedBCE
+from vit5.train.losses import SmoothedBCE
 from vit5.train.optim import (
     build_optimizer,
     build_scheduler,

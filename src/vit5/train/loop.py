@@ -37,6 +37,7 @@ from vit5.train.distributed import (
 )
 from vit5.train.evaluate import check_labels, evaluate
 from vit5.train.finetune import describe_architecture, freeze_backbone, init_from_pretrained, load_pretrained
+from vit5.train.losses import build_criterion
 from vit5.train.metrics import MetricsLog, plot_curves
 from vit5.train.optim import build_optimizer, build_scheduler
 from vit5.train.recipes import build_model, finalize, validate_run_config
@@ -56,20 +57,6 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-class SmoothedBCE(nn.Module):
-    """Binary cross-entropy on one-hot targets with label smoothing ``(1 - s) onehot + s / K``
-    (``train.loss=bce`` without mixup/cutmix, whose soft targets go straight to BCE)."""
-
-    def __init__(self, num_classes: int, smoothing: float = 0.0) -> None:
-        super().__init__()
-        self.num_classes, self.smoothing = num_classes, smoothing
-
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        targets = nn.functional.one_hot(labels, self.num_classes).to(logits.dtype)  # (B, K)
-        targets = targets * (1 - self.smoothing) + self.smoothing / self.num_classes
-        return nn.functional.binary_cross_entropy_with_logits(logits, targets)
 
 
 def _trainable(model: nn.Module) -> str:
@@ -155,7 +142,9 @@ class Trainer:
             from timm.utils import ModelEmaV3
 
             self.ema = ModelEmaV3(self.model, decay=float(self.cfg.train.ema_decay))
-        self.mixup = self._build_mixup()
+        self.criterion, self.mixup = build_criterion(
+            self.cfg.train, self.spec.num_classes, self.sampler.batch_size
+        )
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best_acc, self.skipped = -1.0, 0
         self.epoch_totals = [0.0, 0.0, 0.0]  # loss sum, correct, count of the current epoch so far
@@ -244,28 +233,6 @@ class Trainer:
             torch.utils.data.Subset(self.test_set, test_indices), batch_size=int(data.get("eval_batch_size", 256)),
             shuffle=False, **options,
         )  # fmt: skip
-
-    def _build_mixup(self) -> Any:
-        train = self.cfg.train
-        bce = train.get("loss", "ce") == "bce"
-        if float(train.mixup) <= 0 and float(train.cutmix) <= 0:
-            if bce:
-                self.criterion = SmoothedBCE(self.spec.num_classes, float(train.label_smoothing))
-            else:
-                self.criterion = nn.CrossEntropyLoss(label_smoothing=float(train.label_smoothing))
-            return None
-        from timm.data import Mixup
-        from timm.loss import SoftTargetCrossEntropy
-
-        if self.sampler.batch_size % 2:
-            raise ValueError(
-                f"mixup/cutmix need an even per-process batch size, got {self.sampler.batch_size}"
-            )
-
-        self.criterion = nn.BCEWithLogitsLoss() if bce else SoftTargetCrossEntropy()
-        return Mixup(mixup_alpha=float(train.mixup), cutmix_alpha=float(train.cutmix),
-                     switch_prob=float(train.mixup_switch_prob), label_smoothing=float(train.label_smoothing),
-                     num_classes=self.spec.num_classes)  # fmt: skip
 
     def _restore(self) -> None:
         checkpoint = self.checkpoint

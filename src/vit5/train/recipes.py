@@ -42,9 +42,9 @@ from vit5.config import (
 )
 from vit5.data import AUGMENTATIONS, DATASETS, INTERPOLATIONS, dataset_defaults, parse_randaugment
 from vit5.networks.presets import build_vit5, preset_arguments
+from vit5.train.losses import LOSSES
 from vit5.train.optim import SCHEDULES, check_param_overrides
 
-LOSSES = ("ce", "bce")
 FREEZE_MODES = ("backbone",)
 
 SECTIONS = ("model", "data", "optim", "schedule", "train")
