@@ -451,8 +451,9 @@ def rebuild_at_resolution(
     Args:
         model: The network (left unchanged).
         image_size: New square input resolution (a multiple of the patch size).
-        config: The config ``model`` was built from; default ``model.config`` when the network
-            carries one (networks from :func:`vit5.load_model`).
+        config: The config ``model`` was built from (a preset's ``model_config(...)``, a run's
+            ``model`` section, or ``vit5.weights.load_model_and_config(path).model_config``);
+            ``None`` uses ``model.config`` if the network carries one.
 
     Returns:
         The rebuilt network, in ``model``'s training/eval mode, on its device and dtype.
