@@ -178,7 +178,7 @@ def test_an_output_path_blocked_by_a_file_is_a_one_line_error(tmp_path, trained_
     assert code == 2 and "cannot create the output directory" in err
     assert blocker.read_text() == "mine"
     code, _, err = run_cli(["eval", str(blocker)], capsys)
-    assert code == 2 and "not a run directory, checkpoint directory or .safetensors file" in err
+    assert code == 2 and "not a weights file (expected .safetensors or a torch.save" in err
 
 
 def test_resume_of_a_non_run_is_an_error(tmp_path, capsys):
@@ -275,7 +275,7 @@ def test_info_prints_layout_and_blocks(capsys):
         and "210 tokens (sees padding)" in out
     )
     code, _, err = run_cli(["info"], capsys)
-    assert code == 2 and "exactly one of" in err
+    assert code == 2 and "needs a CHECKPOINT, --preset NAME or --config FILE" in err
     # the same model.* overrides as `vit5 train` (preset arguments such as pattern and mlp_ratio)
     code, out, _ = run_cli(["info", "--preset", "vit5_tiny_hybrid", "model.pattern=A"], capsys)
     assert code == 0 and "Hyena" not in out and out.count("attention") == 4

@@ -21,6 +21,7 @@ from vit5.config import (
     load_config,
     save_config,
 )
+from vit5.io import register_config_target
 from vit5.modules import (
     MLP,
     BlockAlignedGaussianModulationND,
@@ -61,7 +62,6 @@ from vit5.ops.init import (
     trunc_normal_init_factory,
     wang_init,
 )
-from vit5.io import register_config_target
 from vit5.weights import load_model, load_nvsubquadratic_checkpoint, load_official_vit5
 
 if importlib.util.find_spec("timm") is not None:

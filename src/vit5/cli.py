@@ -314,7 +314,9 @@ def command_eval(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or loaded.run_config.get("data", {}).get("data_dir")
     if dataset in (None, "imagefolder"):
         if not data_dir:
-            raise UsageError(f"{loaded.source} does not name a dataset: pass --data-dir DIR (class folders) or --dataset")
+            raise UsageError(
+                f"{loaded.source} does not name a dataset: pass --data-dir DIR (class folders) or --dataset"
+            )
         split = folder_split(data_dir, cfg["class_names"])
         test_set, names = evaluation_set(split, cfg), list(cfg["class_names"] or split.classes)
         dataset = f"{data_dir}"
@@ -322,7 +324,9 @@ def command_eval(args: argparse.Namespace) -> int:
         _, test_set, spec = build_datasets(dataset, data_dir, image_size=model.image_size, augment="none",
                                            in_channels=model.in_channels)  # fmt: skip
         if spec.num_classes != model.num_classes:
-            raise UsageError(f"{dataset} has {spec.num_classes} classes but the model predicts {model.num_classes}")
+            raise UsageError(
+                f"{dataset} has {spec.num_classes} classes but the model predicts {model.num_classes}"
+            )
         if not _recorded_defaults(loaded):
             test_set = evaluation_set(test_set.source, cfg)
         names = spec.class_names or [str(i) for i in range(spec.num_classes)]
@@ -334,7 +338,11 @@ def command_eval(args: argparse.Namespace) -> int:
     result = evaluate(model.to(device), loader, model.num_classes, DistributedContext(device=device),
                       precision=args.precision, confusion=True)  # fmt: skip
     source = Path(args.source)
-    out = Path(args.out) if args.out else (source / "eval" if (source / "config.yaml").is_file() else Path("vit5-eval"))
+    out = (
+        Path(args.out)
+        if args.out
+        else (source / "eval" if (source / "config.yaml").is_file() else Path("vit5-eval"))
+    )
     make_directory(out, "the output directory")
     summary = f"{'EMA ' if loaded.ema else ''}weights {loaded.source}"
     figure = None
@@ -627,9 +635,13 @@ def _add_source_arguments(parser: argparse.ArgumentParser, *, inference: bool) -
                         help="evaluate the trained model at this resolution (RoPE at the training grid's scale, "
                         "pos_embed resampled bicubically)")  # fmt: skip
     parser.add_argument("--trust-config", action="store_true", help=_TRUST_HELP)
-    parser.add_argument("--config", help="network config for a checkpoint without one (.py is code, .yaml data)")
+    parser.add_argument(
+        "--config", help="network config for a checkpoint without one (.py is code, .yaml data)"
+    )
     if inference:
-        parser.add_argument("--crop-ratio", type=float, help="resize to size / ratio, center-crop (default: recorded)")
+        parser.add_argument(
+            "--crop-ratio", type=float, help="resize to size / ratio, center-crop (default: recorded)"
+        )
         parser.add_argument("--interpolation", choices=("bicubic", "bilinear"), help="default: recorded")
         parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
         parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
@@ -646,8 +658,12 @@ def build_parser() -> argparse.ArgumentParser:
         "eval", help="evaluate a checkpoint: top-1/top-5, per class, confusion.png"
     )
     _add_source_arguments(evaluate, inference=True)
-    evaluate.add_argument("--dataset", help="dataset name (default: the run's); else --data-dir class folders")
-    evaluate.add_argument("--data-dir", help="the dataset's files, or a folder of class folders (an ImageNet-val copy)")
+    evaluate.add_argument(
+        "--dataset", help="dataset name (default: the run's); else --data-dir class folders"
+    )
+    evaluate.add_argument(
+        "--data-dir", help="the dataset's files, or a folder of class folders (an ImageNet-val copy)"
+    )
     evaluate.add_argument("--out", help="where to write confusion.png")
     evaluate.add_argument("--batch-size", type=_int_at_least(1), default=256)
     evaluate.add_argument("--workers", type=_int_at_least(0), default=0)
@@ -659,9 +675,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--batch-size", type=_int_at_least(1), default=32)
     predict.add_argument("--out", help="write the predictions to this .json or .csv file")
-    convert = commands.add_parser("convert", help="write any loadable checkpoint as vit5 safetensors (or official)")
+    convert = commands.add_parser(
+        "convert", help="write any loadable checkpoint as vit5 safetensors (or official)"
+    )
     _add_source_arguments(convert, inference=False)
-    convert.add_argument("--out", required=True, help="the file to write (.safetensors; .pth for --to official)")
+    convert.add_argument(
+        "--out", required=True, help="the file to write (.safetensors; .pth for --to official)"
+    )
     convert.add_argument("--to", choices=("vit5", "official"), default="vit5",
                          help="vit5 safetensors with its config (default), or the official ViT-5 layout")  # fmt: skip
     info = commands.add_parser("info", help="parameters, FLOPs, token layout and blocks of a model")
@@ -684,6 +704,9 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     stray = [item for item in extras if item.startswith("-") or "=" not in item]
     if stray:
         parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    source = getattr(args, "source", None)
+    if args.command == "info" and source and "=" in source and not Path(source).exists():
+        args.source, args.overrides = None, [source, *args.overrides]  # `info --preset X model.a=b`
     if extras:
         if not hasattr(args, "overrides"):
             parser.error(f"vit5 {args.command} takes no overrides: {' '.join(extras)}")

@@ -65,12 +65,20 @@ def convert_checkpoint(
         raise ValueError(f"--out {out}: a {to} checkpoint is written as {' or '.join(suffixes)}")
     if out.is_dir():
         raise ValueError(f"--out {out}: is a directory, expected a file name")
-    loaded = load_model_and_config(source, ema=ema, image_size=image_size, trust_config=trust_config, config=config)
+    loaded = load_model_and_config(
+        source, ema=ema, image_size=image_size, trust_config=trust_config, config=config
+    )
     if to == "vit5":
         return save_model(out, loaded.model, loaded.model_config, data=loaded.data, ema=loaded.ema)
     model = loaded.model
-    attention = next((m for m in model.modules() if hasattr(m, "rope_base") and hasattr(m, "reg_rope_base")), None)
-    bases = {} if attention is None else {"rope_base": attention.rope_base, "reg_rope_base": attention.reg_rope_base}
+    attention = next(
+        (m for m in model.modules() if hasattr(m, "rope_base") and hasattr(m, "reg_rope_base")), None
+    )
+    bases = (
+        {}
+        if attention is None
+        else {"rope_base": attention.rope_base, "reg_rope_base": attention.reg_rope_base}
+    )
     try:
         state = vit5_to_official(model.state_dict(), **bases)
     except ValueError as error:

@@ -25,14 +25,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from vit5.config import TARGET_KEY, LazyConfig, instantiate, load_config, resolve, to_container
+from vit5.config import TARGET_KEY, LazyConfig, instantiate, load_config, locate, resolve, to_container
 from vit5.io import (
     CheckpointError,
     check_config_targets,
+    config_targets,
     file_digest,
     load_weights,
     plain_data,
     read_weights_file,
+    resolve_config_target,
 )
 from vit5.networks.interop import extract_state_dict
 from vit5.networks.official import (
@@ -102,7 +104,9 @@ def official_model_config(official: Mapping[str, torch.Tensor], num_classes: int
     if layout.mlp_ratio != 4.0:
         arguments["mlp_ratio"] = layout.mlp_ratio
     if (rope_base, reg_rope_base) != (10000.0, 100.0):
-        logger.info("official checkpoint uses RoPE bases %g (patches) and %g (registers)", rope_base, reg_rope_base)
+        logger.info(
+            "official checkpoint uses RoPE bases %g (patches) and %g (registers)", rope_base, reg_rope_base
+        )
         arguments.update(rope_base=rope_base, reg_rope_base=reg_rope_base)
     return LazyConfig(build_vit5)(**arguments)
 
@@ -153,7 +157,11 @@ def load_official_vit5(
         variant = official_variant(variant)
         width, depth, heads = OFFICIAL_VARIANTS[variant]
         if (layout.hidden_dim, layout.num_heads) != (width, heads):
-            matches = [n for n, (d, _, h) in OFFICIAL_VARIANTS.items() if (d, h) == (layout.hidden_dim, layout.num_heads)]
+            matches = [
+                n
+                for n, (d, _, h) in OFFICIAL_VARIANTS.items()
+                if (d, h) == (layout.hidden_dim, layout.num_heads)
+            ]
             raise ValueError(
                 f"variant={variant!r} has hidden_dim {width} and {heads} heads, but the checkpoint has hidden_dim "
                 f"{layout.hidden_dim} and {layout.num_heads} heads"
@@ -355,7 +363,9 @@ def _looks_safetensors(path: Path) -> bool:
 def _load_directory(path: Path, ema: bool, trust_config: bool) -> LoadedModel:
     if (path / _META).is_file():
         return _load_checkpoint_directory(path, ema, trust_config)
-    candidates = [path / "checkpoints" / name for name in _RUN_CHECKPOINTS if (path / "checkpoints" / name).exists()]
+    candidates = [
+        path / "checkpoints" / name for name in _RUN_CHECKPOINTS if (path / "checkpoints" / name).exists()
+    ]
     if not candidates:
         raise CheckpointError(
             f"{path}: a directory without weights (expected a vit5 run directory with checkpoints/, "
@@ -404,7 +414,9 @@ def _load_safetensors(
         official = _official_state({"model": tensors}) if tensors else None
         if official is not None:
             if ema:
-                raise CheckpointError(f"{path}: an official state dict without EMA weights; load it without ema")
+                raise CheckpointError(
+                    f"{path}: an official state dict without EMA weights; load it without ema"
+                )
             return _load_official(path, official)
         raise CheckpointError(
             f"{path}: a safetensors file without a vit5 config; pass config= (a network config) or convert it "
@@ -417,10 +429,15 @@ def _load_safetensors(
         )
     if recorded is not None:
         recorded = check_config_targets(recorded, str(path), trust_config=trust_config)
-    run = run_config if isinstance(run_config, Mapping) else recorded or {}
+    if isinstance(run_config, Mapping):  # meta.json's copy of the run config: checked like the rest
+        run = check_config_targets(run_config, str(path.parent / _META), trust_config=trust_config)
+    else:
+        run = recorded or {}
     model_cfg = (recorded or {}).get("model") if recorded is not None else _config_tree(config, trust_config)
     if model_cfg is None:
-        raise CheckpointError(f"{path}: the checkpoint's config has no model section; cannot rebuild the network")
+        raise CheckpointError(
+            f"{path}: the checkpoint's config has no model section; cannot rebuild the network"
+        )
     model = _build(model_cfg, tensors, path)
     data = metadata.get("data") if isinstance(metadata.get("data"), Mapping) else {}
     stored = metadata.get("pretrained_cfg")
@@ -454,12 +471,15 @@ def _load_official(path: Path, checkpoint: Mapping, ema: bool = False) -> Loaded
 def _load_pickle(path: Path, ema: bool, trust_config: bool, config: Any) -> LoadedModel:
     checkpoint = read_weights_file(path, inert=True)
     if not isinstance(checkpoint, Mapping):
-        raise CheckpointError(f"{path}: holds a {type(checkpoint).__name__}, expected a state dict or checkpoint dict")
+        raise CheckpointError(
+            f"{path}: holds a {type(checkpoint).__name__}, expected a state dict or checkpoint dict"
+        )
     if _official_state(checkpoint) is not None:
         if ema and "model_ema" not in checkpoint:
             raise CheckpointError(f"{path}: ema=True but the checkpoint has no 'model_ema' entry")
         return _load_official(path, checkpoint, ema)
-    hyper = plain_data(checkpoint.get("hyper_parameters") or checkpoint.get("hparams") or {})
+    hyper = plain_data(checkpoint.get("hyper_parameters") or checkpoint.get("hparams") or {},
+                       lambda name: _function_reference(name, f"{path} (hyper-parameters)", trust_config))  # fmt: skip
     if config is not None:
         model_cfg = _config_tree(config, trust_config)
     else:
@@ -479,6 +499,19 @@ def _load_pickle(path: Path, ema: bool, trust_config: bool, config: Any) -> Load
     return LoadedModel(model.eval(), to_container(model_cfg), {}, {}, path, ema, kind="nvsubquadratic")
 
 
+def _function_reference(name: str, source: str, trust_config: bool) -> Any:
+    """A function stored by reference in a foreign config (nvSubquadratic stores ``small_init``
+    itself): the recorded call of its registered zero-argument ``<name>_factory`` when vit5 has one
+    (so the config stays savable), else the registered callable. Unregistered names are refused."""
+    if trust_config:
+        return locate(name)
+    path = resolve_config_target(name, source)
+    factory = f"{path}_factory"
+    if factory in config_targets():
+        return {TARGET_KEY: factory}
+    return config_targets()[path]
+
+
 def _config_tree(config: Any, trust_config: bool) -> Any:
     """A network config from ``config=``: a tree (its ``model`` section if it is a run config) or YAML."""
     if isinstance(config, (str, os.PathLike)):
@@ -491,7 +524,9 @@ def _config_tree(config: Any, trust_config: bool) -> Any:
 def _build_unloaded(model_cfg: Any, source: Path) -> ViT5ClassificationNet:
     model = instantiate(resolve(model_cfg) if isinstance(model_cfg, Mapping) else model_cfg)
     if not isinstance(model, ViT5ClassificationNet):
-        raise CheckpointError(f"{source}: the config builds a {type(model).__name__}, expected a ViT5ClassificationNet")
+        raise CheckpointError(
+            f"{source}: the config builds a {type(model).__name__}, expected a ViT5ClassificationNet"
+        )
     return model
 
 
@@ -510,7 +545,9 @@ def _build(model_cfg: Any, state: Mapping[str, torch.Tensor], source: Path) -> V
     return model.eval()
 
 
-def _pretrained_from(model: ViT5ClassificationNet, stored: Any, data: Mapping, source: Path) -> dict[str, Any]:
+def _pretrained_from(
+    model: ViT5ClassificationNet, stored: Any, data: Mapping, source: Path
+) -> dict[str, Any]:
     """``pretrained_cfg`` from a file: as recorded by convert/export, else from a run's data spec."""
     digest = file_digest(source)
     if isinstance(stored, Mapping):

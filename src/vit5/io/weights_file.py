@@ -21,6 +21,7 @@ import json
 import os
 import pickle
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ _PICKLE_MAGIC = (b"PK\x03\x04", b"\x80")  # zip archive (torch.save), legacy pic
 #: read as inert placeholders; a pickle naming anything else (``os.system``, ``builtins.eval``,
 #: ``subprocess.*``, ...) is refused as crafted.
 INERT_MODULES = ("omegaconf", "typing", "enum", "pathlib", "collections", "argparse", "numpy",
-                 "lightning", "pytorch_lightning", "lightning_fabric")  # fmt: skip
+                 "lightning", "pytorch_lightning", "lightning_fabric", "nvsubquadratic")  # fmt: skip
 INERT_BUILTINS = frozenset(("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str",
                             "bool", "bytes", "bytearray", "object", "slice", "range", "type"))  # fmt: skip
 
@@ -148,13 +149,18 @@ def torch_load_safely(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    return _weights_only_load(path, SAFE_EXTRA_GLOBALS)
+
+
+def _weights_only_load(path: Path, extra_globals: Any) -> Any:
+    """``torch.load(weights_only=True)`` with ``extra_globals`` allowed; torch's errors as one line."""
     try:
-        with torch.serialization.safe_globals(list(SAFE_EXTRA_GLOBALS)):
+        with torch.serialization.safe_globals(list(extra_globals)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{path}: refused to load: the file contains Python objects other than tensors and plain values "
-            f"(loading it could run code): {_reason(error)}"
+            f"(loading it could run code; nothing from the file was run): {_reason(error)}"
         ) from error
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as error:
         raise CheckpointError(
@@ -231,7 +237,9 @@ def load_pickle_inert(path: str | os.PathLike) -> Any:
     try:
         foreign = torch.serialization.get_unsafe_globals_in_checkpoint(path)
     except (RuntimeError, ValueError, OSError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
-        raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupted?): {error}") from error
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or corrupted?): {error}"
+        ) from error
     allowed = {f"{obj.__module__}.{obj.__qualname__}" for obj in SAFE_EXTRA_GLOBALS}
     crafted = sorted(name for name in foreign if name not in allowed and not _inert_global(name))
     if crafted:
@@ -240,40 +248,34 @@ def load_pickle_inert(path: str | os.PathLike) -> Any:
             "to contain (loading it could run code; nothing from the file was run)"
         )
     stand_ins = [(_stand_in(name), name) for name in foreign if name not in allowed]
-    try:
-        with torch.serialization.safe_globals([*SAFE_EXTRA_GLOBALS, *stand_ins]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"{path}: refused to load: {_reason(error)} (nothing from the file was run)"
-        ) from error
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as error:
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated or corrupted?): {str(error).splitlines()[0]}"
-        ) from error
+    return _weights_only_load(path, [*SAFE_EXTRA_GLOBALS, *stand_ins])
 
 
-def plain_data(value: Any) -> Any:
+def plain_data(value: Any, callables: Callable[[str], Any] | None = None) -> Any:
     """``value`` with inert OmegaConf containers read back as dicts / lists / plain values.
 
     An OmegaConf ``DictConfig`` / ``ListConfig`` pickles its items in ``state["_content"]`` and a
-    value node its value in ``state["_val"]``; those fields are read as data. Any other foreign
-    object stays a :class:`ForeignObject`.
+    value node its value in ``state["_val"]``; those fields are read as data. A bare reference to a
+    foreign class or function (the nvSubquadratic configs store ``small_init`` itself) becomes
+    ``callables(dotted_name)`` when given (e.g. the registered vit5 equivalent), else stays its
+    placeholder class. Any other foreign object stays a :class:`ForeignObject`.
     """
+    if isinstance(value, type) and issubclass(value, ForeignObject):
+        return callables(value.name) if callables is not None else value
     if isinstance(value, ForeignObject):
         state = value.state
         if isinstance(state, tuple) and len(state) == 2 and isinstance(state[0], dict):
             state = state[0]
         if isinstance(state, dict):
             if "_content" in state:
-                return plain_data(state["_content"])
+                return plain_data(state["_content"], callables)
             if "_val" in state:
-                return plain_data(state["_val"])
+                return plain_data(state["_val"], callables)
         return value
     if isinstance(value, dict):
-        return {key: plain_data(item) for key, item in value.items()}
+        return {key: plain_data(item, callables) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [plain_data(item) for item in value]
+        return [plain_data(item, callables) for item in value]
     return value
 
 

@@ -15,7 +15,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "PRETRAINED_CFG_KEYS", "default_pretrained_cfg", "make_pretrained_cfg"]
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "PRETRAINED_CFG_KEYS",
+    "default_pretrained_cfg",
+    "make_pretrained_cfg",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

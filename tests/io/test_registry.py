@@ -1,0 +1,133 @@
+"""The config-target registry: configs read from files may only build registered callables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+import vit5
+from vit5.config import TARGET_KEY, load_config, to_container
+from vit5.data import DATASETS
+from vit5.io.registry import (
+    ConfigTargetError,
+    check_config_targets,
+    register_config_target,
+    resolve_config_target,
+)
+from vit5.train.recipes import default_run_config, load_python_config
+
+CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.py"))
+
+
+def targets(tree):
+    found = []
+
+    def walk(value):
+        if isinstance(value, dict):
+            if TARGET_KEY in value:
+                found.append(value[TARGET_KEY])
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                walk(item)
+
+    walk(to_container(tree))
+    return found
+
+
+@pytest.mark.parametrize("name", vit5.list_models())
+def test_every_preset_config_is_admitted_unchanged(name):
+    cfg = to_container(vit5.model_config(name))
+    assert targets(cfg) and check_config_targets(cfg, name) == cfg
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+def test_every_default_run_config_is_admitted(dataset):
+    cfg = to_container(default_run_config(dataset))
+    assert check_config_targets(cfg, dataset) == cfg
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_file_in_configs_is_admitted(path):
+    tree = to_container(load_python_config(path))
+    assert targets(tree) and check_config_targets(tree, path.name) == tree
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["os.system", "subprocess.run", "builtins.eval", "vit5.cli.main", "vit5._io.atomic_write_text",
+     "vit5.config.io.save_config", "torch.load", "torch.nn.Module.register_forward_hook", "nvsubquadratic.cli.main",
+     "vit5.ViT5ClassificationNet.load_state_dict", "", 3, None],
+)  # fmt: skip
+def test_unregistered_targets_are_refused_before_import(target, tmp_path):
+    tree = {"model": vit5.model_config("vit5_tiny_attention")}
+    tree = to_container(tree)
+    tree["model"]["norm_cfg"][TARGET_KEY] = target  # deep in the tree
+    with pytest.raises(
+        ConfigTargetError, match=r"(?s)file\.yaml at model\.norm_cfg: __target__ .* not a registered"
+    ):
+        check_config_targets(tree, "file.yaml")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    with pytest.raises(ValueError, match="not a registered config target") as error:
+        load_config(path)
+    assert str(path) in str(error.value) and "\n" not in str(error.value)
+
+
+def test_yaml_payload_is_never_called(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.yaml"
+    path.write_text(yaml.safe_dump({"model": {TARGET_KEY: "os.system", "command": f"touch {marker}"}}))
+    with pytest.raises(ConfigTargetError):
+        vit5.instantiate(load_config(path)["model"])
+    assert not marker.exists()
+    trusted = load_config(path, trust_config=True)  # the user's own file: built as written
+    assert trusted["model"][TARGET_KEY] == "os.system"
+
+
+def test_reference_targets_map_to_vit5_classes():
+    assert resolve_config_target("nvsubquadratic.modules.vit5_attention.ViT5Attention").endswith(
+        "vit5.modules.attention.ViT5Attention"
+    )
+    tree = {TARGET_KEY: "nvsubquadratic.modules.rms_norm.RMSNorm", "dim": 8,
+            "init": {TARGET_KEY: "nvsubquadratic.utils.init.trunc_normal_init", "std": 0.02}}  # fmt: skip
+    checked = check_config_targets(tree, "ref.yaml")
+    assert checked[TARGET_KEY] == "vit5.modules.norms.RMSNorm"
+    assert checked["init"][TARGET_KEY] == "vit5.ops.init.trunc_normal_init"
+    assert tree[TARGET_KEY].startswith("nvsubquadratic")  # input untouched
+    for name in (
+        "nvsubquadratic.parallel.utils.init_parallel_state",
+        "nvsubquadratic.modules.mamba_nd.Mamba",
+    ):
+        with pytest.raises(ConfigTargetError):
+            resolve_config_target(name)
+
+
+def test_torch_nn_layers_by_public_and_defining_path():
+    for path in (
+        "torch.nn.GELU",
+        "torch.nn.modules.activation.GELU",
+        "torch.nn.Identity",
+        "torch.nn.LayerNorm",
+    ):
+        assert resolve_config_target(path) == path
+    with pytest.raises(ConfigTargetError):
+        resolve_config_target("torch.nn.modules.module.Module")
+
+
+def test_registering_a_user_class_admits_it():
+    class_name = "tests.io.test_registry._UserLayer"
+    with pytest.raises(ConfigTargetError):
+        resolve_config_target(class_name)
+    register_config_target(_UserLayer, "mypkg.UserLayer")
+    assert resolve_config_target(class_name) == class_name
+    assert resolve_config_target("mypkg.UserLayer") == "mypkg.UserLayer"
+    with pytest.raises(TypeError, match="class or function"):
+        register_config_target(3)
+
+
+class _UserLayer:
+    pass
