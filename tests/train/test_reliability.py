@@ -130,7 +130,9 @@ def _wait_for_training(run: Path, process: subprocess.Popen, log_size: int, time
 
 
 def test_sigkill_at_random_moments_never_corrupts_the_run_and_resume_is_exact(tmp_path):
-    _kill_and_resume(tmp_path, [*QUICK, "--epochs", "2", "train.checkpoint_every_steps=1", "train.ema_decay=0.9"])
+    _kill_and_resume(
+        tmp_path, [*QUICK, "--epochs", "2", "train.checkpoint_every_steps=1", "train.ema_decay=0.9"]
+    )
 
 
 @pytest.mark.slow  # ~1-2 min on 2 cores
