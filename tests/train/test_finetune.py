@@ -134,7 +134,7 @@ def test_ema_weights_head_kept_and_no_source_needed_afterwards(tmp_path, capsys)
     code, _, err = run_cli(["train", "--finetune", str(path), "--ema", "--out", str(run), *QUICK, "optim.lr=1e-30"],
                            capsys)  # fmt: skip
     assert code == 0, err
-    assert "(EMA weights)" in err and "new 10-class head" not in err
+    assert "(EMA weights)" in err and "new 10-class head" not in err and "10-class head kept" in err
     last = load_checkpoint(run / "checkpoints" / "last")
     expected = official_to_vit5(ema)
     for key in ("out_proj.weight", "out_proj.bias", "blocks.1.mlp.layer1.weight", "pos_embed"):
@@ -169,6 +169,20 @@ def test_finetune_from_a_vit5_run_with_preset_and_overrides(tmp_path, capsys):
     code, _, err = run_cli(["train", "--finetune", str(source), "--out", str(tmp_path / "bad"), *QUICK,
                             "--preset", "vit5_tiny_attention"], capsys)  # fmt: skip
     assert code == 2 and "do not fit the model" in err
+
+
+def test_image_size_without_finetune_builds_the_model_at_that_size(tmp_path, capsys):
+    run = tmp_path / "run"
+    small = ["model.hidden_dim=32", "model.num_blocks=2", "model.siren_hidden_dim=8"]
+    code, _, err = run_cli(["train", "--image-size", "24", "--out", str(run), *QUICK, *small], capsys)
+    assert code == 0, err
+    assert "24 px" in err
+    last = load_checkpoint(run / "checkpoints" / "last")
+    assert last.model["pos_embed"].shape[1] == (24 // 4) ** 2 and last.meta["data"]["image_size"] == 24
+    code, _, err = run_cli(
+        ["train", "--image-size", "30", "--out", str(tmp_path / "bad"), *QUICK, *small], capsys
+    )
+    assert code == 2 and "divisible by patch_size" in err
 
 
 class _Counting(http.server.SimpleHTTPRequestHandler):

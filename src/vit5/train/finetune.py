@@ -154,6 +154,8 @@ def init_from_pretrained(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
     head_new = [key for key in own if key.startswith(HEAD_PREFIXES) and key not in loaded]
     if head_new:
         notes.append(f"new {getattr(model, 'num_classes', '?')}-class head")
+    elif any(key.startswith(HEAD_PREFIXES) for key in loaded):
+        notes.append(f"{getattr(model, 'num_classes', '?')}-class head kept")
     missing = sorted(set(own) - set(loaded) - set(head_new))
     unexpected = sorted(set(state) - set(own))
     if missing or unexpected or wrong:
