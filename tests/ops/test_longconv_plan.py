@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from vit5.ops import longconv_plan
-from vit5.ops.fftplan import plan_fft_conv
+from vit5.ops.fftplan import apply_spectrum, kernel_spectrum, plan_fft_conv
 from vit5.ops.longconv_plan import LongConvPath, LongConvPlan, plan_long_conv
-from vit5.ops.tracedconv import pow2_sizes
+from vit5.ops.tracedconv import traced_dft_conv, traced_fft_conv
 
 SMALL, LARGE = (7, 7), (32, 32)  # at C = 64: 0.6 MB and 268 MB dense operators
 
@@ -31,12 +32,15 @@ def plan(**overrides: object) -> LongConvPlan:
 @pytest.mark.parametrize(
     "overrides, expected",
     [
-        # rows 1-2: capture, whatever the grad mode; pow2 FFT sizes under export only
+        # rows 1-2: capture, whatever the grad mode; DFT matrices under export only
         (dict(capture="export"), LongConvPlan(LongConvPath.TRACED_DENSE)),
         (dict(capture="fx", grad_enabled=True), LongConvPlan(LongConvPath.TRACED_DENSE)),
-        (dict(capture="export", signal=LARGE), LongConvPlan(LongConvPath.TRACED_FFT, pow2_fft=True)),
+        (dict(capture="export", signal=LARGE), LongConvPlan(LongConvPath.TRACED_FFT, dft_matrices=True)),
         (dict(capture="compile", signal=LARGE), LongConvPlan(LongConvPath.TRACED_FFT)),
-        (dict(capture="export", zero_padding=False), LongConvPlan(LongConvPath.TRACED_FFT, pow2_fft=True)),
+        (
+            dict(capture="export", zero_padding=False),
+            LongConvPlan(LongConvPath.TRACED_FFT, dft_matrices=True),
+        ),
         (dict(capture="compile", chunked=True), LongConvPlan(LongConvPath.TRACED_DENSE)),
         # row 3
         (dict(chunked=True, grad_enabled=True), LongConvPlan(LongConvPath.FFT_CHUNKED)),
@@ -82,15 +86,22 @@ def test_unknown_capture_mode() -> None:
         plan(capture="jit")
 
 
-@pytest.mark.parametrize(
-    "signal, taps, periodic, expected",
-    [
-        ((14, 14), (27, 27), (False, False), (32, 32)),  # ViT-5-S at 224 px: 28 -> 32
-        ((32, 32), (63, 63), (False, False), (64, 64)),
-        ((15, 14), (15, 27), (True, False), (15, 32)),  # a circular axis keeps its period
-        ((8, 8), (15, 15), (False, False), (16, 16)),  # already a power of two
-    ],
-)
-def test_export_fft_sizes_are_powers_of_two_on_zero_axes(signal, taps, periodic, expected) -> None:
-    sizes = pow2_sizes(plan_fft_conv(signal, taps, periodic), periodic)
-    assert sizes == expected
+CONVOLUTIONS = [  # (signal, taps, periodic, causal)
+    ((5, 4), (9, 7), (False, False), False),
+    ((6, 5), (5, 5), (True, True), False),
+    ((6, 5), (5, 9), (True, False), False),
+    ((7,), (7,), (False,), True),
+    ((14, 14), (27, 27), (False, False), False),
+]
+
+
+@pytest.mark.parametrize("signal, taps, periodic, causal", CONVOLUTIONS)
+def test_traced_convolutions_match_the_eager_spectrum_path(signal, taps, periodic, causal) -> None:
+    torch.manual_seed(0)
+    x, kernel = torch.randn(3, 4, *signal), torch.randn(1, 4, *taps)
+    plan = plan_fft_conv(signal, taps, periodic, causal)
+    expected = apply_spectrum(x, kernel_spectrum(kernel, plan), plan)
+    for convolve in (traced_fft_conv, traced_dft_conv):
+        out = convolve(x, kernel, plan)
+        assert out.shape == expected.shape
+        assert float((out - expected).abs().max() / expected.abs().max()) < 2e-6

@@ -24,7 +24,7 @@ from vit5.ops.fftconv import (
     plan_fft_conv,
 )
 from vit5.ops.longconv_plan import LongConvPath, LongConvPlan, plan_long_conv
-from vit5.ops.tracedconv import traced_dense_conv, traced_fft_conv
+from vit5.ops.tracedconv import traced_dense_conv, traced_dft_conv, traced_fft_conv
 
 __all__ = ["CHUNK_SIZE", "CKConvND"]
 
@@ -277,7 +277,8 @@ class CKConvND(nn.Module):
             z = x.movedim(-1, 1).contiguous() if channels_last else x  # (B, C, *S)
             if path is LongConvPath.TRACED_FFT:
                 z = x.movedim(-1, 1) if channels_last else x  # the graph's compiler picks layouts
-                y = traced_fft_conv(z, operand, fft_plan, self._periodic, plan.pow2_fft).to(x.dtype)
+                convolve = traced_dft_conv if plan.dft_matrices else traced_fft_conv
+                y = convolve(z, operand, fft_plan).to(x.dtype)
             elif path is LongConvPath.FFT and channels_last and not grad:
                 # Accumulate chunk by chunk into the channels-last output: the same bits as the
                 # shortcut + conv sum below, without a full-size strided add.

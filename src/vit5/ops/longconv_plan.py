@@ -12,8 +12,8 @@ row  capture     grad    other conditions               path             cache  
 ===  ==========  ======  =============================  ===============  =====  ==========================
 1    fx, export, any     dense ok, fits                 TRACED_DENSE     no     plain ``index_select`` +
      compile             :data:`BUILT_DENSE_MAX_BYTES`                          ``bmm``: traceable, one GEMM
-2    fx, export, any     otherwise                      TRACED_FFT       no     plain ``torch.fft`` ops,
-     compile                                                                    real-arithmetic product
+2    fx, export, any     otherwise                      TRACED_FFT       no     plain ``torch.fft`` ops
+     compile                                                                    (export: DFT matrices)
 3    eager       any     ``use_chunked_fftconv``        FFT_CHUNKED      no     the config asks for it
 4    eager       on      dense ok, fits                 DENSE            no     one GEMM per channel beats
                          :data:`BUILT_DENSE_MAX_BYTES`                          three FFTs on tiny grids
@@ -37,14 +37,17 @@ turns it into a constant of the file), so the traced dense path has the small pe
 ViT-5-S at 224 px (``T = 196``, ``C = 384``, 59 MB per block) exports as FFTs, a tiny 8 x 8 grid
 at ``C = 192`` (3 MB) as the dense operator.
 
-FFT sizes under export (``pow2_fft``): powers of two on zero-padded axes. ONNX has no complex
-type: the exporter lowers ``rfftn`` / ``irfftn`` to ONNX ``DFT`` on a trailing real/imaginary axis
-(the spectral product is written in real arithmetic for that reason), and onnxruntime's ``DFT``
-is fast (radix-2) only for power-of-two lengths, falling back to an ``O(N^2)`` transform
-otherwise. Any size ``>= N + (K + 1) // 2`` (at most ``2N - 1`` taps: ``2N - 1`` always suffices)
-on a zero axis avoids wrap-around, so rounding up to a power of two changes nothing but the
-round-off. Circular axes keep size ``N`` (their period). Eager, compile and FX use the smallest
-sizes (:func:`vit5.ops.fftplan.plan_fft_conv`).
+Transforms under export (``dft_matrices``): real DFT matrices, one ``MatMul`` per axis
+(:func:`vit5.ops.tracedconv.traced_dft_conv`). ONNX has no complex type; the dynamo exporter does
+lower ``rfftn`` / ``irfftn`` to ONNX ``DFT`` (on a trailing real/imaginary axis), and that exports
+and matches, but onnxruntime's ``DFT`` is slow: for ViT-5-S Hyena-GAP at 224 px (batch 8, one
+thread) it took 67% of the session's time even at power-of-two sizes (32 x 32, the sizes its
+radix-2 kernel needs), and the session ran 2.4x slower than vit5 eager. As matrices, the zero
+padding and the crop fold into the tables, nothing in the graph is complex, and the smallest
+alias-free size per axis (``>= N + (K + 1) // 2``, from :func:`vit5.ops.fftplan.plan_fft_conv`)
+is used: a size need not be a power of two for a matrix product. The cost is ``O(N F)`` per axis
+instead of ``O(F log F)``, small next to the block's linear layers at these grids. Compile and FX
+keep ``torch.fft`` (inductor and eager kernels are fast there).
 """
 
 from __future__ import annotations
@@ -81,7 +84,7 @@ class LongConvPath(str, enum.Enum):
     FFT_LOWMEM = "fft_lowmem"  #: FFT with a backward that keeps x (``fft_conv_zero_lowmem``)
     FFT_CHUNKED = "fft_chunked"  #: FFT over ``CHUNK_SIZE`` channels at a time, plain autograd
     TRACED_DENSE = "traced_dense"  #: dense operator from plain ops (``vit5.ops.tracedconv``)
-    TRACED_FFT = "traced_fft"  #: FFTs from plain ops, real-arithmetic product (``vit5.ops.tracedconv``)
+    TRACED_FFT = "traced_fft"  #: FFTs (export: DFT matrices) from plain ops (``vit5.ops.tracedconv``)
 
 
 @dataclass(frozen=True)
@@ -93,13 +96,13 @@ class LongConvPlan:
         cache: Keep the kernel's spectrum (or dense operator) for the next call with the same
             input size and unchanged kernel tensors (eval mode, no autograd, no conditioning,
             eager only).
-        pow2_fft: Round FFT sizes up to powers of two on zero-padded axes (export only, see the
-            module doc).
+        dft_matrices: Transform with real DFT matrices instead of ``torch.fft`` (export only, see
+            the module doc).
     """
 
     path: LongConvPath
     cache: bool = False
-    pow2_fft: bool = False
+    dft_matrices: bool = False
 
 
 def plan_long_conv(
@@ -151,7 +154,7 @@ def plan_long_conv(
     if capture != "eager":
         if built_fits:
             return LongConvPlan(LongConvPath.TRACED_DENSE)
-        return LongConvPlan(LongConvPath.TRACED_FFT, pow2_fft=capture == "export")
+        return LongConvPlan(LongConvPath.TRACED_FFT, dft_matrices=capture == "export")
     if chunked:
         return LongConvPlan(LongConvPath.FFT_CHUNKED)
     if grad_enabled:

@@ -7,10 +7,10 @@ convolutions written with plain, differentiable tensor ops only (no Python branc
 * :func:`traced_dense_conv` — the dense ``[C, T, T]`` operator of :mod:`vit5.ops.denseconv`
   (``index_select`` of the kernel) applied as one batched matrix product (small grids);
 * :func:`traced_fft_conv` — ``rfftn`` of signal and kernel, their product in real arithmetic on
-  ``view_as_real`` pairs (ONNX has no complex type; the exporter lowers the FFTs to ``DFT`` on a
-  trailing real/imaginary axis), centring phase ramps as real ``cos`` / ``sin`` tables, ``irfftn``
-  and a crop. ``pow2=True`` rounds the FFT size of every zero-padded axis up to a power of two
-  (see :mod:`vit5.ops.longconv_plan` for why).
+  ``view_as_real`` pairs, centring phase ramps as real ``cos`` / ``sin`` tables, ``irfftn`` and a
+  crop (``torch.compile``, FX);
+* :func:`traced_dft_conv` — the same with every transform a product with real DFT matrices
+  (export: see :mod:`vit5.ops.longconv_plan` for why).
 
 Which one runs is decided by :func:`vit5.ops.longconv_plan.plan_long_conv`.
 """
@@ -26,13 +26,7 @@ import torch
 from vit5.ops.denseconv import dense_conv_operator
 from vit5.ops.fftplan import FFTConvPlan
 
-__all__ = ["pow2_sizes", "traced_dense_conv", "traced_fft_conv"]
-
-
-def pow2_sizes(plan: FFTConvPlan, periodic: Sequence[bool]) -> tuple[int, ...]:
-    """``plan.sizes`` rounded up to powers of two on the non-periodic axes (no wrap-around: a zero
-    axis only needs at least ``plan.sizes``); periodic axes keep their period ``N``."""
-    return tuple(n if p else 1 << (n - 1).bit_length() for n, p in zip(plan.sizes, periodic))
+__all__ = ["traced_dense_conv", "traced_dft_conv", "traced_fft_conv"]
 
 
 def _fp32(device: torch.device) -> contextlib.AbstractContextManager:
@@ -92,16 +86,14 @@ def traced_fft_conv(
     x: torch.Tensor,
     kernel: torch.Tensor,
     plan: FFTConvPlan,
-    periodic: Sequence[bool],
-    pow2: bool = False,
 ) -> torch.Tensor:
     """The convolution planned by ``plan`` (:func:`~vit5.ops.fftplan.plan_fft_conv`) of
     channels-first ``x`` ``[B, C, *S]`` with ``kernel`` ``[1|B, C, *K]``, in fp32: ``[B, C, *S]``.
 
-    Same values as :func:`vit5.ops.fftplan.apply_spectrum` up to FFT round-off (other sizes with
-    ``pow2``); every step is a plain tensor op.
+    Same values as :func:`vit5.ops.fftplan.apply_spectrum` up to FFT round-off; every step is a
+    plain tensor op.
     """
-    sizes = pow2_sizes(plan, periodic) if pow2 else plan.sizes
+    sizes = plan.sizes
     dims = tuple(range(-len(sizes), 0))
     with _fp32(x.device):
         x_f = torch.view_as_real(torch.fft.rfftn(x.float(), s=sizes, dim=dims))  # (B, C, *F', 2)
@@ -113,3 +105,90 @@ def traced_fft_conv(
         y = torch.fft.irfftn(y_f, s=sizes, dim=dims)  # (B, C, *F)
     index = (Ellipsis, *(slice(s, s + n) for s, n in zip(plan.starts, plan.signal)))
     return y[index]  # (B, C, *S)
+
+
+def _dft_pair(
+    n_in: int, size: int, inverse: bool, real_axis: bool, start: int, n_out: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cos, sin)`` matrices of one axis' DFT, fp32.
+
+    Forward (``inverse=False``): ``[n_in, F']`` with ``e^{-2 pi i f t / F} = cos + i sin`` for
+    input positions ``t < n_in`` (the zero padding to ``F`` is implicit) and frequencies ``f < F'``
+    (``F // 2 + 1`` on the real axis, else ``F``). Inverse: ``[F', n_out]`` of
+    ``w_f e^{+2 pi i f t / F} / F`` for the kept outputs ``t = start .. start + n_out - 1`` (the
+    crop is implicit); on the real axis ``w_f = 2`` except at ``f = 0`` and ``f = F / 2`` (the
+    Hermitian half, as ``irfft``), else ``w_f = 1``. Phases are reduced modulo ``F`` in integers.
+    """
+    frequencies = size // 2 + 1 if real_axis else size
+    f = torch.arange(frequencies, device=device, dtype=torch.int64)
+    if inverse:
+        t = torch.arange(start, start + n_out, device=device, dtype=torch.int64)
+        turns = torch.remainder(f[:, None] * t[None, :], size).double() / size  # (F', n_out)
+        weight = torch.ones(frequencies, device=device, dtype=torch.float64) / size
+        if real_axis:
+            weight = torch.where((f == 0) | (2 * f == size), weight, 2 * weight)
+        angle = (2 * math.pi) * turns
+        return (torch.cos(angle) * weight[:, None]).float(), (torch.sin(angle) * weight[:, None]).float()
+    t = torch.arange(n_in, device=device, dtype=torch.int64)
+    turns = torch.remainder(t[:, None] * f[None, :], size).double() / size  # (n_in, F')
+    angle = (-2 * math.pi) * turns
+    return torch.cos(angle).float(), torch.sin(angle).float()
+
+
+def _along(x: torch.Tensor, axis: int, matrix: torch.Tensor) -> torch.Tensor:
+    """``x`` with its ``axis`` contracted against ``matrix`` ``[n, m]`` (the axis becomes ``m``)."""
+    return torch.matmul(x.movedim(axis, -1), matrix).movedim(-1, axis)
+
+
+def _dft_forward(x: torch.Tensor, sizes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``rfftn`` of real ``x`` ``[..., *A]`` at ``sizes`` (zero padded) as ``(re, im)``: DFT matrices."""
+    data_dim = len(sizes)
+    axes = list(range(x.ndim - data_dim, x.ndim))
+    last = axes[-1]
+    c, s = _dft_pair(x.shape[last], sizes[-1], False, True, 0, 0, x.device)
+    re, im = _along(x, last, c), _along(x, last, s)
+    for axis, size in zip(axes[:-1], sizes[:-1]):
+        c, s = _dft_pair(x.shape[axis], size, False, False, 0, 0, x.device)
+        re, im = (
+            _along(re, axis, c) - _along(im, axis, s),
+            _along(re, axis, s) + _along(im, axis, c),
+        )
+    return re, im
+
+
+def _dft_inverse(
+    re: torch.Tensor, im: torch.Tensor, sizes: Sequence[int], starts: Sequence[int], lengths: Sequence[int]
+) -> torch.Tensor:
+    """The real window ``[..., *lengths]`` at ``starts`` of ``irfftn((re, im), sizes)``."""
+    data_dim = len(sizes)
+    axes = list(range(re.ndim - data_dim, re.ndim))
+    for axis, size, start, n in zip(axes[:-1], sizes[:-1], starts[:-1], lengths[:-1]):
+        c, s = _dft_pair(0, size, True, False, start, n, re.device)
+        re, im = (
+            _along(re, axis, c) - _along(im, axis, s),
+            _along(re, axis, s) + _along(im, axis, c),
+        )
+    c, s = _dft_pair(0, sizes[-1], True, True, starts[-1], lengths[-1], re.device)
+    return _along(re, axes[-1], c) - _along(im, axes[-1], s)
+
+
+def traced_dft_conv(x: torch.Tensor, kernel: torch.Tensor, plan: FFTConvPlan) -> torch.Tensor:
+    """:func:`traced_fft_conv` with every transform a product with real DFT matrices (export).
+
+    Per axis the transform is one ``matmul`` with ``[N, F']`` cosine and sine tables; zero padding
+    and the crop are folded into the tables (only the ``N`` input and kept output positions get
+    rows / columns), so the graph has no pads, slices or complex numbers, only ``MatMul``, ``Mul``,
+    ``Add``, ``Sub`` and ``Transpose``, which every runtime executes fast. ``x`` ``[B, C, *S]``,
+    ``kernel`` ``[1|B, C, *K]``; returns fp32 ``[B, C, *S]``.
+    """
+    sizes = plan.sizes
+    with _fp32(x.device):
+        x_re, x_im = _dft_forward(x.float(), sizes)  # (B, C, *F') each
+        k_re, k_im = _dft_forward(kernel.float(), sizes)  # (1|B, C, *F')
+        ramp = _phase_ramp(plan, sizes, x.device)
+        if ramp is not None:
+            r_re, r_im = ramp[..., 0], ramp[..., 1]
+            k_re, k_im = k_re * r_re - k_im * r_im, k_re * r_im + k_im * r_re
+        y_re = x_re * k_re - x_im * k_im
+        y_im = x_re * k_im + x_im * k_re
+        return _dft_inverse(y_re, y_im, sizes, plan.starts, plan.signal)  # (B, C, *S)
