@@ -67,8 +67,9 @@ def check_forward(name: str, **overrides) -> None:
     with torch.no_grad():
         out = model(x)
     assert out.shape == (1, model.num_classes) and not torch.isnan(out).any()
-    with pytest.raises(ValueError, match="gradient checkpointing"):
-        model.set_grad_checkpointing()
+    model.set_grad_checkpointing()  # timm: if supported, it must not change the output
+    with torch.no_grad():
+        assert torch.allclose(model(x), out, rtol=1e-4, atol=1e-5)
 
 
 def check_backward(name: str, **overrides) -> None:
@@ -125,6 +126,10 @@ def check_forward_intermediates(name: str, **overrides) -> None:
         final, maps = model.forward_intermediates(x, output_fmt="NCHW")
         _check_maps(maps, info.channels(), info.reduction(), size[-2:], 1)
         assert torch.allclose(final, model.forward_features(x))
+        model.set_grad_checkpointing()
+        assert torch.allclose(
+            model.forward_intermediates(x, output_fmt="NCHW")[0], final, rtol=1e-4, atol=1e-5
+        )
 
 
 def check_forward_fx(name: str, **overrides) -> None:
