@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from vit5.io import file_digest as file_sha256
 from vit5.networks.resize import resample_pos_embed
 
 logger = logging.getLogger("vit5.train")
@@ -32,15 +33,6 @@ HEAD_PREFIXES = ("out_proj.",)
 
 def is_url(source: str) -> bool:
     return urllib.parse.urlparse(str(source)).scheme in ("http", "https")
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def cache_dir() -> Path:
