@@ -49,20 +49,21 @@ class _Rope(nn.Module):
 
 
 class _Attention(nn.Module):
-    def __init__(self, dim, heads, rope_base, reg_rope_base):
+    def __init__(self, dim, heads, rope_base, reg_rope_base, registers):
         super().__init__()
         hd = dim // heads
         self.qkv = nn.Linear(dim, 3 * dim, bias=False)
         self.q_norm, self.k_norm = nn.Parameter(torch.ones(hd)), nn.Parameter(torch.ones(hd))
         self.proj = nn.Linear(dim, dim)
-        self.rope, self.rope_reg = _Rope(hd, rope_base), _Rope(hd, reg_rope_base)
+        self.rope = _Rope(hd, rope_base)
+        self.rope_reg = _Rope(hd, reg_rope_base) if registers else None  # as official: none without registers
 
 
 class _Block(nn.Module):
-    def __init__(self, dim, heads, mlp_hidden, rope_base, reg_rope_base):
+    def __init__(self, dim, heads, mlp_hidden, rope_base, reg_rope_base, registers):
         super().__init__()
         self.norm1, self.norm2 = nn.Parameter(torch.ones(dim)), nn.Parameter(torch.ones(dim))
-        self.attn = _Attention(dim, heads, rope_base, reg_rope_base)
+        self.attn = _Attention(dim, heads, rope_base, reg_rope_base, registers)
         self.mlp = nn.Sequential()
         self.mlp.fc1, self.mlp.fc2 = nn.Linear(dim, mlp_hidden), nn.Linear(mlp_hidden, dim)
         self.gamma_1 = nn.Parameter(1e-4 * torch.ones(dim))
@@ -80,10 +81,11 @@ class OfficialViT5(nn.Module):
         self.patch_embed = nn.Module()
         self.patch_embed.proj = nn.Conv2d(in_channels, dim, patch, patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.reg_token = nn.Parameter(torch.zeros(1, registers, dim))
+        self.reg_token = nn.Parameter(torch.zeros(1, registers, dim)) if registers else None
         self.pos_embed = nn.Parameter(torch.zeros(1, self.grid**2, dim))
         self.blocks = nn.ModuleList(
-            _Block(dim, heads, int(dim * mlp_ratio), rope_base, reg_rope_base) for _ in range(depth)
+            _Block(dim, heads, int(dim * mlp_ratio), rope_base, reg_rope_base, registers)
+            for _ in range(depth)
         )
         self.norm = nn.Module()
         self.norm.weight = nn.Parameter(torch.ones(dim))
@@ -122,17 +124,21 @@ class OfficialViT5(nn.Module):
         B, D, g, _ = x.shape
         L0 = train_grid or g
         x = x.flatten(2).transpose(1, 2) + sd["pos_embed"]
-        R = sd["reg_token"].shape[1]
-        x = torch.cat((sd["cls_token"].expand(B, -1, -1), x, sd["reg_token"].expand(B, -1, -1)), dim=1)
+        R = sd["reg_token"].shape[1] if "reg_token" in sd else 0
+        registers = [sd["reg_token"].expand(B, -1, -1)] if R else []
+        x = torch.cat((sd["cls_token"].expand(B, -1, -1), x, *registers), dim=1)
         hd = D // self.heads
         positions = torch.arange(g, dtype=torch.float64) / g * L0
         reg_positions = torch.arange(math.isqrt(R), dtype=torch.float64)
         for i in range(len(self.blocks)):
             p = f"blocks.{i}."
+            reg_angles = (
+                [rope_angles_from(sd[p + "attn.rope_reg.freqs"], reg_positions, reg_positions)] if R else []
+            )
             angles = torch.cat((
                 torch.zeros(1, hd, dtype=torch.float64),  # CLS: not rotated
                 rope_angles_from(sd[p + "attn.rope.freqs"], positions, positions),
-                rope_angles_from(sd[p + "attn.rope_reg.freqs"], reg_positions, reg_positions),
+                *reg_angles,
             ))  # fmt: skip
             h = rms(x, sd[p + "norm1.weight"])
             q, k, v = (h @ sd[p + "attn.qkv.weight"].T).reshape(B, -1, 3, self.heads, hd).unbind(2)
@@ -154,7 +160,8 @@ def finetune_resize(model: OfficialViT5, image_size: int) -> OfficialViT5:
     (align_corners=False, no antialias), every other tensor copied."""
     D = model.pos_embed.shape[-1]
     patch = model.patch_embed.proj.kernel_size[0]
-    new = OfficialViT5(D, len(model.blocks), model.heads, image_size, patch, model.reg_token.shape[1],
+    registers = 0 if model.reg_token is None else model.reg_token.shape[1]
+    new = OfficialViT5(D, len(model.blocks), model.heads, image_size, patch, registers,
                        model.head.out_features, model.patch_embed.proj.in_channels,
                        model.blocks[0].mlp.fc1.out_features / D)  # fmt: skip
     state = model.state_dict()

@@ -316,7 +316,7 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     )
 
 
-@pytest.mark.parametrize("name", ["digits_hybrid.py", "vit5_s_imagenet.py"])
+@pytest.mark.parametrize("name", ["digits_hybrid.py", "vit5_s_pretrain.py"])
 def test_shipped_config_files_load_and_describe(name, capsys):
     path = Path(__file__).resolve().parents[1] / "configs" / name
     code, out, err = run_cli(["info", "--config", str(path)], capsys)

@@ -429,7 +429,10 @@ def _load_safetensors(
         )
     if recorded is not None:
         recorded = check_config_targets(recorded, str(path), trust_config=trust_config)
-    run = run_config if isinstance(run_config, Mapping) else recorded or {}
+    if isinstance(run_config, Mapping):  # meta.json's copy of the run config: checked like the rest
+        run = check_config_targets(run_config, str(path.parent / _META), trust_config=trust_config)
+    else:
+        run = recorded or {}
     model_cfg = (recorded or {}).get("model") if recorded is not None else _config_tree(config, trust_config)
     if model_cfg is None:
         raise CheckpointError(

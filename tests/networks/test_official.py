@@ -17,6 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from tests.helpers import assert_parity
+from tests.official_model import rms, rope_angles_from, rope_frequencies, rotate_interleaved
 from vit5 import create_model, load_official_vit5
 from vit5.networks.official import (
     OFFICIAL_VARIANTS,
@@ -75,24 +76,8 @@ def official_state_dict(variant, num_blocks, image_size, num_classes=1000, seed=
 # The official model, from the spec (float64)
 
 
-def rms(x, weight, eps=1e-6):
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
-
-
 def rope_angles(ys, xs, hd, base):
-    n = hd // 2
-    freqs = base ** (-torch.arange(0, n, 2, dtype=torch.float64) / n)  # (n/2,)
-    freqs = freqs.repeat_interleave(2)  # theta0, theta0, theta1, theta1, ...
-    yy, xx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.cat((yy.reshape(-1, 1) * freqs, xx.reshape(-1, 1) * freqs), dim=1)  # (h*w, hd)
-
-
-def rotate_interleaved(u, angles):
-    cos, sin = angles.cos(), angles.sin()
-    out = torch.empty_like(u)
-    out[..., 0::2] = u[..., 0::2] * cos[:, None, 0::2] - u[..., 1::2] * sin[:, None, 0::2]
-    out[..., 1::2] = u[..., 1::2] * cos[:, None, 1::2] + u[..., 0::2] * sin[:, None, 1::2]
-    return out
+    return rope_angles_from(rope_frequencies(hd, base), ys, xs)
 
 
 def official_forward(sd, images_nchw, num_heads):

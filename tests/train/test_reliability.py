@@ -130,7 +130,29 @@ def _wait_for_training(run: Path, process: subprocess.Popen, log_size: int, time
 
 
 def test_sigkill_at_random_moments_never_corrupts_the_run_and_resume_is_exact(tmp_path):
-    config = [*QUICK, "--epochs", "2", "train.checkpoint_every_steps=1", "train.ema_decay=0.9"]
+    _kill_and_resume(
+        tmp_path, [*QUICK, "--epochs", "2", "train.checkpoint_every_steps=1", "train.ema_decay=0.9"]
+    )
+
+
+@pytest.mark.slow  # ~1-2 min on 2 cores
+def test_sigkill_during_a_finetune_at_a_new_resolution_and_resume_is_exact(tmp_path):
+    from tests.train.test_finetune import write_official_checkpoint
+
+    source = tmp_path / "official.pth"
+    write_official_checkpoint(source)
+    _kill_and_resume(tmp_path, [
+        "--finetune", str(source), "--ema", "--image-size", "48", "--dataset", "digits", "--epochs", "2",
+        "--batch-size", "32", "data.max_train_images=128", "data.max_test_images=64", "train.log_every_seconds=0",
+        "train.checkpoint_every_steps=1", "train.ema_decay=0.9", "optim.layer_decay=0.7", "schedule.name=wsd",
+        "schedule.stable_fraction=0.5", "data.repeated_aug=2", "data.randaugment=rand-m9-mstd0.5-inc1",
+        "data.random_erasing=0.25", "data.augment=shift",
+    ])  # fmt: skip
+
+
+def _kill_and_resume(tmp_path: Path, config: list[str]) -> None:
+    """Kill a run with SIGKILL at random moments and resume it: it must end bit-identical to an
+    uninterrupted run of ``config``."""
     straight = tmp_path / "straight"
     reference = _start(["--out", str(straight), *config])
     assert reference.wait(timeout=900) == 0, reference.stderr.read()[-2000:]

@@ -23,8 +23,10 @@ from vit5.data.sources import (
 from vit5.data.transforms import (
     ARRAY_AUGMENTATIONS,
     AUGMENTATIONS,
+    INTERPOLATIONS,
     ArrayTransform,
     eval_transform,
+    parse_randaugment,
     resize_array,
     train_transform,
 )
@@ -34,10 +36,12 @@ __all__ = [
     "DATASETS",
     "DataSpec",
     "DatasetNotFoundError",
+    "INTERPOLATIONS",
     "ImageDataset",
     "build_datasets",
     "dataset_defaults",
     "eval_transform",
+    "parse_randaugment",
     "read_image",
     "sample_seed",
 ]
@@ -107,6 +111,12 @@ def build_datasets(
     skip_bad_images: bool = False,
     max_train_images: int | None = None,
     max_test_images: int | None = None,
+    *,
+    in_channels: int | None = None,
+    interpolation: str = "bilinear",
+    color_jitter: float | None = None,
+    randaugment: str | None = None,
+    random_erasing: float = 0.0,
 ) -> tuple[ImageDataset, ImageDataset, DataSpec]:
     """The training and test sets of ``name`` and their :class:`DataSpec`.
 
@@ -120,6 +130,11 @@ def build_datasets(
         skip_bad_images: Skip undecodable files (ImageFolder) instead of stopping.
         max_train_images: Use a fixed random subset of this many training images (quick runs).
         max_test_images: The same for the test set.
+        in_channels: Channels the model takes (default: the dataset's). Grayscale images fed to a
+            3-channel model are replicated to RGB (mean/std repeated); colour images fed to a
+            1-channel model are converted to grayscale (mean/std averaged).
+        interpolation, color_jitter, randaugment, random_erasing: training-pipeline options, see
+            :mod:`vit5.data.transforms` (``interpolation`` applies to the test set too).
 
     Raises:
         DatasetNotFoundError: the files are missing (the message says where vit5 looked).
@@ -154,27 +169,53 @@ def build_datasets(
         class_names = train.classes
         defaults["num_classes"] = len(class_names)
     train, test = subset(train, max_train_images), subset(test, max_test_images)
+    channels = in_channels or defaults["in_channels"]
+    if channels not in (1, 3):
+        raise ValueError(f"in_channels must be 1 or 3, got {in_channels!r}")
+    mean, std = tuple(defaults["mean"]), tuple(defaults["std"])
+    if channels != len(mean):  # 1 -> 3: replicated gray; 3 -> 1: the mean of the channels
+        mean, std = (mean * 3, std * 3) if channels == 3 else ((sum(mean) / 3,), (sum(std) / 3,))
     spec = DataSpec(
         name=name,
         num_classes=defaults["num_classes"],
-        in_channels=defaults["in_channels"],
+        in_channels=channels,
         image_size=image_size,
-        mean=tuple(defaults["mean"]),
-        std=tuple(defaults["std"]),
+        mean=mean,
+        std=std,
         class_names=class_names,
     )
-    if isinstance(train, ArraySplit) and augment in ARRAY_AUGMENTATIONS and spec.crop_ratio == 1.0:
-        # In-memory images: resize once, then augment with the fast NumPy path.
-        train = ArraySplit(resize_array(train.images, image_size), train.labels)
-        test = ArraySplit(resize_array(test.images, image_size), test.labels)
+    fast = randaugment is None and not color_jitter and not random_erasing
+    if isinstance(train, ArraySplit) and augment in ARRAY_AUGMENTATIONS and fast and spec.crop_ratio == 1.0:
+        # In-memory images: resize once (and match the channel count), then augment with NumPy.
+        def prepare(images: np.ndarray) -> np.ndarray:
+            images = resize_array(images, image_size, interpolation)
+            if images.shape[-1] != channels:
+                images = np.repeat(images, 3, axis=-1) if channels == 3 else _to_gray(images)
+            return images
+
+        train, test = (
+            ArraySplit(prepare(train.images), train.labels),
+            ArraySplit(prepare(test.images), test.labels),
+        )
         padding = max(1, image_size // 8)
         train_tf: object = ArrayTransform(augment, spec.mean, spec.std, padding)
         test_tf: object = ArrayTransform("none", spec.mean, spec.std, padding)
     else:
-        train_tf = train_transform(augment, image_size, spec.mean, spec.std, spec.in_channels)
-        test_tf = eval_transform(image_size, spec.mean, spec.std, spec.in_channels, spec.crop_ratio)
+        train_tf = train_transform(
+            augment, image_size, spec.mean, spec.std, spec.in_channels, interpolation=interpolation,
+            color_jitter=color_jitter, randaugment=randaugment, random_erasing=random_erasing,
+        )  # fmt: skip
+        test_tf = eval_transform(
+            image_size, spec.mean, spec.std, spec.in_channels, spec.crop_ratio, interpolation
+        )
     return (
         ImageDataset(train, train_tf, seed=seed, skip_bad_images=skip_bad_images),
         ImageDataset(test, test_tf, seed=seed, skip_bad_images=skip_bad_images),
         spec,
     )
+
+
+def _to_gray(images: np.ndarray) -> np.ndarray:
+    """uint8 RGB ``[N, H, W, 3]`` -> ``[N, H, W, 1]`` (ITU-R 601-2 luma, as PIL and torchvision)."""
+    luma = images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]

@@ -69,6 +69,8 @@ class ImageDataset(torch.utils.data.Dataset):
             readable one (with a warning) instead of raising ``ValueError``.
 
     Items are ``(image [C, H, W] float32, label int)``. Call :meth:`set_epoch` before each epoch.
+    An index ``i + c * len(dataset)`` (the ``c``-th repeat of a repeated-augmentation sampler) reads
+    image ``i`` with augmentation randomness of its own.
     """
 
     def __init__(
@@ -104,9 +106,10 @@ class ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         tries = len(self) if self.skip_bad_images else 1
+        repeat = index - index % len(self)  # 0, or c * len for the c-th repeat of the image
         for offset in range(tries):
             position = (index + offset) % len(self)
-            seed = sample_seed(self.seed, self.epoch, position)
+            seed = sample_seed(self.seed, self.epoch, position + repeat)
             if isinstance(self.transform, ArrayTransform):
                 return self.transform(self.source.images[position], random.Random(seed)), int(
                     self.labels[position]

@@ -12,12 +12,24 @@ Augmentation recipes (``augment=``):
 * ``"rrc-3aug"`` — random-resized-crop + flip + "3-Augment" (one of grayscale / solarize / blur per
   image) + color jitter 0.3: the ViT-5 / DeiT-III ImageNet recipe;
 * ``"rrc-randaug"`` — random-resized-crop + flip + RandAugment.
+
+Options of the torchvision pipelines (:func:`train_transform`; the NumPy fast path only resizes):
+``interpolation`` (``"bilinear"`` or ``"bicubic"``, every resize and crop, eval included),
+``color_jitter`` (brightness/contrast/saturation strength; ``None`` = the recipe's: 0.3 for
+``rrc-3aug``, none otherwise), ``randaugment`` (a timm-style string such as
+``"rand-m9-mstd0.5-inc1"``, run by timm's RandAugment in place of torchvision's ``num_ops=2,
+magnitude=9``; it turns any recipe but ``"none"`` into a RandAugment one) and ``random_erasing``
+(timm's per-pixel RandomErasing with this probability, after normalisation). timm draws from
+Python's and NumPy's global generators: they are seeded from the per-sample torch generator and
+restored, so these options stay reproducible under resume.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -27,15 +39,56 @@ from torchvision.transforms.v2 import functional as TF
 AUGMENTATIONS = ("none", "flip", "shift", "crop-flip", "crop-flip-randaug", "rrc-3aug", "rrc-randaug")
 # Recipes that ArrayTransform runs directly on in-memory arrays (no per-sample torchvision call).
 ARRAY_AUGMENTATIONS = ("none", "flip", "shift", "crop-flip")
+INTERPOLATIONS = ("bilinear", "bicubic")
+_MODES = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}
+_RANDAUG_SECTION = re.compile(r"^(m\d+(\.\d+)?|n\d+|mstd\d+(\.\d+)?|mmax\d+|inc[01]|p\d*(\.\d+)?)$")
 
 
-def resize_array(images: np.ndarray, size: int) -> np.ndarray:
+def parse_randaugment(text: Any) -> str:
+    """Check a timm-style RandAugment string (``rand-m9-mstd0.5-inc1``: ``m`` magnitude, ``n`` ops,
+    ``mstd`` magnitude noise, ``mmax`` magnitude cap, ``inc`` increasing ops, ``p`` op probability).
+
+    Raises:
+        ValueError: not such a string (the message names it).
+    """
+    parts = text.split("-") if isinstance(text, str) else []
+    if not parts or parts[0] != "rand" or not all(_RANDAUG_SECTION.match(part) for part in parts[1:]):
+        raise ValueError(
+            f"randaugment must be a timm RandAugment string such as 'rand-m9-mstd0.5-inc1' (sections m, n, mstd, "
+            f"mmax, inc, p), got {text!r}"
+        )
+    return text
+
+
+class _SeededPythonRandom:
+    """Run a transform that draws from ``random`` / ``numpy.random`` (timm's) with both seeded from
+    the torch default generator (seeded per sample by the dataset); both states are restored."""
+
+    def __init__(self, transform: Callable) -> None:
+        self.transform = transform
+
+    def __call__(self, image: Any) -> Any:
+        seed = int(torch.randint(0, 2**31 - 1, (1,)))
+        python_state, numpy_state = random.getstate(), np.random.get_state()
+        random.seed(seed)
+        np.random.seed(seed)
+        try:
+            return self.transform(image)
+        finally:
+            random.setstate(python_state)
+            np.random.set_state(numpy_state)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.transform!r})"
+
+
+def resize_array(images: np.ndarray, size: int, interpolation: str = "bilinear") -> np.ndarray:
     """Resize uint8 images ``[N, H, W, C]`` so the short side is ``size`` and center-crop a square
-    (bilinear, antialiased; the same geometry as :func:`eval_transform`)."""
+    (antialiased; the same geometry as :func:`eval_transform`)."""
     if images.shape[1] == images.shape[2] == size:
         return images
     tensor = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)  # (N, C, H, W)
-    tensor = TF.center_crop(TF.resize(tensor, size, antialias=True), [size, size])
+    tensor = TF.center_crop(TF.resize(tensor, size, _MODES[interpolation], antialias=True), [size, size])
     return tensor.permute(0, 2, 3, 1).contiguous().numpy()
 
 
@@ -95,50 +148,67 @@ def eval_transform(
 ) -> v2.Compose:
     """Resize the short side to ``image_size / crop_ratio`` (``interpolation``: ``"bilinear"`` or
     ``"bicubic"``, antialiased), center-crop ``image_size``, normalise."""
-    modes = {"bilinear": v2.InterpolationMode.BILINEAR, "bicubic": v2.InterpolationMode.BICUBIC}
-    if interpolation not in modes:
-        raise ValueError(f"interpolation must be one of {', '.join(modes)}, got {interpolation!r}")
+    if interpolation not in _MODES:
+        raise ValueError(f"interpolation must be one of {', '.join(_MODES)}, got {interpolation!r}")
     resize = max(image_size, int(round(image_size / crop_ratio)))
     return v2.Compose(
-        [v2.ToImage(), *_channels(in_channels), v2.Resize(resize, interpolation=modes[interpolation], antialias=True),
+        [v2.ToImage(), *_channels(in_channels), v2.Resize(resize, _MODES[interpolation], antialias=True),
          v2.CenterCrop(image_size), *_finish(mean, std)]
     )  # fmt: skip
 
 
 def train_transform(
-    augment: str, image_size: int, mean: Sequence[float], std: Sequence[float], in_channels: int
+    augment: str,
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    in_channels: int,
+    *,
+    interpolation: str = "bilinear",
+    color_jitter: float | None = None,
+    randaugment: str | None = None,
+    random_erasing: float = 0.0,
 ) -> v2.Compose:
-    """The training pipeline for one of :data:`AUGMENTATIONS`."""
+    """The training pipeline for one of :data:`AUGMENTATIONS` (options in the module docstring)."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"augment must be one of {', '.join(AUGMENTATIONS)}; got {augment!r}")
-    head: list[v2.Transform] = [v2.ToImage(), *_channels(in_channels)]
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}; got {interpolation!r}")
+    mode = _MODES[interpolation]
+    head: list[Any] = [v2.ToImage(), *_channels(in_channels)]
+    fit = [v2.Resize(image_size, mode, antialias=True), v2.CenterCrop(image_size)]
     if augment == "none":
-        return eval_transform(image_size, mean, std, in_channels)
-    if augment == "flip":
-        ops = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size), v2.RandomHorizontalFlip()]
+        ops: list[Any] = list(fit)
+    elif augment == "flip":
+        ops = [*fit, v2.RandomHorizontalFlip()]
     elif augment == "shift":  # the same translations as ArrayTransform("shift")
-        ops = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size),
-               v2.RandomCrop(image_size, padding=max(1, image_size // 8))]  # fmt: skip
+        ops = [*fit, v2.RandomCrop(image_size, padding=max(1, image_size // 8))]
     elif augment.startswith("crop-flip"):
-        ops = [v2.Resize(image_size, antialias=True), v2.CenterCrop(image_size),
-               v2.RandomCrop(image_size, padding=max(1, image_size // 8)), v2.RandomHorizontalFlip()]  # fmt: skip
-        if augment.endswith("randaug"):
-            ops.append(v2.RandAugment(num_ops=2, magnitude=9))
+        ops = [*fit, v2.RandomCrop(image_size, padding=max(1, image_size // 8)), v2.RandomHorizontalFlip()]
     else:
-        ops = [v2.RandomResizedCrop(image_size, scale=(0.08, 1.0), antialias=True), v2.RandomHorizontalFlip()]
-        if augment == "rrc-3aug":
-            ops += [
-                v2.RandomChoice(
-                    [
-                        v2.RandomGrayscale(p=1.0),
-                        v2.RandomSolarize(threshold=128, p=1.0),
-                        v2.GaussianBlur(kernel_size=5, sigma=(0.1, 2.0)),
-                    ]
-                ),  # fmt: skip
-                v2.ColorJitter(0.3, 0.3, 0.3),
-            ]
-            if in_channels == 1:
-                ops = [op for op in ops if not isinstance(op, v2.RandomChoice)]
-        else:
-            ops.append(v2.RandAugment(num_ops=2, magnitude=9))
-    return v2.Compose([*head, *ops, *_finish(mean, std)])
+        ops = [v2.RandomResizedCrop(image_size, scale=(0.08, 1.0), interpolation=mode, antialias=True),
+               v2.RandomHorizontalFlip()]  # fmt: skip
+        if augment == "rrc-3aug" and in_channels != 1:
+            three = [v2.RandomGrayscale(p=1.0), v2.RandomSolarize(threshold=128, p=1.0),
+                     v2.GaussianBlur(kernel_size=5, sigma=(0.1, 2.0))]  # fmt: skip
+            ops.append(v2.RandomChoice(three))
+    if randaugment is not None:
+        if augment == "none":
+            raise ValueError("randaugment needs an augmentation recipe; data.augment is none")
+        from timm.data.auto_augment import rand_augment_transform
+
+        fill = tuple(round(255 * m) for m in mean) if len(mean) > 1 else round(255 * mean[0])
+        hparams = {"translate_const": int(image_size * 0.45), "img_mean": fill}
+        ops += [v2.ToPILImage(), _SeededPythonRandom(rand_augment_transform(parse_randaugment(randaugment), hparams)),
+                v2.ToImage()]  # fmt: skip
+    elif augment.endswith("randaug"):
+        ops.append(v2.RandAugment(num_ops=2, magnitude=9))
+    jitter = color_jitter if color_jitter is not None else (0.3 if augment == "rrc-3aug" else 0.0)
+    if jitter:
+        ops.append(v2.ColorJitter(jitter, jitter, jitter))
+    tail: list[Any] = []
+    if random_erasing:
+        from timm.data.random_erasing import RandomErasing
+
+        tail.append(_SeededPythonRandom(RandomErasing(float(random_erasing), mode="pixel", device="cpu")))
+    return v2.Compose([*head, *ops, *_finish(mean, std), *tail])

@@ -149,13 +149,18 @@ def torch_load_safely(path: str | os.PathLike) -> Any:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
+    return _weights_only_load(path, SAFE_EXTRA_GLOBALS)
+
+
+def _weights_only_load(path: Path, extra_globals: Any) -> Any:
+    """``torch.load(weights_only=True)`` with ``extra_globals`` allowed; torch's errors as one line."""
     try:
-        with torch.serialization.safe_globals(list(SAFE_EXTRA_GLOBALS)):
+        with torch.serialization.safe_globals(list(extra_globals)):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{path}: refused to load: the file contains Python objects other than tensors and plain values "
-            f"(loading it could run code): {_reason(error)}"
+            f"(loading it could run code; nothing from the file was run): {_reason(error)}"
         ) from error
     except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as error:
         raise CheckpointError(
@@ -243,17 +248,7 @@ def load_pickle_inert(path: str | os.PathLike) -> Any:
             "to contain (loading it could run code; nothing from the file was run)"
         )
     stand_ins = [(_stand_in(name), name) for name in foreign if name not in allowed]
-    try:
-        with torch.serialization.safe_globals([*SAFE_EXTRA_GLOBALS, *stand_ins]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        raise CheckpointError(
-            f"{path}: refused to load: {_reason(error)} (nothing from the file was run)"
-        ) from error
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as error:
-        raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated or corrupted?): {str(error).splitlines()[0]}"
-        ) from error
+    return _weights_only_load(path, [*SAFE_EXTRA_GLOBALS, *stand_ins])
 
 
 def plain_data(value: Any, callables: Callable[[str], Any] | None = None) -> Any:

@@ -10,7 +10,13 @@ from vit5.networks.presets import (
     timm_name,
     vit5_config,
 )
-from vit5.networks.resize import resample_pos_embed, resize_config, resize_model, resize_state_dict
+from vit5.networks.resize import (
+    rebuild_at_resolution,
+    resample_pos_embed,
+    resize_config,
+    resize_model,
+    resize_state_dict,
+)
 from vit5.networks.vit5_classification import ViT5ClassificationNet
 
 __all__ = [
@@ -20,6 +26,7 @@ __all__ = [
     "list_models",
     "model_config",
     "official_to_vit5",
+    "rebuild_at_resolution",
     "register_model",
     "resample_pos_embed",
     "resize_config",

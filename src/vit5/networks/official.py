@@ -172,7 +172,6 @@ class OfficialLayout:
         Hm = int(D * self.mlp_ratio)
         shapes = {
             "cls_token": (1, 1, D),
-            "reg_token": (1, self.num_registers, D),
             "pos_embed": (1, self.grid * self.grid, D),
             "patch_embed.proj.weight": (D, self.in_channels, P, P),
             _PATCH_BIAS: (D,),
@@ -186,6 +185,8 @@ class OfficialLayout:
             "norm2.weight": (D,), "mlp.fc1.weight": (Hm, D), "mlp.fc1.bias": (Hm,), "mlp.fc2.weight": (D, Hm),
             "mlp.fc2.bias": (D,), "gamma_1": (D,), "gamma_2": (D,),
         }  # fmt: skip
+        if self.num_registers:
+            shapes["reg_token"] = (1, self.num_registers, D)
         for i in range(self.num_blocks):
             shapes.update({f"blocks.{i}.{name}": shape for name, shape in block.items()})
         return shapes
@@ -210,7 +211,8 @@ def official_layout(state_dict: Mapping[str, torch.Tensor]) -> OfficialLayout:
         ValueError: keys are missing or unexpected, or shapes disagree (all of them are listed).
     """
     _, _, D = _shape(state_dict, "cls_token", 3)
-    _, R, _ = _shape(state_dict, "reg_token", 3)
+    # The official model registers no reg_token (and no rope_reg buffers) without registers.
+    R = _shape(state_dict, "reg_token", 3)[1] if "reg_token" in state_dict else 0
     _, Np, _ = _shape(state_dict, "pos_embed", 3)
     _, C, P, _ = _shape(state_dict, "patch_embed.proj.weight", 4)
     K, _ = _shape(state_dict, "head.weight", 2)
@@ -311,7 +313,8 @@ def official_to_vit5(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
     layout = official_layout(state_dict)
     out = {}
     for official, ours in _TOP_LEVEL.items():
-        out[ours] = state_dict[official]
+        if official in state_dict:  # reg_token is absent without registers
+            out[ours] = state_dict[official]
     bias = state_dict[_PATCH_BIAS].float()
     out["pos_embed"] = state_dict["pos_embed"].float() + bias[None, None, :]
     for i in range(layout.num_blocks):
@@ -356,5 +359,6 @@ def vit5_to_official(
     head_dim = layout.hidden_dim // layout.num_heads
     for i in range(layout.num_blocks):
         for name, base in zip(ROPE_BUFFERS, (rope_base, reg_rope_base)):
-            out[f"blocks.{i}.{name}"] = _rope_frequencies(head_dim, base).float()
+            if layout.num_registers or name == "attn.rope.freqs":
+                out[f"blocks.{i}.{name}"] = _rope_frequencies(head_dim, base).float()
     return out

@@ -53,7 +53,15 @@ from vit5.modules.siren import SIRENKernelND
 from vit5.networks.presets import build_vit5, hyena_l_cache, vit5_config
 from vit5.networks.vit5_classification import ViT5ClassificationNet
 
-__all__ = ["HYENA_KERNEL_MODES", "resample_pos_embed", "resize_config", "resize_model", "resize_state_dict"]
+__all__ = [
+    "HYENA_KERNEL_MODES",
+    "rebuild_at_resolution",
+    "rebuild_config",
+    "resample_pos_embed",
+    "resize_config",
+    "resize_model",
+    "resize_state_dict",
+]
 
 HYENA_KERNEL_MODES = ("resample", "stretch", "extend")
 
@@ -292,6 +300,11 @@ def resize_model(
 ) -> ViT5ClassificationNet:
     """A new network for ``image_size`` holding ``model``'s weights (``pos_embed`` resampled).
 
+    For *evaluating* a trained model at another size (``load_model(image_size=)``, ``vit5 eval
+    --image-size``): RoPE and the Hyena kernels keep the training grid's scale. To *fine-tune* at a
+    new size as the official code does (the network built at that size, RoPE at the new grid's
+    integer positions), use :func:`rebuild_at_resolution` instead.
+
     Args:
         model: The trained network (left unchanged).
         image_size: New square input resolution (a multiple of the patch size).
@@ -326,3 +339,149 @@ def resize_model(
     )
     parameter = next(model.parameters())
     return resized.to(device=parameter.device, dtype=parameter.dtype).train(model.training)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fine-tuning at another resolution: a network built at the new size, as the official code does
+
+
+def _same_l_cache(a: Any, b: Any) -> bool:
+    per_axis = lambda v: [v, v] if isinstance(v, int) else list(v)  # noqa: E731
+    return per_axis(a) == per_axis(b)
+
+
+def _rebuild_preset_call(cfg: ConfigNode, image_size: int) -> ConfigNode:
+    args = inspect.signature(vit5_config).bind(**{k: v for k, v in cfg.items() if k != TARGET_KEY})
+    args.apply_defaults()
+    args = args.arguments
+    grid = args["image_size"] // args["patch_size"]
+    _new_grid(image_size, args["patch_size"])
+    natural = hyena_l_cache(grid, grid * grid + int(args["readout"] == "cls") + args["num_registers"])
+    out = copy.deepcopy(cfg)
+    out.image_size = image_size
+    resized = args["kernel_sample_grid"] is not None
+    for key in ("rope_ref_grid", "kernel_sample_grid", "kernel_sample_scale"):
+        out.pop(key, None)
+    if args["L_cache"] is not None and (resized or _same_l_cache(args["L_cache"], natural)):
+        out.pop("L_cache")
+    return out
+
+
+def _rebuild_network_tree(cfg: ConfigNode, image_size: int) -> ConfigNode:
+    grid = cfg["image_size"] // cfg["patch_size"]
+    new_grid = _new_grid(image_size, cfg["patch_size"])
+    extra = int(cfg.get("readout") == "cls") + cfg.get("num_registers", 0)
+    natural, new_natural = (
+        hyena_l_cache(grid, grid * grid + extra),
+        hyena_l_cache(new_grid, new_grid**2 + extra),
+    )
+    out = copy.deepcopy(cfg)
+    out.image_size = image_size
+
+    def visit(node: Mapping) -> None:
+        if _is_target(node, ViT5Attention):
+            if (node.get("num_patches_h"), node.get("num_patches_w")) != (grid, grid):
+                raise ValueError(
+                    f"a ViT5Attention config has num_patches_h/w = {(node.get('num_patches_h'), node.get('num_patches_w'))}, "
+                    f"but the network's patch grid is {grid}x{grid}"
+                )
+            node["num_patches_h"] = node["num_patches_w"] = new_grid
+            node.pop("rope_ref_grid", None)
+        elif _is_target(node, ViT5HyenaAdapter):
+            node["grid_w"] = new_grid
+        elif _is_target(node, ResampledSIRENKernelND):
+            node[TARGET_KEY] = target_path(SIRENKernelND)
+            node.pop("sample_grid", None)
+            node.pop("sample_scale", None)
+            node["L_cache"] = new_natural
+        elif _is_target(node, SIRENKernelND):
+            if not _same_l_cache(node.get("L_cache"), natural):
+                raise ValueError(
+                    f"a SIREN kernel has L_cache={node.get('L_cache')!r}, not the {grid}x{grid} grid's {natural!r}; "
+                    "rebuild_at_resolution cannot tell how such a kernel follows the grid"
+                )
+            node["L_cache"] = new_natural
+
+    _walk(out, visit)
+    return out
+
+
+def rebuild_config(cfg: Mapping, image_size: int) -> ConfigNode:
+    """The config of the same architecture *built* at ``image_size`` (see :func:`rebuild_at_resolution`).
+
+    Unlike :func:`resize_config` (evaluation at another size: RoPE and Hyena kernels keep the
+    training grid's scale), the result is the network one would build from scratch at
+    ``image_size``: RoPE at the new grid's integer positions, Hyena kernels on the new grid's
+    natural ``L_cache``, no kernel resampling. Recorded resize settings (``rope_ref_grid``,
+    ``kernel_sample_grid``/``scale``) are dropped.
+
+    Raises:
+        TypeError: ``cfg`` is not a config of a ViT5ClassificationNet.
+        ValueError: ``image_size`` is not a positive multiple of the patch size, or a kernel config
+            with an ``L_cache`` unrelated to the grid.
+    """
+    if not isinstance(cfg, Mapping) or TARGET_KEY not in cfg:
+        raise TypeError(f"cfg must be a LazyConfig call of a ViT5ClassificationNet, got {type(cfg).__name__}")
+    node = resolve(cfg)
+    if _is_target(node, build_vit5):
+        return _rebuild_preset_call(node, image_size)
+    if _is_target(node, ViT5ClassificationNet):
+        return _rebuild_network_tree(node, image_size)
+    raise TypeError(
+        f"cfg must build a ViT5ClassificationNet (directly or with build_vit5), got target {node[TARGET_KEY]!r}"
+    )
+
+
+def rebuild_at_resolution(
+    model: ViT5ClassificationNet, image_size: int, config: Mapping | None = None
+) -> ViT5ClassificationNet:
+    """``model``'s weights in a network built at ``image_size``: the start of a fine-tune at a new size.
+
+    This is what the official ViT-5 / DeiT fine-tuning code does (``vit5 train --image-size`` uses it):
+    the network is constructed at the new resolution, so RoPE positions are the new grid's integer
+    coordinates and Hyena kernels are generated on the new grid from the same SIREN weights;
+    ``pos_embed`` is resampled bicubically (``align_corners=False``, no antialias, see
+    :func:`resample_pos_embed`); every other tensor is loaded unchanged.
+
+    It differs on purpose from :func:`resize_model` (``load_model(image_size=)``, ``vit5 eval
+    --image-size``), which evaluates a *trained* model at another size and keeps the training grid's
+    scale for RoPE (``arange(g') * g / g'``) and the Hyena kernels: use that one without further
+    training, this one before training at the new size.
+
+    Args:
+        model: The network (left unchanged).
+        image_size: New square input resolution (a multiple of the patch size).
+        config: The config ``model`` was built from (a preset's ``model_config(...)``, a run's
+            ``model`` section, or ``vit5.weights.load_model_and_config(path).model_config``);
+            ``None`` uses ``model.config`` if the network carries one.
+
+    Returns:
+        The rebuilt network, in ``model``'s training/eval mode, on its device and dtype.
+
+    Raises:
+        TypeError: ``model`` is not a ViT5ClassificationNet, or no config is given or attached.
+        ValueError: ``config`` does not describe ``model``, or a bad ``image_size``.
+    """
+    if not isinstance(model, ViT5ClassificationNet):
+        raise TypeError(f"model must be a ViT5ClassificationNet, got {type(model).__name__}")
+    if config is None:
+        config = getattr(model, "config", None)
+        if config is None:
+            raise TypeError("rebuild_at_resolution needs config= (the config the model was built from)")
+    trained_at = resolve(config).get("image_size", 224)
+    if trained_at != model.image_size:
+        raise ValueError(
+            f"config describes image_size={trained_at} but model has image_size={model.image_size}; "
+            "pass the config the model was built from"
+        )
+    rebuilt = instantiate(rebuild_config(config, image_size))
+    if rebuilt.patch_size != model.patch_size or rebuilt.hidden_dim != model.hidden_dim:
+        raise ValueError(
+            "config does not describe model: it builds patch_size/hidden_dim "
+            f"{rebuilt.patch_size}/{rebuilt.hidden_dim}, the model has {model.patch_size}/{model.hidden_dim}"
+        )
+    rebuilt.load_state_dict(
+        resize_state_dict(model.state_dict(), image_size // model.patch_size), strict=True
+    )
+    parameter = next(model.parameters())
+    return rebuilt.to(device=parameter.device, dtype=parameter.dtype).train(model.training)

@@ -125,8 +125,8 @@ class TimmViT5(nn.Module):
         return {f"net.{name}" for name in self.net.no_weight_decay()}
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        if enable:
-            raise ValueError("vit5 networks do not support gradient checkpointing")
+        """Activation checkpointing per block (see ``ViT5ClassificationNet.set_grad_checkpointing``)."""
+        self.net.set_grad_checkpointing(enable)
 
     def forward_intermediates(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -231,9 +232,21 @@ class ViT5ClassificationNet(nn.Module):
             return x.contiguous()  # (B, T, D)
         return torch.cat(parts, dim=1)  # (B, T, D)
 
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Activation checkpointing per block (timm's name): in training with autograd on, each block's
+        activations are recomputed in the backward pass instead of stored (less memory, about one
+        more forward pass of compute). The random draws (dropout, DropPath) are replayed, so the
+        gradients equal those without checkpointing. The readout shortcut's last block
+        (``forward_tokens``) is not checkpointed."""
+        self.grad_checkpointing = boolean("enable", enable)
+
     def _run_block(self, index: int, x: torch.Tensor) -> torch.Tensor:
         """Block ``index`` on the sequence ``[B, T, D]`` (without the padding if it does not need it)."""
         block, pad = self.blocks[index], self._pad_size
+        if getattr(self, "grad_checkpointing", False) and self.training and torch.is_grad_enabled():
+            from torch.utils.checkpoint import checkpoint
+
+            block = functools.partial(checkpoint, block, use_reentrant=False)
         if pad and not self._block_needs_padding[index]:
             return torch.cat((block(x[:, :-pad]), x[:, -pad:]), dim=1)  # (B, T, D)
         return block(x)

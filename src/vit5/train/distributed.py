@@ -127,3 +127,30 @@ class EpochSampler(torch.utils.data.Sampler[int]):
 
     def __len__(self) -> int:
         return max(0, len(self._indices()) - self.start_batch * self.batch_size)
+
+
+class RepeatedAugSampler(EpochSampler):
+    """Repeated augmentation (DeiT's ``RASampler``), deterministic and resumable.
+
+    Each epoch takes the permutation ``randperm(N, seed + epoch)``, repeats every index ``repeats``
+    times in a row as ``i, i + N, ..., i + (k-1) N`` (the dataset reads image ``i`` with its own
+    augmentation per copy), keeps the first ``(N // global_batch) * global_batch`` entries (the
+    same number of steps as without repetition, so an epoch sees about ``N / k`` distinct images)
+    and gives rank ``r`` positions ``r, r + W, ...``: the ``k`` copies of an image land on ``k``
+    consecutive ranks (on one rank, in the same or the next batch). ``start_batch`` skips batches.
+    """
+
+    def __init__(self, length: int, batch_size: int, rank: int = 0, world_size: int = 1, repeats: int = 3,
+                 seed: int = 0) -> None:  # fmt: skip
+        super().__init__(length, batch_size, rank, world_size, shuffle=True, drop_last=True, seed=seed)
+        if isinstance(repeats, bool) or not isinstance(repeats, int) or repeats < 1:
+            raise ValueError(f"repeats must be an int >= 1, got {repeats!r}")
+        self.repeats = repeats
+
+    def _indices(self) -> list[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        order = torch.randperm(self.length, generator=generator)  # (N,)
+        copies = torch.arange(self.repeats) * self.length  # (k,)
+        repeated = (order[:, None] + copies[None, :]).reshape(-1)  # (N k,) copies in a row
+        total = (self.length // self.global_batch) * self.global_batch
+        return repeated[:total][self.rank :: self.world_size].tolist()

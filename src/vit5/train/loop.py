@@ -15,6 +15,7 @@ import math
 import random
 import time
 import warnings
+from collections.abc import Mapping
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,16 @@ from vit5._io import atomic_write_text
 from vit5.config import save_config, to_container
 from vit5.data import DataSpec, build_datasets
 from vit5.train.checkpoint import has_checkpoint, latest_checkpoint, save_checkpoint
-from vit5.train.distributed import DistributedContext, EpochSampler, cleanup_distributed, setup_distributed
+from vit5.train.distributed import (
+    DistributedContext,
+    EpochSampler,
+    RepeatedAugSampler,
+    cleanup_distributed,
+    setup_distributed,
+)
 from vit5.train.evaluate import check_labels, evaluate
+from vit5.train.finetune import describe_architecture, freeze_backbone, init_from_pretrained, load_pretrained
+from vit5.train.losses import build_criterion
 from vit5.train.metrics import MetricsLog, plot_curves
 from vit5.train.optim import build_optimizer, build_scheduler
 from vit5.train.recipes import build_model, finalize, validate_run_config
@@ -50,6 +59,13 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def _trainable(model: nn.Module) -> str:
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    if not frozen:
+        return ""
+    return f" ({sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable)"
+
+
 def _format_duration(seconds: float) -> str:
     seconds = int(max(0, seconds))
     hours, rest = divmod(seconds, 3600)
@@ -59,7 +75,19 @@ def _format_duration(seconds: float) -> str:
 class Trainer:
     """Train ``cfg`` (a run config, see :mod:`vit5.train.recipes`) into ``run_dir``."""
 
-    def __init__(self, cfg: Any, run_dir: Path, resume: bool = False) -> None:
+    def __init__(
+        self,
+        cfg: Any,
+        run_dir: Path,
+        resume: bool = False,
+        *,
+        pretrained_state: Mapping[str, torch.Tensor] | None = None,
+        trust_config: bool = False,
+    ) -> None:
+        """``pretrained_state``: the weights of ``train.finetune`` when the caller has read them
+        already (else they are read from there when the run starts without a checkpoint);
+        ``trust_config``: passed to the loader of ``train.finetune``."""
+        self.trust_config = trust_config
         self.ctx: DistributedContext = setup_distributed(cfg["train"].get("device"))
         self.run_dir = Path(run_dir)
         self.resume = resume
@@ -80,7 +108,9 @@ class Trainer:
             data_cfg.dataset, data_cfg.get("data_dir"), data_cfg.get("image_size"), data_cfg.get("augment") or "none",
             download=bool(data_cfg.get("download")) and self.ctx.is_main, seed=resolved.train.seed,
             skip_bad_images=bool(data_cfg.get("skip_bad_images")), max_train_images=data_cfg.get("max_train_images"),
-            max_test_images=data_cfg.get("max_test_images"),
+            max_test_images=data_cfg.get("max_test_images"), in_channels=data_cfg.get("in_channels"),
+            interpolation=data_cfg.get("interpolation") or "bilinear", color_jitter=data_cfg.get("color_jitter"),
+            randaugment=data_cfg.get("randaugment"), random_erasing=float(data_cfg.get("random_erasing") or 0.0),
         )  # fmt: skip
         self.cfg = finalize(cfg, self.spec.num_classes)
         self._check_data_matches()
@@ -89,19 +119,32 @@ class Trainer:
         seed_all(self.seed)
         self.model: nn.Module = build_model(self.cfg.model).to(self.ctx.device)
         self._check_model()
+        self.finetune_notes: list[str] = []
+        if self.cfg.train.get("finetune") and self.checkpoint is None:
+            self._load_pretrained(pretrained_state)
+        if self.cfg.train.get("freeze") == "backbone":
+            freeze_backbone(self.model)
+        if self.cfg.train.get("grad_checkpointing"):
+            if not hasattr(self.model, "set_grad_checkpointing"):
+                raise ValueError(f"train.grad_checkpointing: {type(self.model).__name__} does not support it")
+            self.model.set_grad_checkpointing(True)
         self.optimizer = build_optimizer(self.model, self.cfg.optim)
         self._build_loaders()
         self.total_steps = self.steps_per_epoch * self.cfg.schedule.epochs
         warmup = int(round(float(self.cfg.schedule.warmup_epochs) * self.steps_per_epoch))
+        schedule = self.cfg.schedule
         self.scheduler = build_scheduler(
-            self.optimizer, self.total_steps, warmup, float(self.cfg.schedule.min_lr_ratio)
-        )
+            self.optimizer, self.total_steps, warmup, float(schedule.min_lr_ratio),
+            name=schedule.get("name", "cosine"), stable_fraction=float(schedule.get("stable_fraction", 0.8)),
+        )  # fmt: skip
         self.ema = None
         if float(self.cfg.train.ema_decay) > 0:
             from timm.utils import ModelEmaV3
 
             self.ema = ModelEmaV3(self.model, decay=float(self.cfg.train.ema_decay))
-        self.mixup = self._build_mixup()
+        self.criterion, self.mixup = build_criterion(
+            self.cfg.train, self.spec.num_classes, self.sampler.batch_size
+        )
         self.step = self.epoch = self.batch_in_epoch = 0
         self.best_acc, self.skipped = -1.0, 0
         self.epoch_totals = [0.0, 0.0, 0.0]  # loss sum, correct, count of the current epoch so far
@@ -138,6 +181,16 @@ class Trainer:
                 f"data.in_channels={data.in_channels} but {self.spec.name} images have {self.spec.in_channels}"
             )
 
+    def _load_pretrained(self, state: Mapping[str, torch.Tensor] | None) -> None:
+        """Start from ``train.finetune`` (read without touching the run's random streams)."""
+        train = self.cfg.train
+        if state is None:
+            with torch.random.fork_rng(devices=[]):
+                pretrained = load_pretrained(train.finetune, ema=bool(train.get("finetune_ema")),
+                                             sha256=train.get("finetune_sha256"), trust_config=self.trust_config)  # fmt: skip
+            state = pretrained.model.state_dict()
+        self.finetune_notes = init_from_pretrained(self.model, state)
+
     def _check_model(self) -> None:
         for name, expected in (("num_classes", self.spec.num_classes), ("in_channels", self.spec.in_channels),
                                ("image_size", self.spec.image_size)):  # fmt: skip
@@ -156,8 +209,13 @@ class Trainer:
             raise ValueError(
                 f"data.batch_size={batch} (global) must be divisible by the {ctx.world_size} processes"
             )
-        self.sampler = EpochSampler(len(self.train_set), batch // ctx.world_size, ctx.rank, ctx.world_size,
-                                    shuffle=True, drop_last=True, seed=self.seed)  # fmt: skip
+        repeats = int(data.get("repeated_aug") or 1)
+        if repeats > 1:
+            self.sampler: EpochSampler = RepeatedAugSampler(len(self.train_set), batch // ctx.world_size, ctx.rank,
+                                                            ctx.world_size, repeats=repeats, seed=self.seed)  # fmt: skip
+        else:
+            self.sampler = EpochSampler(len(self.train_set), batch // ctx.world_size, ctx.rank, ctx.world_size,
+                                        shuffle=True, drop_last=True, seed=self.seed)  # fmt: skip
         batches = self.sampler.batches_per_epoch()
         self.accumulate = accumulate
         self.steps_per_epoch = batches // accumulate
@@ -175,24 +233,6 @@ class Trainer:
             torch.utils.data.Subset(self.test_set, test_indices), batch_size=int(data.get("eval_batch_size", 256)),
             shuffle=False, **options,
         )  # fmt: skip
-
-    def _build_mixup(self) -> Any:
-        train = self.cfg.train
-        if float(train.mixup) <= 0 and float(train.cutmix) <= 0:
-            self.criterion = nn.CrossEntropyLoss(label_smoothing=float(train.label_smoothing))
-            return None
-        from timm.data import Mixup
-        from timm.loss import SoftTargetCrossEntropy
-
-        if self.sampler.batch_size % 2:
-            raise ValueError(
-                f"mixup/cutmix need an even per-process batch size, got {self.sampler.batch_size}"
-            )
-
-        self.criterion = SoftTargetCrossEntropy()
-        return Mixup(mixup_alpha=float(train.mixup), cutmix_alpha=float(train.cutmix),
-                     switch_prob=float(train.mixup_switch_prob), label_smoothing=float(train.label_smoothing),
-                     num_classes=self.spec.num_classes)  # fmt: skip
 
     def _restore(self) -> None:
         checkpoint = self.checkpoint
@@ -376,9 +416,18 @@ class Trainer:
         epochs = self.cfg.schedule.epochs
         if self.ctx.is_main:
             params = sum(p.numel() for p in self.model.parameters())
-            logger.info("run %s: %s on %s (%d train / %d test images), %s parameters, %d steps/epoch x %d epochs",
-                        self.run_dir, self.cfg.model.get("__target__", "model"), self.spec.name, len(self.train_set),
-                        len(self.test_set), f"{params:,}", self.steps_per_epoch, epochs)  # fmt: skip
+            train = self.cfg.train
+            if train.get("finetune"):
+                sha = train.get("finetune_sha256")
+                origin = (f"fine-tuned from {train.finetune}{' (EMA weights)' if train.get('finetune_ema') else ''}"
+                          f"{f', sha256 {sha[:12]}...' if sha else ''}")  # fmt: skip
+                origin += "".join(f"; {note}" for note in self.finetune_notes)
+            else:
+                origin = "from random initialisation"
+            logger.info("run %s: %s, %s; %s (%d train / %d test images), %s parameters%s, %d steps/epoch x %d "
+                        "epochs", self.run_dir, describe_architecture(self.model), origin, self.spec.name,
+                        len(self.train_set), len(self.test_set), f"{params:,}", _trainable(self.model),
+                        self.steps_per_epoch, epochs)  # fmt: skip
         row: dict[str, Any] = {}
         while self.epoch < epochs:
             epoch_start = time.time()
@@ -431,9 +480,19 @@ class Trainer:
         return float(value) if value not in ("", None) else None
 
 
-def train(cfg: Any, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    """Train a run config into ``run_dir`` (or continue it with ``resume=True``); returns the summary."""
-    trainer = Trainer(cfg, Path(run_dir), resume=resume)
+def train(
+    cfg: Any,
+    run_dir: str | Path,
+    resume: bool = False,
+    *,
+    pretrained_state: Mapping[str, torch.Tensor] | None = None,
+    trust_config: bool = False,
+) -> dict[str, Any]:
+    """Train a run config into ``run_dir`` (or continue it with ``resume=True``); returns the summary.
+    ``pretrained_state`` / ``trust_config``: see :class:`Trainer`."""
+    trainer = Trainer(
+        cfg, Path(run_dir), resume=resume, pretrained_state=pretrained_state, trust_config=trust_config
+    )
     try:
         summary = trainer.fit()
     finally:

@@ -5,12 +5,18 @@ A run config is a tree with five sections; every key can be changed with a dotte
 
     model     a LazyConfig building the network (by default ``build_vit5(**preset arguments)``,
               whose ``image_size``, ``in_channels`` and ``num_classes`` follow the ``data`` section)
-    data      dataset, data_dir, image_size, augment, batch_size, eval_batch_size, num_workers, ...
-              (``augment``: one of vit5.data.AUGMENTATIONS; ``none`` / null means no augmentation)
-    optim     name (adamw | lamb), lr, weight_decay, betas, eps, clip_grad, accumulate_steps
-    schedule  epochs, warmup_epochs, min_lr_ratio
-    train     seed, precision (fp32 | bf16), compile, label_smoothing, mixup, cutmix, ema_decay,
-              checkpointing and logging intervals, skip_nonfinite, device
+    data      dataset, data_dir, image_size, in_channels, augment, batch_size, eval_batch_size,
+              num_workers, ... (``augment``: one of vit5.data.AUGMENTATIONS; ``none`` / null means no
+              augmentation), interpolation (bilinear | bicubic), color_jitter, randaugment (a
+              timm-style string such as ``rand-m9-mstd0.5-inc1``), random_erasing (probability),
+              repeated_aug (k: each image k times per epoch, spread over the ranks; 1 = off)
+    optim     name (adamw | lamb), lr, weight_decay, betas, eps, clip_grad, accumulate_steps,
+              layer_decay (null = off), param_overrides (list of {pattern, weight_decay, lr_scale})
+    schedule  name (cosine | wsd), epochs, warmup_epochs, min_lr_ratio, stable_fraction (wsd)
+    train     seed, precision (fp32 | bf16), compile, loss (ce | bce), label_smoothing, mixup, cutmix,
+              ema_decay, freeze (null | backbone), grad_checkpointing, finetune (the pretrained
+              weights: path or URL), finetune_ema, finetune_sha256, checkpointing and logging
+              intervals, skip_nonfinite, device
 """
 
 from __future__ import annotations
@@ -34,8 +40,12 @@ from vit5.config import (
     resolve,
     set_value,
 )
-from vit5.data import AUGMENTATIONS, DATASETS, dataset_defaults
+from vit5.data import AUGMENTATIONS, DATASETS, INTERPOLATIONS, dataset_defaults, parse_randaugment
 from vit5.networks.presets import build_vit5, preset_arguments
+from vit5.train.losses import LOSSES
+from vit5.train.optim import SCHEDULES, check_param_overrides
+
+FREEZE_MODES = ("backbone",)
 
 SECTIONS = ("model", "data", "optim", "schedule", "train")
 
@@ -126,6 +136,11 @@ def default_run_config(dataset: str = "digits", preset: str | None = None) -> Co
         skip_bad_images=False,
         max_train_images=None,
         max_test_images=None,
+        interpolation="bilinear",
+        color_jitter=None,
+        randaugment=None,
+        random_erasing=0.0,
+        repeated_aug=1,
     )
     optim = dict(
         name="adamw",
@@ -135,13 +150,16 @@ def default_run_config(dataset: str = "digits", preset: str | None = None) -> Co
         eps=1e-8,
         clip_grad=1.0,
         accumulate_steps=1,
+        layer_decay=None,
+        param_overrides=None,
     )
-    schedule = dict(epochs=10, warmup_epochs=1, min_lr_ratio=0.01)
+    schedule = dict(name="cosine", epochs=10, warmup_epochs=1, min_lr_ratio=0.01, stable_fraction=0.8)
     train = dict(
         seed=0,
         device=None,
         precision="fp32",
         compile=False,
+        loss="ce",
         label_smoothing=0.1,
         mixup=0.0,
         cutmix=0.0,
@@ -151,6 +169,11 @@ def default_run_config(dataset: str = "digits", preset: str | None = None) -> Co
         checkpoint_every_seconds=60.0,
         log_every_seconds=10.0,
         skip_nonfinite=False,
+        freeze=None,
+        grad_checkpointing=False,
+        finetune=None,
+        finetune_ema=False,
+        finetune_sha256=None,
     )
     for section, values in (("data", data), ("optim", optim), ("schedule", schedule), ("train", train)):
         values.update(recipe[section])
@@ -244,6 +267,22 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _is_randaugment(value: Any) -> bool:
+    try:
+        parse_randaugment(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _is_param_overrides(value: Any) -> bool:
+    try:
+        check_param_overrides(value)
+    except ValueError:
+        return False
+    return True
+
+
 # key -> (check, what is expected); None values are allowed where the default is None.
 _SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
     "data": {
@@ -256,6 +295,14 @@ _SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "max_test_images": (lambda v: v is None or (_is_int(v) and v >= 1), "None or an int >= 1"),
         "download": (lambda v: isinstance(v, bool), "true or false"),
         "skip_bad_images": (lambda v: isinstance(v, bool), "true or false"),
+        "interpolation": (lambda v: v in INTERPOLATIONS, " or ".join(INTERPOLATIONS)),
+        "color_jitter": (lambda v: v is None or (_is_number(v) and v >= 0), "None or a number >= 0"),
+        "randaugment": (
+            lambda v: v is None or _is_randaugment(v),
+            "None or a timm string like 'rand-m9-mstd0.5-inc1'",
+        ),
+        "random_erasing": (lambda v: _is_number(v) and 0 <= v <= 1, "a probability in [0, 1]"),
+        "repeated_aug": (lambda v: _is_int(v) and v >= 1, "an int >= 1 (1: off)"),
     },
     "optim": {
         "lr": (lambda v: _is_number(v) and v > 0, "a positive number"),
@@ -263,6 +310,8 @@ _SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "eps": (lambda v: _is_number(v) and v > 0, "a positive number"),
         "clip_grad": (lambda v: v is None or (_is_number(v) and v >= 0), "None or a number >= 0"),
         "accumulate_steps": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
+        "layer_decay": (lambda v: v is None or (_is_number(v) and 0 < v <= 1), "None or a number in (0, 1]"),
+        "param_overrides": (_is_param_overrides, "None or a list of {pattern, weight_decay, lr_scale}"),
         "betas": (
             lambda v: (
                 isinstance(v, (list, tuple)) and len(v) == 2 and all(_is_number(b) and 0 <= b < 1 for b in v)
@@ -274,6 +323,8 @@ _SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "epochs": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
         "warmup_epochs": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
         "min_lr_ratio": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+        "name": (lambda v: v in SCHEDULES, " or ".join(SCHEDULES)),
+        "stable_fraction": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     },
     "train": {
         "seed": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
@@ -288,6 +339,18 @@ _SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "checkpoint_every_seconds": (lambda v: _is_number(v) and v >= 0, "a number >= 0 (0: off)"),
         "log_every_seconds": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
         "skip_nonfinite": (lambda v: isinstance(v, bool), "true or false"),
+        "loss": (lambda v: v in LOSSES, " or ".join(LOSSES)),
+        "freeze": (lambda v: v is None or v in FREEZE_MODES, "None or " + " or ".join(FREEZE_MODES)),
+        "grad_checkpointing": (lambda v: isinstance(v, bool), "true or false"),
+        "finetune": (lambda v: v is None or (isinstance(v, str) and v != ""), "None or a path or URL"),
+        "finetune_ema": (lambda v: isinstance(v, bool), "true or false"),
+        "finetune_sha256": (
+            lambda v: (
+                v is None
+                or (isinstance(v, str) and len(v) == 64 and set(v.lower()) <= set("0123456789abcdef"))
+            ),
+            "None or 64 hex digits",
+        ),
     },
 }
 
