@@ -46,7 +46,9 @@ radix-2 kernel needs), and the session ran 2.4x slower than vit5 eager. As matri
 padding and the crop fold into the tables, nothing in the graph is complex, and the smallest
 alias-free size per axis (``>= N + (K + 1) // 2``, from :func:`vit5.ops.fftplan.plan_fft_conv`)
 is used: a size need not be a power of two for a matrix product. The cost is ``O(N F)`` per axis
-instead of ``O(F log F)``, small next to the block's linear layers at these grids. Compile and FX
+instead of ``O(F log F)``, small next to the block's linear layers at these grids. Measured for
+ViT-5-S Hyena-GAP at 224 px (batch 8, one thread): onnxruntime 982 ms with DFT matrices, 3,038 ms
+with ONNX ``DFT``, vit5 eager 1,198 ms; the file is the weights (89 MiB) either way. Compile and FX
 keep ``torch.fft`` (inductor and eager kernels are fast there).
 """
 
