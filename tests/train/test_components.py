@@ -221,3 +221,18 @@ def test_progress_eta_and_rate_leave_out_the_first_step(tmp_path, monkeypatch, c
         minutes, seconds = re.search(r"ETA (\d+)m(\d+)s", line).groups()
         assert int(minutes) * 60 + int(seconds) < first_step_cost, line  # 14 fast steps remain at most
         assert float(re.search(r"([\d.]+) img/s", line).group(1)) > 32 / first_step_cost, line
+
+
+def test_compile_without_a_cxx_compiler_trains_eagerly_with_a_warning(monkeypatch, caplog):
+    import torch
+
+    from vit5.train import loop
+
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(loop.shutil, "which", lambda name: None)
+    with caplog.at_level("WARNING", logger="vit5.train"):
+        assert not loop._can_compile(torch.device("cpu"))
+    assert "no C++ compiler" in caplog.text
+    assert loop._can_compile(torch.device("cuda"))
+    monkeypatch.setattr(loop.shutil, "which", lambda name: f"/usr/bin/{name}")
+    assert loop._can_compile(torch.device("cpu"))

@@ -12,7 +12,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import random
+import shutil
 import time
 import warnings
 from collections.abc import Mapping
@@ -160,7 +162,7 @@ class Trainer:
             self.train_model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.ctx.local_rank] if self.ctx.device.type == "cuda" else None
             )
-        if self.cfg.train.compile:
+        if self.cfg.train.compile and _can_compile(self.ctx.device):
             self.train_model = torch.compile(self.train_model)
         self.metrics = MetricsLog(self.run_dir / "metrics.csv") if self.ctx.is_main else None
         if self.ctx.is_main:
@@ -506,3 +508,19 @@ def train(
 def data_spec_from(metadata: dict[str, Any]) -> DataSpec:
     """The DataSpec stored in a checkpoint's metadata."""
     return DataSpec(**{**metadata, "mean": tuple(metadata["mean"]), "std": tuple(metadata["std"])})
+
+
+def _can_compile(device: torch.device) -> bool:
+    """Whether ``torch.compile`` can build kernels here; on a CPU inductor needs a C++ compiler.
+
+    Without one the run continues eagerly (same results up to rounding) with a warning, instead of
+    failing on its first step with a compiler traceback.
+    """
+    if device.type != "cpu":
+        return True
+    compilers = [name for name in (os.environ.get("CXX"), "c++", "g++", "clang++") if name]
+    if any(shutil.which(name) for name in compilers):
+        return True
+    logger.warning("train.compile: no C++ compiler found (c++, g++, clang++, $CXX), which torch.compile "
+                   "needs on a CPU; training eagerly")  # fmt: skip
+    return False
