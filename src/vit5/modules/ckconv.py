@@ -271,15 +271,15 @@ class CKConvND(nn.Module):
             return out.add_(dense_operator_product(x, operand).to(x.dtype).permute(1, 2, 0).view(x.shape))
         if path is LongConvPath.FFT_LOWMEM:  # keeps x, not its spectrum, for the backward pass
             y = fft_conv_zero_lowmem(x, operand, channels_last)  # (B, C, *S)
+        elif path is LongConvPath.TRACED_FFT:
+            z = x.movedim(-1, 1) if channels_last else x  # (B, C, *S); the graph's compiler picks layouts
+            convolve = traced_dft_conv if plan.dft_matrices else traced_fft_conv
+            y = convolve(z, operand, fft_plan).to(x.dtype)
         else:
             # The FFTs are fastest on channels-first contiguous data: one transposing copy here
             # is cheaper than transforming along strided axes.
             z = x.movedim(-1, 1).contiguous() if channels_last else x  # (B, C, *S)
-            if path is LongConvPath.TRACED_FFT:
-                z = x.movedim(-1, 1) if channels_last else x  # the graph's compiler picks layouts
-                convolve = traced_dft_conv if plan.dft_matrices else traced_fft_conv
-                y = convolve(z, operand, fft_plan).to(x.dtype)
-            elif path is LongConvPath.FFT and channels_last and not grad:
+            if path is LongConvPath.FFT and channels_last and not grad:
                 # Accumulate chunk by chunk into the channels-last output: the same bits as the
                 # shortcut + conv sum below, without a full-size strided add.
                 out = shortcut * x  # (B, *S, C)
