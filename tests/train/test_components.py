@@ -236,3 +236,23 @@ def test_compile_without_a_cxx_compiler_trains_eagerly_with_a_warning(monkeypatc
     assert loop._can_compile(torch.device("cuda"))
     monkeypatch.setattr(loop.shutil, "which", lambda name: f"/usr/bin/{name}")
     assert loop._can_compile(torch.device("cpu"))
+
+
+def test_schedule_min_lr_is_an_absolute_floor_for_cosine_and_wsd(tmp_path):
+    import pytest
+
+    from vit5.config import apply_overrides
+    from vit5.train.loop import Trainer
+
+    base = ["data.max_train_images=256", "data.batch_size=32", "data.max_test_images=32", "model.hidden_dim=16",
+            "model.num_blocks=2", "optim.lr=1e-3", "schedule.min_lr=2e-5", "schedule.epochs=2",
+            "schedule.warmup_epochs=0.25", "schedule.stable_fraction=0.5"]  # fmt: skip
+    for name in ("cosine", "wsd"):
+        trainer = Trainer(apply_overrides(default_run_config("digits"), [*base, f"schedule.name={name}"]),
+                          tmp_path / name)  # fmt: skip
+        floor = trainer.scheduler.lr_lambdas[0](trainer.total_steps) * 1e-3
+        assert floor == pytest.approx(2e-5, rel=1e-9), name
+    with pytest.raises(ValueError, match="schedule.min_lr=0.01 is above optim.lr=0.001"):
+        Trainer(
+            apply_overrides(default_run_config("digits"), [*base, "schedule.min_lr=1e-2"]), tmp_path / "bad"
+        )

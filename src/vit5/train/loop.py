@@ -135,8 +135,12 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * self.cfg.schedule.epochs
         warmup = int(round(float(self.cfg.schedule.warmup_epochs) * self.steps_per_epoch))
         schedule = self.cfg.schedule
+        min_lr = schedule.get("min_lr")  # an absolute floor, as nvSubquadratic's WSD states it
+        min_lr_ratio = (
+            float(min_lr) / float(self.cfg.optim.lr) if min_lr is not None else float(schedule.min_lr_ratio)
+        )
         self.scheduler = build_scheduler(
-            self.optimizer, self.total_steps, warmup, float(schedule.min_lr_ratio),
+            self.optimizer, self.total_steps, warmup, min_lr_ratio,
             name=schedule.get("name", "cosine"), stable_fraction=float(schedule.get("stable_fraction", 0.8)),
         )  # fmt: skip
         self.ema = None

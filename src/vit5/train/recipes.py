@@ -12,7 +12,8 @@ A run config is a tree with five sections; every key can be changed with a dotte
               repeated_aug (k: each image k times per epoch, spread over the ranks; 1 = off)
     optim     name (adamw | lamb), lr, weight_decay, betas, eps, clip_grad, accumulate_steps,
               layer_decay (null = off), param_overrides (list of {pattern, weight_decay, lr_scale})
-    schedule  name (cosine | wsd), epochs, warmup_epochs, min_lr_ratio, stable_fraction (wsd)
+    schedule  name (cosine | wsd), epochs, warmup_epochs, min_lr_ratio, min_lr (an absolute floor
+              that replaces min_lr_ratio when set), stable_fraction (wsd)
     train     seed, precision (fp32 | bf16), compile, loss (ce | bce), label_smoothing, mixup, cutmix,
               ema_decay, freeze (null | backbone), grad_checkpointing, finetune (the pretrained
               weights: path or URL), finetune_ema, finetune_sha256, checkpointing and logging
@@ -153,7 +154,9 @@ def default_run_config(dataset: str = "digits", preset: str | None = None) -> Co
         layer_decay=None,
         param_overrides=None,
     )
-    schedule = dict(name="cosine", epochs=10, warmup_epochs=1, min_lr_ratio=0.01, stable_fraction=0.8)
+    schedule = dict(
+        name="cosine", epochs=10, warmup_epochs=1, min_lr_ratio=0.01, min_lr=None, stable_fraction=0.8
+    )
     train = dict(
         seed=0,
         device=None,
@@ -323,6 +326,10 @@ _SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "epochs": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
         "warmup_epochs": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
         "min_lr_ratio": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+        "min_lr": (
+            lambda v: v is None or (_is_number(v) and v >= 0),
+            "None or a number >= 0 (at most optim.lr)",
+        ),
         "name": (lambda v: v in SCHEDULES, " or ".join(SCHEDULES)),
         "stable_fraction": (lambda v: _is_number(v) and 0 <= v <= 1, "a number in [0, 1]"),
     },
@@ -369,5 +376,8 @@ def validate_run_config(cfg: Mapping) -> None:
         for key, (check, expected) in rules.items():
             if key in cfg[section] and not check(cfg[section][key]):
                 raise ValueError(f"{section}.{key} must be {expected}, got {cfg[section][key]!r}")
+    min_lr = cfg["schedule"].get("min_lr")
+    if min_lr is not None and min_lr > cfg["optim"]["lr"]:
+        raise ValueError(f"schedule.min_lr={min_lr!r} is above optim.lr={cfg['optim']['lr']!r}")
     if cfg["data"]["dataset"] not in DATASETS:
         raise ValueError(f"data.dataset must be one of {', '.join(DATASETS)}; got {cfg['data']['dataset']!r}")
