@@ -1,0 +1,130 @@
+"""The ``vit5`` command: train, eval, predict, convert, export, info (and demo, the ``make demo`` job).
+
+Every command parses its arguments, builds what the config describes, and hands it to the library;
+the work itself lives in :mod:`vit5.train` and :mod:`vit5.networks`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from vit5.cli.common import (
+    _TRUST_HELP,
+    UsageError,
+    _add_source_arguments,
+    _int_at_least,
+    setup_logging,
+)
+from vit5.cli.deploy import command_export
+from vit5.cli.inference import command_convert, command_eval, command_predict
+from vit5.cli.info import command_info, describe_model
+from vit5.cli.train import _add_train_arguments, command_demo, command_train
+
+__all__ = ["UsageError", "build_parser", "describe_model", "main", "parse_arguments"]
+
+logger = logging.getLogger("vit5")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vit5", description="ViT-5 image classifiers: train, evaluate, predict."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_train_arguments(commands.add_parser("train", help="train a model (default: tiny hybrid on digits)"))
+    _add_train_arguments(commands.add_parser("demo", help="the make-demo job: vit5 train with defaults"))
+    evaluate = commands.add_parser(
+        "eval", help="evaluate a checkpoint: top-1/top-5, per class, confusion.png"
+    )
+    _add_source_arguments(evaluate, inference=True)
+    evaluate.add_argument(
+        "--dataset", help="dataset name (default: the run's); else --data-dir class folders"
+    )
+    evaluate.add_argument(
+        "--data-dir", help="the dataset's files, or a folder of class folders (an ImageNet-val copy)"
+    )
+    evaluate.add_argument("--out", help="where to write confusion.png")
+    evaluate.add_argument("--batch-size", type=_int_at_least(1), default=256)
+    evaluate.add_argument("--workers", type=_int_at_least(0), default=0)
+    predict = commands.add_parser("predict", help="top-k labels of images (PNG/JPEG)")
+    _add_source_arguments(predict, inference=True)
+    predict.add_argument("images", nargs="+")
+    predict.add_argument(
+        "--top-k", type=_int_at_least(1), default=5, help="labels per image (at most the number of classes)"
+    )
+    predict.add_argument("--batch-size", type=_int_at_least(1), default=32)
+    predict.add_argument("--out", help="write the predictions to this .json or .csv file")
+    convert = commands.add_parser(
+        "convert", help="write any loadable checkpoint as vit5 safetensors (or official)"
+    )
+    _add_source_arguments(convert, inference=False)
+    convert.add_argument(
+        "--out", required=True, help="the file to write (.safetensors; .pth for --to official)"
+    )
+    convert.add_argument("--to", choices=("vit5", "official"), default="vit5",
+                         help="vit5 safetensors with its config (default), or the official ViT-5 layout")  # fmt: skip
+    export = commands.add_parser("export", help="write a model as ONNX (.onnx) or torch.export (.pt2)")
+    export.add_argument("source", nargs="?", help="anything `vit5 eval` takes (or use --preset)")
+    export.add_argument("--preset", help="export a preset's freshly initialised network instead")
+    export.add_argument("--format", choices=("onnx", "pt2"), help="default: from the --out suffix")
+    export.add_argument("--out", required=True, help="the file to write (.onnx or .pt2)")
+    export.add_argument("--image-size", type=_int_at_least(1), help="export the trained model evaluated at this "
+                        "resolution (the resize of eval --image-size; the file records the resized model)")  # fmt: skip
+    export.add_argument("--ema", action="store_true", help="export the EMA weights (an error if none)")
+    export.add_argument("--trust-config", action="store_true", help=_TRUST_HELP)
+    export.add_argument("--config", help="network config for a checkpoint without one (.py is code)")
+    export.add_argument("--crop-ratio", type=float, help="preprocessing recorded in the file")
+    export.add_argument("--interpolation", choices=("bicubic", "bilinear"), help="recorded in the file")
+    export.add_argument("--opset", type=int, help="ONNX opset (default: torch's)")
+    info = commands.add_parser("info", help="parameters, FLOPs, token layout and blocks of a model")
+    info.add_argument("source", nargs="?", metavar="CHECKPOINT", help="a checkpoint (anything eval takes)")
+    info.add_argument("--preset")
+    info.add_argument("--config")
+    info.add_argument("--trust-config", action="store_true", help=_TRUST_HELP)
+    info.add_argument("overrides", nargs="*")
+    return parser
+
+
+COMMANDS = {"train": command_train, "demo": command_demo, "eval": command_eval, "predict": command_predict,
+            "info": command_info, "convert": command_convert, "export": command_export}  # fmt: skip
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    """Parse, letting ``key=value`` overrides sit anywhere among the options."""
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    stray = [item for item in extras if item.startswith("-") or "=" not in item]
+    if stray:
+        parser.error(f"unrecognized arguments: {' '.join(stray)}")
+    source = getattr(args, "source", None)
+    if args.command == "info" and source and "=" in source and not Path(source).exists():
+        args.source, args.overrides = None, [source, *args.overrides]  # `info --preset X model.a=b`
+    if extras:
+        if not hasattr(args, "overrides"):
+            parser.error(f"vit5 {args.command} takes no overrides: {' '.join(extras)}")
+        args.overrides = list(args.overrides or []) + extras
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    if args.command != "train" and args.command != "demo":
+        setup_logging()
+    from vit5.train.loop import NonFiniteLossError
+
+    try:
+        return COMMANDS[args.command](args)
+    except (UsageError, FileNotFoundError, ValueError, TypeError, KeyError, NonFiniteLossError) as error:
+        # Configuration and data mistakes (unknown override keys, bad values, missing or damaged
+        # files) are reported in one line; VIT5_DEBUG=1 shows the traceback.
+        if os.environ.get("VIT5_DEBUG"):
+            raise
+        print(f"vit5 {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

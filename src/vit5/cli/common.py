@@ -1,0 +1,83 @@
+"""What the commands share: one-line usage errors, logging, directories, argument types."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+logger = logging.getLogger("vit5")
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; printed without a traceback."""
+
+
+def make_directory(path: Path, what: str) -> None:
+    """``mkdir -p path``, as a one-line error when a file is in the way or it is not writable."""
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"cannot create {what} {path}: a file of that name is in the way")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError(f"cannot create {what} {path}: {error.strerror or error}") from None
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"cannot write to {what} {path}: permission denied")
+
+
+def setup_logging(run_dir: Path | None = None, rank: int = 0) -> None:
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    formatter = logging.Formatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S")
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(formatter)
+    root.addHandler(stream)
+    if run_dir is not None and rank == 0:
+        make_directory(run_dir, "the run directory")
+        file_handler = logging.FileHandler(run_dir / "log.txt")
+        file_handler.setFormatter(formatter)
+        root.addHandler(file_handler)
+
+
+def _int_at_least(minimum: int):
+    """An argparse ``type`` accepting integers >= ``minimum`` (the error names the value and the bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_TRUST_HELP = ("build configs read from files even if they name targets outside vit5's registry "
+               "(only for files you wrote: a config target is code that runs)")  # fmt: skip
+
+
+def _add_source_arguments(parser: argparse.ArgumentParser, *, inference: bool) -> None:
+    """The words every command that reads a trained model shares."""
+    parser.add_argument("source", help="run directory, checkpoint directory, .safetensors, official .pth or "
+                        "nvSubquadratic .ckpt")  # fmt: skip
+    parser.add_argument("--ema", action="store_true", help="use the EMA weights (an error if there are none)")
+    parser.add_argument("--image-size", type=_int_at_least(1),
+                        help="evaluate the trained model at this resolution (RoPE at the training grid's scale, "
+                        "pos_embed resampled bicubically)")  # fmt: skip
+    parser.add_argument("--trust-config", action="store_true", help=_TRUST_HELP)
+    parser.add_argument(
+        "--config", help="network config for a checkpoint without one (.py is code, .yaml data)"
+    )
+    if inference:
+        parser.add_argument(
+            "--crop-ratio", type=float, help="resize to size / ratio, center-crop (default: recorded)"
+        )
+        parser.add_argument("--interpolation", choices=("bicubic", "bilinear"), help="default: recorded")
+        parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+        parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")

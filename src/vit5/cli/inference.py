@@ -1,0 +1,254 @@
+"""``vit5 eval``, ``predict`` and ``convert``: anything :func:`vit5.load_model` takes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from vit5.cli.common import (
+    UsageError,
+    make_directory,
+)
+from vit5.config import load_config
+
+logger = logging.getLogger("vit5")
+
+# --------------------------------------------------------------------------------------------------
+# eval / predict / convert: anything vit5.load_model takes
+
+
+def _load_source(args: argparse.Namespace) -> Any:
+    """``vit5.load_model_and_config`` with the shared flags (--ema, --image-size, --trust-config,
+    --config), then --crop-ratio / --interpolation applied to the ``pretrained_cfg``."""
+    from vit5.networks.pretrained_cfg import updated_pretrained_cfg
+    from vit5.weights import load_model_and_config
+
+    config = None
+    if getattr(args, "config", None):
+        config = _network_config_file(args.config, args.trust_config)
+    loaded = load_model_and_config(args.source, ema=args.ema, image_size=args.image_size,
+                                   trust_config=args.trust_config, config=config)  # fmt: skip
+    changes = {key: value for key, value in (("crop_pct", getattr(args, "crop_ratio", None)),
+               ("interpolation", getattr(args, "interpolation", None))) if value is not None}  # fmt: skip
+    if changes:
+        loaded.model.pretrained_cfg = updated_pretrained_cfg(loaded.model.pretrained_cfg, **changes)
+    return loaded
+
+
+def _network_config_file(path: str, trust_config: bool) -> Any:
+    """``--config`` for a checkpoint without one: a Python file (code, run as such) or YAML (data)."""
+    from vit5.train.recipes import load_python_config
+
+    if Path(path).suffix.lower() in (".yaml", ".yml"):
+        return load_config(path, trust_config=trust_config)
+    return load_python_config(path)
+
+
+def _device(name: str) -> Any:
+    import torch
+
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UsageError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return torch.device("cuda" if name == "cuda" or (name == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def _recorded_defaults(loaded: Any) -> bool:
+    """Whether the preprocessing is the run's own (its test set is then used exactly as in training)."""
+    cfg = loaded.model.pretrained_cfg
+    return (loaded.data.get("image_size") == cfg["input_size"][1] and cfg["crop_pct"] == loaded.data.get("crop_ratio", 1.0)
+            and cfg["interpolation"] == loaded.data.get("interpolation", "bilinear"))  # fmt: skip
+
+
+def command_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from vit5.data import build_datasets
+    from vit5.data.evaluation import evaluation_set, folder_split
+    from vit5.train.distributed import DistributedContext
+    from vit5.train.evaluate import evaluate
+    from vit5.train.metrics import plot_confusion
+
+    loaded = _load_source(args)
+    model, cfg = loaded.model, loaded.model.pretrained_cfg
+    dataset = args.dataset or loaded.data.get("name")
+    data_dir = args.data_dir or loaded.run_config.get("data", {}).get("data_dir")
+    if dataset in (None, "imagefolder"):
+        if not data_dir:
+            raise UsageError(
+                f"{loaded.source} does not name a dataset: pass --data-dir DIR (class folders) or --dataset"
+            )
+        split = folder_split(data_dir, cfg["class_names"])
+        test_set, names = evaluation_set(split, cfg), list(cfg["class_names"] or split.classes)
+        dataset = f"{data_dir}"
+    else:
+        _, test_set, spec = build_datasets(dataset, data_dir, image_size=model.image_size, augment="none",
+                                           in_channels=model.in_channels)  # fmt: skip
+        if spec.num_classes != model.num_classes:
+            raise UsageError(
+                f"{dataset} has {spec.num_classes} classes but the model predicts {model.num_classes}"
+            )
+        if not _recorded_defaults(loaded):
+            test_set = evaluation_set(test_set.source, cfg)
+        names = spec.class_names or [str(i) for i in range(spec.num_classes)]
+    if len(names) > model.num_classes:
+        raise UsageError(f"{dataset} has {len(names)} classes but the model predicts {model.num_classes}")
+    names = names + [str(i) for i in range(len(names), model.num_classes)]
+    device = _device(args.device)
+    loader = torch.utils.data.DataLoader(test_set, batch_size=args.batch_size, num_workers=args.workers)
+    result = evaluate(model.to(device), loader, model.num_classes, DistributedContext(device=device),
+                      precision=args.precision, confusion=True)  # fmt: skip
+    source = Path(args.source)
+    out = (
+        Path(args.out)
+        if args.out
+        else (source / "eval" if (source / "config.yaml").is_file() else Path("vit5-eval"))
+    )
+    make_directory(out, "the output directory")
+    summary = f"{'EMA ' if loaded.ema else ''}weights {loaded.source}"
+    figure = None
+    if model.num_classes <= 100:
+        figure = plot_confusion(result.confusion, names, out / "confusion.png",
+                                title=f"{dataset}, top-1 {result.top1:.4f} ({loaded.source})")  # fmt: skip
+    print(f"{dataset} ({result.count} images, {cfg['input_size'][1]} px, {cfg['interpolation']}, crop ratio "
+          f"{cfg['crop_pct']:g}, {args.precision} on {device.type}), {summary}")  # fmt: skip
+    print(f"top-1 {result.top1:.4f}  top-5 {result.top5:.4f}  loss {result.loss:.4f}")
+    per_class = {name: None if math.isnan(acc) else acc for name, acc in zip(names, result.per_class)}
+    if len(per_class) <= 100:
+        width = max(len(n) for n in names)
+        for name, accuracy in per_class.items():
+            print(f"  {name:<{width}}  {'n/a (no test images)' if accuracy is None else f'{accuracy:.4f}'}")
+    print(json.dumps({"top1": result.top1, "top5": result.top5, "loss": result.loss, "count": result.count,
+                      "per_class": per_class, "confusion_png": str(figure) if figure else None}))  # fmt: skip
+    return 0
+
+
+def command_predict(args: argparse.Namespace) -> int:
+    import torch
+    from PIL import UnidentifiedImageError
+
+    from vit5.data import eval_transform, read_image
+
+    if Path(args.source).suffix.lower() == ".onnx":
+        return _predict_onnx(args)
+    loaded = _load_source(args)
+    device = _device(args.device)
+    model, cfg = loaded.model.to(device), loaded.model.pretrained_cfg
+    channels, size, _ = cfg["input_size"]
+    transform = eval_transform(size, cfg["mean"], cfg["std"], channels, cfg["crop_pct"], cfg["interpolation"])
+    names = cfg["class_names"] or [str(i) for i in range(model.num_classes)]
+
+    def probabilities(batch: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, K)
+        with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=args.precision == "bf16"):
+            return model({"input": batch.permute(0, 2, 3, 1).to(device)})["logits"].float().softmax(-1).cpu()
+
+    return _predict_images(args, transform, probabilities, names, (read_image, UnidentifiedImageError))
+
+
+def _predict_images(args: argparse.Namespace, transform: Any, probabilities: Any, names: list[str],
+                    reader: tuple[Any, type]) -> int:  # fmt: skip
+    """Top-k labels of ``args.images`` in batches of ``--batch-size``; printed, and written to --out."""
+    import torch
+
+    read_image, decode_error = reader
+    k = min(args.top_k, len(names))
+    results, failed, batch, paths = [], 0, [], []
+
+    def flush() -> None:
+        if not batch:
+            return
+        top = probabilities(torch.stack(batch)).topk(k)
+        for path, values, indices in zip(paths, top.values.tolist(), top.indices.tolist()):
+            labels = [(names[i], p) for p, i in zip(values, indices)]
+            print(f"{path}: " + ", ".join(f"{name} ({p:.3f})" for name, p in labels))
+            results.append({"image": str(path), "top": [{"label": n, "probability": p} for n, p in labels]})
+        batch.clear()
+        paths.clear()
+
+    for path in args.images:
+        try:
+            batch.append(transform(read_image(path)))
+            paths.append(path)
+        except (FileNotFoundError, decode_error, OSError, ValueError) as error:
+            print(f"{path}: cannot read image ({error})", file=sys.stderr)
+            failed += 1
+        if len(batch) == args.batch_size:
+            flush()
+    flush()
+    if args.out:
+        _write_predictions(Path(args.out), results)
+    else:
+        print(json.dumps(results))
+    return 1 if failed else 0
+
+
+def _write_predictions(path: Path, results: list[dict[str, Any]]) -> None:
+    """Predictions as JSON (``.json``) or CSV (``.csv``: image, rank, label, probability), atomically."""
+    import csv
+    import io
+
+    from vit5._io import atomic_write_text
+
+    if path.suffix.lower() == ".csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["image", "rank", "label", "probability"])
+        for row in results:
+            for rank, item in enumerate(row["top"], 1):
+                writer.writerow([row["image"], rank, item["label"], f"{item['probability']:.6f}"])
+        atomic_write_text(path, buffer.getvalue())
+    else:
+        atomic_write_text(path, json.dumps(results, indent=1))
+    print(f"wrote {len(results)} predictions to {path}", file=sys.stderr)
+
+
+def command_convert(args: argparse.Namespace) -> int:
+    from vit5.convert import convert_checkpoint
+
+    out = convert_checkpoint(args.source, args.out, to=args.to, ema=args.ema, image_size=args.image_size,
+                             trust_config=args.trust_config,
+                             config=_network_config_file(args.config, args.trust_config) if args.config else None)  # fmt: skip
+    print(json.dumps({"out": str(out), "format": args.to}))
+    return 0
+
+
+def _predict_onnx(args: argparse.Namespace) -> int:
+    """``vit5 predict model.onnx ...``: ONNX Runtime on the CPU, preprocessing from the file's metadata."""
+    import torch
+    from PIL import UnidentifiedImageError
+
+    from vit5.data import eval_transform, read_image
+    from vit5.export import read_onnx_metadata
+    from vit5.networks.pretrained_cfg import updated_pretrained_cfg
+
+    for flag, value in (("--ema", args.ema), ("--config", args.config), ("--precision bf16", args.precision == "bf16"),
+                        ("--device cuda", args.device == "cuda")):  # fmt: skip
+        if value:
+            raise UsageError(f"{flag} does not apply to an exported .onnx file (ONNX Runtime, CPU, fp32)")
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UsageError("an .onnx file needs onnxruntime (pip install vit5[export])") from None
+    cfg = read_onnx_metadata(args.source)
+    channels, size, _ = cfg["input_size"]
+    if args.image_size not in (None, size):
+        raise UsageError(f"{args.source} takes {size} px images; export it again with --image-size")
+    changes = {key: value for key, value in (("crop_pct", args.crop_ratio), ("interpolation", args.interpolation))
+               if value is not None}  # fmt: skip
+    if changes:
+        cfg = updated_pretrained_cfg(cfg, **changes)
+    session = onnxruntime.InferenceSession(args.source, providers=["CPUExecutionProvider"])
+    if isinstance(session.get_inputs()[0].shape[0], int):  # exported with a fixed batch
+        args.batch_size = session.get_inputs()[0].shape[0]
+    transform = eval_transform(size, cfg["mean"], cfg["std"], channels, cfg["crop_pct"], cfg["interpolation"])
+    names = cfg["class_names"] or [str(i) for i in range(cfg["num_classes"])]
+
+    def probabilities(batch: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, K)
+        (logits,) = session.run(["logits"], {"input": batch.permute(0, 2, 3, 1).contiguous().numpy()})
+        return torch.from_numpy(logits).float().softmax(-1)
+
+    return _predict_images(args, transform, probabilities, names, (read_image, UnidentifiedImageError))

@@ -1,0 +1,288 @@
+"""``vit5 train`` and ``vit5 demo``: build the run config (recipe, config file, flags, overrides,
+fine-tuning source) and hand it to :mod:`vit5.train`."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from vit5.cli.common import (
+    _TRUST_HELP,
+    UsageError,
+    _int_at_least,
+    setup_logging,
+)
+from vit5.config import ConfigNode, apply_overrides, load_config, to_container
+
+logger = logging.getLogger("vit5")
+
+# --------------------------------------------------------------------------------------------------
+# train
+
+
+def build_run_config(args: argparse.Namespace) -> ConfigNode:
+    """The run config of ``vit5 train``'s arguments (see :func:`build_run_config_and_weights`)."""
+    return build_run_config_and_weights(args)[0]
+
+
+def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, Any]:
+    """Recipe defaults < ``--config`` file < ``--finetune`` checkpoint < ``--preset`` < flags < dotted overrides.
+
+    With ``--finetune`` (or a config's ``train.finetune``) the network is the checkpoint's, built at
+    ``data.image_size`` (default: the checkpoint's), unless ``--preset`` or the config file's own
+    ``model`` names another; the loaded weights are returned beside the config.
+    """
+    from vit5.train.recipes import default_run_config, load_python_config
+
+    if args.config:
+        cfg = load_python_config(args.config, trust_config=args.trust_config)
+        if args.dataset and args.dataset != cfg.data.dataset:
+            cfg.data.dataset = args.dataset
+    else:
+        cfg = default_run_config(args.dataset or "digits", args.preset)
+    config_model = bool(args.config) and to_container(cfg.model) != to_container(
+        default_run_config(cfg.data.dataset).model
+    )
+    if args.preset and args.config:
+        cfg.model = default_run_config(cfg.data.dataset, args.preset).model
+    args.finetune = args.finetune or cfg.train.get("finetune")
+    if args.ema and not args.finetune:
+        raise UsageError("--ema picks the EMA weights of --finetune PATH; give --finetune too")
+    own_model = bool(args.preset) or config_model
+    pretrained = _apply_finetune(cfg, args, own_model) if args.finetune else None
+    flags = {
+        "data.data_dir": args.data_dir, "schedule.epochs": args.epochs, "data.batch_size": args.batch_size,
+        "optim.lr": args.lr, "train.precision": args.precision, "train.seed": args.seed,
+        "data.num_workers": args.workers, "data.image_size": args.image_size,
+    }  # fmt: skip
+    for dotted, value in flags.items():
+        if value is not None:
+            section, key = dotted.split(".")
+            cfg[section][key] = value
+    if args.compile:
+        cfg.train.compile = True
+    if args.download:
+        cfg.data.download = True
+    if args.skip_nonfinite:
+        cfg.train.skip_nonfinite = True
+    if args.skip_bad_images:
+        cfg.data.skip_bad_images = True
+    cfg = apply_overrides(cfg, args.overrides)
+    if pretrained is not None and not own_model:
+        _rebuild_finetune_model(cfg, pretrained)
+    return cfg, pretrained
+
+
+def _apply_finetune(cfg: ConfigNode, args: argparse.Namespace, own_model: bool) -> Any:
+    """Point the run config at ``--finetune``'s weights; the architecture is the checkpoint's unless
+    ``own_model`` (``--preset`` or a config file's model; model.* overrides change it either way).
+    Returns the loaded weights."""
+    from vit5.train.finetune import load_pretrained
+
+    pretrained = load_pretrained(
+        args.finetune,
+        ema=bool(args.ema or cfg.train.get("finetune_ema")),
+        sha256=args.finetune_sha256 or cfg.train.get("finetune_sha256"),
+        trust_config=args.trust_config,
+    )
+    model = pretrained.model
+    cfg.train.finetune = pretrained.source
+    cfg.train.finetune_ema = bool(args.ema or cfg.train.get("finetune_ema"))
+    cfg.train.finetune_sha256 = pretrained.sha256
+    cfg.data.in_channels = model.in_channels  # grayscale data is replicated for an RGB checkpoint
+    if not (own_model and args.config):  # a config file's model is built at its data.image_size
+        cfg.data.image_size = model.image_size
+    if not own_model:
+        cfg.model = ConfigNode(pretrained.config)
+        for key in ("image_size", "in_channels", "num_classes"):
+            cfg.model[key] = getattr(model, key)
+    return pretrained
+
+
+def _rebuild_finetune_model(cfg: ConfigNode, pretrained: Any) -> None:
+    """The checkpoint's architecture built at ``data.image_size`` (RoPE at the new grid's integer
+    positions, as the official fine-tuning code; :func:`vit5.rebuild_at_resolution`), with the data's
+    class count and channels."""
+    from vit5.networks.resize import rebuild_config
+
+    size = cfg.data.image_size
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise ValueError(f"data.image_size must be an int >= 1, got {size!r}")
+    cfg.model = rebuild_config(cfg.model, size)
+    cfg.model.image_size = "${data.image_size}"
+    cfg.model.in_channels = "${data.in_channels}"
+    cfg.model.num_classes = "${data.num_classes}"
+
+
+# Options of `vit5 train` that shape a run; `--resume` takes the run's own config.yaml instead.
+# Only where the data is (--data-dir) and how many loader processes read it (--workers: per-sample
+# seeding makes the batches independent of it) may change on resume.
+_RUN_OPTIONS = ("config", "preset", "dataset", "download", "out", "epochs", "batch_size", "lr", "precision",
+                "compile", "seed", "skip_nonfinite", "skip_bad_images", "finetune", "ema", "finetune_sha256",
+                "image_size")  # fmt: skip
+
+
+@contextlib.contextmanager
+def _removed_if_unstarted(created: list[Path]) -> Iterator[None]:
+    """If the body fails, delete the run directory ``created[0]`` (and its parents in ``created``,
+    the folders this command made) when it holds nothing but the log file: the run failed before it
+    started (missing data, a config error), and a typo should leave no empty run behind. A
+    directory with anything else in it is kept."""
+    try:
+        yield
+    except BaseException:
+        if created:
+            _remove_unstarted_run(created)
+        raise
+
+
+def _remove_unstarted_run(created: list[Path]) -> None:
+    for handler in list(logging.getLogger().handlers):
+        if isinstance(handler, logging.FileHandler):
+            handler.close()
+            logging.getLogger().removeHandler(handler)
+    run_dir = created[0]
+    entries = list(run_dir.iterdir()) if run_dir.is_dir() else []
+    if not all(entry.name == "log.txt" and entry.is_file() for entry in entries):
+        return
+    for entry in entries:
+        entry.unlink()
+    for folder in created:  # the run directory, then the parents made for it while they are empty
+        if not folder.is_dir() or any(folder.iterdir()):
+            break
+        folder.rmdir()
+
+
+def command_train(args: argparse.Namespace) -> int:
+    from vit5.train.loop import train
+
+    rank = int(os.environ.get("RANK", "0"))
+    pretrained = None
+    if args.resume:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            raise UsageError(f"--resume {run_dir}: not a run directory (no config.yaml)")
+        cfg = load_config(run_dir / "config.yaml", trust_config=args.trust_config)
+        given = [
+            "--" + name.replace("_", "-")
+            for name in _RUN_OPTIONS
+            if getattr(args, name, None) not in (None, False)
+        ]
+        if args.overrides or given:
+            raise UsageError(
+                "--resume continues a run exactly as configured (its config.yaml; only --data-dir and "
+                f"--workers may change); remove {' '.join(given + list(args.overrides))}"
+            )
+        if args.data_dir is not None:
+            cfg.data.data_dir = args.data_dir
+        if args.workers is not None:
+            cfg.data.num_workers = args.workers
+    else:
+        cfg, pretrained = build_run_config_and_weights(args)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run_dir = Path(args.out) if args.out else Path("runs") / f"{cfg.data.dataset}-{stamp}"
+        if (run_dir / "checkpoints").exists() or (run_dir / "config.yaml").exists():
+            raise UsageError(
+                f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
+            )
+    created = [parent for parent in (run_dir, *run_dir.parents) if not parent.exists()]
+    setup_logging(run_dir, rank)
+    try:
+        with _removed_if_unstarted(created if rank == 0 else []):
+            summary = train(cfg, run_dir, resume=bool(args.resume), trust_config=args.trust_config,
+                            pretrained_state=pretrained.model.state_dict() if pretrained is not None else None)  # fmt: skip
+    except KeyboardInterrupt:  # Ctrl-C: every file of the run is whole (atomic writes)
+        if os.environ.get("VIT5_DEBUG"):
+            raise
+        if rank == 0:
+            from vit5.train.checkpoint import has_checkpoint
+
+            hint = (f"continue from its last checkpoint with `vit5 train --resume {run_dir}`"
+                    if has_checkpoint(run_dir) else "no checkpoint had been written yet")  # fmt: skip
+            print(f"vit5 train: interrupted; {hint}", file=sys.stderr)
+        return 130
+    if rank == 0:
+        ema = " --ema" if cfg.train.get("ema_decay") else ""
+        logger.info("evaluate: vit5 eval %s%s", run_dir, ema)
+        logger.info("predict:  vit5 predict %s%s IMAGE [IMAGE ...]", run_dir, ema)
+        logger.info("export:   vit5 export %s%s --format onnx --out %s.onnx", run_dir, ema, run_dir.name)
+        print(
+            json.dumps(
+                {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}
+            )
+        )
+    return 0
+
+
+def command_demo(args: argparse.Namespace) -> int:
+    """``make demo``: train the default tiny hybrid on the embedded digits."""
+    args.overrides = args.overrides or []
+    return command_train(args)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    from vit5.data import DATASETS
+
+    parser.add_argument(
+        "--config",
+        help="Python config file defining `config` or model/data/optim/schedule/train, or a run's config.yaml",
+    )
+    parser.add_argument("--preset", help="model preset (see `vit5 info --preset`), e.g. vit5_tiny_hybrid")
+    parser.add_argument(
+        "--finetune",
+        metavar="PATH",
+        help="start from these weights (a vit5 run or .safetensors, an official .pth, an nvSubquadratic .ckpt, "
+        "or an http(s) URL, downloaded once into $VIT5_CACHE); the architecture is the checkpoint's unless "
+        "--preset / model.* say otherwise; the head is replaced when the class count differs",
+    )
+    parser.add_argument("--ema", action="store_true", help="with --finetune: start from its EMA weights")
+    parser.add_argument(
+        "--finetune-sha256", metavar="HEX", help="with --finetune: the file's expected sha256"
+    )
+    parser.add_argument(
+        "--image-size",
+        type=_int_at_least(1),
+        help="build the model at this resolution (with --finetune: RoPE at the new grid, pos_embed resampled "
+        "bicubically, as the official fine-tuning code)",
+    )
+    parser.add_argument("--dataset", choices=DATASETS, help="dataset (default: digits, embedded)")
+    parser.add_argument("--data-dir", help="where the dataset files are")
+    parser.add_argument(
+        "--download", action="store_true", help="download Fashion-MNIST/CIFAR if missing (internet)"
+    )
+    parser.add_argument("--out", help="run directory (default: runs/<dataset>-<time>)")
+    parser.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue an interrupted run exactly (only --data-dir, --workers may change)",
+    )
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--batch-size", type=int, help="global batch size (split over DDP processes)")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--precision", choices=("fp32", "bf16"))
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the training forward (the first step compiles: about 40 s for the "
+        "Fashion-MNIST default, minutes for ViT-S; evaluation stays eager)",
+    )
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--workers", type=int, help="data-loader worker processes")
+    parser.add_argument("--skip-nonfinite", action="store_true", help="skip batches whose loss is NaN/inf")
+    parser.add_argument("--skip-bad-images", action="store_true", help="skip images that fail to decode")
+    parser.add_argument("--trust-config", action="store_true", help=_TRUST_HELP)
+    parser.add_argument(
+        "overrides", nargs="*", help="dotted overrides such as model.hidden_dim=96 optim.lr=1e-3"
+    )
