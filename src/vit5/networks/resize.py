@@ -321,24 +321,31 @@ def resize_model(
     """
     if not isinstance(model, ViT5ClassificationNet):
         raise TypeError(f"model must be a ViT5ClassificationNet, got {type(model).__name__}")
-    new_cfg = resize_config(config, image_size, hyena_kernel=hyena_kernel)
+    return _weights_into(
+        model, config, resize_config(config, image_size, hyena_kernel=hyena_kernel), image_size
+    )
+
+
+def _weights_into(
+    model: ViT5ClassificationNet, config: Mapping, new_cfg: Mapping, image_size: int
+) -> ViT5ClassificationNet:
+    """Build ``new_cfg`` and load ``model``'s weights into it (``pos_embed`` resampled to the new grid),
+    after checking that ``config`` is the config ``model`` was built from."""
     trained_at = resolve(config).get("image_size", 224)  # 224: build_vit5's default
     if trained_at != model.image_size:
         raise ValueError(
             f"config describes image_size={trained_at} but model has image_size={model.image_size}; "
             "pass the config the model was built from"
         )
-    resized = instantiate(new_cfg)
-    if resized.patch_size != model.patch_size or resized.hidden_dim != model.hidden_dim:
+    built = instantiate(new_cfg)
+    if built.patch_size != model.patch_size or built.hidden_dim != model.hidden_dim:
         raise ValueError(
             "config does not describe model: it builds patch_size/hidden_dim "
-            f"{resized.patch_size}/{resized.hidden_dim}, the model has {model.patch_size}/{model.hidden_dim}"
+            f"{built.patch_size}/{built.hidden_dim}, the model has {model.patch_size}/{model.hidden_dim}"
         )
-    resized.load_state_dict(
-        resize_state_dict(model.state_dict(), image_size // model.patch_size), strict=True
-    )
+    built.load_state_dict(resize_state_dict(model.state_dict(), image_size // model.patch_size), strict=True)
     parameter = next(model.parameters())
-    return resized.to(device=parameter.device, dtype=parameter.dtype).train(model.training)
+    return built.to(device=parameter.device, dtype=parameter.dtype).train(model.training)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -468,20 +475,4 @@ def rebuild_at_resolution(
         config = getattr(model, "config", None)
         if config is None:
             raise TypeError("rebuild_at_resolution needs config= (the config the model was built from)")
-    trained_at = resolve(config).get("image_size", 224)
-    if trained_at != model.image_size:
-        raise ValueError(
-            f"config describes image_size={trained_at} but model has image_size={model.image_size}; "
-            "pass the config the model was built from"
-        )
-    rebuilt = instantiate(rebuild_config(config, image_size))
-    if rebuilt.patch_size != model.patch_size or rebuilt.hidden_dim != model.hidden_dim:
-        raise ValueError(
-            "config does not describe model: it builds patch_size/hidden_dim "
-            f"{rebuilt.patch_size}/{rebuilt.hidden_dim}, the model has {model.patch_size}/{model.hidden_dim}"
-        )
-    rebuilt.load_state_dict(
-        resize_state_dict(model.state_dict(), image_size // model.patch_size), strict=True
-    )
-    parameter = next(model.parameters())
-    return rebuilt.to(device=parameter.device, dtype=parameter.dtype).train(model.training)
+    return _weights_into(model, config, rebuild_config(config, image_size), image_size)
