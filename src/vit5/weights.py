@@ -47,10 +47,7 @@ from vit5.networks.official import (
 )
 from vit5.networks.presets import build_vit5, model_config, preset_arguments
 from vit5.networks.pretrained_cfg import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
     default_pretrained_cfg,
-    make_pretrained_cfg,
     updated_pretrained_cfg,
 )
 from vit5.networks.resize import resize_config, resize_model
@@ -170,7 +167,19 @@ def load_official_vit5(
         if layout.num_blocks != depth:
             logger.warning("official %s checkpoint with %d blocks (the published model has %d)", variant,
                         layout.num_blocks, depth)  # fmt: skip
-    new_head = num_classes is not None and num_classes != layout.num_classes
+    model, cfg = _build_official(official, num_classes)
+    if image_size is not None and image_size != layout.image_size:
+        model = resize_model(model, image_size, config=cfg).eval()
+    return model
+
+
+def _build_official(
+    official: Mapping[str, torch.Tensor], num_classes: int | None = None
+) -> tuple[ViT5ClassificationNet, Any]:
+    """The eval-mode network holding an unwrapped official state dict, and its ``build_vit5`` config;
+    ``num_classes`` other than the checkpoint's gives a new, freshly initialised head."""
+    checkpoint_classes = official_layout(official).num_classes
+    new_head = num_classes is not None and num_classes != checkpoint_classes
     cfg = official_model_config(official, num_classes if new_head else None)
     model = instantiate(cfg)
     state = official_to_vit5(official)
@@ -178,9 +187,7 @@ def load_official_vit5(
         model.load_state_dict({k: v for k, v in state.items() if not k.startswith("out_proj.")}, strict=False)
     else:
         model.load_state_dict(state, strict=True)
-    if image_size is not None and image_size != layout.image_size:
-        model = resize_model(model, image_size, config=cfg)
-    return model.eval()
+    return model.eval(), cfg
 
 
 # --------------------------------------------------------------------------------------------------
@@ -376,7 +383,7 @@ def _load_directory(path: Path, ema: bool, trust_config: bool) -> LoadedModel:
         try:
             return _load_checkpoint_directory(candidate, ema, trust_config)
         except CheckpointError as error:
-            if "no EMA weights" in str(error):
+            if ema and not (candidate / _EMA_WEIGHTS).is_file():  # a run without EMA, not a damaged file
                 raise
             failures.append(str(error))
             logger.warning("skipping damaged checkpoint: %s", error)
@@ -411,13 +418,12 @@ def _load_safetensors(
     tensors, metadata = load_weights(path)
     recorded = metadata.get("config") if isinstance(metadata.get("config"), Mapping) else None
     if recorded is None and config is None:
-        official = _official_state({"model": tensors}) if tensors else None
-        if official is not None:
+        if tensors and _is_official(tensors):
             if ema:
                 raise CheckpointError(
                     f"{path}: an official state dict without EMA weights; load it without ema"
                 )
-            return _load_official(path, official)
+            return _load_official(path, tensors)
         raise CheckpointError(
             f"{path}: a safetensors file without a vit5 config; pass config= (a network config) or convert it "
             "with `vit5 convert`"
@@ -445,26 +451,22 @@ def _load_safetensors(
     return LoadedModel(model, to_container(model_cfg), dict(run), dict(data), path, bool(metadata.get("ema")))
 
 
-def _official_state(checkpoint: Mapping) -> dict[str, torch.Tensor] | None:
+def _is_official(checkpoint: Mapping) -> bool:
+    """Whether ``checkpoint`` holds an official ViT-5 state dict (bare, or where unwrap_official looks)."""
     for key in ("model", "model_ema", "state_dict", None):
         inner = checkpoint.get(key) if key else checkpoint
         if isinstance(inner, Mapping):
             names = {str(k).removeprefix("module.") for k in inner}
             if "patch_embed.proj.weight" in names and "blocks.0.norm1.weight" in names:
-                return dict(checkpoint)
-    return None
+                return True
+    return False
 
 
 def _load_official(path: Path, checkpoint: Mapping, ema: bool = False) -> LoadedModel:
-    official = unwrap_official(checkpoint, use_ema=ema)
-    cfg = official_model_config(official)
-    model = load_official_vit5(official)
-    model.pretrained_cfg = make_pretrained_cfg(
-        image_size=model.image_size, in_channels=model.in_channels, num_classes=model.num_classes,
-        mean=IMAGENET_MEAN if model.in_channels == 3 else (0.5,) * model.in_channels,
-        std=IMAGENET_STD if model.in_channels == 3 else (0.5,) * model.in_channels,
-        interpolation="bicubic", crop_pct=1.0, source=str(path), sha256=file_digest(path),
-    )  # fmt: skip
+    model, cfg = _build_official(unwrap_official(checkpoint, use_ema=ema))
+    # The defaults are the official evaluation: ImageNet mean/std, bicubic, crop ratio 1.0.
+    defaults = default_pretrained_cfg(model.image_size, model.in_channels, model.num_classes)
+    model.pretrained_cfg = updated_pretrained_cfg(defaults, source=str(path), sha256=file_digest(path))
     return LoadedModel(model, to_container(cfg), {}, {}, path, ema, kind="official")
 
 
@@ -474,7 +476,7 @@ def _load_pickle(path: Path, ema: bool, trust_config: bool, config: Any) -> Load
         raise CheckpointError(
             f"{path}: holds a {type(checkpoint).__name__}, expected a state dict or checkpoint dict"
         )
-    if _official_state(checkpoint) is not None:
+    if _is_official(checkpoint):
         if ema and "model_ema" not in checkpoint:
             raise CheckpointError(f"{path}: ema=True but the checkpoint has no 'model_ema' entry")
         return _load_official(path, checkpoint, ema)
@@ -582,14 +584,12 @@ def load_for_timm(
     checkpoint = read_weights_file(path, inert=True)
     image_size = overrides.get("image_size")
     overrides = {key: value for key, value in overrides.items() if key not in ("image_size", "num_classes")}
-    if _official_state(checkpoint) is not None:
+    if _is_official(checkpoint):
         if preset.removeprefix("vit5_") not in OFFICIAL_VARIANTS:
             raise ValueError(
                 f"{path} is an official ViT-5 checkpoint; it loads into vit5_small|base|large|xlarge, not {preset!r}"
             )
-        official = unwrap_official(checkpoint)
-        cfg = official_model_config(official)
-        net = load_official_vit5(official)
+        net, cfg = _build_official(unwrap_official(checkpoint))
     else:
         with torch.device("meta"):
             probe = instantiate(model_config(preset, **overrides))

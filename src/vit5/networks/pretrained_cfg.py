@@ -18,16 +18,13 @@ from typing import Any
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
-    "PRETRAINED_CFG_KEYS",
     "default_pretrained_cfg",
     "make_pretrained_cfg",
+    "updated_pretrained_cfg",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-PRETRAINED_CFG_KEYS = (
-    "input_size", "mean", "std", "interpolation", "crop_pct", "num_classes", "class_names", "source", "sha256",
-)  # fmt: skip
 INTERPOLATIONS = ("bicubic", "bilinear")
 
 
