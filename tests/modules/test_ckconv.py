@@ -74,7 +74,9 @@ def test_zero_double_is_conv2d_with_flipped_kernel_plus_shortcut(monkeypatch: py
     torch.testing.assert_close(cf(y), expected, rtol=1e-4, atol=1e-4)
     # this tiny channels-last grid trains through the dense operator; the FFT path is layout-exact
     torch.testing.assert_close(conv(cf(x), is_bhl_input=True), cf(y), rtol=1e-5, atol=1e-5)
-    monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 0)
+    monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 0)  # the DFT-matrix training path
+    torch.testing.assert_close(conv(cf(x), is_bhl_input=True), cf(conv(x)), rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(longconv_plan, "DFT_MAX_SIGNAL", 0)  # the FFT paths: the same bits in both layouts
     torch.testing.assert_close(conv(cf(x), is_bhl_input=True), cf(conv(x)), rtol=0, atol=0)
 
 
@@ -135,6 +137,7 @@ def test_conditioning_gives_per_sample_kernels() -> None:
 
 def test_chunked_equals_unchunked_bitwise(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 0)  # compare the two FFT paths
+    monkeypatch.setattr(longconv_plan, "DFT_MAX_SIGNAL", 0)
     torch.manual_seed(6)
     wide = 130  # > one chunk of 128 channels
     plain = make(hidden_dim=wide, kernel_cfg=kernel_cfg(out_dim=wide))
@@ -466,3 +469,40 @@ def test_parity_film(after: bool) -> None:
     ref, ours = _pair(kernel_cfg=cfg)
     _check(ref, ours, (5, 4), conditioning=torch.randn(2, 3))
     _check(ref, ours, (4, 4))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"grid_type": "single"}, {"kernel_cfg": kernel_cfg(film=2)}],
+    ids=["double", "single", "film"],
+)
+@pytest.mark.parity
+@requires_reference
+def test_parity_dft_training_path(monkeypatch: pytest.MonkeyPatch, overrides: dict) -> None:
+    """The DFT-matrix training path (planner row 5): outputs and every gradient as the reference."""
+    monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 0)  # no dense operator: row 5
+    seen = []
+    plan = longconv_plan.plan_long_conv
+    monkeypatch.setattr(
+        "vit5.modules.ckconv.plan_long_conv", lambda **kw: seen.append(plan(**kw).path) or plan(**kw)
+    )
+    ref, ours = _pair(**overrides)
+    film = "film_generator" in dict(ours.kernel.named_children())
+    for sizes in [(5, 4), (4, 7)]:
+        x = torch.randn(2, *sizes, D)
+        kwargs = {"conditioning": torch.randn(2, 3)} if film else {}
+        results = []
+        for module in (ours, ref):
+            module.zero_grad(set_to_none=True)
+            xi = x.clone().requires_grad_()
+            y = module(xi, **kwargs)
+            y.backward(torch.ones_like(y) + torch.arange(y.numel()).view(y.shape) % 3)
+            grads = {name: p.grad for name, p in module.named_parameters()}
+            results.append((y, xi.grad, grads))
+        (y, gx, grads), (y_ref, gx_ref, grads_ref) = results
+        assert_parity(y, y_ref)
+        assert_parity(gx, gx_ref)
+        assert grads.keys() == grads_ref.keys()
+        for name in grads:
+            assert_parity(grads[name], grads_ref[name])
+    assert seen and set(seen) == {longconv_plan.LongConvPath.DFT}

@@ -45,19 +45,23 @@ def plan(**overrides: object) -> LongConvPlan:
         # row 3
         (dict(chunked=True, grad_enabled=True), LongConvPlan(LongConvPath.FFT_CHUNKED)),
         (dict(chunked=True), LongConvPlan(LongConvPath.FFT_CHUNKED)),
-        # rows 4-6: autograd
+        # rows 4-7: autograd
         (dict(grad_enabled=True, training=True), LongConvPlan(LongConvPath.DENSE)),
-        (dict(grad_enabled=True, signal=LARGE), LongConvPlan(LongConvPath.FFT_LOWMEM)),
+        (dict(grad_enabled=True, signal=(14, 14), channels=384), LongConvPlan(LongConvPath.DFT)),
+        (dict(grad_enabled=True, signal=LARGE), LongConvPlan(LongConvPath.DFT)),  # 32: the bound
+        (dict(grad_enabled=True, per_sample_kernels=True), LongConvPlan(LongConvPath.DFT)),
+        (dict(grad_enabled=True, causal=True, signal=(9,)), LongConvPlan(LongConvPath.DFT)),
+        (dict(grad_enabled=True, signal=(33, 33)), LongConvPlan(LongConvPath.FFT_LOWMEM)),
+        (dict(grad_enabled=True, signal=(8, 8, 8), channels=384), LongConvPlan(LongConvPath.FFT_LOWMEM)),
         (dict(grad_enabled=True, channels_last=False), LongConvPlan(LongConvPath.FFT_LOWMEM)),
-        (dict(grad_enabled=True, per_sample_kernels=True), LongConvPlan(LongConvPath.FFT_LOWMEM)),
         (dict(grad_enabled=True, zero_padding=False), LongConvPlan(LongConvPath.FFT)),
-        (dict(grad_enabled=True, causal=True), LongConvPlan(LongConvPath.FFT)),
-        # rows 7-8: eval without autograd or conditioning: cached
+        (dict(grad_enabled=True, causal=True, signal=(64,)), LongConvPlan(LongConvPath.FFT)),
+        # rows 8-9: eval without autograd or conditioning: cached
         (dict(), LongConvPlan(LongConvPath.DENSE, cache=True)),
         (dict(signal=(14, 14), channels=384), LongConvPlan(LongConvPath.DENSE, cache=True)),  # 59 MB
         (dict(signal=LARGE), LongConvPlan(LongConvPath.FFT, cache=True)),
         (dict(channels_last=False), LongConvPlan(LongConvPath.FFT, cache=True)),
-        # rows 9-10: no autograd, but training mode or conditioning: built per call
+        # rows 10-11: no autograd, but training mode or conditioning: built per call
         (dict(training=True), LongConvPlan(LongConvPath.DENSE)),
         (dict(training=True, signal=(14, 14), channels=384), LongConvPlan(LongConvPath.FFT)),
         (dict(per_sample_kernels=True), LongConvPlan(LongConvPath.FFT)),
@@ -71,6 +75,8 @@ def test_budgets_are_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(longconv_plan, "DENSE_MAX_BYTES", 0)
     monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 0)
     assert plan() == LongConvPlan(LongConvPath.FFT, cache=True)
+    assert plan(grad_enabled=True) == LongConvPlan(LongConvPath.DFT)
+    monkeypatch.setattr(longconv_plan, "DFT_MAX_SIGNAL", 6)
     assert plan(grad_enabled=True) == LongConvPlan(LongConvPath.FFT_LOWMEM)
     assert plan(capture="export").path is LongConvPath.TRACED_FFT
     assert plan(dense_max_bytes=1 << 30) == LongConvPlan(LongConvPath.DENSE, cache=True)

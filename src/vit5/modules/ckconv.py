@@ -15,6 +15,7 @@ from vit5._validation import boolean, positive_int
 from vit5.config import TARGET_KEY, instantiate, locate, resolve
 from vit5.ops.capture import capture_mode
 from vit5.ops.denseconv import apply_dense_operator, dense_conv_operator, dense_operator_product
+from vit5.ops.dftconv import dft_conv
 from vit5.ops.fftconv import (
     FFTConvPlan,
     apply_spectrum,
@@ -269,6 +270,8 @@ class CKConvND(nn.Module):
             # The same sum, adding the channels-first product straight into the shortcut term.
             out = shortcut * x  # (B, *S, C)
             return out.add_(dense_operator_product(x, operand).to(x.dtype).permute(1, 2, 0).view(x.shape))
+        if path is LongConvPath.DFT:  # channels-last in and out, kernel (1|B, *taps, C)
+            return shortcut * x + dft_conv(x, operand.movedim(1, -1), fft_plan)  # (B, *S, C)
         if path is LongConvPath.FFT_LOWMEM:  # keeps x, not its spectrum, for the backward pass
             y = fft_conv_zero_lowmem(x, operand, channels_last)  # (B, C, *S)
         elif path is LongConvPath.TRACED_FFT:

@@ -1,0 +1,245 @@
+"""Long convolutions of channels-last signals as products with real DFT matrices (training path).
+
+On the small grids of ViT-5 (14 x 14 tokens at 224 px) a depthwise long convolution computed
+with ``torch.fft`` spends most of its time outside the arithmetic: a few thousand tiny transforms,
+transposes and channel-chunk copies per training step. This module computes the same convolution
+(:func:`vit5.ops.fftconv.fft_conv_zero` and its causal 1-D form, same FFT sizes and crops from
+:func:`vit5.ops.fftplan.plan_fft_conv`) with every transform a matrix product whose long side is
+the channel axis, straight on the channels-last ``[B, *S, C]`` layout of the blocks:
+
+* ``[B, H, W, C]``: the height transform is ``A1 [2 F1', H] @ x[b] [H, W C]`` (a real transform,
+  ``F1' = F1 // 2 + 1`` frequencies, rows ``(f, re|im)``); the width transform is, per
+  ``(b, f1)``, ``A2 [2 F2, 2 W] @ [2 W, C]`` (complex in, complex out, rows ``(re|im, f)``). The
+  spectrum is ``[B, F1', 2, F2, C]``; the kernel's (``[1|B, *K, C]``) is made the same way with
+  matrices for ``K`` taps. The inverse runs the transposed structure with the crop folded into the
+  matrices: only the kept outputs get rows. ``[B, L, C]`` (1-D) takes the first transform only.
+* No transposing copies, no complex dtype: matrices and spectra are real fp32 (built in fp64 with
+  phases reduced modulo the FFT size in integers), so the products run at GEMM speed.
+* The backward pass (:class:`_DFTConv`) applies the adjoint of each step: the transposed matrices
+  and the conjugate spectral products, reusing the forward spectra it saved (``x``'s spectrum, about
+  ``4 F1' F2 / (H W)`` times ``x``: 4.3x at 14 x 14, 4.1x at 32 x 32).
+
+Cost per transform is ``O(N F)`` per axis instead of ``O(F log F)``: it wins on small grids and
+loses on large ones; :func:`vit5.ops.longconv_plan.plan_long_conv` decides where (measured there).
+Matrices are cached per (sizes, crop, device).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from vit5.ops.fftplan import FFTConvPlan
+
+__all__ = ["DFT_MAX_DIM", "dft_conv", "dft_supported"]
+
+#: Spatial axes the DFT path handles (1-D sequences and 2-D grids).
+DFT_MAX_DIM = 2
+
+
+def dft_supported(plan: FFTConvPlan) -> bool:
+    """Whether :func:`dft_conv` computes ``plan``: 1 or 2 axes, no circular centring shift."""
+    return 1 <= len(plan.sizes) <= DFT_MAX_DIM and not any(plan.shifts)
+
+
+def _angles(rows: torch.Tensor, cols: torch.Tensor, size: int) -> torch.Tensor:
+    """``2 pi (rows x cols mod size) / size`` in fp64, the product reduced in integers (exact)."""
+    return (2 * math.pi / size) * torch.remainder(rows[:, None] * cols[None, :], size).double()
+
+
+@lru_cache(maxsize=64)
+def _matrices(
+    n: int, taps: int, size: int, start: int, real: bool, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(forward for n inputs, forward for taps inputs, inverse keeping outputs start..start+n-1)``.
+
+    ``real``: the axis of the real transform (``F' = size // 2 + 1`` frequencies; forward
+    ``[2 F', n]`` with rows ``(f, re|im)``, inverse ``[n, 2 F']`` with columns ``(f, re|im)`` and
+    the Hermitian weights of ``irfft``). Else a complex axis: forward ``[2 F, 2 n]`` (rows
+    ``(re|im, f)``, columns ``(re|im, t)``), inverse ``[2 n, 2 F]``.
+    """
+    f = torch.arange(size // 2 + 1 if real else size, dtype=torch.int64)
+
+    def forward(length: int) -> torch.Tensor:
+        angle = _angles(f, torch.arange(length, dtype=torch.int64), size)  # (F', length)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        if real:  # e^{-i a} x = x cos a - i x sin a
+            return torch.stack([cos, -sin], dim=1).reshape(-1, length)  # (2F', length)
+        return torch.cat([torch.cat([cos, sin], 1), torch.cat([-sin, cos], 1)], 0)  # (2F, 2 length)
+
+    t = torch.arange(start, start + n, dtype=torch.int64)
+    angle = _angles(t, f, size)  # (n, F')
+    cos, sin = torch.cos(angle) / size, torch.sin(angle) / size
+    if real:  # y = sum_f w_f (re cos - im sin) / F, w_f = 2 but at DC and Nyquist (as irfft)
+        weight = torch.where((f == 0) | (2 * f == size), 1.0, 2.0).double()
+        inverse = torch.stack([cos * weight, -sin * weight], dim=2).reshape(n, -1)  # (n, 2F')
+    else:  # e^{+i a} p = (p_re cos - p_im sin) + i (p_re sin + p_im cos)
+        inverse = torch.cat([torch.cat([cos, -sin], 1), torch.cat([sin, cos], 1)], 0)  # (2n, 2F)
+    return tuple(m.float().to(device) for m in (forward(n), forward(taps), inverse))  # type: ignore[return-value]
+
+
+def _plan_matrices(plan: FFTConvPlan, device: torch.device) -> list[tuple[torch.Tensor, ...]]:
+    """Per axis ``(A_signal, A_kernel, B)``; axis 0 is the real one."""
+    return [
+        _matrices(n, k, size, start, axis == 0, device)
+        for axis, (n, k, size, start) in enumerate(zip(plan.signal, plan.taps, plan.sizes, plan.starts))
+    ]
+
+
+#: Bytes of spectrum one batch chunk may hold: a chunk's temporaries stay in cache and re-use
+#: freed heap blocks instead of faulting in fresh pages (14 x 14, 384 channels, forward +
+#: backward at batch 64: 254 ms in one piece, see ``plan_long_conv`` for the chunked figures).
+CHUNK_BYTES = 8 * 2**20
+
+
+def _chunks(batch: int, spectrum_bytes_per_sample: int) -> list[slice]:
+    """Consecutive batch slices holding at most :data:`CHUNK_BYTES` of spectrum (at least 1 sample)."""
+    step = max(1, CHUNK_BYTES // max(spectrum_bytes_per_sample, 1))
+    return [slice(start, min(start + step, batch)) for start in range(0, batch, step)]
+
+
+def _spectrum(x: torch.Tensor, mats: Sequence[torch.Tensor], out: torch.Tensor) -> None:
+    """Channels-last ``x`` ``[b, *A, C]`` to its spectrum, written to ``out`` ``[b, F1', 2, F2 C]``."""
+    b, c = x.shape[0], x.shape[-1]
+    if len(mats) == 1:
+        torch.matmul(mats[0], x.reshape(b, x.shape[1], -1), out=out.view(b, -1, c))  # (b, 2F1', C)
+        return
+    z = torch.matmul(mats[0], x.reshape(b, x.shape[1], -1))  # (b, 2F1', A2 C)
+    f1 = mats[0].shape[0] // 2
+    torch.matmul(mats[1], z.view(b * f1, -1, c), out=out.view(b * f1, -1, c))  # (b F1', 2F2, C)
+
+
+def _spectrum_adjoint(s: torch.Tensor, mats: Sequence[torch.Tensor], out: torch.Tensor) -> None:
+    """Adjoint of :func:`_spectrum`: ``[b, F1', 2, F2 C]`` back to ``out`` ``[b, *A, C]``."""
+    b, c = out.shape[0], out.shape[-1]
+    if len(mats) == 2:
+        s = torch.matmul(mats[1].t(), s.reshape(-1, mats[1].shape[0], c))  # (b F1', 2 A2, C)
+    torch.matmul(mats[0].t(), s.reshape(b, mats[0].shape[0], -1), out=out.view(b, out.shape[1], -1))
+
+
+def _inverse(p: torch.Tensor, mats: Sequence[torch.Tensor], out: torch.Tensor) -> None:
+    """Spectrum ``[b, F1', 2, F2 C]`` to the cropped channels-last signal, written to ``out`` ``[b, *S, C]``."""
+    b, c = out.shape[0], out.shape[-1]
+    if len(mats) == 2:
+        p = torch.matmul(mats[1], p.reshape(-1, mats[1].shape[1], c))  # (b F1', 2 S2, C)
+    torch.matmul(mats[0], p.reshape(b, mats[0].shape[1], -1), out=out.view(b, out.shape[1], -1))
+
+
+def _inverse_adjoint(g: torch.Tensor, mats: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Adjoint of :func:`_inverse`: ``[b, *S, C]`` to ``[b, F1', 2, F2 C]``."""
+    b, c = g.shape[0], g.shape[-1]
+    q = torch.matmul(mats[0].t(), g.reshape(b, g.shape[1], -1))  # (b, 2F1', S2 C)
+    if len(mats) == 2:
+        q = torch.matmul(mats[1].t(), q.view(-1, mats[1].shape[0], c))  # (b F1', 2F2, C)
+    return q.view(b, mats[0].shape[1] // 2, 2, -1)
+
+
+def _product(a: torch.Tensor, b: torch.Tensor, conjugate: bool = False) -> torch.Tensor:
+    """Complex product of ``[..., 2, R]`` (re, im) spectra, ``a * conj(b)`` with ``conjugate``."""
+    a_re, a_im = a.select(-2, 0), a.select(-2, 1)
+    b_re, b_im = b.select(-2, 0), b.select(-2, 1)
+    out = torch.empty(torch.broadcast_shapes(a.shape, b.shape), dtype=a.dtype, device=a.device)
+    re, im = out.select(-2, 0), out.select(-2, 1)
+    sign = 1.0 if conjugate else -1.0
+    torch.mul(a_re, b_re, out=re).addcmul_(a_im, b_im, value=sign)  # re = ar br -+ ai bi
+    torch.mul(a_im, b_re, out=im).addcmul_(a_re, b_im, value=-sign)  # im = ai br +- ar bi
+    return out
+
+
+def _spectrum_shape(rows: int, plan: FFTConvPlan, channels: int) -> tuple[int, ...]:
+    """``[rows, F1', 2, F2 C]`` (``F2 = 1`` in 1-D)."""
+    f2 = plan.sizes[1] if len(plan.sizes) == 2 else 1
+    return (rows, plan.sizes[0] // 2 + 1, 2, f2 * channels)
+
+
+class _DFTConv(torch.autograd.Function):
+    """``y = crop(IDFT(DFT(x) DFT(k)))`` on channels-last tensors, with the adjoint as backward.
+
+    Works through the batch in :func:`_chunks`; the forward keeps ``x``'s spectrum for the
+    kernel gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, kernel: torch.Tensor, plan: FFTConvPlan) -> torch.Tensor:
+        mats = _plan_matrices(plan, x.device)
+        a_x, a_k, inv = ([m[i] for m in mats] for i in range(3))
+        batch, channels = x.shape[0], x.shape[-1]
+        with torch.autocast(x.device.type, enabled=False):
+            signal, taps = x.float().contiguous(), kernel.float().contiguous()
+            k_f = signal.new_empty(_spectrum_shape(kernel.shape[0], plan, channels))
+            _spectrum(taps, a_k, k_f)  # (1|B, F1', 2, F2 C)
+            x_f = signal.new_empty(_spectrum_shape(batch, plan, channels))
+            y = torch.empty_like(signal)  # (B, *S, C)
+            for part in _chunks(batch, x_f[0].numel() * 4):
+                _spectrum(signal[part], a_x, x_f[part])
+                _inverse(_product(x_f[part], k_f if kernel.shape[0] == 1 else k_f[part]), inv, y[part])
+        ctx.save_for_backward(x_f, k_f)
+        ctx.plan, ctx.kernel_shape, ctx.dtypes = plan, kernel.shape, (x.dtype, kernel.dtype)
+        return y.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x_f, k_f = ctx.saved_tensors
+        mats = _plan_matrices(ctx.plan, grad.device)
+        a_x, a_k, inv = ([m[i] for m in mats] for i in range(3))
+        k_shape = ctx.kernel_shape
+        shared = k_shape[0] == 1
+        need_x, need_kernel = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        with torch.autocast(grad.device.type, enabled=False):
+            g = grad.float().contiguous()  # (B, *S, C)
+            grad_x = torch.empty_like(g) if need_x else None
+            k_grad_f = torch.zeros_like(k_f) if need_kernel else None  # (1|B, F1', 2, F2 C)
+            for part in _chunks(g.shape[0], x_f[0].numel() * 4):
+                g_f = _inverse_adjoint(g[part], inv)  # (b, F1', 2, F2 C)
+                kernel_f = k_f if shared else k_f[part]
+                if grad_x is not None:
+                    _spectrum_adjoint(_product(g_f, kernel_f, conjugate=True), a_x, grad_x[part])
+                if k_grad_f is not None:
+                    product = _product(g_f, x_f[part], conjugate=True)
+                    if shared:
+                        k_grad_f.add_(product.sum(dim=0, keepdim=True))
+                    else:
+                        k_grad_f[part] = product
+            grad_kernel = None
+            if k_grad_f is not None:
+                grad_kernel = k_grad_f.new_empty(k_shape)
+                _spectrum_adjoint(k_grad_f, a_k, grad_kernel)
+                grad_kernel = grad_kernel.to(ctx.dtypes[1])
+        if grad_x is not None:
+            grad_x = grad_x.to(ctx.dtypes[0])
+        return grad_x, grad_kernel, None
+
+
+def dft_conv(x: torch.Tensor, kernel: torch.Tensor, plan: FFTConvPlan) -> torch.Tensor:
+    """The convolution planned by ``plan`` of channels-last ``x`` with a channels-last kernel.
+
+    Same values as :func:`vit5.ops.fftconv.fft_conv_zero` (or the causal form) on the
+    channels-first views, up to fp32 round-off; differentiable in both arguments. Runs in fp32
+    (even under autocast) and returns ``x.dtype``.
+
+    Args:
+        x: ``[B, *S, C]`` signal (``len(S)`` 1 or 2).
+        kernel: ``[1|B, *K, C]`` per-channel kernel (a leading ``B``: one kernel per sample).
+        plan: From :func:`vit5.ops.fftplan.plan_fft_conv` for ``S`` and ``K``, without circular
+            axes (:func:`dft_supported`).
+
+    Returns:
+        ``[B, *S, C]`` channels-last.
+
+    Raises:
+        ValueError: shapes that do not match ``plan``, or a plan this path does not take.
+    """
+    if not dft_supported(plan):
+        raise ValueError(f"dft_conv takes 1-D or 2-D zero-boundary plans, got {plan}")
+    spatial, taps = tuple(x.shape[1:-1]), tuple(kernel.shape[1:-1])
+    if spatial != plan.signal or taps != plan.taps or kernel.shape[-1] != x.shape[-1]:
+        raise ValueError(
+            f"dft_conv expects x [B, *{plan.signal}, C] and kernel [1|B, *{plan.taps}, C], "
+            f"got {tuple(x.shape)} and {tuple(kernel.shape)}"
+        )
+    if kernel.shape[0] not in (1, x.shape[0]):
+        raise ValueError(f"kernel must have 1 or B={x.shape[0]} rows, got shape {tuple(kernel.shape)}")
+    return _DFTConv.apply(x, kernel, plan)

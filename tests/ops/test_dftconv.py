@@ -1,0 +1,105 @@
+"""``dft_conv``: the DFT-matrix training path equals the FFT convolutions, values and gradients."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vit5.ops.dftconv import dft_conv, dft_supported
+from vit5.ops.fftconv import fft_conv_causal, fft_conv_zero
+from vit5.ops.fftplan import plan_fft_conv
+
+
+def _reference(x: torch.Tensor, kernel: torch.Tensor, causal: bool) -> torch.Tensor:
+    """fp64 FFT convolution of channels-last tensors (through the channels-first functions)."""
+    convolve = fft_conv_causal if causal else fft_conv_zero
+    return convolve(x.movedim(-1, 1), kernel.movedim(-1, 1)).movedim(1, -1)
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.detach().double() - b.detach()).abs().max() / b.detach().abs().max())
+
+
+def _check(signal: tuple[int, ...], taps: tuple[int, ...], kernel_rows: int, causal: bool, seed: int) -> None:
+    generator = torch.Generator().manual_seed(seed)
+    batch, channels = 3, 5
+    x = torch.randn(batch, *signal, channels, generator=generator, dtype=torch.float64, requires_grad=True)
+    kernel = torch.randn(kernel_rows, *taps, channels, generator=generator, dtype=torch.float64, requires_grad=True)
+    expected = _reference(x, kernel, causal)
+    weights = torch.randn(expected.shape, generator=generator, dtype=torch.float64)
+    grad_x, grad_kernel = torch.autograd.grad(expected, (x, kernel), weights)
+
+    plan = plan_fft_conv(signal, taps, (False,) * len(signal), causal)
+    x32 = x.detach().float().requires_grad_()
+    kernel32 = kernel.detach().float().requires_grad_()
+    out = dft_conv(x32, kernel32, plan)
+    assert out.shape == expected.shape and out.dtype == torch.float32
+    ours_x, ours_kernel = torch.autograd.grad(out, (x32, kernel32), weights.float())
+    assert _relative(out, expected) < 2e-6
+    assert _relative(ours_x, grad_x) < 2e-6
+    assert _relative(ours_kernel, grad_kernel) < 2e-6
+
+
+@pytest.mark.parametrize(
+    "signal, taps, kernel_rows, causal",
+    [
+        ((14, 14), (27, 27), 1, False),  # ViT-5 at 224 px, double grid
+        ((5, 7), (9, 5), 3, False),  # anisotropic, fewer taps than the double grid, per-sample kernels
+        ((6, 6), (7, 7), 1, False),  # single grid (about N taps)
+        ((9,), (17,), 1, False),
+        ((9,), (9,), 1, True),
+        ((1, 1), (1, 1), 1, False),
+    ],
+    ids=str,
+)
+def test_values_and_gradients_match_the_fft_convolution(signal, taps, kernel_rows, causal) -> None:
+    _check(signal, taps, kernel_rows, causal, seed=0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    h=st.integers(1, 12),
+    w=st.integers(1, 12),
+    single=st.booleans(),
+    per_sample=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_any_zero_boundary_grid(h: int, w: int, single: bool, per_sample: bool, seed: int) -> None:
+    taps = tuple(2 * ((n + 1) // 2) - 1 if single else 2 * n - 1 for n in (h, w))
+    _check((h, w), taps, 3 if per_sample else 1, False, seed)
+
+
+def test_runs_in_fp32_under_autocast_and_returns_the_input_dtype() -> None:
+    x = torch.randn(2, 6, 5, 4, dtype=torch.bfloat16, requires_grad=True)
+    kernel = torch.randn(1, 11, 9, 4, requires_grad=True)
+    plan = plan_fft_conv((6, 5), (11, 9), (False, False))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = dft_conv(x, kernel, plan)
+    assert out.dtype == torch.bfloat16
+    expected = _reference(x.detach().double(), kernel.detach().double(), False)
+    assert _relative(out, expected) < 1e-2  # bf16 output rounding only
+    out.float().sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and kernel.grad.dtype == torch.float32
+
+
+def test_only_the_requested_gradient_is_computed() -> None:
+    x = torch.randn(2, 4, 4, 3, requires_grad=True)
+    kernel = torch.randn(1, 7, 7, 3)  # a fixed kernel
+    out = dft_conv(x, kernel, plan_fft_conv((4, 4), (7, 7), (False, False)))
+    out.sum().backward()
+    assert x.grad is not None and kernel.grad is None
+
+
+def test_unsupported_plans_and_mismatched_shapes_are_refused() -> None:
+    circular = plan_fft_conv((6, 5), (5, 5), (True, True))
+    assert not dft_supported(circular)
+    assert not dft_supported(plan_fft_conv((3, 3, 3), (5, 5, 5), (False,) * 3))
+    with pytest.raises(ValueError, match="1-D or 2-D zero-boundary"):
+        dft_conv(torch.randn(1, 6, 5, 2), torch.randn(1, 5, 5, 2), circular)
+    plan = plan_fft_conv((6, 5), (11, 9), (False, False))
+    with pytest.raises(ValueError, match=r"expects x \[B, \*\(6, 5\), C\]"):
+        dft_conv(torch.randn(1, 5, 6, 2), torch.randn(1, 11, 9, 2), plan)
+    with pytest.raises(ValueError, match="1 or B=2 rows"):
+        dft_conv(torch.randn(2, 6, 5, 2), torch.randn(3, 11, 9, 2), plan)
