@@ -26,7 +26,9 @@ def _check(signal: tuple[int, ...], taps: tuple[int, ...], kernel_rows: int, cau
     generator = torch.Generator().manual_seed(seed)
     batch, channels = 3, 5
     x = torch.randn(batch, *signal, channels, generator=generator, dtype=torch.float64, requires_grad=True)
-    kernel = torch.randn(kernel_rows, *taps, channels, generator=generator, dtype=torch.float64, requires_grad=True)
+    kernel = torch.randn(
+        kernel_rows, *taps, channels, generator=generator, dtype=torch.float64, requires_grad=True
+    )
     expected = _reference(x, kernel, causal)
     weights = torch.randn(expected.shape, generator=generator, dtype=torch.float64)
     grad_x, grad_kernel = torch.autograd.grad(expected, (x, kernel), weights)
@@ -103,3 +105,31 @@ def test_unsupported_plans_and_mismatched_shapes_are_refused() -> None:
         dft_conv(torch.randn(1, 5, 6, 2), torch.randn(1, 11, 9, 2), plan)
     with pytest.raises(ValueError, match="1 or B=2 rows"):
         dft_conv(torch.randn(2, 6, 5, 2), torch.randn(3, 11, 9, 2), plan)
+
+
+@pytest.mark.parametrize(
+    "signal, taps, kernel_rows", [((14, 14), (27, 27), 1), ((5, 3), (9, 5), 2), ((9,), (17,), 1)]
+)
+def test_shortcut_term_and_its_gradient(signal, taps, kernel_rows) -> None:
+    """``dft_conv(..., shortcut=s)`` = ``s * x + conv``, with every gradient (CKConvND's skip term)."""
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(2, *signal, 4, generator=generator, dtype=torch.float64, requires_grad=True)
+    kernel = torch.randn(kernel_rows, *taps, 4, generator=generator, dtype=torch.float64, requires_grad=True)
+    skip = torch.randn(4, generator=generator, dtype=torch.float64, requires_grad=True)
+    expected = skip * x + _reference(x, kernel, False)
+    weights = torch.randn(expected.shape, generator=generator, dtype=torch.float64)
+    grads = torch.autograd.grad(expected, (x, kernel, skip), weights)
+    ours_in = [t.detach().float().requires_grad_() for t in (x, kernel, skip)]
+    out = dft_conv(
+        ours_in[0], ours_in[1], plan_fft_conv(signal, taps, (False,) * len(signal)), shortcut=ours_in[2]
+    )
+    assert _relative(out, expected) < 2e-6
+    for ours, theirs in zip(torch.autograd.grad(out, ours_in, weights.float()), grads):
+        assert ours.dtype == torch.float32 and _relative(ours, theirs) < 2e-6
+    with pytest.raises(ValueError, match=r"shortcut must have shape \[C=4\]"):
+        dft_conv(
+            ours_in[0],
+            ours_in[1],
+            plan_fft_conv(signal, taps, (False,) * len(signal)),
+            shortcut=ours_in[2][:3],
+        )

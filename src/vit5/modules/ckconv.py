@@ -271,7 +271,7 @@ class CKConvND(nn.Module):
             out = shortcut * x  # (B, *S, C)
             return out.add_(dense_operator_product(x, operand).to(x.dtype).permute(1, 2, 0).view(x.shape))
         if path is LongConvPath.DFT:  # channels-last in and out, kernel (1|B, *taps, C)
-            return shortcut * x + dft_conv(x, operand.movedim(1, -1), fft_plan)  # (B, *S, C)
+            return dft_conv(x, operand.movedim(1, -1), fft_plan, shortcut=self.shortcut)  # (B, *S, C)
         if path is LongConvPath.FFT_LOWMEM:  # keeps x, not its spectrum, for the backward pass
             y = fft_conv_zero_lowmem(x, operand, channels_last)  # (B, C, *S)
         elif path is LongConvPath.TRACED_FFT:

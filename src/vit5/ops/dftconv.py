@@ -142,7 +142,7 @@ def _product(a: torch.Tensor, b: torch.Tensor, conjugate: bool = False) -> torch
     """Complex product of ``[..., 2, R]`` (re, im) spectra, ``a * conj(b)`` with ``conjugate``."""
     a_re, a_im = a.select(-2, 0), a.select(-2, 1)
     b_re, b_im = b.select(-2, 0), b.select(-2, 1)
-    out = torch.empty(torch.broadcast_shapes(a.shape, b.shape), dtype=a.dtype, device=a.device)
+    out = torch.empty((max(a.shape[0], b.shape[0]), *a.shape[1:]), dtype=a.dtype, device=a.device)
     re, im = out.select(-2, 0), out.select(-2, 1)
     sign = 1.0 if conjugate else -1.0
     torch.mul(a_re, b_re, out=re).addcmul_(a_im, b_im, value=sign)  # re = ar br -+ ai bi
@@ -157,18 +157,22 @@ def _spectrum_shape(rows: int, plan: FFTConvPlan, channels: int) -> tuple[int, .
 
 
 class _DFTConv(torch.autograd.Function):
-    """``y = crop(IDFT(DFT(x) DFT(k)))`` on channels-last tensors, with the adjoint as backward.
+    """``y = crop(IDFT(DFT(x) DFT(k))) [+ shortcut x]`` on channels-last tensors, with the adjoint
+    as backward.
 
     Works through the batch in :func:`_chunks`; the forward keeps ``x``'s spectrum for the
-    kernel gradient."""
+    kernel gradient (and ``x`` itself for the shortcut's)."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, kernel: torch.Tensor, plan: FFTConvPlan) -> torch.Tensor:
+    def forward(
+        ctx: Any, x: torch.Tensor, kernel: torch.Tensor, shortcut: torch.Tensor | None, plan: FFTConvPlan
+    ) -> torch.Tensor:
         mats = _plan_matrices(plan, x.device)
         a_x, a_k, inv = ([m[i] for m in mats] for i in range(3))
         batch, channels = x.shape[0], x.shape[-1]
         with torch.autocast(x.device.type, enabled=False):
             signal, taps = x.float().contiguous(), kernel.float().contiguous()
+            skip = None if shortcut is None else shortcut.float()
             k_f = signal.new_empty(_spectrum_shape(kernel.shape[0], plan, channels))
             _spectrum(taps, a_k, k_f)  # (1|B, F1', 2, F2 C)
             x_f = signal.new_empty(_spectrum_shape(batch, plan, channels))
@@ -176,33 +180,41 @@ class _DFTConv(torch.autograd.Function):
             for part in _chunks(batch, x_f[0].numel() * 4):
                 _spectrum(signal[part], a_x, x_f[part])
                 _inverse(_product(x_f[part], k_f if kernel.shape[0] == 1 else k_f[part]), inv, y[part])
-        ctx.save_for_backward(x_f, k_f)
+                if skip is not None:
+                    y[part].addcmul_(signal[part], skip)
+        ctx.save_for_backward(x_f, k_f, None if shortcut is None else x, shortcut)
         ctx.plan, ctx.kernel_shape, ctx.dtypes = plan, kernel.shape, (x.dtype, kernel.dtype)
         return y.to(x.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x_f, k_f = ctx.saved_tensors
+        x_f, k_f, x, shortcut = ctx.saved_tensors
         mats = _plan_matrices(ctx.plan, grad.device)
         a_x, a_k, inv = ([m[i] for m in mats] for i in range(3))
         k_shape = ctx.kernel_shape
         shared = k_shape[0] == 1
-        need_x, need_kernel = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        need_x, need_kernel, need_shortcut = ctx.needs_input_grad[:3]
         with torch.autocast(grad.device.type, enabled=False):
             g = grad.float().contiguous()  # (B, *S, C)
             grad_x = torch.empty_like(g) if need_x else None
             k_grad_f = torch.zeros_like(k_f) if need_kernel else None  # (1|B, F1', 2, F2 C)
+            skip = None if shortcut is None else shortcut.float()
+            grad_skip = torch.zeros_like(skip) if need_shortcut else None  # (C,)
             for part in _chunks(g.shape[0], x_f[0].numel() * 4):
                 g_f = _inverse_adjoint(g[part], inv)  # (b, F1', 2, F2 C)
                 kernel_f = k_f if shared else k_f[part]
                 if grad_x is not None:
                     _spectrum_adjoint(_product(g_f, kernel_f, conjugate=True), a_x, grad_x[part])
+                    if skip is not None:
+                        grad_x[part].addcmul_(g[part], skip)
                 if k_grad_f is not None:
                     product = _product(g_f, x_f[part], conjugate=True)
                     if shared:
                         k_grad_f.add_(product.sum(dim=0, keepdim=True))
                     else:
                         k_grad_f[part] = product
+                if grad_skip is not None:
+                    grad_skip.add_((g[part] * x[part].float()).reshape(-1, g.shape[-1]).sum(dim=0))
             grad_kernel = None
             if k_grad_f is not None:
                 grad_kernel = k_grad_f.new_empty(k_shape)
@@ -210,21 +222,27 @@ class _DFTConv(torch.autograd.Function):
                 grad_kernel = grad_kernel.to(ctx.dtypes[1])
         if grad_x is not None:
             grad_x = grad_x.to(ctx.dtypes[0])
-        return grad_x, grad_kernel, None
+        if grad_skip is not None:
+            grad_skip = grad_skip.to(shortcut.dtype)
+        return grad_x, grad_kernel, grad_skip, None
 
 
-def dft_conv(x: torch.Tensor, kernel: torch.Tensor, plan: FFTConvPlan) -> torch.Tensor:
+def dft_conv(
+    x: torch.Tensor, kernel: torch.Tensor, plan: FFTConvPlan, shortcut: torch.Tensor | None = None
+) -> torch.Tensor:
     """The convolution planned by ``plan`` of channels-last ``x`` with a channels-last kernel.
 
     Same values as :func:`vit5.ops.fftconv.fft_conv_zero` (or the causal form) on the
-    channels-first views, up to fp32 round-off; differentiable in both arguments. Runs in fp32
-    (even under autocast) and returns ``x.dtype``.
+    channels-first views, up to fp32 round-off; differentiable in every tensor argument. Runs in
+    fp32 (even under autocast) and returns ``x.dtype``.
 
     Args:
         x: ``[B, *S, C]`` signal (``len(S)`` 1 or 2).
         kernel: ``[1|B, *K, C]`` per-channel kernel (a leading ``B``: one kernel per sample).
         plan: From :func:`vit5.ops.fftplan.plan_fft_conv` for ``S`` and ``K``, without circular
             axes (:func:`dft_supported`).
+        shortcut: Optional ``[C]`` per-channel skip weight: ``shortcut * x`` is added to the
+            result in the same pass (``CKConvND``'s skip term).
 
     Returns:
         ``[B, *S, C]`` channels-last.
@@ -242,4 +260,6 @@ def dft_conv(x: torch.Tensor, kernel: torch.Tensor, plan: FFTConvPlan) -> torch.
         )
     if kernel.shape[0] not in (1, x.shape[0]):
         raise ValueError(f"kernel must have 1 or B={x.shape[0]} rows, got shape {tuple(kernel.shape)}")
-    return _DFTConv.apply(x, kernel, plan)
+    if shortcut is not None and tuple(shortcut.shape) != (x.shape[-1],):
+        raise ValueError(f"shortcut must have shape [C={x.shape[-1]}], got {tuple(shortcut.shape)}")
+    return _DFTConv.apply(x, kernel, shortcut, plan)

@@ -1,0 +1,70 @@
+"""``rms_norm``: the closed-form backward equals autograd's; the forward keeps the plain bits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vit5.modules.norms import RMSNorm
+from vit5.ops.rmsnorm import rms_norm
+
+
+def _plain(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    u = x.float()
+    return (weight * (u * torch.rsqrt(u.pow(2).mean(dim=-1, keepdim=True) + eps))).to(x.dtype)
+
+
+def _exact(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """The formula in fp64 throughout."""
+    return weight * (x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps))
+
+
+@pytest.mark.parametrize("shape", [(3, 7, 16), (5, 1), (2, 3, 4, 9), (4, 384)], ids=str)
+def test_values_and_gradients_match_the_formula(shape: tuple[int, ...]) -> None:
+    generator = torch.Generator().manual_seed(0)
+    x64 = (torch.randn(shape, generator=generator, dtype=torch.float64) * 3).requires_grad_()
+    w64 = torch.randn(shape[-1], generator=generator, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(shape, generator=generator, dtype=torch.float64)
+    expected = torch.autograd.grad(_exact(x64, w64, 1e-6), (x64, w64), g)
+    x, weight = (t.detach().float().requires_grad_() for t in (x64, w64))
+    out = rms_norm(x, weight, 1e-6)
+    assert torch.equal(out, _plain(x, weight, 1e-6))  # the same ops in the same order
+    got = torch.autograd.grad(out, (x, weight), g.float())
+    for ours, theirs in zip(got, expected):
+        assert ours.dtype == torch.float32
+        torch.testing.assert_close(
+            ours.double(), theirs, rtol=1e-5, atol=1e-5 * float(theirs.abs().max()) + 1e-7
+        )
+
+
+def test_fp32_forward_bits_and_gradients_of_the_module() -> None:
+    torch.manual_seed(1)
+    norm = RMSNorm(12)
+    with torch.no_grad():
+        norm.weight.uniform_(-2, 2)
+    x = torch.randn(4, 5, 12, requires_grad=True)
+    out = norm(x)
+    with torch.no_grad():
+        assert torch.equal(out, norm(x))  # the no-grad fast path: same bits
+    out.backward(torch.ones_like(out))
+    x2 = x.detach().double().requires_grad_()
+    w2 = norm.weight.detach().double().requires_grad_()
+    _plain(x2, w2, norm.eps).backward(torch.ones(4, 5, 12, dtype=torch.float64))
+    torch.testing.assert_close(x.grad.double(), x2.grad, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(norm.weight.grad.double(), w2.grad, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_input_keeps_fp32_statistics_and_dtypes() -> None:
+    x = (torch.randn(3, 8) * 50).bfloat16().requires_grad_()
+    weight = torch.rand(8, requires_grad=True)
+    out = rms_norm(x, weight, 1e-6)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, _plain(x, weight, 1e-6))
+    out.float().sum().backward()
+    assert x.grad.dtype == torch.bfloat16 and weight.grad.dtype == torch.float32
+
+
+def test_only_requested_gradients() -> None:
+    x = torch.randn(2, 6, requires_grad=True)
+    weight = torch.ones(6)
+    rms_norm(x, weight, 1e-6).sum().backward()
+    assert x.grad is not None and weight.grad is None
