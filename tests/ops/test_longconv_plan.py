@@ -48,10 +48,11 @@ def plan(**overrides: object) -> LongConvPlan:
         # rows 4-7: autograd
         (dict(grad_enabled=True, training=True), LongConvPlan(LongConvPath.DENSE)),
         (dict(grad_enabled=True, signal=(14, 14), channels=384), LongConvPlan(LongConvPath.DFT)),
-        (dict(grad_enabled=True, signal=LARGE), LongConvPlan(LongConvPath.DFT)),  # 32: the bound
+        (dict(grad_enabled=True, signal=(24, 24)), LongConvPlan(LongConvPath.DFT)),  # the bound
+        (dict(grad_enabled=True, signal=LARGE), LongConvPlan(LongConvPath.FFT_LOWMEM)),
         (dict(grad_enabled=True, per_sample_kernels=True), LongConvPlan(LongConvPath.DFT)),
         (dict(grad_enabled=True, causal=True, signal=(9,)), LongConvPlan(LongConvPath.DFT)),
-        (dict(grad_enabled=True, signal=(33, 33)), LongConvPlan(LongConvPath.FFT_LOWMEM)),
+        (dict(grad_enabled=True, signal=(25, 24)), LongConvPlan(LongConvPath.FFT_LOWMEM)),
         (dict(grad_enabled=True, signal=(8, 8, 8), channels=384), LongConvPlan(LongConvPath.FFT_LOWMEM)),
         (dict(grad_enabled=True, channels_last=False), LongConvPlan(LongConvPath.FFT_LOWMEM)),
         (dict(grad_enabled=True, zero_padding=False), LongConvPlan(LongConvPath.FFT)),

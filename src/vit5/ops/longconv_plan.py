@@ -36,10 +36,12 @@ most :data:`DFT_MAX_SIGNAL` long (per-sample kernels allowed). Row 5 (:mod:`vit5
 the transforms are products with real DFT matrices whose long side is the channel axis, so a
 training step runs a few GEMMs instead of thousands of tiny transforms and copies; it costs
 ``O(N F)`` per axis instead of ``O(F log F)`` and keeps the input's spectrum (about 4x the input)
-for the backward pass. Measured forward + backward of one ViT-5-S long convolution (384
-channels, double grid, 2 EPYC cores, fp32): 14 x 14 at batch 8, 16.7 ms against 35.2 ms for
-FFT_LOWMEM; 32 x 32 at batch 2, 50.5 against 66.6 ms; 64 x 64 at batch 1, 198 against 148 ms
-(the FFTs win), hence the bound of 32.
+for the backward pass. Measured forward + backward of one ViT-5-S long convolution with its
+shortcut (384 channels, double grid, 2 EPYC cores, fp32, best of 7): 14 x 14 at batch 8, 12-13
+ms against 22 ms for FFT_LOWMEM; 16 x 16 at batch 4, 10 against 18 ms; 24 x 24 at batch 2, 16-22
+against 29-30 ms; 28 x 28 at batch 2, 31-34 against 33 ms; 32 x 32 at batch 2, 37-43 against
+36-41 ms, and slower inside the whole network (Hyena-GAP at 512 px: 0.73 against 0.82 img/s),
+hence the bound of 24 (ViT-5 up to 384 px at patch 16).
 
 Capture (``torch.compile``, ``torch.export`` / ``torch.onnx.export``, ``torch.fx.symbolic_trace``;
 see :mod:`vit5.ops.capture`) always takes the traced rows, whatever the grad mode: no custom
@@ -89,7 +91,7 @@ DENSE_MAX_BYTES = 96 * 2**20
 #: ``C = 64`` is 0.6 MB, an 8x8 grid at ``C = 192`` 3 MB).
 BUILT_DENSE_MAX_BYTES = 4 * 2**20
 #: Longest axis the DFT-matrix training path (row 5) takes; longer grids use the FFTs.
-DFT_MAX_SIGNAL = 32
+DFT_MAX_SIGNAL = 24
 CAPTURE_MODES = ("eager", "compile", "export", "fx")
 
 
