@@ -312,11 +312,18 @@ PROFILED_MATMUL_OPS = frozenset(
 )  # fmt: skip
 
 
-def outside_matmul_share(
+#: Batched products: in vit5 only the long convolution's machinery (DFT transforms, dense
+#: operator) uses them; the layers every implementation must run use ``PROFILED_MATMUL_OPS`` less these.
+LONG_CONV_PRODUCT_OPS = frozenset({"aten::bmm", "aten::baddbmm"})
+
+
+def step_time_shares(
     impl: Impl, x: torch.Tensor, mode: str, device: torch.device, amp_dtype: torch.dtype | None = None
-) -> float:
-    """Share of one step's self time (``torch.profiler``, CPU ops; CUDA kernels on a GPU) spent
-    outside matrix products (``PROFILED_MATMUL_OPS``): FFTs, elementwise ops, norms, copies."""
+) -> dict[str, float]:
+    """Shares of one step's self time (``torch.profiler``, CPU ops; CUDA kernels on a GPU):
+    ``outside`` matrix products (``PROFILED_MATMUL_OPS``: FFTs, elementwise ops, norms, copies) and
+    ``batched`` products (``LONG_CONV_PRODUCT_OPS``, CPU only: the long convolution's DFT or dense
+    products, matrix products that other algorithms avoid)."""
     from torch.profiler import ProfilerActivity, profile
 
     cuda = device.type == "cuda"
@@ -333,11 +340,22 @@ def outside_matmul_share(
         matmul = sum(
             t for k, t in times.items() if any(w in k.lower() for w in ("gemm", "flash", "conv", "attention"))
         )
+        batched = float("nan")
     else:
         times = {e.key: e.self_cpu_time_total for e in events}
         matmul = sum(t for k, t in times.items() if k in PROFILED_MATMUL_OPS)
+        batched = sum(t for k, t in times.items() if k in LONG_CONV_PRODUCT_OPS)
     total = sum(times.values())
-    return 1.0 - matmul / total if total else float("nan")
+    if not total:
+        return {"outside": float("nan"), "batched": float("nan")}
+    return {"outside": 1.0 - matmul / total, "batched": batched / total}
+
+
+def outside_matmul_share(
+    impl: Impl, x: torch.Tensor, mode: str, device: torch.device, amp_dtype: torch.dtype | None = None
+) -> float:
+    """Share of one step's self time spent outside matrix products (see :func:`step_time_shares`)."""
+    return step_time_shares(impl, x, mode, device, amp_dtype)["outside"]
 
 
 def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:

@@ -58,60 +58,61 @@ def _find(rows: list[dict[str, Any]], **keys: Any) -> dict[str, Any] | None:
     return None
 
 
+#: Issue #18's vit5/reference targets per (config, mode), CPU fp32 at 224 and 512 px; each is
+#: capped at :data:`CEILING_FRACTION` of the row's measured ceiling.
+RATIO_TARGETS = {
+    ("attention", "infer"): 1.07,
+    ("attention", "train"): 1.05,
+    ("hyena_gap", "infer"): 1.35,
+    ("hyena_gap", "train"): 1.3,
+    ("hybrid", "infer"): 1.2,
+    ("hybrid", "train"): 1.2,
+}
+CEILING_FRACTION = 0.9
+#: vit5's own Hyena-GAP inference over its attention inference, per image size.
+HYENA_OVER_ATTENTION = {512: 1.2, 1024: 2.45}
+
+
 def _speedup_check(row: dict[str, Any], target: float, roofline: float | None) -> tuple[str, bool]:
-    """vit5/reference as text and whether it reaches ``target``; with a compiled vit5 in the row,
-    its ratio is shown too and either one meeting the target counts (compiling is one of the means).
-    The row's ``ceiling`` follows when it was measured."""
+    """vit5/reference as text and whether it reaches ``target`` (or :data:`CEILING_FRACTION` of the
+    row's ceiling, when that is lower); with a compiled vit5 in the row, its ratio is shown too and
+    either one meeting the target counts (compiling is one of the means)."""
     ratio = _ratio(row, "vit5", "reference")
     compiled = _ratio(row, COMPILED, "reference")
     bound = ceiling(row, roofline)
     notes = [] if compiled is None else [f"compiled: {compiled:.2f}x"]
     notes += [] if bound is None else [f"ceiling {bound:.2f}x"]
     text = f"{ratio:.2f}x" + (f" ({'; '.join(notes)})" if notes else "")
-    return text, max(ratio, compiled or 0.0) >= target
+    goal = target if bound is None else min(target, CEILING_FRACTION * bound)
+    return text, max(ratio, compiled or 0.0) >= goal
 
 
 def targets(results: dict[str, Any]) -> list[tuple[str, str, bool]]:
-    """``(target, measured, met)`` for the targets of issue #6, on the CPU fp32 rows present."""
-    rows = [r for r in results["rows"] if r["device"] == "cpu"]
+    """``(target, measured, met)`` for the targets of issue #18, on the CPU fp32 rows present."""
+    rows = [r for r in results["rows"] if r["device"] == "cpu" and r["dtype"] == "fp32"]
     roofline = results["roofline_flops"].get("cpu-fp32")
     checks = []
     for size in (224, 512):
-        row = _find(rows, config="attention", size=size, mode="infer")
-        if row is None:
-            continue
-        checks.append(
-            (f"attention inference {size}px >= 1.1x reference", *_speedup_check(row, 1.1, roofline))
-        )
-        if roofline:
-            fraction = roofline_fraction(row, "vit5", roofline)
-            checks.append(
-                (
-                    f"attention inference {size}px >= 85% of matmul roofline",
-                    f"{fraction:.0%}",
-                    fraction >= 0.85,
-                )
-            )
-    for config in ("hyena_gap", "hybrid"):
-        for size in (224, 512):
-            for mode in ("train", "infer"):
-                row = _find(rows, config=config, size=size, mode=mode)
-                if row is not None:
-                    checks.append(
-                        (f"{config} {mode} {size}px >= 1.5x reference", *_speedup_check(row, 1.5, roofline))
+        for (config, mode), target in RATIO_TARGETS.items():
+            for row in [r for r in rows if (r["config"], r["size"], r["mode"]) == (config, size, mode)]:
+                checks.append(
+                    (
+                        f"{config} {mode} {size}px (batch {row['batch']}) >= {target:g}x reference "
+                        f"(or {CEILING_FRACTION:.0%} of the ceiling)",
+                        *_speedup_check(row, target, roofline),
                     )
-    for size, factor in ((512, 1.0), (1024, 2.0)):
+                )
+    for size, factor in HYENA_OVER_ATTENTION.items():
         hyena = _find(rows, config="hyena_gap", size=size, mode="infer")
         attention = _find(rows, config="attention", size=size, mode="infer")
         if hyena and attention:
             speedup = hyena["vit5_img_s"] / attention["vit5_img_s"]
             ref = hyena["reference_img_s"] / attention["reference_img_s"]
-            op = ">" if factor == 1.0 else ">="
             checks.append(
                 (
-                    f"vit5 Hyena-GAP inference {size}px {op} {factor:g}x attention",
+                    f"vit5 Hyena-GAP inference {size}px >= {factor:g}x its attention",
                     f"{speedup:.2f}x (reference: {ref:.2f}x)",
-                    speedup > factor if factor == 1.0 else speedup >= factor,
+                    speedup >= factor,
                 )
             )
     for row in rows:
@@ -165,7 +166,10 @@ def markdown(results: dict[str, Any], png_name: str) -> str:
         "vit5/ref ratio if vit5 spent no time outside the matrix products every implementation must "
         "do (linear layers, convolutions, attention's two products; counted with FlopCounterMode) "
         "and ran them at the matmul roofline: no implementation doing those products beats it here "
-        "(give or take the few % by which some matrix shapes outrun the 2048x2048 roofline)."
+        "(give or take the few % by which some matrix shapes outrun the 2048x2048 roofline). "
+        "`outside mm` = share of vit5's step (torch.profiler self time) outside matrix products; "
+        "`long-conv mm` = share in the batched products of the Hyena long convolution (DFT "
+        "transforms, dense operator), matrix products other algorithms avoid."
         + (
             " `compiled` = the same vit5 model under torch.compile (inductor); `1st step` = its "
             "warm-up step, which compiles."
@@ -174,13 +178,14 @@ def markdown(results: dict[str, Any], png_name: str) -> str:
         ),
         "",
         "| device | config | px | mode | batch | N | vit5 | reference | timm | vit5/ref | ceiling | vit5/timm | "
-        "vit5 roofline | ref roofline | vit5 peak MiB | ref peak MiB | timm peak MiB | parity | cpu |"
+        "vit5 roofline | ref roofline | vit5 peak MiB | ref peak MiB | timm peak MiB | parity | cpu | "
+        "outside mm | long-conv mm |"
         + (
             " compiled | compiled/ref | compiled peak MiB | compiled parity | 1st step s |"
             if compiled
             else ""
         ),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
         + ("---|" * 5 if compiled else ""),
     ]
     for row in results["rows"]:
@@ -205,13 +210,15 @@ def markdown(results: dict[str, Any], png_name: str) -> str:
                 ]
                 + [*fractions, *peaks, _fmt(row.get("parity_error"), ".1e")]
                 + [_fmt(row.get("vit5_cpu_fraction"), ".0%")]
+                + [_fmt(row.get("vit5_outside_matmul_share"), ".0%")]
+                + [_fmt(row.get("vit5_batched_product_share"), ".0%")]
                 + (_compiled_cells(row) if compiled else [])
             )
             + " |"
         )
     checks = targets(results)
     if checks:
-        lines += ["", "## Targets (issue #6, CPU fp32)", "", "| target | measured | met |", "|---|---|---|"]
+        lines += ["", "## Targets (issue #18, CPU fp32)", "", "| target | measured | met |", "|---|---|---|"]
         lines += [f"| {name} | {value} | {'yes' if ok else '**no**'} |" for name, value, ok in checks]
     lines += ["", f"![inference throughput against resolution]({png_name})", ""]
     return "\n".join(lines)
@@ -228,7 +235,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     colours = {"attention": "tab:blue", "hyena_gap": "tab:orange", "hybrid": "tab:green"}
     rows = [r for r in results["rows"] if r["mode"] == "infer" and r["device"] == "cpu"]
     for config, colour in colours.items():
-        points = sorted((r["size"], r) for r in rows if r["config"] == config)
+        by_size: dict[int, dict[str, Any]] = {}
+        for r in rows:  # one point per size: its first row (the benchmark's batch)
+            if r["config"] == config:
+                by_size.setdefault(r["size"], r)
+        points = sorted(by_size.items())
         if not points:
             continue
         sizes = [size for size, _ in points]

@@ -101,6 +101,14 @@ def plan(args: argparse.Namespace) -> list[tuple[int, str, str, int]]:
     return selected
 
 
+def batch_sizes(size: int, mode: str, user_batch: bool) -> list[int]:
+    """The batch sizes one (size, mode) is measured at: :data:`BATCH`'s, then :data:`USER_BATCH`'s
+    when it differs (one run covers both); only the latter with ``--user-batch``."""
+    if user_batch:
+        return [USER_BATCH[size]]
+    return list(dict.fromkeys([BATCH[(size, mode)], USER_BATCH[size]]))
+
+
 def measure_group(
     size: int, config: str, modes: list[tuple[str, int]], device: torch.device, args: argparse.Namespace
 ) -> list[dict[str, Any]]:
@@ -111,8 +119,8 @@ def measure_group(
         config, image, device, with_timm=not args.no_timm, tiny=args.tiny, compiled=args.compile
     )
     rows = []
-    for mode, reps in modes:
-        batch = USER_BATCH[size] if args.user_batch else BATCH[(size, mode)]
+    runs = [(mode, reps, batch) for mode, reps in modes for batch in batch_sizes(size, mode, args.user_batch)]
+    for mode, reps, batch in runs:
         batch *= GPU_BATCH_SCALE if device.type == "cuda" else 1
         inputs = {impl.name: harness.make_input(impl, batch, image, device) for impl in impls}
         warmup = {}  # allocator, one-off caches, lazy init; torch.compile compiles here
@@ -144,9 +152,9 @@ def measure_group(
                     logits["vit5_compiled"], logits["reference"]
                 )
         row["vit5_layer_matmul_flops"] = harness.layer_matmul_flops(impls[0], inputs["vit5"], mode)
-        row["vit5_outside_matmul_share"] = harness.outside_matmul_share(
-            impls[0], inputs["vit5"], mode, device, amp
-        )
+        shares = harness.step_time_shares(impls[0], inputs["vit5"], mode, device, amp)
+        row["vit5_outside_matmul_share"] = shares["outside"]
+        row["vit5_batched_product_share"] = shares["batched"]
         if not args.no_memory:
             for impl in impls:
                 row[f"{impl.name}_peak_bytes"] = harness.peak_memory(

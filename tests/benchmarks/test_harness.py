@@ -83,9 +83,17 @@ def test_ceiling_is_reference_time_over_matmul_time_at_the_roofline(modules) -> 
         "roofline_flops": {"cpu-fp32": 50e9}, "rows": [row],
     }  # fmt: skip
     checks = dict((name, (value, ok)) for name, value, ok in report.targets(results))
-    assert checks["hybrid train 224px >= 1.5x reference"] == ("1.50x (ceiling 2.00x)", True)
+    name = "hybrid train 224px (batch 8) >= 1.2x reference (or 90% of the ceiling)"
+    assert checks[name] == ("1.50x (ceiling 2.00x)", True)
+    # a target above 90% of the ceiling is capped there: 1.15x meets it under a 1.25x ceiling
+    slow = {**row, "vit5_img_s": 2.3, "reference_img_s": 2.0, "vit5_layer_matmul_flops": 160e9}
+    assert report.ceiling(slow, 50e9) == pytest.approx(1.25)
+    assert dict((n, ok) for n, _, ok in report.targets({**results, "rows": [slow]}))[name] is True
+    slower = {**slow, "vit5_img_s": 2.2}  # 1.1x < 0.9 * 1.25x
+    assert dict((n, ok) for n, _, ok in report.targets({**results, "rows": [slower]}))[name] is False
+    row["vit5_outside_matmul_share"], row["vit5_batched_product_share"] = 0.25, 0.05
     table_row = next(line for line in report.markdown(results, "p.png").splitlines() if "| hybrid |" in line)
-    assert "| 1.50x | 2.00x |" in table_row
+    assert "| 1.50x | 2.00x |" in table_row and table_row.endswith("| 25% | 5% |")
 
 
 def test_outside_matmul_share_separates_products_from_elementwise_work(modules) -> None:
@@ -96,3 +104,8 @@ def test_outside_matmul_share_separates_products_from_elementwise_work(modules) 
     x = torch.randn(1024, 1024)
     assert harness.outside_matmul_share(linear, x, "infer", cpu) < 0.5
     assert harness.outside_matmul_share(elementwise, x, "infer", cpu) == 1.0
+    batched = harness.Impl(
+        "batched", nn.Identity(), lambda m, x: torch.bmm(x.view(16, 64, 1024), x.view(16, 1024, 64))
+    )
+    shares = harness.step_time_shares(batched, x, "infer", cpu)
+    assert shares["batched"] > 0.5 and shares["outside"] < 0.5

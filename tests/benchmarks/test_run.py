@@ -33,7 +33,13 @@ def test_tiny_run_writes_table_json_and_plot(run_module, tmp_path: Path) -> None
         [*args, "--reps", "1", "--no-timm", "--no-gpu", "--no-onnx", "--out", str(tmp_path), "--name", "t"]
     )
     rows = results["rows"]
-    assert [(r["config"], r["mode"]) for r in rows] == [("hybrid", "infer"), ("hybrid", "train")]
+    # one run: the benchmark's batch sizes and the user batch (8 at 224 px) where they differ
+    assert [(r["config"], r["mode"], r["batch"]) for r in rows] == [
+        ("hybrid", "infer", 16), ("hybrid", "infer", 8), ("hybrid", "train", 8)
+    ]  # fmt: skip
+    assert all(
+        0 <= r["vit5_outside_matmul_share"] <= 1 and 0 <= r["vit5_batched_product_share"] <= 1 for r in rows
+    )
     for row in rows:
         assert row["vit5_img_s"] > 0 and row["reference_img_s"] > 0
         assert row["vit5_peak_bytes"] > 0 and row["reference_peak_bytes"] > 0
@@ -46,6 +52,13 @@ def test_tiny_run_writes_table_json_and_plot(run_module, tmp_path: Path) -> None
     assert "| vit5/ref | ceiling |" in markdown and "(ceiling " in markdown
     assert json.loads((tmp_path / "t.json").read_text())["rows"] == json.loads(json.dumps(rows))
     assert (tmp_path / "t.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_batch_sizes_cover_the_benchmark_and_the_user_batch(run_module) -> None:
+    assert run_module.batch_sizes(224, "infer", user_batch=False) == [16, 8]
+    assert run_module.batch_sizes(224, "train", user_batch=False) == [8]
+    assert run_module.batch_sizes(512, "train", user_batch=False) == [2]
+    assert run_module.batch_sizes(224, "infer", user_batch=True) == [8]
 
 
 def test_plan_selection(run_module) -> None:
