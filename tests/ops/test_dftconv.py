@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vit5.ops.dftconv import dft_conv, dft_supported
+from vit5.ops.dftconv import dft_conv, dft_sizes, dft_supported
 from vit5.ops.fftconv import fft_conv_causal, fft_conv_zero
 from vit5.ops.fftplan import plan_fft_conv
 
@@ -133,3 +133,18 @@ def test_shortcut_term_and_its_gradient(signal, taps, kernel_rows) -> None:
             plan_fft_conv(signal, taps, (False,) * len(signal)),
             shortcut=ours_in[2][:3],
         )
+
+
+def test_transform_sizes_are_the_smallest_alias_free_ones() -> None:
+    assert dft_sizes(plan_fft_conv((14, 14), (27, 27), (False, False))) == (27, 27)  # FFT plan: 28
+    assert dft_sizes(plan_fft_conv((7, 6), (7, 6), (False, False))) == (10, 9)  # odd / even taps
+    assert dft_sizes(plan_fft_conv((9,), (9,), (False,), causal=True)) == (17,)
+    for n in range(1, 20):
+        for k in range(1, 2 * n):
+            plan = plan_fft_conv((n,), (k,), (False,))
+            (size,) = dft_sizes(plan)
+            start, length = plan.starts[0], n + k - 1
+            assert size <= plan.sizes[0]
+            # outputs start..start+n-1 fold onto p +- size: outside the linear result, but not at size - 1
+            assert start + size >= length and start + n - 1 - size < 0
+            assert not (start + size - 1 >= length and start + n - 1 - (size - 1) < 0)

@@ -3,8 +3,8 @@
 On the small grids of ViT-5 (14 x 14 tokens at 224 px) a depthwise long convolution computed
 with ``torch.fft`` spends most of its time outside the arithmetic: a few thousand tiny transforms,
 transposes and channel-chunk copies per training step. This module computes the same convolution
-(:func:`vit5.ops.fftconv.fft_conv_zero` and its causal 1-D form, same FFT sizes and crops from
-:func:`vit5.ops.fftplan.plan_fft_conv`) with every transform a matrix product whose long side is
+(:func:`vit5.ops.fftconv.fft_conv_zero` and its causal 1-D form, the crops of
+:func:`vit5.ops.fftplan.plan_fft_conv` at the smallest alias-free sizes, :func:`dft_sizes`) with every transform a matrix product whose long side is
 the channel axis, straight on the channels-last ``[B, *S, C]`` layout of the blocks:
 
 * ``[B, H, W, C]``: the height transform is ``A1 [2 F1', H] @ x[b] [H, W C]`` (a real transform,
@@ -35,7 +35,7 @@ import torch
 
 from vit5.ops.fftplan import FFTConvPlan
 
-__all__ = ["DFT_MAX_DIM", "dft_conv", "dft_supported"]
+__all__ = ["DFT_MAX_DIM", "dft_conv", "dft_sizes", "dft_supported"]
 
 #: Spatial axes the DFT path handles (1-D sequences and 2-D grids).
 DFT_MAX_DIM = 2
@@ -82,11 +82,25 @@ def _matrices(
     return tuple(m.float().to(device) for m in (forward(n), forward(taps), inverse))  # type: ignore[return-value]
 
 
+def dft_sizes(plan: FFTConvPlan) -> tuple[int, ...]:
+    """The smallest alias-free transform size per axis for ``plan``'s crop.
+
+    The linear convolution has ``L = N + K - 1`` outputs and the window ``[s, s + N)`` is kept; a
+    size-``F`` circular convolution folds output ``p`` onto ``p +- F``, so the window is exact
+    when ``F >= max(L - s, s + N)``: ``N + (K - 1) // 2`` for odd ``K`` centred (27 for 14
+    positions and 27 taps, where ``plan.sizes`` has 28: an FFT prefers even sizes, a matrix
+    product does not), ``N + K - 1`` causal.
+    """
+    return tuple(
+        max(n + k - 1 - start, start + n) for n, k, start in zip(plan.signal, plan.taps, plan.starts)
+    )
+
+
 def _plan_matrices(plan: FFTConvPlan, device: torch.device) -> list[tuple[torch.Tensor, ...]]:
     """Per axis ``(A_signal, A_kernel, B)``; axis 0 is the real one."""
     return [
         _matrices(n, k, size, start, axis == 0, device)
-        for axis, (n, k, size, start) in enumerate(zip(plan.signal, plan.taps, plan.sizes, plan.starts))
+        for axis, (n, k, size, start) in enumerate(zip(plan.signal, plan.taps, dft_sizes(plan), plan.starts))
     ]
 
 
@@ -152,8 +166,9 @@ def _product(a: torch.Tensor, b: torch.Tensor, conjugate: bool = False) -> torch
 
 def _spectrum_shape(rows: int, plan: FFTConvPlan, channels: int) -> tuple[int, ...]:
     """``[rows, F1', 2, F2 C]`` (``F2 = 1`` in 1-D)."""
-    f2 = plan.sizes[1] if len(plan.sizes) == 2 else 1
-    return (rows, plan.sizes[0] // 2 + 1, 2, f2 * channels)
+    sizes = dft_sizes(plan)
+    f2 = sizes[1] if len(sizes) == 2 else 1
+    return (rows, sizes[0] // 2 + 1, 2, f2 * channels)
 
 
 class _DFTConv(torch.autograd.Function):
