@@ -84,7 +84,9 @@ class CKConvND(nn.Module):
     pointers, version counters and dtypes of the kernel's and mask's tensors, so optimiser steps,
     ``load_state_dict`` and ``.to()`` invalidate it; ``train()`` drops it; a call under autograd
     never reads it. Paths give the same results up to fp32 rounding, and the choice never depends
-    on the batch size.
+    on the batch size: e.g. training on a small channels-last zero-boundary grid takes the
+    DFT-matrix path (:mod:`vit5.ops.dftconv`, the shortcut term folded in) and eval the cached
+    dense operator or spectrum, which agree to rounding, not bit for bit.
 
     Shapes:
         ``forward(x [B, *S, C]) -> [B, *S, C]``, or ``[B, C, *S] -> [B, C, *S]`` with

@@ -3,9 +3,10 @@
 On the small grids of ViT-5 (14 x 14 tokens at 224 px) a depthwise long convolution computed
 with ``torch.fft`` spends most of its time outside the arithmetic: a few thousand tiny transforms,
 transposes and channel-chunk copies per training step. This module computes the same convolution
-(:func:`vit5.ops.fftconv.fft_conv_zero` and its causal 1-D form, the crops of
-:func:`vit5.ops.fftplan.plan_fft_conv` at the smallest alias-free sizes, :func:`dft_sizes`) with every transform a matrix product whose long side is
-the channel axis, straight on the channels-last ``[B, *S, C]`` layout of the blocks:
+(:func:`vit5.ops.fftconv.fft_conv_zero` and its causal 1-D form: the crops of
+:func:`vit5.ops.fftplan.plan_fft_conv`, at the smallest alias-free sizes of :func:`dft_sizes`)
+with every transform a matrix product whose long side is the channel axis, straight on the
+channels-last ``[B, *S, C]`` layout of the blocks:
 
 * ``[B, H, W, C]``: the height transform is ``A1 [2 F1', H] @ x[b] [H, W C]`` (a real transform,
   ``F1' = F1 // 2 + 1`` frequencies, rows ``(f, re|im)``); the width transform is, per
@@ -16,8 +17,8 @@ the channel axis, straight on the channels-last ``[B, *S, C]`` layout of the blo
 * No transposing copies, no complex dtype: matrices and spectra are real fp32 (built in fp64 with
   phases reduced modulo the FFT size in integers), so the products run at GEMM speed.
 * The backward pass (:class:`_DFTConv`) applies the adjoint of each step: the transposed matrices
-  and the conjugate spectral products, reusing the forward spectra it saved (``x``'s spectrum, about
-  ``4 F1' F2 / (H W)`` times ``x``: 4.3x at 14 x 14, 4.2x at 24 x 24).
+  and the conjugate spectral products, reusing the forward spectra it saved (``x``'s spectrum,
+  ``2 F1' F2 / (H W)`` times ``x``: 3.9x at 14 x 14 and at 24 x 24).
 
 Cost per transform is ``O(N F)`` per axis instead of ``O(F log F)``: it wins on small grids and
 loses on large ones; :func:`vit5.ops.longconv_plan.plan_long_conv` decides where (measured there).
