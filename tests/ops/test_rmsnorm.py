@@ -68,3 +68,26 @@ def test_only_requested_gradients() -> None:
     weight = torch.ones(6)
     rms_norm(x, weight, 1e-6).sum().backward()
     assert x.grad is not None and weight.grad is None
+
+
+def test_torch_func_grad_and_vmap_work_through_the_module() -> None:
+    """``torch.func`` (functional_call, grad, vmap: per-sample gradients) as through plain ops."""
+    from torch.func import functional_call, grad, vmap
+
+    torch.manual_seed(2)
+    norm = RMSNorm(8)
+    with torch.no_grad():
+        norm.weight.uniform_(0.5, 1.5)
+    params = {name: p.detach() for name, p in norm.named_parameters()}
+    x = torch.randn(5, 3, 8)
+
+    def module_loss(p: dict, sample: torch.Tensor) -> torch.Tensor:
+        return (functional_call(norm, p, (sample,)) ** 2).sum()
+
+    def plain_loss(p: dict, sample: torch.Tensor) -> torch.Tensor:
+        return (_plain(sample, p["weight"], norm.eps) ** 2).sum()
+
+    ours = vmap(grad(module_loss), in_dims=(None, 0))(params, x)
+    expected = vmap(grad(plain_loss), in_dims=(None, 0))(params, x)
+    assert ours["weight"].shape == (5, 8)
+    torch.testing.assert_close(ours["weight"], expected["weight"], rtol=1e-5, atol=1e-6)
