@@ -101,12 +101,15 @@ def plan(args: argparse.Namespace) -> list[tuple[int, str, str, int]]:
     return selected
 
 
-def batch_sizes(size: int, mode: str, user_batch: bool) -> list[int]:
+def batch_sizes(size: int, mode: str, user_batch: bool, compiled: bool = False) -> list[int]:
     """The batch sizes one (size, mode) is measured at: :data:`BATCH`'s, then :data:`USER_BATCH`'s
-    when it differs (one run covers both); only the latter with ``--user-batch``."""
+    when it differs (one run covers both); only the latter with ``--user-batch``. With
+    ``--compile`` only the first: every further batch size would compile another static graph
+    per model (minutes each)."""
     if user_batch:
         return [USER_BATCH[size]]
-    return list(dict.fromkeys([BATCH[(size, mode)], USER_BATCH[size]]))
+    sizes = list(dict.fromkeys([BATCH[(size, mode)], USER_BATCH[size]]))
+    return sizes[:1] if compiled else sizes
 
 
 def measure_group(
@@ -119,7 +122,11 @@ def measure_group(
         config, image, device, with_timm=not args.no_timm, tiny=args.tiny, compiled=args.compile
     )
     rows = []
-    runs = [(mode, reps, batch) for mode, reps in modes for batch in batch_sizes(size, mode, args.user_batch)]
+    runs = [
+        (mode, reps, batch)
+        for mode, reps in modes
+        for batch in batch_sizes(size, mode, args.user_batch, args.compile)
+    ]
     for mode, reps, batch in runs:
         batch *= GPU_BATCH_SCALE if device.type == "cuda" else 1
         inputs = {impl.name: harness.make_input(impl, batch, image, device) for impl in impls}

@@ -59,6 +59,7 @@ def test_batch_sizes_cover_the_benchmark_and_the_user_batch(run_module) -> None:
     assert run_module.batch_sizes(224, "train", user_batch=False) == [8]
     assert run_module.batch_sizes(512, "train", user_batch=False) == [2]
     assert run_module.batch_sizes(224, "infer", user_batch=True) == [8]
+    assert run_module.batch_sizes(224, "infer", user_batch=False, compiled=True) == [16]
 
 
 def test_plan_selection(run_module) -> None:
