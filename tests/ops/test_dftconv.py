@@ -148,3 +148,29 @@ def test_transform_sizes_are_the_smallest_alias_free_ones() -> None:
             # outputs start..start+n-1 fold onto p +- size: outside the linear result, but not at size - 1
             assert start + size >= length and start + n - 1 - size < 0
             assert not (start + size - 1 >= length and start + n - 1 - (size - 1) < 0)
+
+
+@pytest.mark.parametrize("kernel_rows", [1, 3])
+def test_batch_chunks_give_the_same_values_and_gradients(
+    monkeypatch: pytest.MonkeyPatch, kernel_rows: int
+) -> None:
+    """Several batch chunks (one sample each here): the same results as one chunk."""
+    from vit5.ops import dftconv
+
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(3, 6, 5, 4, generator=generator)
+    kernel = torch.randn(kernel_rows, 11, 9, 4, generator=generator)
+    skip = torch.randn(4, generator=generator)
+    plan = plan_fft_conv((6, 5), (11, 9), (False, False))
+    weights = torch.randn(3, 6, 5, 4, generator=generator)
+
+    def run() -> list[torch.Tensor]:
+        inputs = [t.clone().requires_grad_() for t in (x, kernel, skip)]
+        out = dft_conv(inputs[0], inputs[1], plan, shortcut=inputs[2])
+        return [out.detach(), *torch.autograd.grad(out, inputs, weights)]
+
+    whole = run()
+    monkeypatch.setattr(dftconv, "CHUNK_BYTES", 1)
+    assert dftconv._chunks(3, 4096) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    for chunked, single in zip(run(), whole):
+        torch.testing.assert_close(chunked, single, rtol=1e-6, atol=1e-6)
