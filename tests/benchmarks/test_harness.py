@@ -2,27 +2,10 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-@pytest.fixture(scope="module")
-def modules():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import harness
-        import report
-
-        yield harness, report
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 class ConvAttentionLinear(nn.Module):

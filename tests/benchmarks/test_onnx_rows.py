@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,19 +11,6 @@ from tests.helpers import requires_reference
 
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-@pytest.fixture
-def run_module():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import run
-
-        yield run
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 @requires_reference

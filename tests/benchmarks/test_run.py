@@ -4,26 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.helpers import requires_reference
-
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-@pytest.fixture
-def run_module():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import run
-
-        yield run
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 @requires_reference

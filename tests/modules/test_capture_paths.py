@@ -129,44 +129,42 @@ def test_torch_export_of_networks_matches_eager(network: str, monkeypatch: pytes
     assert _has(program, "bmm") == (network != "small-hyena-gap")
 
 
+def _onnx_run(module: nn.Module, example: torch.Tensor, x: torch.Tensor, path) -> torch.Tensor:
+    """Export ``module`` (dynamo, dynamic batch) traced on ``example``; run it on ``x`` in onnxruntime."""
+    ort = pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnxscript")
+    batch = torch.export.Dim("batch", min=1, max=64)
+    torch.onnx.export(module, (example,), str(path), dynamo=True, dynamic_shapes=({0: batch},))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    return torch.from_numpy(out)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("network", list(NETWORKS))
 def test_onnx_export_of_networks_matches_eager(
     network: str, monkeypatch: pytest.MonkeyPatch, tmp_path
 ) -> None:
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
     name, overrides = NETWORKS[network]
     model = _network(name, monkeypatch, **overrides)
     size = model.net.image_size
     x, x3 = torch.randn(2, size, size, 3), torch.randn(3, size, size, 3)
     with torch.no_grad():
         expected = model(x3)
-    path = tmp_path / "model.onnx"
-    batch = torch.export.Dim("batch", min=1, max=64)
-    torch.onnx.export(model, (x,), str(path), dynamo=True, dynamic_shapes=({0: batch},))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (logits,) = session.run(None, {session.get_inputs()[0].name: x3.numpy()})
-    assert rel(torch.from_numpy(logits), expected) <= 1e-4
+    logits = _onnx_run(model, x, x3, tmp_path / "model.onnx")
+    assert rel(logits, expected) <= 1e-4
     size_mb = sum(p.stat().st_size for p in tmp_path.iterdir()) / 2**20
     assert size_mb < 40  # ViT-5-S at 224 px: DFT matrices, not a dense [C, T, T] constant per block
 
 
 def test_onnx_export_of_the_fft_path(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
-    ort = pytest.importorskip("onnxruntime")
-    pytest.importorskip("onnxscript")
     monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 0)
     torch.manual_seed(2)
     module = _Conv(randomize_(make(), low=-0.5, high=0.5), False).eval()
     x, x5 = torch.randn(3, 5, 4, D), torch.randn(5, 5, 4, D)
     with torch.no_grad():
         expected = module(x5)
-    path = tmp_path / "conv.onnx"
-    batch = torch.export.Dim("batch", min=1, max=64)
-    torch.onnx.export(module, (x,), str(path), dynamo=True, dynamic_shapes=({0: batch},))
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    (y,) = session.run(None, {session.get_inputs()[0].name: x5.numpy()})
-    assert rel(torch.from_numpy(y), expected) <= 1e-4
+    assert rel(_onnx_run(module, x, x5, tmp_path / "conv.onnx"), expected) <= 1e-4
 
 
 def test_alternating_inference_and_training_never_reuses_an_inference_cache() -> None:

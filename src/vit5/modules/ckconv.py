@@ -263,6 +263,8 @@ class CKConvND(nn.Module):
     ) -> torch.Tensor:
         """``shortcut * x + K * x`` by ``plan.path`` (``x`` ``[B, *S, C]`` or ``[B, C, *S]``)."""
         path, grad = plan.path, torch.is_grad_enabled()
+        if path is LongConvPath.DFT:  # channels-last in and out, kernel (1|B, *taps, C), shortcut folded in
+            return dft_conv(x, operand.movedim(1, -1), fft_plan, shortcut=self.shortcut)  # (B, *S, C)
         shortcut = self.shortcut.to(x.dtype)
         if path is LongConvPath.TRACED_DENSE:
             return shortcut * x + traced_dense_conv(x, operand)  # (B, *S, C)
@@ -272,8 +274,6 @@ class CKConvND(nn.Module):
             # The same sum, adding the channels-first product straight into the shortcut term.
             out = shortcut * x  # (B, *S, C)
             return out.add_(dense_operator_product(x, operand).to(x.dtype).permute(1, 2, 0).view(x.shape))
-        if path is LongConvPath.DFT:  # channels-last in and out, kernel (1|B, *taps, C)
-            return dft_conv(x, operand.movedim(1, -1), fft_plan, shortcut=self.shortcut)  # (B, *S, C)
         if path is LongConvPath.FFT_LOWMEM:  # keeps x, not its spectrum, for the backward pass
             y = fft_conv_zero_lowmem(x, operand, channels_last)  # (B, C, *S)
         elif path is LongConvPath.TRACED_FFT:
