@@ -272,27 +272,32 @@ def test_eval_path_is_bit_identical_to_the_training_forward(
     """Channels-last eval gives the bits of the training forward, in fp32 and bf16. ``dense`` (small
     grids): eval adds the cached operator's product straight into the shortcut term, training uses
     the differentiable operator. ``fft``: eval accumulates the spectrum chunk by chunk (several
-    chunks here) into the shortcut term, training uses the low-memory FFT path. ``dft``: training
-    takes the DFT-matrix path, eval the FFTs: equal to fp32 rounding (not bit for bit)."""
+    chunks here) into the shortcut term, training uses the low-memory FFT path. ``dft``: eval
+    applies the cached kernel spectrum through reused chunk buffers, training the autograd
+    function that keeps the input's spectrum (several batch chunks here)."""
+    from vit5.ops import dftconv
+
     dense = path == "dense"
-    if not dense:
-        monkeypatch.setattr(longconv_plan, "DENSE_MAX_BYTES", 0)
+    monkeypatch.setattr(longconv_plan, "DENSE_MAX_BYTES", 1 << 30 if dense else 0)
+    monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 1 << 30 if dense else 0)
     if path == "fft":
         monkeypatch.setattr(longconv_plan, "DFT_MAX_SIGNAL", 0)
-    monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 1 << 30 if dense else 0)
+    monkeypatch.setattr(dftconv, "CHUNK_BYTES", 1)  # one sample per chunk
     torch.manual_seed(12)
     channels = 40
     conv = randomize_(make(hidden_dim=channels, kernel_cfg=kernel_cfg(out_dim=channels)))
-    x = torch.randn(2, 5, 4, channels)
+    x = torch.randn(3, 5, 4, channels)
     for dtype in (torch.float32, torch.bfloat16):
         xd = x.to(dtype)
         trained = conv.train()(xd.clone().requires_grad_())
         with torch.inference_mode():
             evaluated = conv.eval()(xd)
-        assert isinstance(conv._spectrum_cache[2], torch.Tensor if dense else tuple)
-        assert evaluated.dtype == dtype and evaluated.shape == x.shape
-        if path == "dft":
-            tolerance = 1e-5 if dtype == torch.float32 else 1e-2
-            torch.testing.assert_close(evaluated, trained.detach(), rtol=tolerance, atol=tolerance)
+        cached = conv._spectrum_cache[2]
+        if path == "dense":
+            assert cached.shape == (channels, 20, 20)  # the operator
+        elif path == "dft":
+            assert cached.shape == (1, 5, 2, 7 * channels)  # [1, F1', 2, F2 C] at sizes (9, 7)
         else:
-            assert torch.equal(evaluated, trained.detach())
+            assert isinstance(cached, tuple)  # the split torch.fft spectrum
+        assert evaluated.dtype == dtype and evaluated.shape == x.shape
+        assert torch.equal(evaluated, trained.detach())

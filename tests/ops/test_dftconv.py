@@ -1,4 +1,5 @@
-"""``dft_conv``: the DFT-matrix training path equals the FFT convolutions, values and gradients."""
+"""``dft_conv`` (training) and ``dft_conv_spectrum`` (inference from a cached kernel spectrum): the
+DFT-matrix path equals the FFT convolutions, values and gradients."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vit5.ops.dftconv import dft_conv, dft_sizes, dft_supported
+from vit5.ops.dftconv import dft_conv, dft_conv_spectrum, dft_kernel_spectrum, dft_sizes, dft_supported
 from vit5.ops.fftconv import fft_conv_causal, fft_conv_zero
 from vit5.ops.fftplan import plan_fft_conv
 
@@ -174,3 +175,64 @@ def test_batch_chunks_give_the_same_values_and_gradients(
     assert dftconv._chunks(3, 4096) == [slice(0, 1), slice(1, 2), slice(2, 3)]
     for chunked, single in zip(run(), whole):
         torch.testing.assert_close(chunked, single, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "signal, taps, kernel_rows, causal",
+    [((14, 14), (27, 27), 1, False), ((6, 5), (11, 9), 7, False), ((9,), (9,), 1, True)],
+    ids=str,
+)
+@pytest.mark.parametrize("chunk_bytes", [None, 1, "three"])
+def test_cached_spectrum_gives_the_bits_of_the_training_forward(
+    signal, taps, kernel_rows, causal, chunk_bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inference path (kernel spectrum made once, two reused chunk buffers) returns exactly the
+    training forward's values, and matches the fp64 FFT convolution; with one chunk, one sample per
+    chunk, or uneven chunks (2, 2, 3 samples: the buffers are sized for the largest)."""
+    from vit5.ops import dftconv
+
+    generator = torch.Generator().manual_seed(4)
+    batch, channels = 7, 6
+    x = torch.randn(batch, *signal, channels, generator=generator)
+    kernel = torch.randn(kernel_rows, *taps, channels, generator=generator)
+    skip = torch.randn(channels, generator=generator)
+    plan = plan_fft_conv(signal, taps, (False,) * len(signal), causal)
+    spectrum = dft_kernel_spectrum(kernel, plan)
+    assert spectrum.dtype == torch.float32 and not spectrum.requires_grad
+    sizes = [batch]
+    if chunk_bytes == 1:
+        sizes = [1] * batch
+    elif chunk_bytes == "three":  # 3 samples' spectra per chunk: 7 = 2 + 2 + 3
+        chunk_bytes, sizes = 3 * spectrum[0].numel() * 4, [2, 2, 3]
+    if chunk_bytes is not None:
+        monkeypatch.setattr(dftconv, "CHUNK_BYTES", chunk_bytes)
+    assert [p.stop - p.start for p in dftconv._chunks(batch, spectrum[0].numel() * 4)] == sizes
+    trained = dft_conv(x.requires_grad_(), kernel.requires_grad_(), plan, shortcut=skip.requires_grad_())
+    with torch.no_grad():
+        cached = dft_conv_spectrum(x, spectrum, plan, shortcut=skip)
+        uncached = dft_conv(x, kernel, plan, shortcut=skip)  # no autograd: the same forward
+    assert torch.equal(cached, trained.detach()) and torch.equal(uncached, cached)
+    expected = skip.double() * x.detach().double() + _reference(
+        x.detach().double(), kernel.detach().double(), causal
+    )
+    assert _relative(cached, expected) < 2e-6
+
+
+def test_cached_spectrum_dtypes_and_refusals() -> None:
+    plan = plan_fft_conv((6, 5), (11, 9), (False, False))
+    spectrum = dft_kernel_spectrum(torch.randn(1, 11, 9, 4, dtype=torch.float64), plan)
+    assert spectrum.shape == (1, 6, 2, 9 * 4) and spectrum.dtype == torch.float32  # sizes (11, 9)
+    x = torch.randn(2, 6, 5, 4, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = dft_conv_spectrum(x, spectrum, plan)
+    assert out.dtype == torch.bfloat16 and out.shape == x.shape
+    with pytest.raises(ValueError, match="1-D or 2-D zero-boundary"):
+        dft_kernel_spectrum(torch.randn(1, 5, 5, 4), plan_fft_conv((6, 5), (5, 5), (True, True)))
+    with pytest.raises(ValueError, match=r"kernel must be \[1\|B, \*\(11, 9\), C\]"):
+        dft_kernel_spectrum(torch.randn(1, 9, 11, 4), plan)
+    with pytest.raises(ValueError, match=r"expects x \[B, \*\(6, 5\), C\] and a spectrum"):
+        dft_conv_spectrum(torch.randn(2, 5, 6, 4), spectrum, plan)
+    with pytest.raises(ValueError, match=r"expects x .* and a spectrum"):
+        dft_conv_spectrum(torch.randn(2, 6, 5, 3), spectrum, plan)  # C differs from the spectrum's
+    with pytest.raises(ValueError, match="1 or B=2 rows"):
+        dft_conv_spectrum(torch.randn(2, 6, 5, 4), spectrum.expand(3, -1, -1, -1), plan)

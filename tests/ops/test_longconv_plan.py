@@ -57,15 +57,24 @@ def plan(**overrides: object) -> LongConvPlan:
         (dict(grad_enabled=True, channels_last=False), LongConvPlan(LongConvPath.FFT_LOWMEM)),
         (dict(grad_enabled=True, zero_padding=False), LongConvPlan(LongConvPath.FFT)),
         (dict(grad_enabled=True, causal=True, signal=(64,)), LongConvPlan(LongConvPath.FFT)),
-        # rows 8-9: eval without autograd or conditioning: cached
-        (dict(), LongConvPlan(LongConvPath.DENSE, cache=True)),
-        (dict(signal=(14, 14), channels=384), LongConvPlan(LongConvPath.DENSE, cache=True)),  # 59 MB
+        # rows 8-11: no autograd; eval without conditioning caches the operand
+        (dict(), LongConvPlan(LongConvPath.DENSE, cache=True)),  # 0.6 MB operator
+        (dict(signal=(14, 14), channels=384), LongConvPlan(LongConvPath.DFT, cache=True)),  # 59 MB
+        (dict(signal=(24, 24), channels=384), LongConvPlan(LongConvPath.DFT, cache=True)),
+        (dict(signal=(9,), causal=True), LongConvPlan(LongConvPath.DFT, cache=True)),
+        (dict(signal=(40,), channels=384), LongConvPlan(LongConvPath.DENSE, cache=True)),  # 1-D, 2.5 MB
+        (dict(signal=(100,), channels=384), LongConvPlan(LongConvPath.DENSE, cache=True)),  # 15 MB
+        (dict(signal=(4, 4, 4), channels=384), LongConvPlan(LongConvPath.DENSE, cache=True)),  # 6 MB
         (dict(signal=LARGE), LongConvPlan(LongConvPath.FFT, cache=True)),
+        (dict(signal=(600,), channels=384), LongConvPlan(LongConvPath.FFT, cache=True)),  # 553 MB
         (dict(channels_last=False), LongConvPlan(LongConvPath.FFT, cache=True)),
-        # rows 10-11: no autograd, but training mode or conditioning: built per call
+        (dict(zero_padding=False), LongConvPlan(LongConvPath.FFT, cache=True)),
+        # the same rows in training mode or with conditioning: built per call, nothing cached
         (dict(training=True), LongConvPlan(LongConvPath.DENSE)),
-        (dict(training=True, signal=(14, 14), channels=384), LongConvPlan(LongConvPath.FFT)),
-        (dict(per_sample_kernels=True), LongConvPlan(LongConvPath.FFT)),
+        (dict(training=True, signal=(14, 14), channels=384), LongConvPlan(LongConvPath.DFT)),
+        (dict(per_sample_kernels=True), LongConvPlan(LongConvPath.DFT)),
+        (dict(training=True, signal=(100,), channels=384), LongConvPlan(LongConvPath.FFT)),
+        (dict(per_sample_kernels=True, signal=LARGE), LongConvPlan(LongConvPath.FFT)),
     ],
 )
 def test_table_rows(overrides: dict, expected: LongConvPlan) -> None:
@@ -75,9 +84,10 @@ def test_table_rows(overrides: dict, expected: LongConvPlan) -> None:
 def test_budgets_are_read_at_call_time(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(longconv_plan, "DENSE_MAX_BYTES", 0)
     monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 0)
-    assert plan() == LongConvPlan(LongConvPath.FFT, cache=True)
+    assert plan() == LongConvPlan(LongConvPath.DFT, cache=True)
     assert plan(grad_enabled=True) == LongConvPlan(LongConvPath.DFT)
     monkeypatch.setattr(longconv_plan, "DFT_MAX_SIGNAL", 6)
+    assert plan() == LongConvPlan(LongConvPath.FFT, cache=True)
     assert plan(grad_enabled=True) == LongConvPlan(LongConvPath.FFT_LOWMEM)
     assert plan(capture="export").path is LongConvPath.TRACED_FFT
     assert plan(dense_max_bytes=1 << 30) == LongConvPlan(LongConvPath.DENSE, cache=True)

@@ -15,7 +15,7 @@ from vit5._validation import boolean, positive_int
 from vit5.config import TARGET_KEY, instantiate, locate, resolve
 from vit5.ops.capture import capture_mode
 from vit5.ops.denseconv import apply_dense_operator, dense_conv_operator, dense_operator_product
-from vit5.ops.dftconv import dft_conv
+from vit5.ops.dftconv import dft_conv, dft_conv_spectrum, dft_kernel_spectrum
 from vit5.ops.fftconv import (
     FFTConvPlan,
     apply_spectrum,
@@ -84,9 +84,10 @@ class CKConvND(nn.Module):
     pointers, version counters and dtypes of the kernel's and mask's tensors, so optimiser steps,
     ``load_state_dict`` and ``.to()`` invalidate it; ``train()`` drops it; a call under autograd
     never reads it. Paths give the same results up to fp32 rounding, and the choice never depends
-    on the batch size: e.g. training on a small channels-last zero-boundary grid takes the
-    DFT-matrix path (:mod:`vit5.ops.dftconv`, the shortcut term folded in) and eval the cached
-    dense operator or spectrum, which agree to rounding, not bit for bit.
+    on the batch size. Eval (cached operand) and training forward of the same channels-last
+    input give the same bits on every path: e.g. a ViT-5 grid of up to 24 x 24 tokens takes the
+    DFT-matrix path (:mod:`vit5.ops.dftconv`, the shortcut term folded in) in both, eval from
+    the cached kernel spectrum.
 
     Shapes:
         ``forward(x [B, *S, C]) -> [B, *S, C]``, or ``[B, C, *S] -> [B, C, *S]`` with
@@ -230,7 +231,8 @@ class CKConvND(nn.Module):
         self, plan: LongConvPlan, spatial: tuple[int, ...], conditioning: torch.Tensor | None
     ) -> tuple[FFTConvPlan | None, Any]:
         """``(fft_plan, operand)`` for ``plan.path``: the dense ``[C, T, T]`` operator (DENSE), the
-        kernel spectrum pair (FFT), else the kernel ``[1|B, C, *taps]`` itself. With ``plan.cache``
+        kernel spectrum pair (FFT), the kernel's DFT-matrix spectrum (DFT with ``plan.cache``),
+        else the kernel ``[1|B, C, *taps]`` itself. With ``plan.cache``
         the operand is reused while the key (see the class doc) is unchanged."""
         key = None
         if plan.cache:
@@ -247,6 +249,8 @@ class CKConvND(nn.Module):
             operand = dense_conv_operator(kernel, spatial)  # (C, T, T)
         elif plan.path is LongConvPath.FFT:
             operand = kernel_spectrum(kernel, fft_plan)
+        elif plan.path is LongConvPath.DFT and plan.cache:
+            operand = dft_kernel_spectrum(kernel.movedim(1, -1), fft_plan)  # (1, F1', 2, F2 C)
         else:
             operand = kernel
         if key is not None:  # the key is taken after generation: growing the grid cache changes it
@@ -263,7 +267,9 @@ class CKConvND(nn.Module):
     ) -> torch.Tensor:
         """``shortcut * x + K * x`` by ``plan.path`` (``x`` ``[B, *S, C]`` or ``[B, C, *S]``)."""
         path, grad = plan.path, torch.is_grad_enabled()
-        if path is LongConvPath.DFT:  # channels-last in and out, kernel (1|B, *taps, C), shortcut folded in
+        if path is LongConvPath.DFT:  # channels-last in and out, shortcut folded in
+            if plan.cache:  # operand: the cached kernel spectrum
+                return dft_conv_spectrum(x, operand, fft_plan, shortcut=self.shortcut)  # (B, *S, C)
             return dft_conv(x, operand.movedim(1, -1), fft_plan, shortcut=self.shortcut)  # (B, *S, C)
         shortcut = self.shortcut.to(x.dtype)
         if path is LongConvPath.TRACED_DENSE:

@@ -1,4 +1,4 @@
-"""Long convolutions of channels-last signals as products with real DFT matrices (training path).
+"""Long convolutions of channels-last signals as products with real DFT matrices.
 
 On the small grids of ViT-5 (14 x 14 tokens at 224 px) a depthwise long convolution computed
 with ``torch.fft`` spends most of its time outside the arithmetic: a few thousand tiny transforms,
@@ -20,6 +20,11 @@ channels-last ``[B, *S, C]`` layout of the blocks:
   and the conjugate spectral products, reusing the forward spectra it saved (``x``'s spectrum,
   ``2 F1' F2 / (H W)`` times ``x``: 3.9x at 14 x 14 and at 24 x 24).
 
+* Inference (:func:`dft_conv_spectrum`) starts from a kernel spectrum made once
+  (:func:`dft_kernel_spectrum`, cached by ``CKConvND`` in eval mode) and runs the batch chunk by
+  chunk through two reused chunk-sized buffers, keeping nothing; it gives the bits of the
+  training forward.
+
 Cost per transform is ``O(N F)`` per axis instead of ``O(F log F)``: it wins on small grids and
 loses on large ones; :func:`vit5.ops.longconv_plan.plan_long_conv` decides where (measured there).
 Matrices are cached per (sizes, crop, device).
@@ -36,7 +41,14 @@ import torch
 
 from vit5.ops.fftplan import FFTConvPlan
 
-__all__ = ["DFT_MAX_DIM", "dft_conv", "dft_sizes", "dft_supported"]
+__all__ = [
+    "DFT_MAX_DIM",
+    "dft_conv",
+    "dft_conv_spectrum",
+    "dft_kernel_spectrum",
+    "dft_sizes",
+    "dft_supported",
+]
 
 #: Spatial axes the DFT path handles (1-D sequences and 2-D grids).
 DFT_MAX_DIM = 2
@@ -112,9 +124,12 @@ CHUNK_BYTES = 8 * 2**20
 
 
 def _chunks(batch: int, spectrum_bytes_per_sample: int) -> list[slice]:
-    """Consecutive batch slices holding at most :data:`CHUNK_BYTES` of spectrum (at least 1 sample)."""
+    """The batch in equal consecutive slices (sizes differ by at most 1) holding at most
+    :data:`CHUNK_BYTES` of spectrum each (at least 1 sample)."""
     step = max(1, CHUNK_BYTES // max(spectrum_bytes_per_sample, 1))
-    return [slice(start, min(start + step, batch)) for start in range(0, batch, step)]
+    count = -(-batch // step)
+    bounds = [batch * i // count for i in range(count + 1)]
+    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
 
 
 def _spectrum(x: torch.Tensor, mats: Sequence[torch.Tensor], out: torch.Tensor) -> None:
@@ -153,11 +168,15 @@ def _inverse_adjoint(g: torch.Tensor, mats: Sequence[torch.Tensor]) -> torch.Ten
     return q.view(b, mats[0].shape[1] // 2, 2, -1)
 
 
-def _product(a: torch.Tensor, b: torch.Tensor, conjugate: bool = False) -> torch.Tensor:
-    """Complex product of ``[..., 2, R]`` (re, im) spectra, ``a * conj(b)`` with ``conjugate``."""
+def _product(
+    a: torch.Tensor, b: torch.Tensor, conjugate: bool = False, out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Complex product of ``[..., 2, R]`` (re, im) spectra, ``a * conj(b)`` with ``conjugate``
+    (written to ``out`` when given; it must not overlap ``a`` or ``b``)."""
     a_re, a_im = a.select(-2, 0), a.select(-2, 1)
     b_re, b_im = b.select(-2, 0), b.select(-2, 1)
-    out = torch.empty((max(a.shape[0], b.shape[0]), *a.shape[1:]), dtype=a.dtype, device=a.device)
+    if out is None:
+        out = torch.empty((max(a.shape[0], b.shape[0]), *a.shape[1:]), dtype=a.dtype, device=a.device)
     re, im = out.select(-2, 0), out.select(-2, 1)
     sign = 1.0 if conjugate else -1.0
     torch.mul(a_re, b_re, out=re).addcmul_(a_im, b_im, value=sign)  # re = ar br -+ ai bi
@@ -172,6 +191,49 @@ def _spectrum_shape(rows: int, plan: FFTConvPlan, channels: int) -> tuple[int, .
     return (rows, sizes[0] // 2 + 1, 2, f2 * channels)
 
 
+def _kernel_spectrum(kernel: torch.Tensor, plan: FFTConvPlan) -> torch.Tensor:
+    """fp32 spectrum ``[1|B, F1', 2, F2 C]`` of a channels-last ``[1|B, *K, C]`` kernel (no autograd)."""
+    mats = _plan_matrices(plan, kernel.device)
+    taps = kernel.float().contiguous()
+    k_f = taps.new_empty(_spectrum_shape(kernel.shape[0], plan, kernel.shape[-1]))
+    _spectrum(taps, [m[1] for m in mats], k_f)
+    return k_f
+
+
+def _convolve(
+    signal: torch.Tensor,
+    k_f: torch.Tensor,
+    plan: FFTConvPlan,
+    skip: torch.Tensor | None,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """fp32 ``crop(IDFT(DFT(signal) k_f)) [+ skip signal]`` chunk by chunk (:func:`_chunks`).
+
+    ``keep`` (``[B, F1', 2, F2 C]``) receives the whole batch's spectrum (for a backward pass);
+    without it two chunk-sized buffers are reused. Every sample goes through the same matrix
+    products whatever the chunking, so a sample's result does not depend on the batch it came in.
+    """
+    mats = _plan_matrices(plan, signal.device)
+    a_x, inv = [m[0] for m in mats], [m[2] for m in mats]
+    batch, shared = signal.shape[0], k_f.shape[0] == 1
+    y = torch.empty_like(signal)  # (B, *S, C)
+    parts = _chunks(batch, k_f[0].numel() * 4)
+    if keep is None:
+        rows = max(part.stop - part.start for part in parts)
+        spectrum = signal.new_empty(_spectrum_shape(rows, plan, signal.shape[-1]))
+        product = torch.empty_like(spectrum)
+    for part in parts:
+        rows = part.stop - part.start
+        x_f = keep[part] if keep is not None else spectrum[:rows]
+        _spectrum(signal[part], a_x, x_f)
+        kernel_f = k_f if shared else k_f[part]
+        p = _product(x_f, kernel_f) if keep is not None else _product(x_f, kernel_f, out=product[:rows])
+        _inverse(p, inv, y[part])
+        if skip is not None:
+            y[part].addcmul_(signal[part], skip)
+    return y
+
+
 class _DFTConv(torch.autograd.Function):
     """``y = crop(IDFT(DFT(x) DFT(k))) [+ shortcut x]`` on channels-last tensors, with the adjoint
     as backward.
@@ -183,21 +245,12 @@ class _DFTConv(torch.autograd.Function):
     def forward(
         ctx: Any, x: torch.Tensor, kernel: torch.Tensor, shortcut: torch.Tensor | None, plan: FFTConvPlan
     ) -> torch.Tensor:
-        mats = _plan_matrices(plan, x.device)
-        a_x, a_k, inv = ([m[i] for m in mats] for i in range(3))
-        batch, channels = x.shape[0], x.shape[-1]
         with torch.autocast(x.device.type, enabled=False):
-            signal, taps = x.float().contiguous(), kernel.float().contiguous()
+            signal = x.float().contiguous()
             skip = None if shortcut is None else shortcut.float()
-            k_f = signal.new_empty(_spectrum_shape(kernel.shape[0], plan, channels))
-            _spectrum(taps, a_k, k_f)  # (1|B, F1', 2, F2 C)
-            x_f = signal.new_empty(_spectrum_shape(batch, plan, channels))
-            y = torch.empty_like(signal)  # (B, *S, C)
-            for part in _chunks(batch, x_f[0].numel() * 4):
-                _spectrum(signal[part], a_x, x_f[part])
-                _inverse(_product(x_f[part], k_f if kernel.shape[0] == 1 else k_f[part]), inv, y[part])
-                if skip is not None:
-                    y[part].addcmul_(signal[part], skip)
+            k_f = _kernel_spectrum(kernel, plan)  # (1|B, F1', 2, F2 C)
+            x_f = signal.new_empty(_spectrum_shape(x.shape[0], plan, x.shape[-1]))
+            y = _convolve(signal, k_f, plan, skip, keep=x_f)  # (B, *S, C)
         ctx.save_for_backward(x_f, k_f, None if shortcut is None else x, shortcut)
         ctx.plan, ctx.kernel_shape, ctx.dtypes = plan, kernel.shape, (x.dtype, kernel.dtype)
         return y.to(x.dtype)
@@ -278,4 +331,58 @@ def dft_conv(
         raise ValueError(f"kernel must have 1 or B={x.shape[0]} rows, got shape {tuple(kernel.shape)}")
     if shortcut is not None and tuple(shortcut.shape) != (x.shape[-1],):
         raise ValueError(f"shortcut must have shape [C={x.shape[-1]}], got {tuple(shortcut.shape)}")
-    return _DFTConv.apply(x, kernel, shortcut, plan)
+    tensors = (x, kernel) if shortcut is None else (x, kernel, shortcut)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return _DFTConv.apply(x, kernel, shortcut, plan)
+    with torch.autocast(x.device.type, enabled=False):  # the forward alone, nothing kept
+        return dft_conv_spectrum(x, _kernel_spectrum(kernel, plan), plan, shortcut)
+
+
+def dft_kernel_spectrum(kernel: torch.Tensor, plan: FFTConvPlan) -> torch.Tensor:
+    """The spectrum of a channels-last ``[1|B, *K, C]`` kernel, for :func:`dft_conv_spectrum`.
+
+    fp32 ``[1|B, F1', 2, F2 C]`` (see the module doc); not differentiable. Computing it once and
+    reusing it (``CKConvND``'s eval cache) leaves one transform pair per call.
+
+    Raises:
+        ValueError: a plan this path does not take, or a kernel that does not match it.
+    """
+    if not dft_supported(plan):
+        raise ValueError(f"dft_kernel_spectrum takes 1-D or 2-D zero-boundary plans, got {plan}")
+    if tuple(kernel.shape[1:-1]) != plan.taps:
+        raise ValueError(f"kernel must be [1|B, *{plan.taps}, C], got {tuple(kernel.shape)}")
+    with torch.no_grad(), torch.autocast(kernel.device.type, enabled=False):
+        return _kernel_spectrum(kernel, plan)
+
+
+def dft_conv_spectrum(
+    x: torch.Tensor, kernel_spectrum: torch.Tensor, plan: FFTConvPlan, shortcut: torch.Tensor | None = None
+) -> torch.Tensor:
+    """:func:`dft_conv` from a kernel spectrum (:func:`dft_kernel_spectrum`), without autograd.
+
+    The same bits as :func:`dft_conv`'s forward with the kernel the spectrum came from; the batch
+    runs in chunks through two reused chunk-sized buffers. Runs in fp32 (even under autocast) and
+    returns ``x.dtype``.
+
+    Args:
+        x: ``[B, *S, C]`` signal.
+        kernel_spectrum: ``[1|B, F1', 2, F2 C]`` from :func:`dft_kernel_spectrum`.
+        plan: The plan the spectrum was made for.
+        shortcut: Optional ``[C]`` skip weight (``shortcut * x`` is added).
+
+    Raises:
+        ValueError: shapes that do not match ``plan``.
+    """
+    expected = _spectrum_shape(1, plan, x.shape[-1])[1:]
+    if tuple(x.shape[1:-1]) != plan.signal or tuple(kernel_spectrum.shape[1:]) != expected:
+        raise ValueError(
+            f"dft_conv_spectrum expects x [B, *{plan.signal}, C] and a spectrum [1|B, *{expected}], "
+            f"got {tuple(x.shape)} and {tuple(kernel_spectrum.shape)}"
+        )
+    if kernel_spectrum.shape[0] not in (1, x.shape[0]):
+        raise ValueError(
+            f"kernel_spectrum must have 1 or B={x.shape[0]} rows, got {tuple(kernel_spectrum.shape)}"
+        )
+    with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+        skip = None if shortcut is None else shortcut.float()
+        return _convolve(x.float().contiguous(), kernel_spectrum, plan, skip).to(x.dtype)

@@ -23,25 +23,36 @@ row  capture     grad    other conditions               path             cache  
                                                                                 spectrum (~4x less memory)
 7    eager       on      otherwise (circular, mixed,    FFT              no     autograd through the FFTs
                          causal)
-8    eager       off     eval, no conditioning, dense   DENSE            yes    built once, reused while
+8    eager       off     dense ok, fits                 DENSE            eval   as row 4; the operator
+                         :data:`BUILT_DENSE_MAX_BYTES`                          stays in cache
+9    eager       off     dft ok                         DFT              eval   as row 5, from the cached
+                                                                                kernel spectrum
+10   eager       off     eval, no conditioning, dense   DENSE            yes    built once, reused while
                          ok, fits :data:`DENSE_MAX_BYTES`                       the kernel is unchanged
-9    eager       off     eval, no conditioning          FFT              yes    kernel spectrum reused
-10   eager       off     dense ok, fits                 DENSE            no     as row 4
-                         :data:`BUILT_DENSE_MAX_BYTES`
-11   eager       off     otherwise                      FFT              no     spectrum made per call
+11   eager       off     otherwise                      FFT              eval   kernel spectrum reused
 ===  ==========  ======  =============================  ===============  =====  ==========================
 
+``cache`` ``eval`` = cached in eval mode without conditioning (one kernel for every call), built
+per call in training mode or with FiLM conditioning (per-sample kernels).
+
 ``dft ok`` = zero padding (causal allowed), channels-last input, 1 or 2 spatial axes, each at
-most :data:`DFT_MAX_SIGNAL` long (per-sample kernels allowed). Row 5 (:mod:`vit5.ops.dftconv`):
-the transforms are products with real DFT matrices whose long side is the channel axis, so a
-training step runs a few GEMMs instead of thousands of tiny transforms and copies; it costs
-``O(N F)`` per axis instead of ``O(F log F)`` and keeps the input's spectrum (about 4x the input)
-for the backward pass. Measured forward + backward of one ViT-5-S long convolution with its
-shortcut (384 channels, double grid, 2 EPYC cores, fp32, best of 7): 14 x 14 at batch 8, 12-13
-ms against 22 ms for FFT_LOWMEM; 16 x 16 at batch 4, 10 against 18 ms; 24 x 24 at batch 2, 16-22
-against 29-30 ms; 28 x 28 at batch 2, 31-34 against 33 ms; 32 x 32 at batch 2, 37-43 against
-36-41 ms, and slower inside the whole network (Hyena-GAP at 512 px: 0.73 against 0.82 img/s),
-hence the bound of 24 (ViT-5 up to 384 px at patch 16).
+most :data:`DFT_MAX_SIGNAL` long (per-sample kernels allowed). Rows 5 and 9
+(:mod:`vit5.ops.dftconv`): the transforms are products with real DFT matrices whose long side
+is the channel axis, so a call runs a few GEMMs instead of thousands of tiny transforms and
+copies; it costs ``O(N F)`` per axis instead of ``O(F log F)``, and a training call keeps the
+input's spectrum (about 4x the input) for the backward pass. Measured forward + backward of one
+ViT-5-S long convolution with its shortcut (384 channels, double grid, 2 EPYC cores, fp32, best
+of 7): 14 x 14 at batch 8, 12-13 ms against 22 ms for FFT_LOWMEM; 16 x 16 at batch 4, 10 against
+18 ms; 24 x 24 at batch 2, 16-22 against 29-30 ms; 28 x 28 at batch 2, 31-34 against 33 ms; 32 x
+32 at batch 2, 37-43 against 36-41 ms, and slower inside the whole network (Hyena-GAP at 512 px:
+0.73 against 0.82 img/s), hence the bound of 24 (ViT-5 up to 384 px at patch 16). Inference
+from the cached kernel spectrum, same layer, against the cached 59 MB dense operator (14 x 14)
+or the cached FFT spectrum (24 x 24): 14 x 14 at batch 1, 0.6-0.9 against 4.5-5.3 ms (the
+operator is read from memory on every call, whatever the batch); batch 8, 3.5-5.4 against
+6.7-8.3 ms; batch 16, 7-8 against 8.4-10.5 ms; batch 32 and 64, 0.45-0.5 against 0.43-0.6 ms per
+sample; 24 x 24 at batch 1, 2.3 against 4.1 ms, batch 8, 15.6 against 20 ms. Operators of at
+most :data:`BUILT_DENSE_MAX_BYTES` stay in the processor's cache and beat the DFT matrices (7 x
+7 at 64 channels, batch 128: 0.8 against 2.7 ms), hence rows 4 and 8 come first.
 
 Capture (``torch.compile``, ``torch.export`` / ``torch.onnx.export``, ``torch.fx.symbolic_trace``;
 see :mod:`vit5.ops.capture`) always takes the traced rows, whatever the grad mode: no custom
@@ -83,14 +94,15 @@ __all__ = [
     "plan_long_conv",
 ]
 
-#: Largest cached dense operator (``C T^2`` fp32) used instead of the FFTs in eval mode; ViT-5-S
-#: at 224 px (``T = 196`` or ``210``, ``C = 384``) fits, 512 px (``T = 1024``) uses the FFTs.
+#: Largest cached dense operator (``C T^2`` fp32) used in eval mode where the DFT path does not
+#: apply (3-D grids, 1-D sequences longer than :data:`DFT_MAX_SIGNAL`); larger ones use the FFTs.
 DENSE_MAX_BYTES = 96 * 2**20
-#: Largest dense operator built on every call (training, uncached inference, traced graphs): in
-#: training it and its gradient are kept per block and step, so the bound is small (a 7x7 grid at
-#: ``C = 64`` is 0.6 MB, an 8x8 grid at ``C = 192`` 3 MB).
+#: Largest dense operator built on every call (training, uncached inference, traced graphs) or
+#: preferred to the DFT path in eval: in training it and its gradient are kept per block and
+#: step, and an operator this small stays in cache (a 7x7 grid at ``C = 64`` is 0.6 MB, an 8x8
+#: grid at ``C = 192`` 3 MB).
 BUILT_DENSE_MAX_BYTES = 4 * 2**20
-#: Longest axis the DFT-matrix training path (row 5) takes; longer grids use the FFTs.
+#: Longest axis the DFT-matrix path (rows 5 and 9) takes; longer grids use the FFTs.
 DFT_MAX_SIGNAL = 24
 CAPTURE_MODES = ("eager", "compile", "export", "fx")
 
@@ -115,7 +127,7 @@ class LongConvPlan:
         path: The algorithm.
         cache: Keep the kernel's spectrum (or dense operator) for the next call with the same
             input size and unchanged kernel tensors (eval mode, no autograd, no conditioning,
-            eager only).
+            eager only); on the DFT path the operand is then the kernel's DFT-matrix spectrum.
         dft_matrices: Transform with real DFT matrices instead of ``torch.fft`` (export only, see
             the module doc).
     """
@@ -171,6 +183,7 @@ def plan_long_conv(
     dense_ok = zero_padding and not causal and channels_last and not per_sample_kernels
     size = dense_operator_bytes(tuple(signal), channels) if dense_ok else None
     built_fits = size is not None and size <= built_dense_max_bytes
+    dft_ok = zero_padding and channels_last and 1 <= len(signal) <= 2 and max(signal) <= DFT_MAX_SIGNAL
     if capture != "eager":
         if built_fits:
             return LongConvPlan(LongConvPath.TRACED_DENSE)
@@ -180,15 +193,16 @@ def plan_long_conv(
     if grad_enabled:
         if built_fits:
             return LongConvPlan(LongConvPath.DENSE)
-        if zero_padding and channels_last and 1 <= len(signal) <= 2 and max(signal) <= DFT_MAX_SIGNAL:
+        if dft_ok:
             return LongConvPlan(LongConvPath.DFT)
         if zero_padding and not causal:
             return LongConvPlan(LongConvPath.FFT_LOWMEM)
         return LongConvPlan(LongConvPath.FFT)
-    if not training and not per_sample_kernels:
-        if size is not None and size <= dense_max_bytes:
-            return LongConvPlan(LongConvPath.DENSE, cache=True)
-        return LongConvPlan(LongConvPath.FFT, cache=True)
+    cache = not training and not per_sample_kernels
     if built_fits:
-        return LongConvPlan(LongConvPath.DENSE)
-    return LongConvPlan(LongConvPath.FFT)
+        return LongConvPlan(LongConvPath.DENSE, cache=cache)
+    if dft_ok:
+        return LongConvPlan(LongConvPath.DFT, cache=cache)
+    if cache and size is not None and size <= dense_max_bytes:
+        return LongConvPlan(LongConvPath.DENSE, cache=True)
+    return LongConvPlan(LongConvPath.FFT, cache=cache)
