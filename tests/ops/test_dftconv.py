@@ -172,7 +172,9 @@ def test_batch_chunks_give_the_same_values_and_gradients(
 
     whole = run()
     monkeypatch.setattr(dftconv, "CHUNK_BYTES", 1)
-    assert dftconv._chunks(3, 4096) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    cpu = torch.device("cpu")
+    assert dftconv._chunks(3, 4096, cpu) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert dftconv._chunks(3, 4096, torch.device("cuda")) == [slice(0, 3)]  # GPUs: one launch per stage
     for chunked, single in zip(run(), whole):
         torch.testing.assert_close(chunked, single, rtol=1e-6, atol=1e-6)
 
@@ -206,7 +208,7 @@ def test_cached_spectrum_gives_the_bits_of_the_training_forward(
         chunk_bytes, sizes = 3 * spectrum[0].numel() * 4, [2, 2, 3]
     if chunk_bytes is not None:
         monkeypatch.setattr(dftconv, "CHUNK_BYTES", chunk_bytes)
-    assert [p.stop - p.start for p in dftconv._chunks(batch, spectrum[0].numel() * 4)] == sizes
+    assert [p.stop - p.start for p in dftconv._chunks(batch, spectrum[0].numel() * 4, torch.device("cpu"))] == sizes
     trained = dft_conv(x.requires_grad_(), kernel.requires_grad_(), plan, shortcut=skip.requires_grad_())
     with torch.no_grad():
         cached = dft_conv_spectrum(x, spectrum, plan, shortcut=skip)

@@ -117,15 +117,18 @@ def _plan_matrices(plan: FFTConvPlan, device: torch.device) -> list[tuple[torch.
     ]
 
 
-#: Bytes of spectrum one batch chunk may hold: a chunk's temporaries stay in cache and re-use
-#: freed heap blocks instead of faulting in fresh pages (14 x 14, 384 channels, forward +
-#: backward at batch 64: 254 ms in one piece, 115 ms in 8 MiB chunks; 12 ms at batch 8).
+#: Bytes of spectrum one batch chunk may hold on a CPU: a chunk's temporaries stay in cache and
+#: re-use freed heap blocks instead of faulting in fresh pages (14 x 14, 384 channels, forward +
+#: backward at batch 64: 254 ms in one piece, 115 ms in 8 MiB chunks; 12 ms at batch 8). Other
+#: devices take the whole batch at once (fewer, larger kernel launches).
 CHUNK_BYTES = 8 * 2**20
 
 
-def _chunks(batch: int, spectrum_bytes_per_sample: int) -> list[slice]:
+def _chunks(batch: int, spectrum_bytes_per_sample: int, device: torch.device) -> list[slice]:
     """The batch in equal consecutive slices (sizes differ by at most 1) holding at most
-    :data:`CHUNK_BYTES` of spectrum each (at least 1 sample)."""
+    :data:`CHUNK_BYTES` of spectrum each (at least 1 sample) on a CPU; one slice elsewhere."""
+    if device.type != "cpu":
+        return [slice(0, batch)]
     step = max(1, CHUNK_BYTES // max(spectrum_bytes_per_sample, 1))
     count = -(-batch // step)
     bounds = [batch * i // count for i in range(count + 1)]
@@ -217,7 +220,7 @@ def _convolve(
     a_x, inv = [m[0] for m in mats], [m[2] for m in mats]
     batch, shared = signal.shape[0], k_f.shape[0] == 1
     y = torch.empty_like(signal)  # (B, *S, C)
-    parts = _chunks(batch, k_f[0].numel() * 4)
+    parts = _chunks(batch, k_f[0].numel() * 4, signal.device)
     if keep is None:
         rows = max(part.stop - part.start for part in parts)
         spectrum = signal.new_empty(_spectrum_shape(rows, plan, signal.shape[-1]))
@@ -269,7 +272,7 @@ class _DFTConv(torch.autograd.Function):
             k_grad_f = torch.zeros_like(k_f) if need_kernel else None  # (1|B, F1', 2, F2 C)
             skip = None if shortcut is None else shortcut.float()
             grad_skip = torch.zeros_like(skip) if need_shortcut else None  # (C,)
-            for part in _chunks(g.shape[0], x_f[0].numel() * 4):
+            for part in _chunks(g.shape[0], x_f[0].numel() * 4, g.device):
                 g_f = _inverse_adjoint(g[part], inv)  # (b, F1', 2, F2 C)
                 kernel_f = k_f if shared else k_f[part]
                 if grad_x is not None:
