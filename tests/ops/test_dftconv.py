@@ -208,7 +208,9 @@ def test_cached_spectrum_gives_the_bits_of_the_training_forward(
         chunk_bytes, sizes = 3 * spectrum[0].numel() * 4, [2, 2, 3]
     if chunk_bytes is not None:
         monkeypatch.setattr(dftconv, "CHUNK_BYTES", chunk_bytes)
-    assert [p.stop - p.start for p in dftconv._chunks(batch, spectrum[0].numel() * 4, torch.device("cpu"))] == sizes
+    assert [
+        p.stop - p.start for p in dftconv._chunks(batch, spectrum[0].numel() * 4, torch.device("cpu"))
+    ] == sizes
     trained = dft_conv(x.requires_grad_(), kernel.requires_grad_(), plan, shortcut=skip.requires_grad_())
     with torch.no_grad():
         cached = dft_conv_spectrum(x, spectrum, plan, shortcut=skip)
