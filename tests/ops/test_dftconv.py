@@ -240,3 +240,23 @@ def test_cached_spectrum_dtypes_and_refusals() -> None:
         dft_conv_spectrum(torch.randn(2, 6, 5, 3), spectrum, plan)  # C differs from the spectrum's
     with pytest.raises(ValueError, match="1 or B=2 rows"):
         dft_conv_spectrum(torch.randn(2, 6, 5, 4), spectrum.expand(3, -1, -1, -1), plan)
+
+
+def test_matrices_first_made_under_inference_mode_serve_training_too() -> None:
+    """``CKConvND`` in eval under ``torch.inference_mode`` may be the first to ask for a size's
+    matrices; the cached matrices are normal tensors, so a later training step (and
+    ``torch.func`` transforms) can use them."""
+    from vit5.ops import dftconv
+
+    plan = plan_fft_conv((5, 4), (9, 7), (False, False))
+    dftconv._matrices.cache_clear()
+    x, kernel = torch.randn(2, 5, 4, 3), torch.randn(1, 9, 7, 3)
+    with torch.inference_mode():
+        evaluated = dft_conv_spectrum(x, dft_kernel_spectrum(kernel, plan), plan)
+    assert not any(m.is_inference() for axis in dftconv._plan_matrices(plan, x.device) for m in axis)
+    inputs = [x.clone().requires_grad_(), kernel.clone().requires_grad_()]
+    trained = dft_conv(*inputs, plan)
+    trained.square().sum().backward()
+    assert torch.equal(trained.detach(), evaluated)
+    expected = _reference(inputs[0].detach().double().requires_grad_(), inputs[1].detach().double(), False)
+    assert _relative(trained, expected) < 2e-6 and inputs[0].grad is not None and inputs[1].grad is not None

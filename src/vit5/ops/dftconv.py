@@ -73,8 +73,16 @@ def _matrices(
     ``real``: the axis of the real transform (``F' = size // 2 + 1`` frequencies; forward
     ``[2 F', n]`` with rows ``(f, re|im)``, inverse ``[n, 2 F']`` with columns ``(f, re|im)`` and
     the Hermitian weights of ``irfft``). Else a complex axis: forward ``[2 F, 2 n]`` (rows
-    ``(re|im, f)``, columns ``(re|im, t)``), inverse ``[2 n, 2 F]``.
+    ``(re|im, f)``, columns ``(re|im, t)``), inverse ``[2 n, 2 F]``. Built as normal tensors even
+    when first asked for under ``torch.inference_mode`` (the cache outlives that context).
     """
+    with torch.inference_mode(False):
+        return _build_matrices(n, taps, size, start, real, device)
+
+
+def _build_matrices(
+    n: int, taps: int, size: int, start: int, real: bool, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     f = torch.arange(size // 2 + 1 if real else size, dtype=torch.int64)
 
     def forward(length: int) -> torch.Tensor:
