@@ -167,9 +167,15 @@ def test_onnx_export_of_the_fft_path(monkeypatch: pytest.MonkeyPatch, tmp_path) 
     assert rel(_onnx_run(module, x, x5, tmp_path / "conv.onnx"), expected) <= 1e-4
 
 
-def test_alternating_inference_and_training_never_reuses_an_inference_cache() -> None:
-    """One model object: eval without autograd (builds the cache), eval with autograd, a training
-    step, eval again: every output equals that of a fresh copy with the same weights."""
+@pytest.mark.parametrize("path", ["dense", "dft"])
+def test_alternating_inference_and_training_never_reuses_an_inference_cache(
+    path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One model object: eval without autograd (builds the cache: the dense operator, or the DFT
+    kernel spectrum), eval with autograd, a training step, eval again: every output equals that of
+    a fresh copy with the same weights."""
+    if path == "dft":
+        monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 0)
     torch.manual_seed(3)
     model = _LogitsOf(create_model("vit5_tiny_hybrid"))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -183,6 +189,9 @@ def test_alternating_inference_and_training_never_reuses_an_inference_cache() ->
         with torch.no_grad():
             cached = model(x)
             assert torch.equal(model(x), cached)  # second call reads the cache
+        caches = [m._spectrum_cache for m in model.modules() if hasattr(m, "_spectrum_cache")]
+        kind = {"dense": 3, "dft": 4}[path]  # [C, T, T] operator or [1, F1', 2, F2 C] spectrum
+        assert caches and all(c is not None and c[2].ndim == kind for c in caches)
         with_grad = model(x)  # eval mode, autograd on: the cache must not be read
         assert with_grad.requires_grad
         with torch.no_grad():
