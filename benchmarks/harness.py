@@ -13,6 +13,7 @@ import contextlib
 import gc
 import math
 import resource
+import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -180,6 +181,20 @@ def time_step(
     wall = time.perf_counter() - t0
     threads = torch.get_num_threads() if device.type == "cpu" else 1
     return Timing(wall, (_cpu_seconds() - cpu0) / (wall * threads))
+
+
+def paired_ratio(ours: list[float], theirs: list[float]) -> float:
+    """Median over repetitions of ``theirs[i] / ours[i]``: each repetition's two steps run back to
+    back, so a slow phase of a shared machine that lasts longer than one repetition slows both
+    and cancels out, where best-of-N against best-of-N may pair a fast phase of one with a slow
+    phase of the other.
+
+    Raises:
+        ValueError: empty or unequal lists.
+    """
+    if not ours or len(ours) != len(theirs):
+        raise ValueError(f"need one time per repetition for both, got {len(ours)} and {len(theirs)}")
+    return statistics.median(t / o for o, t in zip(ours, theirs))
 
 
 def peak_memory(

@@ -134,10 +134,12 @@ def measure_group(
         for impl in impls:
             warmup[impl.name] = harness.time_step(impl, inputs[impl.name], mode, device, amp).seconds
         best: dict[str, harness.Timing] = {}
+        seconds: dict[str, list[float]] = {impl.name: [] for impl in impls}
         for rep in range(reps):
             order = impls[rep % len(impls) :] + impls[: rep % len(impls)]
             for impl in order:
                 timing = harness.time_step(impl, inputs[impl.name], mode, device, amp)
+                seconds[impl.name].append(timing.seconds)
                 if impl.name not in best or timing.seconds < best[impl.name].seconds:
                     best[impl.name] = timing
         row: dict[str, Any] = {
@@ -149,6 +151,7 @@ def measure_group(
             row[f"{impl.name}_cpu_fraction"] = best[impl.name].cpu_fraction
             if impl.flops is not None:
                 row[f"{impl.name}_flops"] = impl.flops
+        row["paired_ratio"] = harness.paired_ratio(seconds["vit5"], seconds["reference"])
         if "vit5_compiled" in warmup:
             row["vit5_compiled_first_step_s"] = warmup["vit5_compiled"]
         if mode == "infer":

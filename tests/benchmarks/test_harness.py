@@ -76,7 +76,11 @@ def test_ceiling_is_reference_time_over_matmul_time_at_the_roofline(modules) -> 
     assert dict((n, ok) for n, _, ok in report.targets({**results, "rows": [slower]}))[name] is False
     row["vit5_outside_matmul_share"], row["vit5_batched_product_share"] = 0.25, 0.05
     table_row = next(line for line in report.markdown(results, "p.png").splitlines() if "| hybrid |" in line)
-    assert "| 1.50x | 2.00x |" in table_row and table_row.endswith("| 25% | 5% |")
+    assert "| 1.50x | – | 2.00x |" in table_row and table_row.endswith("| 25% | 5% |")  # no paired ratio
+    row["paired_ratio"] = 1.45
+    table_row = next(line for line in report.markdown(results, "p.png").splitlines() if "| hybrid |" in line)
+    assert "| 1.50x | 1.45x | 2.00x |" in table_row
+    assert dict((n, v) for n, v, _ in report.targets(results))[name] == "1.50x (paired 1.45x; ceiling 2.00x)"
 
 
 def test_outside_matmul_share_separates_products_from_elementwise_work(modules) -> None:
@@ -86,10 +90,24 @@ def test_outside_matmul_share_separates_products_from_elementwise_work(modules) 
     elementwise = harness.Impl("elementwise", nn.GELU(), lambda m, x: m(x).exp().sin() * 3)
     x = torch.randn(1024, 1024)
     linear.step(x, "infer")  # the first product of a process also pays one-time library set-up
-    assert harness.outside_matmul_share(linear, x, "infer", cpu) < 0.5
+    # best of 3 profiled steps: one step on a shared 2-core machine can be interrupted anywhere
+    assert min(harness.outside_matmul_share(linear, x, "infer", cpu) for _ in range(3)) < 0.5
     assert harness.outside_matmul_share(elementwise, x, "infer", cpu) == 1.0
     batched = harness.Impl(
         "batched", nn.Identity(), lambda m, x: torch.bmm(x.view(16, 64, 1024), x.view(16, 1024, 64))
     )
-    shares = harness.step_time_shares(batched, x, "infer", cpu)
-    assert shares["batched"] > 0.5 and shares["outside"] < 0.5
+    shares = [harness.step_time_shares(batched, x, "infer", cpu) for _ in range(3)]
+    assert max(s["batched"] for s in shares) > 0.5 and min(s["outside"] for s in shares) < 0.5
+
+
+def test_paired_ratio_cancels_slow_phases_shared_by_a_repetition(modules) -> None:
+    harness, _ = modules
+    # vit5 always 1.2x faster within a repetition; the machine halves its speed in the second one
+    ours, theirs = [1.0, 2.0, 1.0], [1.2, 2.4, 1.2]
+    assert harness.paired_ratio(ours, theirs) == pytest.approx(1.2)
+    # the median: one disturbed repetition (0.4) does not move it
+    assert harness.paired_ratio([1.0, 3.0, 1.0], [1.2, 1.2, 1.5]) == pytest.approx(1.2)
+    with pytest.raises(ValueError, match="one time per repetition"):
+        harness.paired_ratio([1.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="one time per repetition"):
+        harness.paired_ratio([], [])
