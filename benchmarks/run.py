@@ -152,6 +152,8 @@ def measure_group(
             if impl.flops is not None:
                 row[f"{impl.name}_flops"] = impl.flops
         row["paired_ratio"] = harness.paired_ratio(seconds["vit5"], seconds["reference"])
+        for impl in impls:  # every repetition, in order, for whoever wants another statistic
+            row[f"{impl.name}_step_seconds"] = seconds[impl.name]
         if "vit5_compiled" in warmup:
             row["vit5_compiled_first_step_s"] = warmup["vit5_compiled"]
         if mode == "infer":

@@ -35,6 +35,7 @@ def test_tiny_run_writes_table_json_and_plot(run_module, tmp_path: Path) -> None
             assert row["parity_error"] <= 1e-5  # identical parameters give the same logits
         # one repetition: the paired ratio is that repetition's, the best-of ratio too
         assert row["paired_ratio"] == pytest.approx(row["vit5_img_s"] / row["reference_img_s"])
+        assert row["batch"] / row["vit5_step_seconds"][0] == pytest.approx(row["vit5_img_s"])
     markdown = (tmp_path / "t.md").read_text()
     assert "| hybrid | 224 | infer |" in markdown and "## Targets" in markdown
     assert "| vit5/ref | paired | ceiling |" in markdown and "(paired " in markdown and "ceiling " in markdown
