@@ -240,6 +240,8 @@ def test_cached_spectrum_dtypes_and_refusals() -> None:
         dft_conv_spectrum(torch.randn(2, 6, 5, 3), spectrum, plan)  # C differs from the spectrum's
     with pytest.raises(ValueError, match="1 or B=2 rows"):
         dft_conv_spectrum(torch.randn(2, 6, 5, 4), spectrum.expand(3, -1, -1, -1), plan)
+    with pytest.raises(TypeError, match="must be float32 .* got torch.float64"):
+        dft_conv_spectrum(torch.randn(2, 6, 5, 4), spectrum.double(), plan)
 
 
 def test_matrices_first_made_under_inference_mode_serve_training_too() -> None:

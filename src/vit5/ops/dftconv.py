@@ -221,8 +221,8 @@ def _convolve(
     """fp32 ``crop(IDFT(DFT(signal) k_f)) [+ skip signal]`` chunk by chunk (:func:`_chunks`).
 
     ``keep`` (``[B, F1', 2, F2 C]``) receives the whole batch's spectrum (for a backward pass);
-    without it two chunk-sized buffers are reused. Every sample goes through the same matrix
-    products whatever the chunking, so a sample's result does not depend on the batch it came in.
+    without it two chunk-sized buffers are reused. Both chunk the batch alike and run the same
+    operations, so training forward and inference give the same bits.
     """
     mats = _plan_matrices(plan, signal.device)
     a_x, inv = [m[0] for m in mats], [m[2] for m in mats]
@@ -383,6 +383,7 @@ def dft_conv_spectrum(
 
     Raises:
         ValueError: shapes that do not match ``plan``.
+        TypeError: a spectrum that is not float32.
     """
     expected = _spectrum_shape(1, plan, x.shape[-1])[1:]
     if tuple(x.shape[1:-1]) != plan.signal or tuple(kernel_spectrum.shape[1:]) != expected:
@@ -393,6 +394,10 @@ def dft_conv_spectrum(
     if kernel_spectrum.shape[0] not in (1, x.shape[0]):
         raise ValueError(
             f"kernel_spectrum must have 1 or B={x.shape[0]} rows, got {tuple(kernel_spectrum.shape)}"
+        )
+    if kernel_spectrum.dtype != torch.float32:
+        raise TypeError(
+            f"kernel_spectrum must be float32 (from dft_kernel_spectrum), got {kernel_spectrum.dtype}"
         )
     with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
         skip = None if shortcut is None else shortcut.float()
