@@ -324,3 +324,19 @@ def test_dense_reference_itself_matches_conv2d() -> None:
             x, kernel[0].unsqueeze(1).flip(-1, -2), padding=tuple(n - 1 for n in size), groups=2
         )
         close(dense_conv(x, kernel, ("zero", "zero")), expected)
+
+
+def test_channel_chunks_follow_the_spectrum_byte_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CPUs: as many channels as fit ``CHANNEL_CHUNK_BYTES`` of the batch's complex64 spectrum (at
+    least one), or ``CHANNEL_CHUNK`` when set; other devices: every channel."""
+    plan = plan_fft_conv((32, 32), (63, 63), (False, False))  # sizes (64, 64): 64 x 33 bins
+    per_channel = 8 * 64 * 33
+    x = torch.empty(2, 384, 32, 32)
+    assert fftplan.CHANNEL_CHUNK is None
+    assert fftplan.channel_chunk(x, plan) == fftplan.CHANNEL_CHUNK_BYTES // (2 * per_channel) == 62
+    assert fftplan.channel_chunk(x[:1], plan) == 124  # half the batch, twice the channels
+    monkeypatch.setattr(fftplan, "CHANNEL_CHUNK_BYTES", 1)
+    assert fftplan.channel_chunk(x, plan) == 1
+    monkeypatch.setattr(fftplan, "CHANNEL_CHUNK", 7)
+    assert fftplan.channel_chunk(x, plan) == 7
+    assert fftplan.channel_chunk(torch.empty(2, 384, 32, 32, device="meta"), plan) == 384

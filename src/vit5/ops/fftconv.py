@@ -267,7 +267,7 @@ class _ZeroFFTConv(torch.autograd.Function):
         need_x, need_kernel = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = torch.empty(z.shape, dtype=x.dtype, device=x.device) if need_x else None
         grad_kernel = torch.empty_like(kernel) if need_kernel else None
-        chunk = channel_chunk(z)  # see vit5.ops.fftplan
+        chunk = channel_chunk(z, plan)  # see vit5.ops.fftplan
         for start in range(0, z.shape[1], chunk):
             part = slice(start, start + chunk)
             g_f = forward_transform(grad[:, part], plan, plan.starts)  # (B, c, *F')
