@@ -246,8 +246,7 @@ def test_cached_spectrum_dtypes_and_refusals() -> None:
 
 def test_matrices_first_made_under_inference_mode_serve_training_too() -> None:
     """``CKConvND`` in eval under ``torch.inference_mode`` may be the first to ask for a size's
-    matrices; the cached matrices are normal tensors, so a later training step (and
-    ``torch.func`` transforms) can use them."""
+    matrices; the cached matrices are normal tensors, so a later training step can use them."""
     from vit5.ops import dftconv
 
     plan = plan_fft_conv((5, 4), (9, 7), (False, False))
