@@ -221,25 +221,23 @@ def _convolve(
     """fp32 ``crop(IDFT(DFT(signal) k_f)) [+ skip signal]`` chunk by chunk (:func:`_chunks`).
 
     ``keep`` (``[B, F1', 2, F2 C]``) receives the whole batch's spectrum (for a backward pass);
-    without it two chunk-sized buffers are reused. Both chunk the batch alike and run the same
-    operations, so training forward and inference give the same bits.
+    without it the spectrum goes to a reused chunk-sized buffer, as the spectral product always
+    does. Both chunk the batch alike and run the same operations, so training forward and
+    inference give the same bits.
     """
     mats = _plan_matrices(plan, signal.device)
     a_x, inv = [m[0] for m in mats], [m[2] for m in mats]
     batch, shared = signal.shape[0], k_f.shape[0] == 1
     y = torch.empty_like(signal)  # (B, *S, C)
     parts = _chunks(batch, k_f[0].numel() * 4, signal.device)
-    if keep is None:
-        rows = max(part.stop - part.start for part in parts)
-        spectrum = signal.new_empty(_spectrum_shape(rows, plan, signal.shape[-1]))
-        product = torch.empty_like(spectrum)
+    rows = max(part.stop - part.start for part in parts)
+    product = signal.new_empty(_spectrum_shape(rows, plan, signal.shape[-1]))  # reused per chunk
+    scratch = torch.empty_like(product) if keep is None else None
     for part in parts:
         rows = part.stop - part.start
-        x_f = keep[part] if keep is not None else spectrum[:rows]
+        x_f = keep[part] if scratch is None else scratch[:rows]
         _spectrum(signal[part], a_x, x_f)
-        kernel_f = k_f if shared else k_f[part]
-        p = _product(x_f, kernel_f) if keep is not None else _product(x_f, kernel_f, out=product[:rows])
-        _inverse(p, inv, y[part])
+        _inverse(_product(x_f, k_f if shared else k_f[part], out=product[:rows]), inv, y[part])
         if skip is not None:
             y[part].addcmul_(signal[part], skip)
     return y
@@ -345,8 +343,7 @@ def dft_conv(
     tensors = (x, kernel) if shortcut is None else (x, kernel, shortcut)
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return _DFTConv.apply(x, kernel, shortcut, plan)
-    with torch.autocast(x.device.type, enabled=False):  # the forward alone, nothing kept
-        return dft_conv_spectrum(x, _kernel_spectrum(kernel, plan), plan, shortcut)
+    return dft_conv_spectrum(x, dft_kernel_spectrum(kernel, plan), plan, shortcut)  # nothing kept
 
 
 def dft_kernel_spectrum(kernel: torch.Tensor, plan: FFTConvPlan) -> torch.Tensor:
