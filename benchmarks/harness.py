@@ -366,13 +366,6 @@ def step_time_shares(
     return {"outside": 1.0 - matmul / total, "batched": batched / total}
 
 
-def outside_matmul_share(
-    impl: Impl, x: torch.Tensor, mode: str, device: torch.device, amp_dtype: torch.dtype | None = None
-) -> float:
-    """Share of one step's self time spent outside matrix products (see :func:`step_time_shares`)."""
-    return step_time_shares(impl, x, mode, device, amp_dtype)["outside"]
-
-
 def relative_error(ours: torch.Tensor, reference: torch.Tensor) -> float:
     """``max|ours - reference| / max(1, max|reference|)`` (the parity metric of the spec)."""
     scale = max(1.0, reference.abs().max().item())

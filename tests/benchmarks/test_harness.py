@@ -91,8 +91,8 @@ def test_outside_matmul_share_separates_products_from_elementwise_work(modules) 
     x = torch.randn(1024, 1024)
     linear.step(x, "infer")  # the first product of a process also pays one-time library set-up
     # best of 3 profiled steps: one step on a shared 2-core machine can be interrupted anywhere
-    assert min(harness.outside_matmul_share(linear, x, "infer", cpu) for _ in range(3)) < 0.5
-    assert harness.outside_matmul_share(elementwise, x, "infer", cpu) == 1.0
+    assert min(harness.step_time_shares(linear, x, "infer", cpu)["outside"] for _ in range(3)) < 0.5
+    assert harness.step_time_shares(elementwise, x, "infer", cpu)["outside"] == 1.0
     batched = harness.Impl(
         "batched", nn.Identity(), lambda m, x: torch.bmm(x.view(16, 64, 1024), x.view(16, 1024, 64))
     )
