@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 from torch import nn
@@ -154,3 +156,36 @@ def test_inference_keeps_hooked_mixer_outputs_and_active_drop_path():
     torch.manual_seed(9)
     with torch.no_grad():  # (the fused q/k inference path rounds differently)
         assert relative_error(block(x), expected) <= 1e-6
+
+
+@pytest.mark.parametrize("drop_path", [0.0, 0.5], ids=["no-drop-path", "drop-path"])
+@pytest.mark.parametrize("mixer", ["attention", "hyena"])
+def test_training_residuals_fused_match_the_module_path(mixer, drop_path):
+    """In training the LayerScale'd (and DropPath'd) residual adds run as one fused kernel: the
+    module path's values and gradients, the same random draws (the generator ends in the same
+    state), and without DropPath the bits of the inference path (Hyena blocks)."""
+    from vit5.ops import native
+
+    block = randomize_(make_block(mixer, drop_path=drop_path), seed=5).train()
+    tokens = TOKENS if mixer == "attention" else 9
+    x = torch.randn(4, tokens, D)
+    weight = torch.randn(4, tokens, D)
+    results = []
+    for context in (contextlib.nullcontext, native.disabled):
+        block.zero_grad()
+        leaf = x.clone().requires_grad_()
+        torch.manual_seed(11)
+        with context():
+            out = block(leaf)
+            (out * weight).sum().backward()
+        results.append((out.detach(), leaf.grad, {n: p.grad for n, p in block.named_parameters()}))
+        results[-1] += (torch.rand(1),)  # the generator's next draw
+    (fused, fused_grad, fused_params, fused_next), (plain, plain_grad, plain_params, plain_next) = results
+    assert torch.equal(fused_next, plain_next)
+    assert relative_error(fused, plain) <= 1e-6
+    assert relative_error(fused_grad, plain_grad) <= 1e-5
+    for name, grad in fused_params.items():
+        assert relative_error(grad, plain_params[name]) <= 1e-5, name
+    if drop_path == 0.0 and mixer == "hyena":  # (attention's fused q/k inference path rounds differently)
+        with torch.no_grad():
+            assert torch.equal(block.eval()(x), fused)

@@ -15,7 +15,7 @@ from vit5.modules import ckconv as ckconv_module
 from vit5.modules.ckconv import CKConvND
 from vit5.modules.masks import GaussianModulationND
 from vit5.networks.presets import vit5_config
-from vit5.ops import longconv_plan
+from vit5.ops import longconv_plan, native
 from vit5.ops.denseconv import dense_conv_operator
 
 D = 6
@@ -166,10 +166,16 @@ def test_training_path_with_per_sample_kernels() -> None:
 
 
 def test_hyena_packed_qkv_view_matches_separate_tensors() -> None:
+    """Adjacent chunks of one tensor pack into a reshape of it (a view, whose backward is a
+    reshape of the gradient), with the gradients of three separate tensors."""
+    from vit5.modules.hyena import _packed
+
     torch.manual_seed(5)
     hyena = randomize_(instantiate(hyena_cfg()))
     qkv = torch.randn(2, 5, 4, 24, requires_grad=True)
     weight = torch.randn(2, 5, 4, 8)
+    packed = _packed(*qkv.split(8, dim=-1))
+    assert packed.data_ptr() == qkv.data_ptr() and packed.grad_fn.name() == "ViewBackward0"
     (hyena(*qkv.split(8, dim=-1)) * weight).sum().backward()  # adjacent slices: no-copy view
     packed_grad, packed_params = qkv.grad.clone(), [p.grad.clone() for p in hyena.parameters()]
     hyena.zero_grad()
@@ -227,8 +233,9 @@ def test_hyena_packed_qkv_without_autograd_is_a_view_and_otherwise_a_cat(context
     "gates", [(nn.SiLU, nn.Sigmoid), (nn.Identity, nn.Identity)], ids=["silu-sigmoid", "identity"]
 )
 def test_hyena_inference_gates_in_place_give_the_plain_bits(gates, short_conv) -> None:
-    """Without autograd the gate products go into the activations' outputs: the same bits as the
-    plain products (a hook turns that path off), inputs untouched, Identity gates never written."""
+    """Without autograd (and without the fused CPU kernels) the gate products go into the
+    activations' outputs: the same bits as the plain products (a hook turns that path off),
+    inputs untouched, Identity gates never written."""
     first, second = gates
     extra = {} if short_conv else {"short_conv_cfg": LazyConfig(nn.Identity)()}
     cfg = hyena_cfg(
@@ -237,7 +244,7 @@ def test_hyena_inference_gates_in_place_give_the_plain_bits(gates, short_conv) -
     hyena = randomize_(instantiate(cfg), seed=3).eval()
     q, k, v = torch.randn(3, 2, 5, 4, 8).unbind(0)
     originals = [t.clone() for t in (q, k, v)]
-    with torch.inference_mode():
+    with torch.inference_mode(), native.disabled():
         fast = hyena(q, k, v)
         handle = hyena.gate_nonlinear.register_forward_hook(lambda module, args, out: None)
         plain = hyena(q, k, v)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
@@ -419,3 +420,42 @@ def test_autocast_bf16_module_cast_and_gradients(variant: str) -> None:
     assert y.dtype == torch.bfloat16 and torch.isfinite(y).all()
     cache = adapter.inner_mixer.mixer.global_conv.kernel.positional_embedding.grid_cache
     assert cache.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "gates", [(nn.SiLU, nn.Sigmoid), (nn.Sigmoid, nn.SiLU), (nn.SiLU, nn.Identity)], ids=str
+)
+@pytest.mark.parametrize("qk_norm", [True, False], ids=["l2-q-norm", "no-q-norm"])
+def test_fused_gates_match_the_module_path(gates, qk_norm) -> None:
+    """The fused CPU gate kernels give the module path's values and gradients (to fp32 rounding),
+    the same bits with and without autograd, and step aside for hooks."""
+    from vit5.ops import native
+
+    first, second = gates
+    overrides = {"gate_nonlinear_cfg": LazyConfig(first)(), "gate_nonlinear_2_cfg": LazyConfig(second)()}
+    if not qk_norm:
+        overrides["qk_norm_cfg"] = None
+    hyena = randomize_(instantiate(hyena_cfg(**overrides)), seed=4)
+    qkv = torch.randn(2, 5, 4, 3 * D) * 2
+    weight = torch.randn(2, 5, 4, D)
+    results = []
+    for context in (contextlib.nullcontext, native.disabled):
+        hyena.zero_grad()
+        leaf = qkv.clone().requires_grad_()
+        with context():
+            out = hyena(*leaf.split(D, dim=-1))
+            (out * weight).sum().backward()
+            with torch.no_grad():
+                assert torch.equal(hyena(*qkv.split(D, dim=-1)), out.detach())
+        results.append((out.detach(), leaf.grad, [p.grad.clone() for p in hyena.parameters()]))
+    (fused, fused_grad, fused_params), (plain, plain_grad, plain_params) = results
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fused_grad, plain_grad, rtol=1e-4, atol=1e-5)
+    for a, b in zip(fused_params, plain_params):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    handle = hyena.gate_nonlinear.register_forward_hook(lambda module, args, out: None)
+    with torch.no_grad(), native.disabled():
+        expected = hyena(*qkv.split(D, dim=-1))
+    with torch.no_grad():
+        assert torch.equal(hyena(*qkv.split(D, dim=-1)), expected)  # hooked: the module path
+    handle.remove()

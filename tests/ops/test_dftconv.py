@@ -261,3 +261,25 @@ def test_matrices_first_made_under_inference_mode_serve_training_too() -> None:
     assert torch.equal(trained.detach(), evaluated)
     expected = _reference(inputs[0].detach().double().requires_grad_(), inputs[1].detach().double(), False)
     assert _relative(trained, expected) < 2e-6 and inputs[0].grad is not None and inputs[1].grad is not None
+
+
+@pytest.mark.parametrize("conjugate", [False, True])
+@pytest.mark.parametrize("shared", [True, False], ids=["shared", "per-sample"])
+def test_spectral_products_of_the_fused_kernel_give_the_pytorch_bits(conjugate: bool, shared: bool) -> None:
+    """The fused complex product does the PyTorch ops in their order (no FMA): the same bits; the
+    kernel-gradient sum over the batch agrees to rounding."""
+    from vit5.ops import dftconv, native
+
+    generator = torch.Generator().manual_seed(3)
+    a = torch.randn(5, 4, 2, 37, generator=generator)
+    b = torch.randn(1 if shared else 5, 4, 2, 37, generator=generator)
+    fused = dftconv._product(a, b, conjugate=conjugate)
+    with native.disabled():
+        plain = dftconv._product(a, b, conjugate=conjugate)
+    assert torch.equal(fused, plain)
+    if not shared:
+        acc = torch.ones(1, 4, 2, 37)
+        dftconv._add_product_sum(acc, a, b)
+        a_c, b_c = (torch.view_as_complex(t.movedim(2, -1).contiguous().double()) for t in (a, b))
+        expected = 1 + torch.view_as_real((a_c * b_c.conj()).sum(0)).movedim(-1, 1)  # (F1', 2, R)
+        torch.testing.assert_close(acc[0].double(), expected, rtol=1e-5, atol=1e-5)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
 from vit5.modules.norms import RMSNorm
+from vit5.ops import native
 from vit5.ops.rmsnorm import rms_norm
 
 
@@ -27,14 +30,18 @@ def test_values_and_gradients_match_the_formula(shape: tuple[int, ...]) -> None:
     g = torch.randn(shape, generator=generator, dtype=torch.float64)
     expected = torch.autograd.grad(_exact(x64, w64, 1e-6), (x64, w64), g)
     x, weight = (t.detach().float().requires_grad_() for t in (x64, w64))
-    out = rms_norm(x, weight, 1e-6)
-    assert torch.equal(out, _plain(x, weight, 1e-6))  # the same ops in the same order
-    got = torch.autograd.grad(out, (x, weight), g.float())
-    for ours, theirs in zip(got, expected):
-        assert ours.dtype == torch.float32
-        torch.testing.assert_close(
-            ours.double(), theirs, rtol=1e-5, atol=1e-5 * float(theirs.abs().max()) + 1e-7
-        )
+    with native.disabled():
+        assert torch.equal(rms_norm(x, weight, 1e-6), _plain(x, weight, 1e-6))  # same ops, same order
+    for fused in (True, False):  # the fused CPU kernels and the PyTorch path
+        with contextlib.nullcontext() if fused else native.disabled():
+            out = rms_norm(x, weight, 1e-6)
+            got = torch.autograd.grad(out, (x, weight), g.float())
+        torch.testing.assert_close(out.double(), _exact(x64, w64, 1e-6), rtol=2e-6, atol=1e-6)
+        for ours, theirs in zip(got, expected):
+            assert ours.dtype == torch.float32
+            torch.testing.assert_close(
+                ours.double(), theirs, rtol=1e-5, atol=1e-5 * float(theirs.abs().max()) + 1e-7
+            )
 
 
 def test_fp32_forward_bits_and_gradients_of_the_module() -> None:

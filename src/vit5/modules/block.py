@@ -16,6 +16,8 @@ from vit5.modules.hooks import fast_path_allowed, has_hooks, shares_storage
 from vit5.modules.layer_scale import LayerScale
 from vit5.modules.mlp import MLP
 from vit5.modules.norms import L2Norm, RMSNorm, no_weight_decay
+from vit5.ops import native
+from vit5.ops.scaled_add import scaled_add
 
 #: Norms that act on each token separately (so they can run on a subset of the tokens).
 TOKENWISE_NORMS = (RMSNorm, nn.LayerNorm, nn.RMSNorm, nn.Identity)
@@ -185,7 +187,20 @@ class ViT5ResidualBlock(nn.Module):
             if isinstance(scale, LayerScale):
                 branch = branch.mul_(scale.gamma.to(branch.dtype))
             return branch.add_(x)
-        return x + self.drop_path(scale(branch))
+        path = self.drop_path
+        if (
+            type(scale) is LayerScale
+            and type(path) in (DropPath, nn.Identity)
+            and torch.is_grad_enabled()
+            and native.usable(x, branch, scale.gamma)
+            and not has_hooks(scale)
+            and not has_hooks(path)
+        ):
+            # One fused pass forward and one backward (vit5.ops.scaled_add); DropPath draws its
+            # mask as its forward would.
+            mask = path.sample_mask(branch) if type(path) is DropPath else None
+            return scaled_add(x, branch, scale.gamma, mask)
+        return x + path(scale(branch))
 
     def supports_token_subset(self) -> bool:
         """Whether ``forward_tokens(x, s)`` equals ``forward(x)[:, s]`` (up to float rounding).

@@ -27,14 +27,21 @@ class DropPath(nn.Module):
         """Whether ``forward`` returns its input unchanged now (eval mode or ``drop_prob == 0``)."""
         return not self.training or self.drop_prob == 0.0
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def sample_mask(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The per-sample factors ``forward(x)`` multiplies by (``[B, 1, ..., 1]``: 0 or
+        ``1 / (1 - drop_prob)``), drawn from the generator as ``forward`` draws them; ``None``
+        when ``forward`` is the identity (no draw)."""
         if self.is_identity():
-            return x
+            return None
         keep = 1.0 - self.drop_prob
         mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)  # (B, 1, ..., 1)
         if keep > 0.0:
             mask.div_(keep)
-        return x * mask
+        return mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.sample_mask(x)
+        return x if mask is None else x * mask
 
     def flop_count(self, num_tokens: int = 0) -> int:
         return 0

@@ -10,8 +10,11 @@ import torch
 from torch import nn
 
 from vit5.config import LazyConfig, instantiate
-from vit5.modules.hooks import fast_path_allowed, shares_storage
+from vit5.modules.hooks import fast_path_allowed, has_hooks, shares_storage
+from vit5.modules.norms import L2Norm
+from vit5.ops import native
 from vit5.ops.capture import is_capturing
+from vit5.ops.gates import gate as fused_gate
 
 __all__ = ["Hyena", "is_channels_first"]
 
@@ -67,8 +70,41 @@ def _packed(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torc
         and value.data_ptr() == key.data_ptr() + step
         and all(s >= 3 * c for s, n in zip(query.stride()[:-1], query.shape[:-1]) if n > 1)
     ):
-        return base.as_strided((*query.shape[:-1], 3 * c), query.stride(), query.storage_offset())
+        shape = (*query.shape[:-1], 3 * c)
+        if (
+            base.is_contiguous()
+            and base.numel() == math.prod(shape)
+            and query.storage_offset() == base.storage_offset()
+            and query.stride() == _contiguous_strides(shape)
+        ):
+            # The whole base, reshaped: its backward is a view of the gradient, where as_strided's
+            # fills a zero buffer of the storage's size and scatters into it.
+            return base.view(shape)
+        return base.as_strided(shape, query.stride(), query.storage_offset())
     return torch.cat([query, key, value], dim=-1)
+
+
+def _activation_name(module: nn.Module) -> str | None:
+    """``"silu"`` / ``"sigmoid"`` for the gate activations the fused kernels implement, else None."""
+    return {nn.SiLU: "silu", nn.Sigmoid: "sigmoid"}.get(type(module))
+
+
+def _l2_eps(norm: nn.Module | None, ndim: int) -> float | None | bool:
+    """What the fused first gate does before it: ``None`` (no norm), the eps of an ``L2Norm``
+    over channels, or ``False`` (another norm: not fused)."""
+    if norm is None or type(norm) is nn.Identity:
+        return None
+    if type(norm) is L2Norm and norm.dim in (-1, ndim - 1):
+        return norm.eps
+    return False
+
+
+def _contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= n
+    return tuple(reversed(strides))
 
 
 def _gate(x: torch.Tensor, activation: nn.Module, gate: torch.Tensor, in_place: bool) -> torch.Tensor:
@@ -212,18 +248,34 @@ class Hyena(nn.Module):
     def _gated(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, conditioning: torch.Tensor | None
     ) -> torch.Tensor:
-        """Steps 2-5 on channels-last ``q, k, v`` ``[B, *S, C]`` (after the short conv)."""
-        if self.q_norm is not None:
-            q = self._norm_per_position(self.q_norm, q)
-            if not isinstance(self.k_norm, nn.Identity):
-                k = self._norm_per_position(self.k_norm, k)
+        """Steps 2-5 on channels-last ``q, k, v`` ``[B, *S, C]`` (after the short conv).
+
+        SiLU / Sigmoid gates (with no q norm or an ``L2Norm`` over channels before the first) run
+        as fused CPU kernels (:func:`vit5.ops.gates.gate`) when the tensors allow and no hook is
+        set in the operator, with and without autograd alike.
+        """
+        first, second = _activation_name(self.gate_nonlinear), _activation_name(self.gate_nonlinear_2)
+        l2_eps = _l2_eps(self.q_norm, q.ndim) if isinstance(self.k_norm, (nn.Identity, type(None))) else False
+        fused = (first or second) and not has_hooks(self) and native.usable(strided=(q, k, v))
         in_place = fast_path_allowed(self)
-        z = self._norm_flat(self.pixelhyena_norm, _gate(q, self.gate_nonlinear, k, in_place))  # (B, *S, C)
+        if fused and first and l2_eps is not False:
+            z = fused_gate(q, k, first, l2_eps)  # (B, *S, C): L2Norm(q) * act(k) in one pass (vit5.ops.gates)
+        else:
+            if self.q_norm is not None:
+                q = self._norm_per_position(self.q_norm, q)
+                if not isinstance(self.k_norm, nn.Identity):
+                    k = self._norm_per_position(self.k_norm, k)
+            z = _gate(q, self.gate_nonlinear, k, in_place)  # (B, *S, C)
+        z = self._norm_flat(self.pixelhyena_norm, z)
         if conditioning is None:
             h = self.global_conv(z)  # (B, *S, C)
         else:
             h = self.global_conv(z, conditioning=conditioning)
-        return self._norm_flat(self.output_norm, _gate(h, self.gate_nonlinear_2, v, in_place))  # (B, *S, C)
+        if fused and second and native.usable(h):
+            y = fused_gate(h, v, second)  # (B, *S, C)
+        else:
+            y = _gate(h, self.gate_nonlinear_2, v, in_place)
+        return self._norm_flat(self.output_norm, y)  # (B, *S, C)
 
     def flop_count(self, spatial_dims: Sequence[int], inference: bool = False) -> int:
         """Short conv + q/k norms + gates + norms + ``global_conv.flop_count`` (``inference`` only affects it).

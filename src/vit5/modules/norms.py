@@ -11,6 +11,7 @@ from torch import nn
 
 from vit5._validation import boolean, check_last_dim, positive_float, positive_int
 from vit5.modules.hooks import fast_path_allowed
+from vit5.ops import native
 from vit5.ops.capture import is_capturing
 from vit5.ops.rmsnorm import rms_norm
 
@@ -48,8 +49,8 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_last_dim("RMSNorm", x, self.dim)
-        if torch.is_grad_enabled() and not is_capturing():  # the closed-form backward
-            return rms_norm(x, self.weight, self.eps)
+        if not is_capturing() and (torch.is_grad_enabled() or native.usable(x, self.weight)):
+            return rms_norm(x, self.weight, self.eps)  # closed-form backward / fused CPU kernels
         u = x.float()
         if not fast_path_allowed(self):
             y = u * torch.rsqrt(u.pow(2).mean(dim=-1, keepdim=True) + self.eps)

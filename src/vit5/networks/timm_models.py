@@ -13,8 +13,9 @@ build another size with ``img_size=`` (a pretrained file is then resized as
 :func:`vit5.load_model` does). The cfg's ``input_size``, ``mean``, ``std``, ``interpolation`` and
 ``crop_pct`` are the built network's (``net.pretrained_cfg``). ``forward`` is
 ``forward_head(forward_features(x))``. For FX feature extraction (timm's and torchvision's, with
-timm's notrace lists) every :class:`~vit5.modules.block.ViT5ResidualBlock` is a leaf: its output is
-the feature users take, and its eager fast paths stay out of the graph. The wrapper passes timm's
+timm's notrace lists) every :class:`~vit5.modules.block.ViT5ResidualBlock` and
+:class:`~vit5.modules.norms.RMSNorm` is a leaf: block outputs are the features users take, and
+the eager fast paths stay out of the graph. The wrapper passes timm's
 own model checks (``tests/networks/test_timm_checks.py``).
 
 timm keywords map onto preset keywords: ``num_classes``, ``in_chans`` -> ``in_channels``,
@@ -39,6 +40,7 @@ from torch import nn
 
 from vit5.config import instantiate
 from vit5.modules.block import ViT5ResidualBlock
+from vit5.modules.norms import RMSNorm
 from vit5.networks.presets import list_models, model_config, on_register, timm_name
 from vit5.networks.vit5_classification import ViT5ClassificationNet
 from vit5.ops.capture import capture_mode
@@ -289,6 +291,8 @@ def register_timm_models() -> list[str]:
 register_timm_models()
 on_register(register_timm_model)
 # FX feature extraction (timm's and torchvision's tracers given timm's notrace lists) keeps each
-# block as one call: its outputs are the feature maps users take, and its eager fast paths and
-# checks stay out of the traced graph.
+# block and RMSNorm as one call: block outputs are the feature maps users take, and the eager
+# fast paths and checks (RMSNorm's fused CPU kernel among them) stay out of the traced graph, so
+# a traced model computes what the eager one does, bit for bit.
 register_notrace_module(ViT5ResidualBlock)
+register_notrace_module(RMSNorm)

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 
+from vit5.ops import native
 from vit5.ops.fftplan import FFTConvPlan
 
 __all__ = [
@@ -184,15 +185,34 @@ def _product(
 ) -> torch.Tensor:
     """Complex product of ``[..., 2, R]`` (re, im) spectra, ``a * conj(b)`` with ``conjugate``
     (written to ``out`` when given; it must not overlap ``a`` or ``b``)."""
-    a_re, a_im = a.select(-2, 0), a.select(-2, 1)
-    b_re, b_im = b.select(-2, 0), b.select(-2, 1)
     if out is None:
         out = torch.empty((max(a.shape[0], b.shape[0]), *a.shape[1:]), dtype=a.dtype, device=a.device)
+    if a.dim() == 4 and a.shape[0] == out.shape[0] and native.usable(a, b, out):
+        # The same operations in the same order, in one pass (-ffp-contract=off: the same bits).
+        n, f, _, r = a.shape
+        native.library().vit5_complex_product(
+            a.data_ptr(), b.data_ptr(), out.data_ptr(), n, f, r, int(b.shape[0] == 1), int(conjugate),
+            native.threads(),
+        )  # fmt: skip
+        return out
+    a_re, a_im = a.select(-2, 0), a.select(-2, 1)
+    b_re, b_im = b.select(-2, 0), b.select(-2, 1)
     re, im = out.select(-2, 0), out.select(-2, 1)
     sign = 1.0 if conjugate else -1.0
     torch.mul(a_re, b_re, out=re).addcmul_(a_im, b_im, value=sign)  # re = ar br -+ ai bi
     torch.mul(a_im, b_re, out=im).addcmul_(a_re, b_im, value=-sign)  # im = ai br +- ar bi
     return out
+
+
+def _add_product_sum(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
+    """``acc [1, F1', 2, R] += sum_i a[i] * conj(b[i])`` over the rows of ``[n, F1', 2, R]`` spectra."""
+    if native.usable(acc, a, b):
+        n, f, _, r = a.shape
+        native.library().vit5_complex_product_sum(
+            a.data_ptr(), b.data_ptr(), acc.data_ptr(), n, f, r, native.threads()
+        )
+        return
+    acc.add_(_product(a, b, conjugate=True).sum(dim=0, keepdim=True))
 
 
 def _spectrum_shape(rows: int, plan: FFTConvPlan, channels: int) -> tuple[int, ...]:
@@ -286,11 +306,10 @@ class _DFTConv(torch.autograd.Function):
                     if skip is not None:
                         grad_x[part].addcmul_(g[part], skip)
                 if k_grad_f is not None:
-                    product = _product(g_f, x_f[part], conjugate=True)
                     if shared:
-                        k_grad_f.add_(product.sum(dim=0, keepdim=True))
+                        _add_product_sum(k_grad_f, g_f, x_f[part])
                     else:
-                        k_grad_f[part] = product
+                        _product(g_f, x_f[part], conjugate=True, out=k_grad_f[part])
                 if grad_skip is not None:
                     grad_skip.add_((g[part] * x[part].float()).reshape(-1, g.shape[-1]).sum(dim=0))
             grad_kernel = None

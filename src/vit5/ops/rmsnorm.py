@@ -1,16 +1,20 @@
-"""RMS normalisation with a hand-written backward pass (fewer full-size passes than autograd's).
+"""RMS normalisation with a hand-written backward pass, fused into one kernel on CPUs.
 
 Autograd through ``w * (u * rsqrt(mean(u^2) + eps))`` saves and walks six ops; its backward makes
 about nine full-size passes (two products per multiplication, the square's derivative, the
-broadcast of the mean, the sum of two input gradients). :func:`rms_norm` computes the forward with
-the same ops in the same order (the same bits) and the backward from the closed form, with ``n =
-u r`` and ``r = rsqrt(mean(u^2) + eps)`` per row:
+broadcast of the mean, the sum of two input gradients). :func:`rms_norm` computes the backward
+from the closed form, with ``n = u r`` and ``r = rsqrt(mean(u^2) + eps)`` per row:
 
 * ``grad_weight = sum_rows(g * n)``;
 * ``grad_u = r * (g w - n * mean(g w * n))``.
 
-Measured on ``[8, 196, 384]`` fp32 (2 EPYC cores), forward + backward: 2.7 ms through autograd,
-1.9 ms with ``F.rms_norm``, 1.6 ms with :func:`rms_norm`.
+On eager CPU fp32 tensors (:func:`vit5.ops.native.usable`) forward and backward each run as one
+fused C kernel (one read and one write of the rows); elsewhere (GPU, bf16, graph capture,
+``torch.func``) they run as PyTorch ops, the forward with the plain expression's ops in its
+order. The two paths agree to fp32 rounding (a few ulp); one path gives the same bits with and
+without autograd. Measured on ``[8, 196, 384]`` fp32 (2 EPYC cores), forward + backward: 2.7 ms
+through autograd, 1.9 ms with ``F.rms_norm``, 1.3-1.6 ms with the PyTorch path of
+:func:`rms_norm`, 0.23 ms with the fused kernels.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+
+from vit5.ops import native
 
 __all__ = ["rms_norm"]
 
@@ -62,10 +68,57 @@ class _RMSNorm(torch.autograd.Function):
         return grad_x, grad_weight, None
 
 
+def _forward_kernel(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fused forward: ``(y, r)`` with ``r`` ``[..., 1]``."""
+    y = torch.empty_like(x)
+    r = torch.empty((*x.shape[:-1], 1), dtype=torch.float32)
+    rows, d = x.numel() // x.shape[-1], x.shape[-1]
+    native.library().vit5_rms_forward(
+        x.data_ptr(), weight.data_ptr(), y.data_ptr(), r.data_ptr(), rows, d, eps, native.threads()
+    )
+    return y, r
+
+
+class _RMSNormKernel(torch.autograd.Function):
+    """:class:`_RMSNorm` with both passes in the fused C kernels (fp32 CPU only)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        y, r = _forward_kernel(x, weight, eps)
+        ctx.save_for_backward(x, weight, r)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, weight, r = ctx.saved_tensors
+        grad = grad.contiguous().float()
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_weight = torch.empty_like(weight) if need_w else None
+        status = native.library().vit5_rms_backward(
+            x.data_ptr(),
+            weight.data_ptr(),
+            r.data_ptr(),
+            grad.data_ptr(),
+            grad_x.data_ptr() if need_x else None,
+            grad_weight.data_ptr() if need_w else None,
+            x.numel() // x.shape[-1],
+            x.shape[-1],
+            native.threads(),
+        )
+        if status != 0:
+            raise MemoryError("rms_norm backward: the fused kernel could not allocate its scratch memory")
+        return grad_x, grad_weight, None
+
+
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """``weight * x / sqrt(mean(x^2, -1) + eps)``, statistics in fp32, result in ``x.dtype``.
 
     Differentiable in ``x`` and ``weight`` (``[D]``) through the closed-form backward of the
-    module doc. The forward gives the same bits as the plain expression.
+    module doc; fused C kernels on eager CPU fp32 tensors, PyTorch ops otherwise.
     """
+    if x.numel() > 0 and weight.shape == x.shape[-1:] and native.usable(x, weight):
+        if torch.is_grad_enabled():
+            return _RMSNormKernel.apply(x, weight, eps)
+        return _forward_kernel(x, weight, eps)[0]
     return _RMSNorm.apply(x, weight, eps)[0]
