@@ -283,3 +283,20 @@ def test_spectral_products_of_the_fused_kernel_give_the_pytorch_bits(conjugate: 
         a_c, b_c = (torch.view_as_complex(t.movedim(2, -1).contiguous().double()) for t in (a, b))
         expected = 1 + torch.view_as_real((a_c * b_c.conj()).sum(0)).movedim(-1, 1)  # (F1', 2, R)
         torch.testing.assert_close(acc[0].double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [5, 16, 37, 64, 100, 384])
+@pytest.mark.parametrize("transposed", [False, True])
+def test_batched_small_matrix_products_match_matmul(n: int, transposed: bool) -> None:
+    """The fused kernel for ``m @ x[i]`` (the DFT stages) on every width: 64-wide tiles, 16-wide
+    tiles, the last columns; row counts not a multiple of the tile; a transposed ``m`` view."""
+    from vit5.ops import dftconv, native
+
+    generator = torch.Generator().manual_seed(4)
+    m = torch.randn(9, 7, generator=generator).t() if transposed else torch.randn(7, 9, generator=generator)
+    x = torch.randn(3, 9, n, generator=generator)
+    got = dftconv._apply(m, x)
+    with native.disabled():
+        expected = dftconv._apply(m, x)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.double(), m.double() @ x.double(), rtol=1e-5, atol=1e-5)

@@ -315,3 +315,69 @@ void vit5_gate_backward(const float *x, int64_t xs, const float *gate, int64_t g
         }
     }
 }
+
+/* Batched products with one small shared matrix: out[b] (m x n) = M (m x k) @ X[b] (k x n), X and
+ * out contiguous, M read through strides (sm0, sm1), so a transposed view needs no copy. The DFT
+ * path's transforms are such products with k of 14 to 54 and n of hundreds to thousands of
+ * channels, a shape general GEMM libraries block poorly. Tiles of 4 rows x 64 columns keep 16
+ * vector sums in registers over the whole k loop (fused multiply-adds, in k order). */
+#define VEC 16
+#define TILE_ROWS 4
+typedef float vec_t __attribute__((vector_size(VEC * sizeof(float)), aligned(4)));
+
+#if defined(__GNUC__) && !defined(__clang__)
+#define FMA_CONTRACT __attribute__((optimize("fp-contract=fast")))
+#else
+#define FMA_CONTRACT
+#endif
+
+#define DEFINE_TILE(NAME, NV)                                                                                  \
+    FMA_CONTRACT static void NAME(const float *M, int64_t sm0, int64_t sm1, int64_t k, const float *x,        \
+                                  int64_t n, float *o, int64_t rows) {                                        \
+        vec_t acc[TILE_ROWS][NV];                                                                              \
+        for (int r = 0; r < TILE_ROWS; r++)                                                                    \
+            for (int v = 0; v < NV; v++) acc[r][v] = (vec_t){0};                                               \
+        for (int64_t kk = 0; kk < k; kk++) {                                                                   \
+            vec_t xv[NV];                                                                                      \
+            for (int v = 0; v < NV; v++) xv[v] = *(const vec_t *)(x + kk * n + v * VEC);                       \
+            for (int r = 0; r < TILE_ROWS; r++) {                                                              \
+                const float a = r < rows ? M[r * sm0 + kk * sm1] : 0.f;                                        \
+                for (int v = 0; v < NV; v++) acc[r][v] += a * xv[v];                                           \
+            }                                                                                                  \
+        }                                                                                                      \
+        for (int r = 0; r < TILE_ROWS; r++)                                                                    \
+            if (r < rows)                                                                                      \
+                for (int v = 0; v < NV; v++) *(vec_t *)(o + r * n + v * VEC) = acc[r][v];                      \
+    }
+DEFINE_TILE(vit5_tile_wide, 4)
+DEFINE_TILE(vit5_tile_narrow, 1)
+
+FMA_CONTRACT void vit5_batched_matmul(const float *M, int64_t m, int64_t k, int64_t sm0, int64_t sm1,
+                                      const float *X, int64_t n, int64_t batch, float *out, int threads) {
+    const int64_t wide = n / (4 * VEC), narrow = (n - wide * 4 * VEC) / VEC, done = (wide * 4 + narrow) * VEC;
+    const int64_t blocks = wide + narrow + (done < n ? 1 : 0);
+#pragma omp parallel for collapse(2) num_threads(threads) schedule(static)
+    for (int64_t b = 0; b < batch; b++) {
+        for (int64_t jb = 0; jb < blocks; jb++) {
+            const float *x = X + b * k * n;
+            float *o = out + b * m * n;
+            if (jb < wide + narrow) {
+                const int64_t j = jb < wide ? jb * 4 * VEC : (wide * 4 + (jb - wide)) * VEC;
+                for (int64_t i = 0; i < m; i += TILE_ROWS) {
+                    const int64_t rows = m - i < TILE_ROWS ? m - i : TILE_ROWS;
+                    if (jb < wide)
+                        vit5_tile_wide(M + i * sm0, sm0, sm1, k, x + j, n, o + i * n + j, rows);
+                    else
+                        vit5_tile_narrow(M + i * sm0, sm0, sm1, k, x + j, n, o + i * n + j, rows);
+                }
+            } else { /* the last n % 16 columns */
+                for (int64_t i = 0; i < m; i++)
+                    for (int64_t j = done; j < n; j++) {
+                        float s = 0.f;
+                        for (int64_t kk = 0; kk < k; kk++) s += M[i * sm0 + kk * sm1] * x[kk * n + j];
+                        o[i * n + j] = s;
+                    }
+            }
+        }
+    }
+}

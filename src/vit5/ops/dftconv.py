@@ -144,39 +144,54 @@ def _chunks(batch: int, spectrum_bytes_per_sample: int, device: torch.device) ->
     return [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
 
 
+def _apply(m: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``m @ x[i]`` for every ``i``: ``m`` ``[M, K]`` (any strides), ``x`` ``[n, K, N]`` -> ``[n, M, N]``
+    (written to ``out`` when given). A fused CPU kernel for these small-``K`` products on eager
+    fp32 tensors (:func:`vit5.ops.native.usable`), ``torch.matmul`` otherwise."""
+    if out is None:
+        out = x.new_empty(x.shape[0], m.shape[0], x.shape[2])
+    if x.numel() > 0 and native.usable(x, out, any_layout=(m,)):
+        native.library().vit5_batched_matmul(
+            m.data_ptr(), m.shape[0], m.shape[1], m.stride(0), m.stride(1), x.data_ptr(), x.shape[2],
+            x.shape[0], out.data_ptr(), native.threads(),
+        )  # fmt: skip
+        return out
+    return torch.matmul(m, x, out=out)
+
+
 def _spectrum(x: torch.Tensor, mats: Sequence[torch.Tensor], out: torch.Tensor) -> None:
     """Channels-last ``x`` ``[b, *A, C]`` to its spectrum, written to ``out`` ``[b, F1', 2, F2 C]``."""
     b, c = x.shape[0], x.shape[-1]
     if len(mats) == 1:
-        torch.matmul(mats[0], x.reshape(b, x.shape[1], -1), out=out.view(b, -1, c))  # (b, 2F1', C)
+        _apply(mats[0], x.reshape(b, x.shape[1], -1), out=out.view(b, -1, c))  # (b, 2F1', C)
         return
-    z = torch.matmul(mats[0], x.reshape(b, x.shape[1], -1))  # (b, 2F1', A2 C)
+    z = _apply(mats[0], x.reshape(b, x.shape[1], -1))  # (b, 2F1', A2 C)
     f1 = mats[0].shape[0] // 2
-    torch.matmul(mats[1], z.view(b * f1, -1, c), out=out.view(b * f1, -1, c))  # (b F1', 2F2, C)
+    _apply(mats[1], z.view(b * f1, -1, c), out=out.view(b * f1, -1, c))  # (b F1', 2F2, C)
 
 
 def _spectrum_adjoint(s: torch.Tensor, mats: Sequence[torch.Tensor], out: torch.Tensor) -> None:
     """Adjoint of :func:`_spectrum`: ``[b, F1', 2, F2 C]`` back to ``out`` ``[b, *A, C]``."""
     b, c = out.shape[0], out.shape[-1]
     if len(mats) == 2:
-        s = torch.matmul(mats[1].t(), s.reshape(-1, mats[1].shape[0], c))  # (b F1', 2 A2, C)
-    torch.matmul(mats[0].t(), s.reshape(b, mats[0].shape[0], -1), out=out.view(b, out.shape[1], -1))
+        s = _apply(mats[1].t(), s.reshape(-1, mats[1].shape[0], c))  # (b F1', 2 A2, C)
+    _apply(mats[0].t(), s.reshape(b, mats[0].shape[0], -1), out=out.view(b, out.shape[1], -1))
 
 
 def _inverse(p: torch.Tensor, mats: Sequence[torch.Tensor], out: torch.Tensor) -> None:
     """Spectrum ``[b, F1', 2, F2 C]`` to the cropped channels-last signal, written to ``out`` ``[b, *S, C]``."""
     b, c = out.shape[0], out.shape[-1]
     if len(mats) == 2:
-        p = torch.matmul(mats[1], p.reshape(-1, mats[1].shape[1], c))  # (b F1', 2 S2, C)
-    torch.matmul(mats[0], p.reshape(b, mats[0].shape[1], -1), out=out.view(b, out.shape[1], -1))
+        p = _apply(mats[1], p.reshape(-1, mats[1].shape[1], c))  # (b F1', 2 S2, C)
+    _apply(mats[0], p.reshape(b, mats[0].shape[1], -1), out=out.view(b, out.shape[1], -1))
 
 
 def _inverse_adjoint(g: torch.Tensor, mats: Sequence[torch.Tensor]) -> torch.Tensor:
     """Adjoint of :func:`_inverse`: ``[b, *S, C]`` to ``[b, F1', 2, F2 C]``."""
     b, c = g.shape[0], g.shape[-1]
-    q = torch.matmul(mats[0].t(), g.reshape(b, g.shape[1], -1))  # (b, 2F1', S2 C)
+    q = _apply(mats[0].t(), g.reshape(b, g.shape[1], -1))  # (b, 2F1', S2 C)
     if len(mats) == 2:
-        q = torch.matmul(mats[1].t(), q.view(-1, mats[1].shape[0], c))  # (b F1', 2F2, C)
+        q = _apply(mats[1].t(), q.view(-1, mats[1].shape[0], c))  # (b F1', 2F2, C)
     return q.view(b, mats[0].shape[1] // 2, 2, -1)
 
 

@@ -60,6 +60,7 @@ SIGNATURES = {
     "vit5_scaled_add_backward": ((_P, _P, _P, _P, _P, _I64, _I64, _I64, _INT, _INT), _INT),
     "vit5_gate_forward": ((_P, _I64, _P, _I64, _P, _P, _I64, _I64, _INT, _INT, _F, _INT), None),
     "vit5_gate_backward": ((_P, _I64, _P, _I64, _P, _P, _P, _P, _I64, _I64, _INT, _INT, _F, _INT), None),
+    "vit5_batched_matmul": ((_P, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _INT), None),
 }
 
 _lock = threading.Lock()
@@ -172,13 +173,15 @@ def rows(t: torch.Tensor) -> torch.Tensor | None:
     return view if view.shape[0] <= 1 or view.stride(0) >= t.shape[-1] else None
 
 
-def usable(*tensors: torch.Tensor, strided: tuple[torch.Tensor, ...] = ()) -> bool:
-    """Whether the kernels may run on ``tensors`` (contiguous) and ``strided`` (evenly spaced
-    rows, :func:`rows`): eager CPU fp32, not under a ``torch.func`` transform, not disabled, and
-    the library available."""
+def usable(
+    *tensors: torch.Tensor, strided: tuple[torch.Tensor, ...] = (), any_layout: tuple[torch.Tensor, ...] = ()
+) -> bool:
+    """Whether the kernels may run on ``tensors`` (contiguous), ``strided`` (evenly spaced rows,
+    :func:`rows`) and ``any_layout`` (read through their strides): eager CPU fp32, not under a
+    ``torch.func`` transform, not disabled, and the library available."""
     if getattr(_switch, "off", False) or is_capturing():
         return False
-    for t in (*tensors, *strided):
+    for t in (*tensors, *strided, *any_layout):
         if t.device.type != "cpu" or t.dtype != torch.float32:
             return False
         if torch._C._functorch.is_functorch_wrapped_tensor(t):
