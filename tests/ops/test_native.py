@@ -140,3 +140,17 @@ def test_build_failure_is_logged_not_raised(compiler, monkeypatch, caplog, tmp_p
     assert len(said) == 1 and ("failed" in said[0] or "no C compiler" in said[0])
     assert not native.usable(torch.randn(3))
     assert not list(tmp_path.rglob("*.so"))
+
+
+@requires_library
+def test_kernel_calls_are_profiler_ranges() -> None:
+    """Under torch.profiler each kernel call is a range named after it (ctypes calls are
+    otherwise invisible, and the benchmark's step-time shares would miss them)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    x = torch.randn(64, 32, requires_grad=True)
+    w = torch.rand(32, requires_grad=True)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        rms_norm(x, w, 1e-6).sum().backward()
+    names = {e.key for e in prof.key_averages()}
+    assert {"vit5_rms_forward", "vit5_rms_backward"} <= names

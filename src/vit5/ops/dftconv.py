@@ -151,7 +151,8 @@ def _apply(m: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None) ->
     if out is None:
         out = x.new_empty(x.shape[0], m.shape[0], x.shape[2])
     if x.numel() > 0 and native.usable(x, out, any_layout=(m,)):
-        native.library().vit5_batched_matmul(
+        native.run(
+            "vit5_batched_matmul",
             m.data_ptr(), m.shape[0], m.shape[1], m.stride(0), m.stride(1), x.data_ptr(), x.shape[2],
             x.shape[0], out.data_ptr(), native.threads(),
         )  # fmt: skip
@@ -205,7 +206,8 @@ def _product(
     if a.dim() == 4 and a.shape[0] == out.shape[0] and native.usable(a, b, out):
         # The same operations in the same order, in one pass (-ffp-contract=off: the same bits).
         n, f, _, r = a.shape
-        native.library().vit5_complex_product(
+        native.run(
+            "vit5_complex_product",
             a.data_ptr(), b.data_ptr(), out.data_ptr(), n, f, r, int(b.shape[0] == 1), int(conjugate),
             native.threads(),
         )  # fmt: skip
@@ -223,8 +225,8 @@ def _add_product_sum(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> Non
     """``acc [1, F1', 2, R] += sum_i a[i] * conj(b[i])`` over the rows of ``[n, F1', 2, R]`` spectra."""
     if native.usable(acc, a, b):
         n, f, _, r = a.shape
-        native.library().vit5_complex_product_sum(
-            a.data_ptr(), b.data_ptr(), acc.data_ptr(), n, f, r, native.threads()
+        native.run(
+            "vit5_complex_product_sum", a.data_ptr(), b.data_ptr(), acc.data_ptr(), n, f, r, native.threads()
         )
         return
     acc.add_(_product(a, b, conjugate=True).sum(dim=0, keepdim=True))

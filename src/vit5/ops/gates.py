@@ -34,7 +34,8 @@ class _Gate(torch.autograd.Function):
         n, d = xr.shape
         out = x.new_empty(x.shape)  # contiguous
         rnorm = x.new_empty(n if l2_eps is not None else 0)
-        native.library().vit5_gate_forward(
+        native.run(
+            "vit5_gate_forward",
             xr.data_ptr(), xr.stride(0), gr.data_ptr(), gr.stride(0), out.data_ptr(), rnorm.data_ptr(),
             n, d, ACTIVATIONS[activation], int(l2_eps is not None), l2_eps or 0.0, native.threads(),
         )  # fmt: skip
@@ -51,7 +52,8 @@ class _Gate(torch.autograd.Function):
         need_x, need_g = ctx.needs_input_grad[:2]
         grad_x = torch.empty(x.shape, dtype=x.dtype) if need_x else None
         grad_g = torch.empty(g.shape, dtype=g.dtype) if need_g else None
-        native.library().vit5_gate_backward(
+        native.run(
+            "vit5_gate_backward",
             xr.data_ptr(), xr.stride(0), gr.data_ptr(), gr.stride(0), rnorm.data_ptr(), grad.data_ptr(),
             grad_x.data_ptr() if need_x else None, grad_g.data_ptr() if need_g else None, n, d,
             ACTIVATIONS[ctx.activation], int(ctx.l2_eps is not None), ctx.l2_eps or 0.0, native.threads(),

@@ -34,7 +34,7 @@ import torch
 
 from vit5.ops.capture import is_capturing
 
-__all__ = ["disabled", "library", "rows", "threads", "usable"]
+__all__ = ["disabled", "library", "rows", "run", "threads", "usable"]
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +189,18 @@ def usable(
     if not all(t.is_contiguous() for t in tensors) or any(rows(t) is None for t in strided):
         return False
     return library() is not None
+
+
+def run(name: str, *args: object) -> object:
+    """Call kernel ``name`` of :func:`library` (which must be available, see :func:`usable`).
+
+    Under ``torch.profiler`` the call is a profiler range named after the kernel, so profiles
+    account for its time (a ctypes call is otherwise invisible to the profiler)."""
+    function = getattr(library(), name)
+    if torch.autograd.profiler._is_profiler_enabled:
+        with torch.profiler.record_function(name):
+            return function(*args)
+    return function(*args)
 
 
 def threads() -> int:

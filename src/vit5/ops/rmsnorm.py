@@ -73,8 +73,16 @@ def _forward_kernel(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[
     y = torch.empty_like(x)
     r = torch.empty((*x.shape[:-1], 1), dtype=torch.float32)
     rows, d = x.numel() // x.shape[-1], x.shape[-1]
-    native.library().vit5_rms_forward(
-        x.data_ptr(), weight.data_ptr(), y.data_ptr(), r.data_ptr(), rows, d, eps, native.threads()
+    native.run(
+        "vit5_rms_forward",
+        x.data_ptr(),
+        weight.data_ptr(),
+        y.data_ptr(),
+        r.data_ptr(),
+        rows,
+        d,
+        eps,
+        native.threads(),
     )
     return y, r
 
@@ -95,7 +103,8 @@ class _RMSNormKernel(torch.autograd.Function):
         need_x, need_w = ctx.needs_input_grad[:2]
         grad_x = torch.empty_like(x) if need_x else None
         grad_weight = torch.empty_like(weight) if need_w else None
-        status = native.library().vit5_rms_backward(
+        status = native.run(
+            "vit5_rms_backward",
             x.data_ptr(),
             weight.data_ptr(),
             r.data_ptr(),

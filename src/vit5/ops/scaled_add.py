@@ -38,7 +38,8 @@ class _ScaledAdd(torch.autograd.Function):
         scale = (mask.reshape(-1, 1) * gamma).contiguous() if per_sample else gamma  # (B, D) | (D,)
         out = torch.empty_like(x)
         samples, rows, d = _fold(branch, per_sample)
-        native.library().vit5_scaled_add(
+        native.run(
+            "vit5_scaled_add",
             x.data_ptr(), branch.data_ptr(), scale.data_ptr(), out.data_ptr(), samples, rows, d,
             int(per_sample), native.threads(),
         )  # fmt: skip
@@ -54,7 +55,8 @@ class _ScaledAdd(torch.autograd.Function):
         samples, rows, d = _fold(branch, per_sample)
         grad_branch = torch.empty_like(branch) if need_branch else None
         sums = branch.new_empty(samples, d) if need_gamma else None  # sum of g * branch per sample
-        status = native.library().vit5_scaled_add_backward(
+        status = native.run(
+            "vit5_scaled_add_backward",
             g.data_ptr(), branch.data_ptr(), scale.data_ptr(),
             grad_branch.data_ptr() if need_branch else None, sums.data_ptr() if need_gamma else None,
             samples, rows, d, int(per_sample), native.threads(),
