@@ -154,3 +154,18 @@ def test_kernel_calls_are_profiler_ranges() -> None:
         rms_norm(x, w, 1e-6).sum().backward()
     names = {e.key for e in prof.key_averages()}
     assert {"vit5_rms_forward", "vit5_rms_backward"} <= names
+
+
+@requires_library
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX permissions")
+def test_a_library_others_can_write_is_not_loaded(monkeypatch, caplog, tmp_path) -> None:
+    monkeypatch.setenv("VIT5_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native, "_loaded", {})
+    assert native.library() is not None  # built into tmp_path/kernels
+    folder = tmp_path / "kernels"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    folder.chmod(0o777)  # a shared folder: anyone could have replaced the library
+    monkeypatch.setattr(native, "_loaded", {})
+    with caplog.at_level(logging.WARNING, logger="vit5.ops.native"):
+        assert native.library() is None
+    assert "writable by other users" in caplog.text

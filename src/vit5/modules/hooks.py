@@ -12,6 +12,10 @@ them asks :func:`fast_path_allowed` (and nothing else) whether it may run:
 * no forward hooks or pre-hooks on the module, its submodules or globally (a hook must run, and
   must see the tensors the module returned).
 
+The fused CPU kernels (:mod:`vit5.ops.native`) are not in-place tricks and run with autograd
+too; Hyena's fused gates and a block's fused residual adds step aside when :func:`has_hooks`
+finds a hook in the module whose submodules they replace.
+
 The hook test is cheap enough for every forward: the hook dictionaries of a module's subtree are
 collected once and cached on the module; the cache is rebuilt when any submodule anywhere has
 been registered since (a global counter, bumped by a torch module-registration hook). Hook

@@ -6,7 +6,8 @@ are bound by memory traffic: each PyTorch op reads and writes its whole tensor. 
 compiler with OpenMP (``cc``, or ``$CC``), found at first use; the library is built once
 (about a second) into ``$VIT5_CACHE_DIR`` (default ``$XDG_CACHE_HOME/vit5`` or
 ``~/.cache/vit5``), keyed by the source, the flags, the compiler and the CPU, and reused by
-every later process. Without a compiler, with ``VIT5_NATIVE=0`` in the environment, or inside
+every later process (loaded only if this user owns it and nobody else may write it or its
+folder). Without a compiler, with ``VIT5_NATIVE=0`` in the environment, or inside
 :func:`disabled`, every caller runs its PyTorch expression instead: the same formula, rounded
 differently in the last bits.
 
@@ -90,6 +91,18 @@ def _compiler() -> str | None:
     return shutil.which(name)
 
 
+def _trusted(path: Path) -> bool:
+    """A library is loaded only if this user owns it and nobody else may write it or its folder
+    (a shared cache folder must not let another user plant code), where POSIX says so."""
+    if not hasattr(os, "getuid"):
+        return True
+    for item in (path, path.parent):
+        status = item.stat()
+        if status.st_uid != os.getuid() or status.st_mode & 0o022:
+            return False
+    return True
+
+
 def _build() -> ctypes.CDLL | None:
     compiler = _compiler()
     if compiler is None:
@@ -105,7 +118,7 @@ def _build() -> ctypes.CDLL | None:
     directory = _cache_dir()
     target = directory / f"cpu_kernels-{key}.so"
     if not target.exists():
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         # Each process builds into its own temporary name, then renames atomically: concurrent
         # first uses (DDP ranks) never see a half-written library.
         fd, partial = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=directory)
@@ -128,6 +141,13 @@ def _build() -> ctypes.CDLL | None:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(partial)
+    if not _trusted(target):
+        logger.warning(
+            "vit5 native kernels: %s is writable by other users or not yours; not loading it "
+            "(set VIT5_CACHE_DIR to a directory only you can write); using PyTorch ops",
+            target,
+        )
+        return None
     lib = ctypes.CDLL(str(target))
     for name, (argtypes, restype) in SIGNATURES.items():
         function = getattr(lib, name)
