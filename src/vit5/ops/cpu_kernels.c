@@ -14,12 +14,21 @@
 
 #define ROW_BLOCK 32 /* rows summed in a block before joining the thread's running sum */
 
+/* Rows of x are addressed in two levels, row i at (i / inner) * outer_stride + (i % inner) *
+ * inner_stride floats: a contiguous [rows, d] tensor has inner = rows, inner_stride = d; the
+ * per-head q of a packed [B, T, 3, H, hd] projection has inner = H, inner_stride = hd,
+ * outer_stride = 3 H hd. Outputs and gradients are contiguous [rows, d]. */
+static inline const float *vit5_row(const float *x, int64_t i, int64_t inner, int64_t outer_stride,
+                                    int64_t inner_stride) {
+    return x + (i / inner) * outer_stride + (i % inner) * inner_stride;
+}
+
 /* RMSNorm forward over rows of d: r[i] = 1 / sqrt(mean_j x[i,j]^2 + eps); y = w * (x * r). */
-void vit5_rms_forward(const float *x, const float *w, float *y, float *r, int64_t rows, int64_t d,
-                      float eps, int threads) {
+void vit5_rms_forward(const float *x, int64_t inner, int64_t outer_stride, int64_t inner_stride, const float *w,
+                      float *y, float *r, int64_t rows, int64_t d, float eps, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t i = 0; i < rows; i++) {
-        const float *xi = x + i * d;
+        const float *xi = vit5_row(x, i, inner, outer_stride, inner_stride);
         float *yi = y + i * d;
         float s = 0.f;
 #pragma omp simd reduction(+ : s)
@@ -33,8 +42,8 @@ void vit5_rms_forward(const float *x, const float *w, float *y, float *r, int64_
 
 /* RMSNorm backward with n = x r: gx = r (g w - n mean_j(g w n)) (if gx); gw = sum_i g n (if gw,
  * overwritten). Returns 0, or -1 if scratch memory could not be allocated. */
-int vit5_rms_backward(const float *x, const float *w, const float *r, const float *g, float *gx,
-                      float *gw, int64_t rows, int64_t d, int threads) {
+int vit5_rms_backward(const float *x, int64_t inner, int64_t outer_stride, int64_t inner_stride, const float *w,
+                      const float *r, const float *g, float *gx, float *gw, int64_t rows, int64_t d, int threads) {
     float *scratch = NULL;
     if (gw) {
         scratch = (float *)calloc((size_t)threads * 2 * (size_t)d, sizeof(float));
@@ -48,7 +57,7 @@ int vit5_rms_backward(const float *x, const float *w, const float *r, const floa
         int64_t in_block = 0;
 #pragma omp for schedule(static)
         for (int64_t i = 0; i < rows; i++) {
-            const float *xi = x + i * d, *gi = g + i * d;
+            const float *xi = vit5_row(x, i, inner, outer_stride, inner_stride), *gi = g + i * d;
             const float ri = r[i];
             if (gw) {
 #pragma omp simd

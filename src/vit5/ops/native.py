@@ -35,7 +35,7 @@ import torch
 
 from vit5.ops.capture import is_capturing
 
-__all__ = ["disabled", "library", "rows", "run", "threads", "usable"]
+__all__ = ["disabled", "library", "row_blocks", "rows", "run", "threads", "usable"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,8 @@ ENV_SWITCH = "VIT5_NATIVE"
 _P, _I64, _F, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
 #: Name -> (argument types, return type) of every exported kernel.
 SIGNATURES = {
-    "vit5_rms_forward": ((_P, _P, _P, _P, _I64, _I64, _F, _INT), None),
-    "vit5_rms_backward": ((_P, _P, _P, _P, _P, _P, _I64, _I64, _INT), _INT),
+    "vit5_rms_forward": ((_P, _I64, _I64, _I64, _P, _P, _P, _I64, _I64, _F, _INT), None),
+    "vit5_rms_backward": ((_P, _I64, _I64, _I64, _P, _P, _P, _P, _P, _I64, _I64, _INT), _INT),
     "vit5_complex_product": ((_P, _P, _P, _I64, _I64, _I64, _INT, _INT, _INT), None),
     "vit5_complex_product_sum": ((_P, _P, _P, _I64, _I64, _I64, _INT), None),
     "vit5_scaled_add": ((_P, _P, _P, _P, _I64, _I64, _I64, _INT, _INT), None),
@@ -191,6 +191,22 @@ def rows(t: torch.Tensor) -> torch.Tensor | None:
     except RuntimeError:  # leading dimensions that do not collapse
         return None
     return view if view.shape[0] <= 1 or view.stride(0) >= t.shape[-1] else None
+
+
+def row_blocks(t: torch.Tensor) -> tuple[int, int, int] | None:
+    """``(inner, outer_stride, inner_stride)`` addressing the rows of ``t`` ``[..., D]`` in two
+    levels (row ``i`` at ``(i // inner) * outer_stride + (i % inner) * inner_stride``), when its
+    channels are contiguous and its leading dimensions collapse into two (e.g. the per-head ``q``
+    ``[B, T, H, hd]`` of a packed projection); else ``None``."""
+    if t.dim() == 0 or (t.shape[-1] > 1 and t.stride(-1) != 1):
+        return None
+    if t.dim() == 1:
+        return 1, t.shape[-1], t.shape[-1]
+    try:
+        view = t.view(-1, t.shape[-2], t.shape[-1])  # (O, I, D)
+    except RuntimeError:
+        return None
+    return view.shape[1], view.stride(0), view.stride(1)
 
 
 def usable(

@@ -9,8 +9,9 @@ from the closed form, with ``n = u r`` and ``r = rsqrt(mean(u^2) + eps)`` per ro
 * ``grad_u = r * (g w - n * mean(g w * n))``.
 
 On eager CPU fp32 tensors (:func:`vit5.ops.native.usable`) forward and backward each run as one
-fused C kernel (one read and one write of the rows); elsewhere (GPU, bf16, graph capture,
-``torch.func``) they run as PyTorch ops, the forward with the plain expression's ops in its
+fused C kernel (one read and one write of the rows; the rows may be spread in two levels, as the
+per-head q and k of attention's packed projection are: :func:`vit5.ops.native.row_blocks`);
+elsewhere (GPU, bf16, graph capture, ``torch.func``) they run as PyTorch ops, the forward with the plain expression's ops in its
 order. The two paths agree to fp32 rounding (a few ulp); one path gives the same bits with and
 without autograd. Measured on ``[8, 196, 384]`` fp32 (2 EPYC cores), forward + backward: 2.7 ms
 through autograd, 1.9 ms with ``F.rms_norm``, 1.3-1.6 ms with the PyTorch path of
@@ -69,21 +70,15 @@ class _RMSNorm(torch.autograd.Function):
 
 
 def _forward_kernel(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fused forward: ``(y, r)`` with ``r`` ``[..., 1]``."""
-    y = torch.empty_like(x)
+    """The fused forward: ``(y, r)``, ``y`` contiguous, ``r`` ``[..., 1]``."""
+    y = torch.empty(x.shape, dtype=x.dtype)
     r = torch.empty((*x.shape[:-1], 1), dtype=torch.float32)
     rows, d = x.numel() // x.shape[-1], x.shape[-1]
     native.run(
         "vit5_rms_forward",
-        x.data_ptr(),
-        weight.data_ptr(),
-        y.data_ptr(),
-        r.data_ptr(),
-        rows,
-        d,
-        eps,
+        x.data_ptr(), *native.row_blocks(x), weight.data_ptr(), y.data_ptr(), r.data_ptr(), rows, d, eps,
         native.threads(),
-    )
+    )  # fmt: skip
     return y, r
 
 
@@ -101,11 +96,12 @@ class _RMSNormKernel(torch.autograd.Function):
         x, weight, r = ctx.saved_tensors
         grad = grad.contiguous().float()
         need_x, need_w = ctx.needs_input_grad[:2]
-        grad_x = torch.empty_like(x) if need_x else None
+        grad_x = torch.empty(x.shape, dtype=x.dtype) if need_x else None
         grad_weight = torch.empty_like(weight) if need_w else None
         status = native.run(
             "vit5_rms_backward",
             x.data_ptr(),
+            *native.row_blocks(x),
             weight.data_ptr(),
             r.data_ptr(),
             grad.data_ptr(),
@@ -126,7 +122,12 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     Differentiable in ``x`` and ``weight`` (``[D]``) through the closed-form backward of the
     module doc; fused C kernels on eager CPU fp32 tensors, PyTorch ops otherwise.
     """
-    if x.numel() > 0 and weight.shape == x.shape[-1:] and native.usable(x, weight):
+    if (
+        x.numel() > 0
+        and weight.shape == x.shape[-1:]
+        and native.row_blocks(x) is not None
+        and native.usable(weight, any_layout=(x,))
+    ):
         if torch.is_grad_enabled():
             return _RMSNormKernel.apply(x, weight, eps)
         return _forward_kernel(x, weight, eps)[0]
