@@ -40,9 +40,11 @@ __all__ = ["disabled", "library", "row_blocks", "rows", "run", "threads", "usabl
 logger = logging.getLogger(__name__)
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
-# -ffp-contract=off: no fused multiply-adds, so a kernel doing the ops of a PyTorch expression in
-# its order gives its bits. -fno-math-errno / -fno-trapping-math let loops with sqrt, clamps and
-# float-to-int conversions vectorise; neither changes a computed value.
+# -ffp-contract=off: no fused multiply-adds unless a kernel asks for them (fmaf where PyTorch's own
+# kernel fuses, the batched products' tiles), so a kernel doing the ops of a PyTorch expression in
+# its order gives its bits; tests check those that claim it (GCC may still recognise idioms, e.g. an
+# interleaved complex product, and fuse them). -fno-math-errno / -fno-trapping-math let loops with
+# sqrt, clamps and float-to-int conversions vectorise; neither changes a computed value.
 FLAGS = (
     "-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math",
     "-fopenmp", "-std=c11", "-shared", "-fPIC",
