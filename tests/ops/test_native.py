@@ -96,14 +96,14 @@ def test_usable_is_false_under_torch_func_transforms() -> None:
     assert seen == [False, False]
 
 
-def test_rows_views_evenly_spaced_rows_only() -> None:
+def test_row_blocks_address_rows_in_at_most_two_levels() -> None:
     base = torch.randn(2, 5, 4, 24)
     q, k, _ = base.split(8, dim=-1)
-    view = native.rows(k)
-    assert view.shape == (40, 8) and view.stride() == (24, 1) and view.data_ptr() == k.data_ptr()
-    assert native.rows(base).stride() == (24, 1)
-    assert native.rows(base.transpose(1, 2)) is None  # rows not evenly spaced
-    assert native.rows(base[..., ::2]) is None  # channels not contiguous
+    assert native.row_blocks(k) == (4, 96, 24)  # rows of 8 channels, 24 floats apart
+    assert native.row_blocks(base) == (4, 96, 24)
+    assert native.row_blocks(base.transpose(1, 2)) is None  # three levels
+    assert native.row_blocks(base[..., ::2]) is None  # channels not contiguous
+    assert native.row_blocks(torch.randn(7)) == (1, 7, 7)
     assert native.usable(strided=(q, k)) == (native.library() is not None)
     assert not native.usable(q)  # q is not contiguous
 

@@ -49,7 +49,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_last_dim("RMSNorm", x, self.dim)
-        if not is_capturing() and (torch.is_grad_enabled() or native.usable(self.weight, any_layout=(x,))):
+        if not is_capturing() and (torch.is_grad_enabled() or native.usable(self.weight, strided=(x,))):
             return rms_norm(x, self.weight, self.eps)  # closed-form backward / fused CPU kernels
         u = x.float()
         if not fast_path_allowed(self):

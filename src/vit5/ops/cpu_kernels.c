@@ -248,14 +248,18 @@ static inline float vit5_exp(float v) {
 
 static inline float vit5_sigmoid(float v) { return 1.0f / (1.0f + vit5_exp(-v)); }
 
-/* Hyena's gates over rows of d (row strides xs, gs, in floats; out contiguous):
+/* Hyena's gates over rows of d (x and gate rows addressed in two levels as vit5_row does, e.g.
+ * channel slices of one [B, H, W, 3C] tensor; out contiguous):
  * out = x' * act(gate), act = silu (1: gate * sigmoid(gate)) or sigmoid (2), x' = x with l2 = 0, or
  * x / max(||x||_2, eps) per row with l2 = 1 (then rnorm[i] = 1 / max(||x_i||, eps) is stored). */
-void vit5_gate_forward(const float *x, int64_t xs, const float *gate, int64_t gs, float *out, float *rnorm,
-                       int64_t rows, int64_t d, int act, int l2, float eps, int threads) {
+void vit5_gate_forward(const float *x, int64_t x_inner, int64_t x_outer_stride, int64_t x_inner_stride,
+                       const float *gate, int64_t g_inner, int64_t g_outer_stride, int64_t g_inner_stride,
+                       float *out, float *rnorm, int64_t rows, int64_t d, int act, int l2, float eps,
+                       int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t i = 0; i < rows; i++) {
-        const float *xi = x + i * xs, *ki = gate + i * gs;
+        const float *xi = vit5_row(x, i, x_inner, x_outer_stride, x_inner_stride);
+        const float *ki = vit5_row(gate, i, g_inner, g_outer_stride, g_inner_stride);
         float *oi = out + i * d;
         float scale = 1.0f;
         if (l2) {
@@ -279,12 +283,14 @@ void vit5_gate_forward(const float *x, int64_t xs, const float *gate, int64_t gs
 /* Backward of vit5_gate_forward (g contiguous; gx, ggate contiguous, each optional):
  * ggate = g x' act'(gate); gx = g act(gate) for l2 = 0, else r (u - x' <u, x'>) with u = g act(gate)
  * and r = rnorm (the projection term only where ||x|| > eps, as the clamp's derivative says). */
-void vit5_gate_backward(const float *x, int64_t xs, const float *gate, int64_t gs, const float *rnorm,
-                        const float *g, float *gx, float *ggate, int64_t rows, int64_t d, int act, int l2,
-                        float eps, int threads) {
+void vit5_gate_backward(const float *x, int64_t x_inner, int64_t x_outer_stride, int64_t x_inner_stride,
+                        const float *gate, int64_t g_inner, int64_t g_outer_stride, int64_t g_inner_stride,
+                        const float *rnorm, const float *g, float *gx, float *ggate, int64_t rows, int64_t d,
+                        int act, int l2, float eps, int threads) {
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t i = 0; i < rows; i++) {
-        const float *xi = x + i * xs, *ki = gate + i * gs, *gi = g + i * d;
+        const float *xi = vit5_row(x, i, x_inner, x_outer_stride, x_inner_stride), *gi = g + i * d;
+        const float *ki = vit5_row(gate, i, g_inner, g_outer_stride, g_inner_stride);
         const float scale = l2 ? rnorm[i] : 1.0f;
         if (ggate) {
             float *oi = ggate + i * d;

@@ -211,7 +211,8 @@ def _product(
     if out is None:
         out = torch.empty((max(a.shape[0], b.shape[0]), *a.shape[1:]), dtype=a.dtype, device=a.device)
     if a.dim() == 4 and a.shape[0] == out.shape[0] and native.usable(a, b, out):
-        # The same operations in the same order, in one pass (-ffp-contract=off: the same bits).
+        # The same operations in one pass, with the multiply-add fused as PyTorch's addcmul_ fuses
+        # it: the same bits (tests/ops/test_dftconv.py).
         n, f, _, r = a.shape
         native.run(
             "vit5_complex_product",

@@ -30,14 +30,15 @@ class _Gate(torch.autograd.Function):
     def forward(
         ctx: Any, x: torch.Tensor, g: torch.Tensor, activation: str, l2_eps: float | None
     ) -> torch.Tensor:
-        xr, gr = native.rows(x), native.rows(g)  # (N, D) views
-        n, d = xr.shape
+        d = x.shape[-1]
+        n = x.numel() // d
         out = x.new_empty(x.shape)  # contiguous
         rnorm = x.new_empty(n if l2_eps is not None else 0)
         native.run(
             "vit5_gate_forward",
-            xr.data_ptr(), xr.stride(0), gr.data_ptr(), gr.stride(0), out.data_ptr(), rnorm.data_ptr(),
-            n, d, ACTIVATIONS[activation], int(l2_eps is not None), l2_eps or 0.0, native.threads(),
+            x.data_ptr(), *native.row_blocks(x), g.data_ptr(), *native.row_blocks(g), out.data_ptr(),
+            rnorm.data_ptr(), n, d, ACTIVATIONS[activation], int(l2_eps is not None), l2_eps or 0.0,
+            native.threads(),
         )  # fmt: skip
         ctx.save_for_backward(x, g, rnorm)
         ctx.activation, ctx.l2_eps = activation, l2_eps
@@ -46,15 +47,16 @@ class _Gate(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, g, rnorm = ctx.saved_tensors
-        xr, gr = native.rows(x), native.rows(g)
-        n, d = xr.shape
+        d = x.shape[-1]
+        n = x.numel() // d
         grad = grad.contiguous()
         need_x, need_g = ctx.needs_input_grad[:2]
         grad_x = torch.empty(x.shape, dtype=x.dtype) if need_x else None
         grad_g = torch.empty(g.shape, dtype=g.dtype) if need_g else None
         native.run(
             "vit5_gate_backward",
-            xr.data_ptr(), xr.stride(0), gr.data_ptr(), gr.stride(0), rnorm.data_ptr(), grad.data_ptr(),
+            x.data_ptr(), *native.row_blocks(x), g.data_ptr(), *native.row_blocks(g), rnorm.data_ptr(),
+            grad.data_ptr(),
             grad_x.data_ptr() if need_x else None, grad_g.data_ptr() if need_g else None, n, d,
             ACTIVATIONS[ctx.activation], int(ctx.l2_eps is not None), ctx.l2_eps or 0.0, native.threads(),
         )  # fmt: skip

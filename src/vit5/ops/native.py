@@ -35,7 +35,7 @@ import torch
 
 from vit5.ops.capture import is_capturing
 
-__all__ = ["disabled", "library", "row_blocks", "rows", "run", "threads", "usable"]
+__all__ = ["disabled", "library", "row_blocks", "run", "threads", "usable"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,8 +61,14 @@ SIGNATURES = {
     "vit5_complex_product_sum": ((_P, _P, _P, _I64, _I64, _I64, _INT), None),
     "vit5_scaled_add": ((_P, _P, _P, _P, _I64, _I64, _I64, _INT, _INT), None),
     "vit5_scaled_add_backward": ((_P, _P, _P, _P, _P, _I64, _I64, _I64, _INT, _INT), _INT),
-    "vit5_gate_forward": ((_P, _I64, _P, _I64, _P, _P, _I64, _I64, _INT, _INT, _F, _INT), None),
-    "vit5_gate_backward": ((_P, _I64, _P, _I64, _P, _P, _P, _P, _I64, _I64, _INT, _INT, _F, _INT), None),
+    "vit5_gate_forward": (
+        (_P, *(_I64,) * 3, _P, *(_I64,) * 3, _P, _P, _I64, _I64, _INT, _INT, _F, _INT),
+        None,
+    ),
+    "vit5_gate_backward": (
+        (_P, *(_I64,) * 3, _P, *(_I64,) * 3, _P, _P, _P, _P, _I64, _I64, _INT, _INT, _F, _INT),
+        None,
+    ),
     "vit5_batched_matmul": ((_P, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _INT), None),
 }
 
@@ -183,18 +189,6 @@ def disabled() -> Iterator[None]:
         _switch.off = previous
 
 
-def rows(t: torch.Tensor) -> torch.Tensor | None:
-    """``t`` as ``[N, D]`` rows (a view) when its rows are evenly spaced in memory with
-    contiguous channels (e.g. a channel slice of a contiguous tensor), else ``None``."""
-    if t.dim() == 0 or (t.shape[-1] > 1 and t.stride(-1) != 1):
-        return None
-    try:
-        view = t.view(-1, t.shape[-1])  # (N, D)
-    except RuntimeError:  # leading dimensions that do not collapse
-        return None
-    return view if view.shape[0] <= 1 or view.stride(0) >= t.shape[-1] else None
-
-
 def row_blocks(t: torch.Tensor) -> tuple[int, int, int] | None:
     """``(inner, outer_stride, inner_stride)`` addressing the rows of ``t`` ``[..., D]`` in two
     levels (row ``i`` at ``(i // inner) * outer_stride + (i % inner) * inner_stride``), when its
@@ -214,8 +208,8 @@ def row_blocks(t: torch.Tensor) -> tuple[int, int, int] | None:
 def usable(
     *tensors: torch.Tensor, strided: tuple[torch.Tensor, ...] = (), any_layout: tuple[torch.Tensor, ...] = ()
 ) -> bool:
-    """Whether the kernels may run on ``tensors`` (contiguous), ``strided`` (evenly spaced rows,
-    :func:`rows`) and ``any_layout`` (read through their strides): eager CPU fp32, not under a
+    """Whether the kernels may run on ``tensors`` (contiguous), ``strided`` (rows addressed in two
+    levels, :func:`row_blocks`) and ``any_layout`` (read through their strides): eager CPU fp32, not under a
     ``torch.func`` transform, not disabled, and the library available."""
     if getattr(_switch, "off", False) or is_capturing():
         return False
@@ -224,7 +218,7 @@ def usable(
             return False
         if torch._C._functorch.is_functorch_wrapped_tensor(t):
             return False
-    if not all(t.is_contiguous() for t in tensors) or any(rows(t) is None for t in strided):
+    if not all(t.is_contiguous() for t in tensors) or any(row_blocks(t) is None for t in strided):
         return False
     return library() is not None
 

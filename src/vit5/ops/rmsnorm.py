@@ -122,12 +122,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     Differentiable in ``x`` and ``weight`` (``[D]``) through the closed-form backward of the
     module doc; fused C kernels on eager CPU fp32 tensors, PyTorch ops otherwise.
     """
-    if (
-        x.numel() > 0
-        and weight.shape == x.shape[-1:]
-        and native.row_blocks(x) is not None
-        and native.usable(weight, any_layout=(x,))
-    ):
+    if x.numel() > 0 and weight.shape == x.shape[-1:] and native.usable(weight, strided=(x,)):
         if torch.is_grad_enabled():
             return _RMSNormKernel.apply(x, weight, eps)
         return _forward_kernel(x, weight, eps)[0]
