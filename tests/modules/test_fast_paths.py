@@ -272,14 +272,16 @@ def test_small_grids_use_the_cached_dense_operator_in_eval() -> None:
     torch.testing.assert_close(y, fft.movedim(1, -1), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("path", ["dense", "fft", "dft"])
+@pytest.mark.parametrize("path", ["dense", "fft", "fft-pytorch", "dft"])
 def test_eval_path_is_bit_identical_to_the_training_forward(
     path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Channels-last eval gives the bits of the training forward, in fp32 and bf16. ``dense`` (small
     grids): eval adds the cached operator's product straight into the shortcut term, training uses
-    the differentiable operator. ``fft``: eval accumulates the spectrum chunk by chunk (several
-    chunks here) into the shortcut term, training uses the low-memory FFT path. ``dft``: eval
+    the differentiable operator. ``fft``: fp32 runs the fused CPU kernel (vit5.ops.fftnative) in
+    both, from the cached spectrum in eval; bf16 (and ``fft-pytorch``, the kernels switched off)
+    accumulates the spectrum chunk by chunk (several chunks here) into the shortcut term in eval,
+    training uses the low-memory FFT path. ``dft``: eval
     applies the cached kernel spectrum through reused chunk buffers, training the autograd
     function that keeps the input's spectrum (several batch chunks here)."""
     from vit5.ops import dftconv
@@ -287,8 +289,10 @@ def test_eval_path_is_bit_identical_to_the_training_forward(
     dense = path == "dense"
     monkeypatch.setattr(longconv_plan, "DENSE_MAX_BYTES", 1 << 30 if dense else 0)
     monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 1 << 30 if dense else 0)
-    if path == "fft":
+    if path.startswith("fft"):
         monkeypatch.setattr(longconv_plan, "DFT_MAX_SIGNAL", 0)
+    if path == "fft-pytorch":
+        monkeypatch.setenv(native.ENV_SWITCH, "0")
     monkeypatch.setattr(dftconv, "CHUNK_BYTES", 1)  # one sample per chunk
     torch.manual_seed(12)
     channels = 40
@@ -304,6 +308,8 @@ def test_eval_path_is_bit_identical_to_the_training_forward(
             assert cached.shape == (channels, 20, 20)  # the operator
         elif path == "dft":
             assert cached.shape == (1, 5, 2, 7 * channels)  # [1, F1', 2, F2 C] at sizes (9, 7)
+        elif path == "fft" and dtype == torch.float32 and native.library() is not None:
+            assert cached.shape == (3, 16, 8, 4, 8)  # fused layout: 3 groups of 16 channels, sizes (16, 8)
         else:
             assert isinstance(cached, tuple)  # the split torch.fft spectrum
         assert evaluated.dtype == dtype and evaluated.shape == x.shape

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vit5.ops import fftplan
+from vit5.ops import fftplan, native
 from vit5.ops.fftconv import (
     apply_spectrum,
     fft_conv,
@@ -224,7 +224,8 @@ def test_lowmem_backward_matches_autograd_in_any_chunking(
     size: tuple, taps: tuple, per_sample: bool, channels_last: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The recomputing backward of fft_conv_zero_lowmem (chunked over channels) gives autograd's
-    gradients through the plain FFT convolution, for every chunk size."""
+    gradients through the plain FFT convolution, for every chunk size. Channels-last 2-D fp32 on
+    a CPU runs the fused kernel (vit5.ops.fftnative): the same values to fp32 rounding."""
     torch.manual_seed(13)
     channels = 40
     x = torch.randn(3, channels, *size)
@@ -237,7 +238,10 @@ def test_lowmem_backward_matches_autograd_in_any_chunking(
         xi = (x.movedim(1, -1).contiguous() if channels_last else x.clone()).requires_grad_()
         ki = kernel.clone().requires_grad_()
         y = fft_conv_zero_lowmem(xi, ki, channels_last=channels_last)
-        assert torch.equal(y.detach(), fft_conv_zero(x, kernel))
+        if channels_last and len(size) == 2 and not per_sample and native.library() is not None:
+            torch.testing.assert_close(y.detach(), fft_conv_zero(x, kernel), rtol=1e-5, atol=1e-5)
+        else:
+            assert torch.equal(y.detach(), fft_conv_zero(x, kernel))
         (y * weight).sum().backward()
         grad_x = xi.grad.movedim(-1, 1) if channels_last else xi.grad
         torch.testing.assert_close(grad_x, xr.grad, rtol=1e-5, atol=1e-4)

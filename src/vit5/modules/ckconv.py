@@ -13,6 +13,7 @@ from torch import nn
 
 from vit5._validation import boolean, positive_int
 from vit5.config import TARGET_KEY, instantiate, locate, resolve
+from vit5.ops import fftnative
 from vit5.ops.capture import capture_mode
 from vit5.ops.denseconv import apply_dense_operator, dense_conv_operator, dense_operator_product
 from vit5.ops.dftconv import dft_conv, dft_conv_spectrum, dft_kernel_spectrum
@@ -228,15 +229,27 @@ class CKConvND(nn.Module):
         return tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
 
     def _operand(
-        self, plan: LongConvPlan, spatial: tuple[int, ...], conditioning: torch.Tensor | None
+        self,
+        plan: LongConvPlan,
+        x: torch.Tensor,
+        channels_last: bool,
+        spatial: tuple[int, ...],
+        conditioning: torch.Tensor | None,
     ) -> tuple[FFTConvPlan | None, Any]:
         """``(fft_plan, operand)`` for ``plan.path``: the dense ``[C, T, T]`` operator (DENSE), the
-        kernel spectrum pair (FFT), the kernel's DFT-matrix spectrum (DFT with ``plan.cache``),
-        else the kernel ``[1|B, C, *taps]`` itself. With ``plan.cache``
-        the operand is reused while the key (see the class doc) is unchanged."""
+        kernel spectrum pair (FFT; one tensor in the fused kernel's layout where
+        :func:`vit5.ops.fftnative.supports` the call), the kernel's DFT-matrix spectrum (DFT with
+        ``plan.cache``), else the kernel ``[1|B, C, *taps]`` itself. With ``plan.cache`` the operand
+        is reused while the key (see the class doc) is unchanged."""
+        fused = (
+            plan.path is LongConvPath.FFT
+            and channels_last
+            and not torch.is_grad_enabled()
+            and fftnative.takes_input(x)
+        )
         key = None
         if plan.cache:
-            key = (spatial, plan.path)
+            key = (spatial, plan.path, fused)
             if self._spectrum_cache is not None and self._spectrum_cache[0] == (*key, self._state_key()):
                 return self._spectrum_cache[1], self._spectrum_cache[2]
         if plan.path not in _TRACED_PATHS:  # a captured graph leaves module state alone
@@ -247,6 +260,8 @@ class CKConvND(nn.Module):
             fft_plan = plan_fft_conv(spatial, kernel.shape[2:], self._periodic, self.is_causal)
         if plan.path is LongConvPath.DENSE:
             operand = dense_conv_operator(kernel, spatial)  # (C, T, T)
+        elif plan.path is LongConvPath.FFT and fused and fftnative.supports(x, fft_plan, kernel.shape[0]):
+            operand = fftnative.spectrum(kernel, fft_plan)  # (G, F_h, F_w, 4, 8)
         elif plan.path is LongConvPath.FFT:
             operand = kernel_spectrum(kernel, fft_plan)
         elif plan.path is LongConvPath.DFT and plan.cache:
@@ -271,6 +286,8 @@ class CKConvND(nn.Module):
             if plan.cache:  # operand: the cached kernel spectrum
                 return dft_conv_spectrum(x, operand, fft_plan, shortcut=self.shortcut)  # (B, *S, C)
             return dft_conv(x, operand.movedim(1, -1), fft_plan, shortcut=self.shortcut)  # (B, *S, C)
+        if path is LongConvPath.FFT and isinstance(operand, torch.Tensor):  # fused CPU kernel, no grad
+            return fftnative.convolve(x, operand, fft_plan, shortcut=self.shortcut)  # (B, *S, C)
         shortcut = self.shortcut.to(x.dtype)
         if path is LongConvPath.TRACED_DENSE:
             return shortcut * x + traced_dense_conv(x, operand)  # (B, *S, C)
@@ -347,7 +364,7 @@ class CKConvND(nn.Module):
             causal=self.is_causal,
             chunked=self.use_chunked_fftconv,
         )
-        fft_plan, operand = self._operand(plan, spatial, conditioning)
+        fft_plan, operand = self._operand(plan, x, channels_last, spatial, conditioning)
         return self._run(plan, x, fft_plan, operand, channels_last)
 
     def flop_count(self, spatial_dims: Sequence[int], inference: bool = False) -> int:

@@ -396,3 +396,266 @@ FMA_CONTRACT void vit5_batched_matmul(const float *M, int64_t m, int64_t k, int6
         }
     }
 }
+
+/* 2-D zero-padded FFT convolution of channels-last fp32 data (see vit5/ops/fftnative.py).
+ *
+ * Work item = one sample and one group of 16 channels. The group is packed as 8 complex lanes,
+ * z = x[c0 + l] + i x[c0 + 8 + l] (l < 8), into a work buffer of fh x fw elements (one element =
+ * 8 real parts then 8 imaginary parts, 64 bytes), so every butterfly is plain vector arithmetic
+ * on 8 channels with a scalar twiddle. Forward: radix-2 decimation in frequency along the width
+ * (only the fh/2 rows that hold data), then along the height (all columns at once, row pairs);
+ * the spectrum comes out in bit-reversed order on both axes and the kernel spectrum is stored in
+ * that order. Each output spectrum element W[k] = Z[k] A[k] + conj(Z[-k]) B[k] separates and
+ * convolves both halves of the packing at once (A = (Sc + Sd) / 2, B = (Sc - Sd) / 2 for the
+ * kernel spectra Sc, Sd of the two channels, crop shift and 1 / (fh fw) included; k and -k are
+ * read together through the bit-reversed partner tables). Inverse: decimation in time along the
+ * height, then the width, each keeping only the first nh (nw) outputs in its last stage; the real
+ * parts are channels c0.., the imaginary parts channels c0 + 8... The input needs nh <= fh / 2 and
+ * nw <= fw / 2 (the first forward stage reads only the first half). */
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));
+#define EL 16 /* floats per work-buffer element */
+#define V(p) (*(v8 *)(p))
+#define VU(p) (*(v8u *)(p))
+
+static inline v8 vit5_bcast(float s) { return (v8){s, s, s, s, s, s, s, s}; }
+
+/* Butterflies of one stage over `cols` elements side by side (a row pair on the height axis,
+ * cols = 1 along the width): decimation in frequency (a, b) -> (a + b, (a - b) w). */
+static inline void vit5_dif_pair(float *a, float *b, int64_t cols, float wr, float wi) {
+    const v8 vr = vit5_bcast(wr), vi = vit5_bcast(wi);
+    for (int64_t c = 0; c < cols; c++, a += EL, b += EL) {
+        const v8 ar = V(a), ai = V(a + 8), br = V(b), bi = V(b + 8);
+        const v8 dr = ar - br, di = ai - bi;
+        V(a) = ar + br;
+        V(a + 8) = ai + bi;
+        V(b) = dr * vr - di * vi;
+        V(b + 8) = dr * vi + di * vr;
+    }
+}
+
+/* Decimation in time with the conjugate twiddle: (a, b) -> (a + b w*, a - b w*). */
+static inline void vit5_dit_pair(float *a, float *b, int64_t cols, float wr, float wi) {
+    const v8 vr = vit5_bcast(wr), vi = vit5_bcast(wi);
+    for (int64_t c = 0; c < cols; c++, a += EL, b += EL) {
+        const v8 br = V(b), bi = V(b + 8);
+        const v8 tr = br * vr + bi * vi, ti = bi * vr - br * vi;
+        const v8 ar = V(a), ai = V(a + 8);
+        V(a) = ar + tr;
+        V(a + 8) = ai + ti;
+        V(b) = ar - tr;
+        V(b + 8) = ai - ti;
+    }
+}
+
+/* Forward transform of n points spaced `st` floats apart, `cols` side by side; unless `full`, points
+ * n/2.. are zero on entry (not read). tw: cos, sin of -2 pi j / n for j < n / 2. */
+static void vit5_fft_forward(float *p, int64_t n, int64_t st, int64_t cols, int full, const float *twr,
+                             const float *twi) {
+    int64_t m = n / 2;
+    for (int64_t j = 0; j < m && full; j++) vit5_dif_pair(p + j * st, p + (j + m) * st, cols, twr[j], twi[j]);
+    for (int64_t j = 0; j < m && !full; j++) { /* first stage: b = 0, so (a, b) -> (a, a w) */
+        const v8 vr = vit5_bcast(twr[j]), vi = vit5_bcast(twi[j]);
+        float *a = p + j * st, *b = p + (j + m) * st;
+        for (int64_t c = 0; c < cols; c++, a += EL, b += EL) {
+            const v8 ar = V(a), ai = V(a + 8);
+            V(b) = ar * vr - ai * vi;
+            V(b + 8) = ar * vi + ai * vr;
+        }
+    }
+    for (m = n / 4; m >= 1; m /= 2) {
+        const int64_t step = n / (2 * m);
+        for (int64_t s = 0; s < n; s += 2 * m)
+            for (int64_t j = 0; j < m; j++)
+                vit5_dif_pair(p + (s + j) * st, p + (s + j + m) * st, cols, twr[j * step], twi[j * step]);
+    }
+}
+
+/* Inverse (unscaled) transform from bit-reversed order; only points < keep (<= n / 2) are final. */
+static void vit5_fft_inverse(float *p, int64_t n, int64_t st, int64_t cols, int64_t keep, const float *twr,
+                             const float *twi) {
+    for (int64_t m = 1; m < n / 2; m *= 2) {
+        const int64_t step = n / (2 * m);
+        for (int64_t s = 0; s < n; s += 2 * m)
+            for (int64_t j = 0; j < m; j++)
+                vit5_dit_pair(p + (s + j) * st, p + (s + j + m) * st, cols, twr[j * step], twi[j * step]);
+    }
+    const int64_t m = n / 2;
+    for (int64_t j = 0; j < keep; j++) { /* last stage: only a + b w* */
+        const v8 vr = vit5_bcast(twr[j]), vi = vit5_bcast(twi[j]);
+        float *a = p + j * st, *b = p + (j + m) * st;
+        for (int64_t c = 0; c < cols; c++, a += EL, b += EL) {
+            const v8 br = V(b), bi = V(b + 8);
+            V(a) = V(a) + (br * vr + bi * vi);
+            V(a + 8) = V(a + 8) + (bi * vr - br * vi);
+        }
+    }
+}
+
+static void vit5_twiddles(int64_t n, float *re, float *im) {
+    for (int64_t j = 0; j < n / 2; j++) {
+        const double angle = -2.0 * 3.14159265358979323846 * (double)j / (double)n;
+        re[j] = (float)cos(angle);
+        im[j] = (float)sin(angle);
+    }
+}
+
+/* Bit-reversed position of the partner frequency -k of the frequency at bit-reversed position p. */
+static void vit5_partners(int64_t n, int32_t *partner) {
+    int bits = 0;
+    while (((int64_t)1 << bits) < n) bits++;
+    for (int64_t p = 0; p < n; p++) {
+        int64_t k = 0, q = 0;
+        for (int b = 0; b < bits; b++) k |= ((p >> b) & 1) << (bits - 1 - b);
+        const int64_t neg = (n - k) % n;
+        for (int b = 0; b < bits; b++) q |= ((neg >> b) & 1) << (bits - 1 - b);
+        partner[p] = (int32_t)q;
+    }
+}
+
+/* x [B, nh, nw, C] with strides (sxb, sxh, sxw, 1); spec [ceil(C / 16), fh, fw, 4, 8] (A re, A im,
+ * B re, B im per bit-reversed position); out [B, nh, nw, C] with strides (sob, soh, sow, 1):
+ * out = y, or shortcut[c] * x + y when shortcut is not NULL (two roundings, as PyTorch's
+ * shortcut * x + y). work: threads x fh x fw x 16 floats, 64-byte aligned. Returns 0, or -1 for
+ * sizes it does not take (not powers of two >= 4, or more than half the FFT size of signal). */
+int vit5_fft_conv2d(const float *x, int64_t batch, int64_t nh, int64_t nw, int64_t channels, int64_t sxb,
+                    int64_t sxh, int64_t sxw, const float *spec, int64_t fh, int64_t fw, const float *shortcut,
+                    float *out, int64_t sob, int64_t soh, int64_t sow, float *work, int threads) {
+    if (fh < 4 || fw < 4 || (fh & (fh - 1)) || (fw & (fw - 1)) || fh > 4096 || fw > 4096 || 2 * nh > fh ||
+        2 * nw > fw || nh < 1 || nw < 1)
+        return -1;
+    float twhr[2048], twhi[2048], twwr[2048], twwi[2048];
+    int32_t parth[4096], partw[4096];
+    vit5_twiddles(fh, twhr, twhi);
+    vit5_twiddles(fw, twwr, twwi);
+    vit5_partners(fh, parth);
+    vit5_partners(fw, partw);
+    const int64_t groups = (channels + 15) / 16, items = groups * batch, row = fw * EL;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t item = 0; item < items; item++) {
+        const int64_t g = item / batch, b = item % batch, c0 = g * 16;
+        const int64_t lanes = channels - c0 < 16 ? channels - c0 : 16;
+        float *buf = work + (int64_t)omp_get_thread_num() * fh * row;
+        const float *xs = x + b * sxb + c0;
+        /* load: rows < nh, columns < nw; zeros up to fw / 2 and in rows nh .. fh / 2 */
+        for (int64_t h = 0; h < nh; h++) {
+            float *e = buf + h * row;
+            const float *xr = xs + h * sxh;
+            if (lanes == 16) {
+                for (int64_t w = 0; w < nw; w++, e += EL) {
+                    V(e) = VU(xr + w * sxw);
+                    V(e + 8) = VU(xr + w * sxw + 8);
+                }
+            } else {
+                for (int64_t w = 0; w < nw; w++, e += EL)
+                    for (int l = 0; l < 16; l++) e[l] = l < lanes ? xr[w * sxw + l] : 0.f;
+            }
+            memset(buf + h * row + nw * EL, 0, (size_t)(fw / 2 - nw) * EL * sizeof(float));
+            vit5_fft_forward(buf + h * row, fw, EL, 1, 0, twwr, twwi);
+        }
+        memset(buf + nh * row, 0, (size_t)(fh / 2 - nh) * row * sizeof(float));
+        vit5_fft_forward(buf, fh, row, fw, 0, twhr, twhi);
+        /* spectral product, k and -k together */
+        const float *sp = spec + g * fh * fw * 32;
+        for (int64_t ph = 0; ph < fh; ph++) {
+            for (int64_t pw = 0; pw < fw; pw++) {
+                const int64_t p = ph * fw + pw, q = (int64_t)parth[ph] * fw + partw[pw];
+                if (q < p) continue;
+                float *zp = buf + p * EL, *zq = buf + q * EL;
+                const float *sp_ = sp + p * 32, *sq = sp + q * 32;
+                const v8 pr = V(zp), pi = V(zp + 8), qr = V(zq), qi = V(zq + 8);
+                const v8 apr = VU(sp_), api = VU(sp_ + 8), bpr = VU(sp_ + 16), bpi = VU(sp_ + 24);
+                /* W[p] = Z[p] A[p] + conj(Z[q]) B[p] */
+                V(zp) = (pr * apr - pi * api) + (qr * bpr + qi * bpi);
+                V(zp + 8) = (pr * api + pi * apr) + (qr * bpi - qi * bpr);
+                if (q != p) {
+                    const v8 aqr = VU(sq), aqi = VU(sq + 8), bqr = VU(sq + 16), bqi = VU(sq + 24);
+                    V(zq) = (qr * aqr - qi * aqi) + (pr * bqr + pi * bqi);
+                    V(zq + 8) = (qr * aqi + qi * aqr) + (pr * bqi - pi * bqr);
+                }
+            }
+        }
+        vit5_fft_inverse(buf, fh, row, fw, nh, twhr, twhi);
+        float *os = out + b * sob + c0;
+        for (int64_t h = 0; h < nh; h++) {
+            float *e = buf + h * row;
+            vit5_fft_inverse(e, fw, EL, 1, nw, twwr, twwi);
+            float *orow = os + h * soh;
+            const float *xr = xs + h * sxh;
+            for (int64_t w = 0; w < nw; w++, e += EL) {
+                if (lanes == 16) {
+                    v8 lo = V(e), hi = V(e + 8);
+                    if (shortcut) {
+                        lo = VU(shortcut + c0) * VU(xr + w * sxw) + lo;
+                        hi = VU(shortcut + c0 + 8) * VU(xr + w * sxw + 8) + hi;
+                    }
+                    VU(orow + w * sow) = lo;
+                    VU(orow + w * sow + 8) = hi;
+                } else {
+                    for (int l = 0; l < lanes; l++)
+                        orow[w * sow + l] = shortcut ? shortcut[c0 + l] * xr[w * sxw + l] + e[l] : e[l];
+                }
+            }
+        }
+    }
+    return 0;
+}
+
+/* The kernel spectrum vit5_fft_conv2d reads: k [C, kh, kw] with strides (skc, skh, skw); spec
+ * [ceil(C / 16), fh, fw, 4, 8]. Per group, the taps a = (k_c + k_d) s and b = (k_c - k_d) s
+ * (s = 1 / (2 fh fw); c = c0 + l, d = c0 + 8 + l) are shifted back by the crop start (sh, sw),
+ * zero padded to fh x fw and transformed together as a + i b; A and B are separated from the
+ * packed spectrum through the partner tables, in bit-reversed order. work: threads x fh x fw x 16
+ * floats. Returns 0, or -1 for sizes it does not take. */
+int vit5_fft_kernel_spectrum(const float *k, int64_t channels, int64_t kh, int64_t kw, int64_t skc, int64_t skh,
+                             int64_t skw, int64_t sh, int64_t sw, int64_t fh, int64_t fw, float *spec, float *work,
+                             int threads) {
+    if (fh < 4 || fw < 4 || (fh & (fh - 1)) || (fw & (fw - 1)) || fh > 4096 || fw > 4096 || kh > fh || kw > fw ||
+        sh < 0 || sw < 0 || sh >= fh || sw >= fw)
+        return -1;
+    float twhr[2048], twhi[2048], twwr[2048], twwi[2048];
+    int32_t parth[4096], partw[4096];
+    vit5_twiddles(fh, twhr, twhi);
+    vit5_twiddles(fw, twwr, twwi);
+    vit5_partners(fh, parth);
+    vit5_partners(fw, partw);
+    const int64_t groups = (channels + 15) / 16, row = fw * EL;
+    const float scale = 0.5f / (float)(fh * fw);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t g = 0; g < groups; g++) {
+        const int64_t c0 = g * 16, lanes = channels - c0 < 16 ? channels - c0 : 16;
+        float *buf = work + (int64_t)omp_get_thread_num() * fh * row;
+        memset(buf, 0, (size_t)(fh * row) * sizeof(float));
+        for (int64_t i = 0; i < fh; i++) {
+            const int64_t ti = (i + sh) % fh;
+            if (ti >= kh) continue;
+            for (int64_t j = 0; j < fw; j++) {
+                const int64_t tj = (j + sw) % fw;
+                if (tj >= kw) continue;
+                float *e = buf + i * row + j * EL;
+                const float *t = k + ti * skh + tj * skw + c0 * skc;
+                for (int l = 0; l < 8; l++) {
+                    const float kc = l < lanes ? t[l * skc] : 0.f, kd = l + 8 < lanes ? t[(l + 8) * skc] : 0.f;
+                    e[l] = (kc + kd) * scale;
+                    e[l + 8] = (kc - kd) * scale;
+                }
+            }
+        }
+        for (int64_t i = 0; i < fh; i++) vit5_fft_forward(buf + i * row, fw, EL, 1, 1, twwr, twwi);
+        vit5_fft_forward(buf, fh, row, fw, 1, twhr, twhi);
+        float *out = spec + g * fh * fw * 32;
+        const v8 half = vit5_bcast(0.5f);
+        for (int64_t ph = 0; ph < fh; ph++)
+            for (int64_t pw = 0; pw < fw; pw++) {
+                const int64_t p = ph * fw + pw, q = (int64_t)parth[ph] * fw + partw[pw];
+                const float *zp = buf + p * EL, *zq = buf + q * EL;
+                const v8 zr = V(zp), zi = V(zp + 8), qr = V(zq), qi = V(zq + 8);
+                float *o = out + p * 32;
+                VU(o) = (zr + qr) * half;      /* A = (Z[p] + conj Z[q]) / 2 */
+                VU(o + 8) = (zi - qi) * half;
+                VU(o + 16) = (zi + qi) * half; /* B = (Z[p] - conj Z[q]) / 2i */
+                VU(o + 24) = (qr - zr) * half;
+            }
+    }
+    return 0;
+}

@@ -32,11 +32,13 @@ the same bits whatever the batch size or channel chunking (see :func:`vit5.ops.f
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
+from vit5.ops import fftnative
 from vit5.ops.fftplan import (
     FFTConvPlan,
     apply_spectrum,
@@ -253,9 +255,11 @@ class _ZeroFFTConv(torch.autograd.Function):
     def forward(
         ctx: Any, x: torch.Tensor, kernel: torch.Tensor, plan: FFTConvPlan, channels_last: bool
     ) -> torch.Tensor:
-        z = x.movedim(-1, 1).contiguous() if channels_last else x  # (B, C, *S)
         ctx.save_for_backward(x, kernel)
         ctx.plan, ctx.channels_last = plan, channels_last
+        if channels_last and fftnative.supports(x, plan, kernel.shape[0]):  # the kernel eval runs too
+            return fftnative.convolve(x, fftnative.spectrum(kernel, plan), plan).movedim(-1, 1)  # (B, C, *S)
+        z = x.movedim(-1, 1).contiguous() if channels_last else x  # (B, C, *S)
         return apply_spectrum(z, kernel_spectrum(kernel, plan), plan)  # (B, C, *S)
 
     @staticmethod
@@ -265,10 +269,22 @@ class _ZeroFFTConv(torch.autograd.Function):
         z = x.movedim(-1, 1) if ctx.channels_last else x  # (B, C, *S)
         origin = (0,) * len(plan.sizes)
         need_x, need_kernel = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_x = torch.empty(z.shape, dtype=x.dtype, device=x.device) if need_x else None
+        grad_x = grad_x_last = None
+        if need_x and ctx.channels_last:
+            # dx is the convolution of the output gradient with the flipped kernel, cropped at
+            # K - 1 - s: the fused kernel's forward (the same FFT sizes are alias-free for it).
+            adjoint = dataclasses.replace(
+                plan, starts=tuple(k - 1 - s for k, s in zip(plan.taps, plan.starts))
+            )
+            g_last = grad.movedim(1, -1)  # (B, *S, C)
+            if fftnative.supports(g_last, adjoint, kernel.shape[0]):
+                flipped = kernel.flip(tuple(range(2, kernel.dim())))
+                grad_x_last = fftnative.convolve(g_last, fftnative.spectrum(flipped, adjoint), adjoint)
+        if need_x and grad_x_last is None:
+            grad_x = torch.empty(z.shape, dtype=x.dtype, device=x.device)
         grad_kernel = torch.empty_like(kernel) if need_kernel else None
         chunk = channel_chunk(z, plan)  # see vit5.ops.fftplan
-        for start in range(0, z.shape[1], chunk):
+        for start in range(0, z.shape[1] if grad_x is not None or need_kernel else 0, chunk):
             part = slice(start, start + chunk)
             g_f = forward_transform(grad[:, part], plan, plan.starts)  # (B, c, *F')
             if grad_x is not None:
@@ -279,7 +295,9 @@ class _ZeroFFTConv(torch.autograd.Function):
                 if kernel.shape[0] == 1 and product.shape[0] != 1:
                     product = product.sum(dim=0, keepdim=True)  # (1, c, *F')
                 grad_kernel[:, part] = inverse_transform(product, plan, origin, plan.taps)
-        if grad_x is not None and ctx.channels_last:
+        if grad_x_last is not None:
+            grad_x = grad_x_last.to(x.dtype)  # (B, *S, C)
+        elif grad_x is not None and ctx.channels_last:
             grad_x = grad_x.movedim(1, -1)  # (B, *S, C)
         return grad_x, grad_kernel, None, None
 
@@ -294,7 +312,8 @@ def fft_conv_zero_lowmem(x: torch.Tensor, kernel: torch.Tensor, channels_last: b
 
     Returns:
         ``[B, C, *S]`` in ``x.dtype`` (channels first in both cases); the same values as
-        :func:`fft_conv_zero` (bit for bit in the forward pass).
+        :func:`fft_conv_zero` (bit for bit in the forward pass, except where the fused CPU kernel
+        :mod:`vit5.ops.fftnative` takes channels-last input: to fp32 rounding).
     """
     z = x.movedim(-1, 1) if channels_last else x
     data_dim = _check(z, kernel)

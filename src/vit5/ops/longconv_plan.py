@@ -35,6 +35,12 @@ row  capture     grad    other conditions               path             cache  
 ``cache`` ``eval`` = cached in eval mode without conditioning (one kernel for every call), built
 per call in training mode or with FiLM conditioning (per-sample kernels).
 
+Rows 6 and 11 on 2-D grids with zero padding, one kernel for the batch and channels-last fp32
+CPU input run their forward convolution (row 6 also its input gradient) as one fused C kernel,
+:mod:`vit5.ops.fftnative` (:func:`vit5.ops.fftnative.supports` says when; cached in eval in its
+own layout): ViT-5 at 512 and 1024 px. Elsewhere (GPUs, bf16, channels-first, circular axes,
+FiLM kernels, ``VIT5_NATIVE=0``) they run PyTorch's transforms (:mod:`vit5.ops.fftplan`).
+
 ``dft ok`` = zero padding (causal allowed), channels-last input, 1 or 2 spatial axes, each at
 most :data:`DFT_MAX_SIGNAL` long (per-sample kernels allowed). Rows 5 and 9
 (:mod:`vit5.ops.dftconv`): the transforms are products with real DFT matrices whose long side

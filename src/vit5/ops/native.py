@@ -70,6 +70,8 @@ SIGNATURES = {
         None,
     ),
     "vit5_batched_matmul": ((_P, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _INT), None),
+    "vit5_fft_kernel_spectrum": ((_P, *(_I64,) * 10, _P, _P, _INT), _INT),
+    "vit5_fft_conv2d": ((_P, *(_I64,) * 7, _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _P, _INT), _INT),
 }
 
 _lock = threading.Lock()
