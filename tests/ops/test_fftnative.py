@@ -100,6 +100,8 @@ def test_supports_only_what_it_was_written_for() -> None:
     assert not fftnative.supports(x.movedim(-1, 1).contiguous().movedim(1, -1), zero)  # strided channels
     assert not fftnative.supports(x.to(torch.bfloat16), zero)
     assert not fftnative.supports(x[:, :4], zero)  # not the planned signal
+    big = plan_fft_conv((600, 8), (1199, 15), (False, False))  # 2048-point transforms
+    assert not fftnative.supports(torch.empty(1, 600, 8, 16), big)
     with native.disabled():
         assert not fftnative.supports(x, zero)
 
@@ -117,9 +119,10 @@ def test_a_spectrum_of_the_wrong_shape_is_refused() -> None:
 
 
 @pytest.mark.parametrize("taps", [(15, 15), (8, 6)], ids=str)
-def test_low_memory_training_runs_the_kernel_forward_and_for_the_input_gradient(taps) -> None:
-    """Forward and input gradient of the low-memory FFT convolution on channels-last input come
-    from the fused kernel (profiler ranges) and agree with the PyTorch transforms."""
+def test_low_memory_training_runs_the_kernels_forward_and_backward(taps) -> None:
+    """Forward, input gradient and kernel gradient of the low-memory FFT convolution on
+    channels-last input come from the fused kernels (profiler ranges) and agree with the PyTorch
+    transforms."""
     torch.manual_seed(3)
     x = torch.randn(2, 8, 8, 24)
     kernel = torch.randn(1, 24, *taps)
@@ -130,8 +133,27 @@ def test_low_memory_training_runs_the_kernel_forward_and_for_the_input_gradient(
         with torch.profiler.profile() as prof, native.disabled() if not fused else torch.enable_grad():
             y = fft_conv_zero_lowmem(xi, ki, channels_last=True)
             (y * weight).sum().backward()
-        calls = sum(e.count for e in prof.key_averages() if e.key == "vit5_fft_conv2d")
-        assert calls == (2 if fused else 0)
+        calls = {e.key: e.count for e in prof.key_averages()}
+        assert calls.get("vit5_fft_conv2d", 0) == (2 if fused else 0)  # forward, input gradient
+        assert calls.get("vit5_fft_conv2d_kernel_grad", 0) == (1 if fused else 0)
         results.append((y.detach(), xi.grad, ki.grad))
     for ours, theirs in zip(*results):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("batch,grid,channels,taps", CASES[:5], ids=str)
+def test_kernel_gradient_is_the_batch_sum_of_correlations(batch, grid, channels, taps) -> None:
+    """dk[c, t] = sum_b sum_i g[b, i, c] x[b, i + s - t, c], against fp64 autograd of the direct
+    convolution, for strided inputs and a channels-last kernel layout."""
+    torch.manual_seed(4)
+    x = torch.randn(batch, *grid, 2 * channels)[..., :channels]
+    grad = torch.randn(batch, *grid, channels)
+    kernel = torch.randn(1, *taps, channels).movedim(-1, 1)  # channels-last strides, as CKConvND's
+    plan = plan_fft_conv(grid, taps, (False, False))
+    ours = fftnative.kernel_gradient(x, grad, plan, kernel)
+    k64 = kernel.double().requires_grad_()
+    (direct(x, k64, plan.starts) * grad.double()).sum().backward()
+    assert ours.shape == kernel.shape and ours.stride() == kernel.stride()
+    assert (ours.double() - k64.grad).abs().max() <= 2e-6 * k64.grad.abs().max()
+    with pytest.raises(ValueError, match="grad must be fp32"):
+        fftnative.kernel_gradient(x, grad[..., :1], plan, kernel)

@@ -471,7 +471,8 @@ static void vit5_fft_forward(float *p, int64_t n, int64_t st, int64_t cols, int 
     }
 }
 
-/* Inverse (unscaled) transform from bit-reversed order; only points < keep (<= n / 2) are final. */
+/* Inverse (unscaled) transform from bit-reversed order; only points < keep are final (all of them
+ * when keep > n / 2). */
 static void vit5_fft_inverse(float *p, int64_t n, int64_t st, int64_t cols, int64_t keep, const float *twr,
                              const float *twi) {
     for (int64_t m = 1; m < n / 2; m *= 2) {
@@ -481,6 +482,10 @@ static void vit5_fft_inverse(float *p, int64_t n, int64_t st, int64_t cols, int6
                 vit5_dit_pair(p + (s + j) * st, p + (s + j + m) * st, cols, twr[j * step], twi[j * step]);
     }
     const int64_t m = n / 2;
+    if (keep > m) { /* every output: the full last stage */
+        for (int64_t j = 0; j < m; j++) vit5_dit_pair(p + j * st, p + (j + m) * st, cols, twr[j], twi[j]);
+        return;
+    }
     for (int64_t j = 0; j < keep; j++) { /* last stage: only a + b w* */
         const v8 vr = vit5_bcast(twr[j]), vi = vit5_bcast(twi[j]);
         float *a = p + j * st, *b = p + (j + m) * st;
@@ -513,6 +518,44 @@ static void vit5_partners(int64_t n, int32_t *partner) {
     }
 }
 
+/* exp(-2 pi i s k / n) at the bit-reversed position of every frequency k. */
+static void vit5_shift_ramp(int64_t n, int64_t s, float *re, float *im) {
+    int bits = 0;
+    while (((int64_t)1 << bits) < n) bits++;
+    for (int64_t p = 0; p < n; p++) {
+        int64_t k = 0;
+        for (int b = 0; b < bits; b++) k |= ((p >> b) & 1) << (bits - 1 - b);
+        const double angle = -2.0 * 3.14159265358979323846 * (double)((s * k) % n) / (double)n;
+        re[p] = (float)cos(angle);
+        im[p] = (float)sin(angle);
+    }
+}
+
+/* Packs 16 channels of one sample (xs: its first channel, rows sxh and columns sxw apart, `lanes`
+ * of them real) as 8 complex lanes into buf and transforms it (bit-reversed spectrum). */
+static void vit5_fft_load_forward(const float *xs, int64_t sxh, int64_t sxw, int64_t lanes, int64_t nh, int64_t nw,
+                                  int64_t fh, int64_t fw, float *buf, const float *twhr, const float *twhi,
+                                  const float *twwr, const float *twwi) {
+    const int64_t row = fw * EL;
+    for (int64_t h = 0; h < nh; h++) { /* rows < nh, columns < nw; zeros up to fw / 2 */
+        float *e = buf + h * row;
+        const float *xr = xs + h * sxh;
+        if (lanes == 16) {
+            for (int64_t w = 0; w < nw; w++, e += EL) {
+                V(e) = VU(xr + w * sxw);
+                V(e + 8) = VU(xr + w * sxw + 8);
+            }
+        } else {
+            for (int64_t w = 0; w < nw; w++, e += EL)
+                for (int l = 0; l < 16; l++) e[l] = l < lanes ? xr[w * sxw + l] : 0.f;
+        }
+        memset(buf + h * row + nw * EL, 0, (size_t)(fw / 2 - nw) * EL * sizeof(float));
+        vit5_fft_forward(buf + h * row, fw, EL, 1, 0, twwr, twwi);
+    }
+    memset(buf + nh * row, 0, (size_t)(fh / 2 - nh) * row * sizeof(float)); /* zero rows up to fh / 2 */
+    vit5_fft_forward(buf, fh, row, fw, 0, twhr, twhi);
+}
+
 /* x [B, nh, nw, C] with strides (sxb, sxh, sxw, 1); spec [ceil(C / 16), fh, fw, 4, 8] (A re, A im,
  * B re, B im per bit-reversed position); out [B, nh, nw, C] with strides (sob, soh, sow, 1):
  * out = y, or shortcut[c] * x + y when shortcut is not NULL (two roundings, as PyTorch's
@@ -537,24 +580,7 @@ int vit5_fft_conv2d(const float *x, int64_t batch, int64_t nh, int64_t nw, int64
         const int64_t lanes = channels - c0 < 16 ? channels - c0 : 16;
         float *buf = work + (int64_t)omp_get_thread_num() * fh * row;
         const float *xs = x + b * sxb + c0;
-        /* load: rows < nh, columns < nw; zeros up to fw / 2 and in rows nh .. fh / 2 */
-        for (int64_t h = 0; h < nh; h++) {
-            float *e = buf + h * row;
-            const float *xr = xs + h * sxh;
-            if (lanes == 16) {
-                for (int64_t w = 0; w < nw; w++, e += EL) {
-                    V(e) = VU(xr + w * sxw);
-                    V(e + 8) = VU(xr + w * sxw + 8);
-                }
-            } else {
-                for (int64_t w = 0; w < nw; w++, e += EL)
-                    for (int l = 0; l < 16; l++) e[l] = l < lanes ? xr[w * sxw + l] : 0.f;
-            }
-            memset(buf + h * row + nw * EL, 0, (size_t)(fw / 2 - nw) * EL * sizeof(float));
-            vit5_fft_forward(buf + h * row, fw, EL, 1, 0, twwr, twwi);
-        }
-        memset(buf + nh * row, 0, (size_t)(fh / 2 - nh) * row * sizeof(float));
-        vit5_fft_forward(buf, fh, row, fw, 0, twhr, twhi);
+        vit5_fft_load_forward(xs, sxh, sxw, lanes, nh, nw, fh, fw, buf, twhr, twhi, twwr, twwi);
         /* spectral product, k and -k together */
         const float *sp = spec + g * fh * fw * 32;
         for (int64_t ph = 0; ph < fh; ph++) {
@@ -656,6 +682,83 @@ int vit5_fft_kernel_spectrum(const float *k, int64_t channels, int64_t kh, int64
                 VU(o + 16) = (zi + qi) * half; /* B = (Z[p] - conj Z[q]) / 2i */
                 VU(o + 24) = (qr - zr) * half;
             }
+    }
+    return 0;
+}
+
+/* Gradient of vit5_fft_conv2d's convolution with respect to the kernel, summed over the batch:
+ * dk[c, t] = sum_b sum_i g[b, i, c] x[b, i + s - t, c] for taps t < (kh, kw), crop start s = (sh,
+ * sw). x and g [B, nh, nw, C] with strides (sxb, sxh, sxw, 1) and (sgb, sgh, sgw, 1); dk [C, kh,
+ * kw] with strides (skc, skh, skw). Per group of 16 channels both signals are transformed packed
+ * (as vit5_fft_conv2d does), the two halves separated per frequency pair, conj(X) G summed over
+ * the batch (packed again as Pc + i Pd), shifted by the crop start and transformed back in full.
+ * work: threads x 3 x fh x fw x 16 floats. Returns 0, or -1 for sizes it does not take. */
+int vit5_fft_conv2d_kernel_grad(const float *x, const float *g, int64_t batch, int64_t nh, int64_t nw,
+                                int64_t channels, int64_t sxb, int64_t sxh, int64_t sxw, int64_t sgb, int64_t sgh,
+                                int64_t sgw, int64_t sh, int64_t sw, int64_t fh, int64_t fw, float *dk, int64_t kh,
+                                int64_t kw, int64_t skc, int64_t skh, int64_t skw, float *work, int threads) {
+    if (fh < 4 || fw < 4 || (fh & (fh - 1)) || (fw & (fw - 1)) || fh > 4096 || fw > 4096 || 2 * nh > fh ||
+        2 * nw > fw || nh < 1 || nw < 1 || kh > fh || kw > fw || kh < 1 || kw < 1)
+        return -1;
+    float twhr[2048], twhi[2048], twwr[2048], twwi[2048];
+    int32_t parth[4096], partw[4096];
+    float rhr[4096], rhi[4096], rwr[4096], rwi[4096];
+    vit5_twiddles(fh, twhr, twhi);
+    vit5_twiddles(fw, twwr, twwi);
+    vit5_partners(fh, parth);
+    vit5_partners(fw, partw);
+    vit5_shift_ramp(fh, sh, rhr, rhi);
+    vit5_shift_ramp(fw, sw, rwr, rwi);
+    const int64_t groups = (channels + 15) / 16, row = fw * EL, plane = fh * row;
+    const v8 half = vit5_bcast(0.5f);
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t grp = 0; grp < groups; grp++) {
+        const int64_t c0 = grp * 16, lanes = channels - c0 < 16 ? channels - c0 : 16;
+        float *bx = work + (int64_t)omp_get_thread_num() * 3 * plane, *bg = bx + plane, *acc = bg + plane;
+        memset(acc, 0, (size_t)plane * sizeof(float));
+        for (int64_t b = 0; b < batch; b++) {
+            vit5_fft_load_forward(x + b * sxb + c0, sxh, sxw, lanes, nh, nw, fh, fw, bx, twhr, twhi, twwr, twwi);
+            vit5_fft_load_forward(g + b * sgb + c0, sgh, sgw, lanes, nh, nw, fh, fw, bg, twhr, twhi, twwr, twwi);
+            for (int64_t ph = 0; ph < fh; ph++)
+                for (int64_t pw = 0; pw < fw; pw++) {
+                    const int64_t p = ph * fw + pw, q = (int64_t)parth[ph] * fw + partw[pw];
+                    if (q < p) continue;
+                    const float *xp = bx + p * EL, *xq = bx + q * EL, *gp = bg + p * EL, *gq = bg + q * EL;
+                    /* halves at p: C = (Z[p] + conj Z[q]) / 2, D = (Z[p] - conj Z[q]) / 2i */
+                    const v8 xcr = (V(xp) + V(xq)) * half, xci = (V(xp + 8) - V(xq + 8)) * half;
+                    const v8 xdr = (V(xp + 8) + V(xq + 8)) * half, xdi = (V(xq) - V(xp)) * half;
+                    const v8 gcr = (V(gp) + V(gq)) * half, gci = (V(gp + 8) - V(gq + 8)) * half;
+                    const v8 gdr = (V(gp + 8) + V(gq + 8)) * half, gdi = (V(gq) - V(gp)) * half;
+                    /* Pc = conj(Xc) Gc, Pd = conj(Xd) Gd at p; at q their conjugates */
+                    const v8 pcr = xcr * gcr + xci * gci, pci = xcr * gci - xci * gcr;
+                    const v8 pdr = xdr * gdr + xdi * gdi, pdi = xdr * gdi - xdi * gdr;
+                    float *ap = acc + p * EL, *aq = acc + q * EL;
+                    V(ap) = V(ap) + (pcr - pdi); /* Pc + i Pd */
+                    V(ap + 8) = V(ap + 8) + (pci + pdr);
+                    if (q != p) {
+                        V(aq) = V(aq) + (pcr + pdi); /* conj(Pc) + i conj(Pd) */
+                        V(aq + 8) = V(aq + 8) + (pdr - pci);
+                    }
+                }
+        }
+        /* shift by the crop start (output gradient placed at s) and scale, then invert in full */
+        const float scale = 1.0f / (float)(fh * fw);
+        for (int64_t ph = 0; ph < fh; ph++)
+            for (int64_t pw = 0; pw < fw; pw++) {
+                const float rr = rhr[ph] * rwr[pw] - rhi[ph] * rwi[pw], ri = rhr[ph] * rwi[pw] + rhi[ph] * rwr[pw];
+                const v8 vr = vit5_bcast(rr * scale), vi = vit5_bcast(ri * scale);
+                float *a = acc + (ph * fw + pw) * EL;
+                const v8 ar = V(a), ai = V(a + 8);
+                V(a) = ar * vr - ai * vi;
+                V(a + 8) = ar * vi + ai * vr;
+            }
+        vit5_fft_inverse(acc, fh, row, fw, kh, twhr, twhi);
+        for (int64_t t = 0; t < kh; t++) {
+            float *e = acc + t * row;
+            vit5_fft_inverse(e, fw, EL, 1, kw, twwr, twwi);
+            for (int64_t u = 0; u < kw; u++, e += EL)
+                for (int l = 0; l < lanes; l++) dk[(c0 + l) * skc + t * skh + u * skw] = e[l];
+        }
     }
     return 0;
 }

@@ -269,7 +269,7 @@ class _ZeroFFTConv(torch.autograd.Function):
         z = x.movedim(-1, 1) if ctx.channels_last else x  # (B, C, *S)
         origin = (0,) * len(plan.sizes)
         need_x, need_kernel = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_x = grad_x_last = None
+        grad_x = grad_x_last = fused_kernel = None
         if need_x and ctx.channels_last:
             # dx is the convolution of the output gradient with the flipped kernel, cropped at
             # K - 1 - s: the fused kernel's forward (the same FFT sizes are alias-free for it).
@@ -282,9 +282,15 @@ class _ZeroFFTConv(torch.autograd.Function):
                 grad_x_last = fftnative.convolve(g_last, fftnative.spectrum(flipped, adjoint), adjoint)
         if need_x and grad_x_last is None:
             grad_x = torch.empty(z.shape, dtype=x.dtype, device=x.device)
-        grad_kernel = torch.empty_like(kernel) if need_kernel else None
+        grad_kernel = None
+        if need_kernel and ctx.channels_last and fftnative.supports(x, plan, kernel.shape[0]):
+            g_last = grad.movedim(1, -1)  # (B, *S, C)
+            if fftnative.takes_input(g_last):
+                fused_kernel = fftnative.kernel_gradient(x, g_last, plan, kernel)
+        if need_kernel and fused_kernel is None:
+            grad_kernel = torch.empty_like(kernel)
         chunk = channel_chunk(z, plan)  # see vit5.ops.fftplan
-        for start in range(0, z.shape[1] if grad_x is not None or need_kernel else 0, chunk):
+        for start in range(0, z.shape[1] if grad_x is not None or grad_kernel is not None else 0, chunk):
             part = slice(start, start + chunk)
             g_f = forward_transform(grad[:, part], plan, plan.starts)  # (B, c, *F')
             if grad_x is not None:
@@ -295,6 +301,8 @@ class _ZeroFFTConv(torch.autograd.Function):
                 if kernel.shape[0] == 1 and product.shape[0] != 1:
                     product = product.sum(dim=0, keepdim=True)  # (1, c, *F')
                 grad_kernel[:, part] = inverse_transform(product, plan, origin, plan.taps)
+        if fused_kernel is not None:
+            grad_kernel = fused_kernel
         if grad_x_last is not None:
             grad_x = grad_x_last.to(x.dtype)  # (B, *S, C)
         elif grad_x is not None and ctx.channels_last:

@@ -71,6 +71,7 @@ SIGNATURES = {
     ),
     "vit5_batched_matmul": ((_P, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _INT), None),
     "vit5_fft_kernel_spectrum": ((_P, *(_I64,) * 10, _P, _P, _INT), _INT),
+    "vit5_fft_conv2d_kernel_grad": ((_P, _P, *(_I64,) * 14, _P, *(_I64,) * 5, _P, _INT), _INT),
     "vit5_fft_conv2d": ((_P, *(_I64,) * 7, _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _P, _INT), _INT),
 }
 
