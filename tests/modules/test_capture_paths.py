@@ -167,15 +167,17 @@ def test_onnx_export_of_the_fft_path(monkeypatch: pytest.MonkeyPatch, tmp_path) 
     assert rel(_onnx_run(module, x, x5, tmp_path / "conv.onnx"), expected) <= 1e-4
 
 
-@pytest.mark.parametrize("path", ["dense", "dft"])
+@pytest.mark.parametrize("path", ["dense", "dft", "fused"])
 def test_alternating_inference_and_training_never_reuses_an_inference_cache(
     path: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """One model object: eval without autograd (builds the cache: the dense operator, or the DFT
-    kernel spectrum), eval with autograd, a training step, eval again: every output equals that of
-    a fresh copy with the same weights."""
-    if path == "dft":
+    """One model object: eval without autograd (builds the cache: the dense operator, the DFT
+    kernel spectrum or the fused FFT kernel's spectrum), eval with autograd, a training step, eval
+    again: every output equals that of a fresh copy with the same weights."""
+    if path != "dense":
         monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 0)
+    if path == "dft":
+        monkeypatch.setattr(longconv_plan, "FUSED_MAX_SIGNAL", 0)
     torch.manual_seed(3)
     model = _LogitsOf(create_model("vit5_tiny_hybrid"))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -190,7 +192,8 @@ def test_alternating_inference_and_training_never_reuses_an_inference_cache(
             cached = model(x)
             assert torch.equal(model(x), cached)  # second call reads the cache
         caches = [m._spectrum_cache for m in model.modules() if hasattr(m, "_spectrum_cache")]
-        kind = {"dense": 3, "dft": 4}[path]  # [C, T, T] operator or [1, F1', 2, F2 C] spectrum
+        # [C, T, T] operator, [1, F1', 2, F2 C] spectrum or the fused kernel's [G, F_h, F_w, 4, 8]
+        kind = {"dense": 3, "dft": 4, "fused": 5}[path]
         assert caches and all(c is not None and c[2].ndim == kind for c in caches)
         with_grad = model(x)  # eval mode, autograd on: the cache must not be read
         assert with_grad.requires_grad

@@ -485,8 +485,9 @@ def test_parity_film(after: bool) -> None:
 @pytest.mark.parity
 @requires_reference
 def test_parity_dft_training_path(monkeypatch: pytest.MonkeyPatch, overrides: dict) -> None:
-    """The DFT-matrix training path (planner row 5): outputs and every gradient as the reference."""
-    monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 0)  # no dense operator: row 5
+    """The DFT-matrix training path (planner row 6): outputs and every gradient as the reference."""
+    monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 0)  # no dense operator
+    monkeypatch.setattr(longconv_plan, "FUSED_MAX_SIGNAL", 0)  # nor the fused FFT kernels: row 6
     seen = []
     plan = longconv_plan.plan_long_conv
     monkeypatch.setattr(

@@ -293,6 +293,8 @@ def test_eval_path_is_bit_identical_to_the_training_forward(
         monkeypatch.setattr(longconv_plan, "DFT_MAX_SIGNAL", 0)
     if path == "fft-pytorch":
         monkeypatch.setenv(native.ENV_SWITCH, "0")
+    if path == "dft":
+        monkeypatch.setattr(longconv_plan, "FUSED_MAX_SIGNAL", 0)
     monkeypatch.setattr(dftconv, "CHUNK_BYTES", 1)  # one sample per chunk
     torch.manual_seed(12)
     channels = 40

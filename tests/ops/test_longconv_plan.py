@@ -45,8 +45,32 @@ def plan(**overrides: object) -> LongConvPlan:
         # row 3
         (dict(chunked=True, grad_enabled=True), LongConvPlan(LongConvPath.FFT_CHUNKED)),
         (dict(chunked=True), LongConvPlan(LongConvPath.FFT_CHUNKED)),
-        # rows 4-7: autograd
+        # rows 4-8: autograd
         (dict(grad_enabled=True, training=True), LongConvPlan(LongConvPath.DENSE)),
+        (dict(grad_enabled=True, fused_input=True), LongConvPlan(LongConvPath.DENSE)),  # tiny: dense first
+        (
+            dict(grad_enabled=True, fused_input=True, signal=(14, 14), channels=384),
+            LongConvPlan(LongConvPath.FFT_LOWMEM, fused=True),
+        ),
+        (
+            dict(grad_enabled=True, fused_input=True, signal=(512, 300)),
+            LongConvPlan(LongConvPath.FFT_LOWMEM, fused=True),
+        ),
+        (dict(grad_enabled=True, fused_input=True, signal=(513, 8)), LongConvPlan(LongConvPath.FFT_LOWMEM)),
+        (
+            dict(grad_enabled=True, fused_input=True, signal=(14, 14), per_sample_kernels=True),
+            LongConvPlan(LongConvPath.DFT),
+        ),
+        (dict(grad_enabled=True, fused_input=True, signal=(9,), causal=True), LongConvPlan(LongConvPath.DFT)),
+        (dict(grad_enabled=True, fused_input=True, signal=(8, 8, 8)), LongConvPlan(LongConvPath.FFT_LOWMEM)),
+        (
+            dict(grad_enabled=True, fused_input=True, signal=LARGE, channels_last=False),
+            LongConvPlan(LongConvPath.FFT_LOWMEM),
+        ),
+        (
+            dict(grad_enabled=True, fused_input=True, signal=LARGE, zero_padding=False),
+            LongConvPlan(LongConvPath.FFT),
+        ),
         (dict(grad_enabled=True, signal=(14, 14), channels=384), LongConvPlan(LongConvPath.DFT)),
         (dict(grad_enabled=True, signal=(24, 24)), LongConvPlan(LongConvPath.DFT)),  # the bound
         (dict(grad_enabled=True, signal=LARGE), LongConvPlan(LongConvPath.FFT_LOWMEM)),
@@ -57,8 +81,25 @@ def plan(**overrides: object) -> LongConvPlan:
         (dict(grad_enabled=True, channels_last=False), LongConvPlan(LongConvPath.FFT_LOWMEM)),
         (dict(grad_enabled=True, zero_padding=False), LongConvPlan(LongConvPath.FFT)),
         (dict(grad_enabled=True, causal=True, signal=(64,)), LongConvPlan(LongConvPath.FFT)),
-        # rows 8-11: no autograd; eval without conditioning caches the operand
+        # rows 9-13: no autograd; eval without conditioning caches the operand
         (dict(), LongConvPlan(LongConvPath.DENSE, cache=True)),  # 0.6 MB operator
+        (dict(fused_input=True), LongConvPlan(LongConvPath.DENSE, cache=True)),
+        (
+            dict(fused_input=True, signal=(14, 14), channels=384),
+            LongConvPlan(LongConvPath.FFT, cache=True, fused=True),
+        ),
+        (
+            dict(fused_input=True, signal=LARGE, training=True),
+            LongConvPlan(LongConvPath.FFT, fused=True),
+        ),
+        (
+            dict(fused_input=True, signal=LARGE, per_sample_kernels=True),
+            LongConvPlan(LongConvPath.FFT),
+        ),
+        (
+            dict(fused_input=True, signal=(4, 4, 4), channels=384),
+            LongConvPlan(LongConvPath.DENSE, cache=True),
+        ),
         (dict(signal=(14, 14), channels=384), LongConvPlan(LongConvPath.DFT, cache=True)),  # 59 MB
         (dict(signal=(24, 24), channels=384), LongConvPlan(LongConvPath.DFT, cache=True)),
         (dict(signal=(9,), causal=True), LongConvPlan(LongConvPath.DFT, cache=True)),

@@ -229,27 +229,16 @@ class CKConvND(nn.Module):
         return tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
 
     def _operand(
-        self,
-        plan: LongConvPlan,
-        x: torch.Tensor,
-        channels_last: bool,
-        spatial: tuple[int, ...],
-        conditioning: torch.Tensor | None,
+        self, plan: LongConvPlan, x: torch.Tensor, spatial: tuple[int, ...], conditioning: torch.Tensor | None
     ) -> tuple[FFTConvPlan | None, Any]:
         """``(fft_plan, operand)`` for ``plan.path``: the dense ``[C, T, T]`` operator (DENSE), the
-        kernel spectrum pair (FFT; one tensor in the fused kernel's layout where
-        :func:`vit5.ops.fftnative.supports` the call), the kernel's DFT-matrix spectrum (DFT with
+        kernel spectrum pair (FFT; one tensor in the fused kernel's layout when ``plan.fused``),
+        the kernel's DFT-matrix spectrum (DFT with
         ``plan.cache``), else the kernel ``[1|B, C, *taps]`` itself. With ``plan.cache`` the operand
         is reused while the key (see the class doc) is unchanged."""
-        fused = (
-            plan.path is LongConvPath.FFT
-            and channels_last
-            and not torch.is_grad_enabled()
-            and fftnative.takes_input(x)
-        )
         key = None
         if plan.cache:
-            key = (spatial, plan.path, fused)
+            key = (spatial, plan)
             if self._spectrum_cache is not None and self._spectrum_cache[0] == (*key, self._state_key()):
                 return self._spectrum_cache[1], self._spectrum_cache[2]
         if plan.path not in _TRACED_PATHS:  # a captured graph leaves module state alone
@@ -260,7 +249,9 @@ class CKConvND(nn.Module):
             fft_plan = plan_fft_conv(spatial, kernel.shape[2:], self._periodic, self.is_causal)
         if plan.path is LongConvPath.DENSE:
             operand = dense_conv_operator(kernel, spatial)  # (C, T, T)
-        elif plan.path is LongConvPath.FFT and fused and fftnative.supports(x, fft_plan, kernel.shape[0]):
+        elif (
+            plan.path is LongConvPath.FFT and plan.fused and fftnative.supports(x, fft_plan, kernel.shape[0])
+        ):
             operand = fftnative.spectrum(kernel, fft_plan)  # (G, F_h, F_w, 4, 8)
         elif plan.path is LongConvPath.FFT:
             operand = kernel_spectrum(kernel, fft_plan)
@@ -286,7 +277,7 @@ class CKConvND(nn.Module):
             if plan.cache:  # operand: the cached kernel spectrum
                 return dft_conv_spectrum(x, operand, fft_plan, shortcut=self.shortcut)  # (B, *S, C)
             return dft_conv(x, operand.movedim(1, -1), fft_plan, shortcut=self.shortcut)  # (B, *S, C)
-        if path is LongConvPath.FFT and isinstance(operand, torch.Tensor):  # fused CPU kernel, no grad
+        if path is LongConvPath.FFT and plan.fused and isinstance(operand, torch.Tensor):  # no grad here
             return fftnative.convolve(x, operand, fft_plan, shortcut=self.shortcut)  # (B, *S, C)
         shortcut = self.shortcut.to(x.dtype)
         if path is LongConvPath.TRACED_DENSE:
@@ -298,7 +289,7 @@ class CKConvND(nn.Module):
             out = shortcut * x  # (B, *S, C)
             return out.add_(dense_operator_product(x, operand).to(x.dtype).permute(1, 2, 0).view(x.shape))
         if path is LongConvPath.FFT_LOWMEM:  # keeps x, not its spectrum, for the backward pass
-            y = fft_conv_zero_lowmem(x, operand, channels_last)  # (B, C, *S)
+            y = fft_conv_zero_lowmem(x, operand, channels_last, fused=plan.fused)  # (B, C, *S)
         elif path is LongConvPath.TRACED_FFT:
             z = x.movedim(-1, 1) if channels_last else x  # (B, C, *S); the graph's compiler picks layouts
             convolve = traced_dft_conv if plan.dft_matrices else traced_fft_conv
@@ -363,8 +354,9 @@ class CKConvND(nn.Module):
             zero_padding=not any(self._periodic),
             causal=self.is_causal,
             chunked=self.use_chunked_fftconv,
+            fused_input=channels_last and fftnative.takes_input(x),
         )
-        fft_plan, operand = self._operand(plan, x, channels_last, spatial, conditioning)
+        fft_plan, operand = self._operand(plan, x, spatial, conditioning)
         return self._run(plan, x, fft_plan, operand, channels_last)
 
     def flop_count(self, spatial_dims: Sequence[int], inference: bool = False) -> int:

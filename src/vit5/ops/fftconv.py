@@ -253,11 +253,11 @@ class _ZeroFFTConv(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, kernel: torch.Tensor, plan: FFTConvPlan, channels_last: bool
+        ctx: Any, x: torch.Tensor, kernel: torch.Tensor, plan: FFTConvPlan, channels_last: bool, fused: bool
     ) -> torch.Tensor:
         ctx.save_for_backward(x, kernel)
-        ctx.plan, ctx.channels_last = plan, channels_last
-        if channels_last and fftnative.supports(x, plan, kernel.shape[0]):  # the kernel eval runs too
+        ctx.plan, ctx.channels_last, ctx.fused = plan, channels_last, channels_last and fused
+        if ctx.fused and fftnative.supports(x, plan, kernel.shape[0]):  # the kernel eval runs too
             return fftnative.convolve(x, fftnative.spectrum(kernel, plan), plan).movedim(-1, 1)  # (B, C, *S)
         z = x.movedim(-1, 1).contiguous() if channels_last else x  # (B, C, *S)
         return apply_spectrum(z, kernel_spectrum(kernel, plan), plan)  # (B, C, *S)
@@ -270,7 +270,7 @@ class _ZeroFFTConv(torch.autograd.Function):
         origin = (0,) * len(plan.sizes)
         need_x, need_kernel = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = grad_x_last = fused_kernel = None
-        if need_x and ctx.channels_last:
+        if need_x and ctx.fused:
             # dx is the convolution of the output gradient with the flipped kernel, cropped at
             # K - 1 - s: the fused kernel's forward (the same FFT sizes are alias-free for it).
             adjoint = dataclasses.replace(
@@ -283,7 +283,7 @@ class _ZeroFFTConv(torch.autograd.Function):
         if need_x and grad_x_last is None:
             grad_x = torch.empty(z.shape, dtype=x.dtype, device=x.device)
         grad_kernel = None
-        if need_kernel and ctx.channels_last and fftnative.supports(x, plan, kernel.shape[0]):
+        if need_kernel and ctx.fused and fftnative.supports(x, plan, kernel.shape[0]):
             g_last = grad.movedim(1, -1)  # (B, *S, C)
             if fftnative.takes_input(g_last):
                 fused_kernel = fftnative.kernel_gradient(x, g_last, plan, kernel)
@@ -307,23 +307,27 @@ class _ZeroFFTConv(torch.autograd.Function):
             grad_x = grad_x_last.to(x.dtype)  # (B, *S, C)
         elif grad_x is not None and ctx.channels_last:
             grad_x = grad_x.movedim(1, -1)  # (B, *S, C)
-        return grad_x, grad_kernel, None, None
+        return grad_x, grad_kernel, None, None, None
 
 
-def fft_conv_zero_lowmem(x: torch.Tensor, kernel: torch.Tensor, channels_last: bool = False) -> torch.Tensor:
+def fft_conv_zero_lowmem(
+    x: torch.Tensor, kernel: torch.Tensor, channels_last: bool = False, fused: bool = True
+) -> torch.Tensor:
     """:func:`fft_conv_zero` with a memory-lean backward (saves ``x``, not its spectrum).
 
     Args:
         x: ``[B, C, *S]`` signal, or ``[B, *S, C]`` with ``channels_last=True``.
         kernel: ``[1|B, C, *K]`` kernel (channels first), ``K_a <= 2 S_a - 1``.
         channels_last: ``x`` is channels-last; it is transposed to channels-first for the FFTs.
+        fused: Channels-last input that :func:`vit5.ops.fftnative.supports` runs on the fused CPU
+            kernels (forward and both gradients); ``False`` keeps PyTorch's transforms.
 
     Returns:
         ``[B, C, *S]`` in ``x.dtype`` (channels first in both cases); the same values as
-        :func:`fft_conv_zero` (bit for bit in the forward pass, except where the fused CPU kernel
-        :mod:`vit5.ops.fftnative` takes channels-last input: to fp32 rounding).
+        :func:`fft_conv_zero` (bit for bit in the forward pass, except on the fused kernels: to
+        fp32 rounding).
     """
     z = x.movedim(-1, 1) if channels_last else x
     data_dim = _check(z, kernel)
     plan = plan_fft_conv(z.shape[2:], kernel.shape[2:], (False,) * data_dim)
-    return _ZeroFFTConv.apply(x, kernel, plan, channels_last)
+    return _ZeroFFTConv.apply(x, kernel, plan, channels_last, fused)

@@ -17,32 +17,46 @@ row  capture     grad    other conditions               path             cache  
 3    eager       any     ``use_chunked_fftconv``        FFT_CHUNKED      no     the config asks for it
 4    eager       on      dense ok, fits                 DENSE            no     one GEMM per channel beats
                          :data:`BUILT_DENSE_MAX_BYTES`                          three FFTs on tiny grids
-5    eager       on      dft ok                         DFT              no     transforms as GEMMs on the
+5    eager       on      fused ok                       FFT_LOWMEM,      no     forward and both gradients
+                                                        ``fused``               in cache-resident C kernels
+6    eager       on      dft ok                         DFT              no     transforms as GEMMs on the
                                                                                 channels-last layout
-6    eager       on      zero padding, not causal       FFT_LOWMEM       no     backward keeps x, not its
+7    eager       on      zero padding, not causal       FFT_LOWMEM       no     backward keeps x, not its
                                                                                 spectrum (~4x less memory)
-7    eager       on      otherwise (circular, mixed,    FFT              no     autograd through the FFTs
+8    eager       on      otherwise (circular, mixed,    FFT              no     autograd through the FFTs
                          causal)
-8    eager       off     dense ok, fits                 DENSE            eval   as row 4; the operator
+9    eager       off     dense ok, fits                 DENSE            eval   as row 4; the operator
                          :data:`BUILT_DENSE_MAX_BYTES`                          stays in cache
-9    eager       off     dft ok                         DFT              eval   as row 5, from the cached
+10   eager       off     fused ok                       FFT, ``fused``   eval   as row 5, from the cached
                                                                                 kernel spectrum
-10   eager       off     eval, no conditioning, dense   DENSE            yes    built once, reused while
+11   eager       off     dft ok                         DFT              eval   as row 6, from the cached
+                                                                                kernel spectrum
+12   eager       off     eval, no conditioning, dense   DENSE            yes    built once, reused while
                          ok, fits :data:`DENSE_MAX_BYTES`                       the kernel is unchanged
-11   eager       off     otherwise                      FFT              eval   kernel spectrum reused
+13   eager       off     otherwise                      FFT              eval   kernel spectrum reused
 ===  ==========  ======  =============================  ===============  =====  ==========================
 
 ``cache`` ``eval`` = cached in eval mode without conditioning (one kernel for every call), built
 per call in training mode or with FiLM conditioning (per-sample kernels).
 
-Rows 6 and 11 on 2-D grids with zero padding, one kernel for the batch and channels-last fp32
-CPU input run their forward convolution (row 6 also its input gradient) as one fused C kernel,
-:mod:`vit5.ops.fftnative` (:func:`vit5.ops.fftnative.supports` says when; cached in eval in its
-own layout): ViT-5 at 512 and 1024 px. Elsewhere (GPUs, bf16, channels-first, circular axes,
-FiLM kernels, ``VIT5_NATIVE=0``) they run PyTorch's transforms (:mod:`vit5.ops.fftplan`).
+``fused ok`` = the input is one the fused CPU kernels read (``fused_input``:
+:func:`vit5.ops.fftnative.takes_input`, i.e. eager fp32 CPU, contiguous channels, the native
+library available and not switched off), channels-last, 2-D, zero padding, not causal, one
+kernel for the batch, each axis at most :data:`FUSED_MAX_SIGNAL`. Rows 5 and 10
+(:mod:`vit5.ops.fftnative`): per sample and 16 channels, one C kernel reads the input in place,
+runs radix-2 transforms packed two channels per complex signal in a cache-resident buffer,
+multiplies by the kernel spectrum and writes ``y`` (eval: ``shortcut * x + y``); the low-memory
+backward runs the same kernel for the input gradient and a sibling for the kernel gradient.
+Measured per ViT-5-S long convolution with its shortcut (384 channels, 2 EPYC cores, fp32),
+against the DFT path: 14 x 14 inference at batch 8, 3.1 against 7.1 ms, batch 1 0.35 against
+0.76 ms, forward + backward at batch 8 13.5 against 17.6 ms; 24 x 24 inference at batch 2, 3.2
+against 5.8 ms; against the chunked PyTorch FFTs: 32 x 32 inference at batch 2, 4.2 against 15.3
+ms, 64 x 64 at batch 1, 8.8 against 31 ms. Elsewhere (GPUs, bf16, channels-first, circular axes,
+FiLM kernels, ``VIT5_NATIVE=0``, no C compiler) the other rows apply, with PyTorch's transforms
+(:mod:`vit5.ops.fftplan`) on the FFT rows.
 
 ``dft ok`` = zero padding (causal allowed), channels-last input, 1 or 2 spatial axes, each at
-most :data:`DFT_MAX_SIGNAL` long (per-sample kernels allowed). Rows 5 and 9
+most :data:`DFT_MAX_SIGNAL` long (per-sample kernels allowed). Rows 6 and 11
 (:mod:`vit5.ops.dftconv`): the transforms are products with real DFT matrices whose long side
 is the channel axis, so a call runs a few GEMMs instead of thousands of tiny transforms and
 copies; it costs ``O(N F)`` per axis instead of ``O(F log F)``, and a training call keeps the
@@ -58,7 +72,7 @@ operator is read from memory on every call, whatever the batch); batch 8, 3.5-5.
 6.7-8.3 ms; batch 16, 7-8 against 8.4-10.5 ms; batch 32 and 64, 0.45-0.5 against 0.43-0.6 ms per
 sample; 24 x 24 at batch 1, 2.3 against 4.1 ms, batch 8, 15.6 against 20 ms. Operators of at
 most :data:`BUILT_DENSE_MAX_BYTES` stay in the processor's cache and beat the DFT matrices (7 x
-7 at 64 channels, batch 128: 0.8 against 2.7 ms), hence rows 4 and 8 come first.
+7 at 64 channels, batch 128: 0.8 against 2.7 ms), hence rows 4 and 9 come first.
 
 Capture (``torch.compile``, ``torch.export`` / ``torch.onnx.export``, ``torch.fx.symbolic_trace``;
 see :mod:`vit5.ops.capture`) always takes the traced rows, whatever the grad mode: no custom
@@ -95,6 +109,7 @@ __all__ = [
     "CAPTURE_MODES",
     "DENSE_MAX_BYTES",
     "DFT_MAX_SIGNAL",
+    "FUSED_MAX_SIGNAL",
     "LongConvPath",
     "LongConvPlan",
     "plan_long_conv",
@@ -108,8 +123,11 @@ DENSE_MAX_BYTES = 96 * 2**20
 #: step, and an operator this small stays in cache (a 7x7 grid at ``C = 64`` is 0.6 MB, an 8x8
 #: grid at ``C = 192`` 3 MB).
 BUILT_DENSE_MAX_BYTES = 4 * 2**20
-#: Longest axis the DFT-matrix path (rows 5 and 9) takes; longer grids use the FFTs.
+#: Longest axis the DFT-matrix path (rows 6 and 11) takes; longer grids use the FFTs.
 DFT_MAX_SIGNAL = 24
+#: Longest axis the fused FFT kernels (rows 5 and 10) take: their radix-2 transforms are at most
+#: :data:`vit5.ops.fftnative.MAX_SIZE` (1024) points, twice the signal.
+FUSED_MAX_SIGNAL = 512
 CAPTURE_MODES = ("eager", "compile", "export", "fx")
 
 
@@ -136,11 +154,14 @@ class LongConvPlan:
             eager only); on the DFT path the operand is then the kernel's DFT-matrix spectrum.
         dft_matrices: Transform with real DFT matrices instead of ``torch.fft`` (export only, see
             the module doc).
+        fused: The FFT path runs the fused CPU kernels of :mod:`vit5.ops.fftnative` (rows 5 and
+            10) instead of ``torch.fft``.
     """
 
     path: LongConvPath
     cache: bool = False
     dft_matrices: bool = False
+    fused: bool = False
 
 
 def plan_long_conv(
@@ -157,6 +178,7 @@ def plan_long_conv(
     chunked: bool,
     dense_max_bytes: int | None = None,
     built_dense_max_bytes: int | None = None,
+    fused_input: bool = False,
 ) -> LongConvPlan:
     """The path of one long-convolution call (first matching row of the module table).
 
@@ -176,6 +198,8 @@ def plan_long_conv(
             read at call time).
         built_dense_max_bytes: Budget of a dense operator built on every call (default
             :data:`BUILT_DENSE_MAX_BYTES`, read at call time).
+        fused_input: The input is one the fused CPU kernels read
+            (:func:`vit5.ops.fftnative.takes_input`).
 
     Raises:
         ValueError: an unknown ``capture`` mode.
@@ -190,6 +214,15 @@ def plan_long_conv(
     size = dense_operator_bytes(tuple(signal), channels) if dense_ok else None
     built_fits = size is not None and size <= built_dense_max_bytes
     dft_ok = zero_padding and channels_last and 1 <= len(signal) <= 2 and max(signal) <= DFT_MAX_SIGNAL
+    fused_ok = (
+        fused_input
+        and channels_last
+        and len(signal) == 2
+        and zero_padding
+        and not causal
+        and not per_sample_kernels
+        and max(signal) <= FUSED_MAX_SIGNAL
+    )
     if capture != "eager":
         if built_fits:
             return LongConvPlan(LongConvPath.TRACED_DENSE)
@@ -199,6 +232,8 @@ def plan_long_conv(
     if grad_enabled:
         if built_fits:
             return LongConvPlan(LongConvPath.DENSE)
+        if fused_ok:
+            return LongConvPlan(LongConvPath.FFT_LOWMEM, fused=True)
         if dft_ok:
             return LongConvPlan(LongConvPath.DFT)
         if zero_padding and not causal:
@@ -207,6 +242,8 @@ def plan_long_conv(
     cache = not training and not per_sample_kernels
     if built_fits:
         return LongConvPlan(LongConvPath.DENSE, cache=cache)
+    if fused_ok:
+        return LongConvPlan(LongConvPath.FFT, cache=cache, fused=True)
     if dft_ok:
         return LongConvPlan(LongConvPath.DFT, cache=cache)
     if cache and size is not None and size <= dense_max_bytes:
