@@ -102,6 +102,8 @@ def test_supports_only_what_it_was_written_for() -> None:
     assert not fftnative.supports(x[:, :4], zero)  # not the planned signal
     big = plan_fft_conv((600, 8), (1199, 15), (False, False))  # 2048-point transforms
     assert not fftnative.supports(torch.empty(1, 600, 8, 16), big)
+    with pytest.raises(ValueError, match=r"does not take FFT sizes \(2048, 16\)"):
+        fftnative.spectrum(torch.randn(1, 16, 1199, 15), big)  # the C kernel refuses too
     with native.disabled():
         assert not fftnative.supports(x, zero)
 

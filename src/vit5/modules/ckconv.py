@@ -86,9 +86,10 @@ class CKConvND(nn.Module):
     ``load_state_dict`` and ``.to()`` invalidate it; ``train()`` drops it; a call under autograd
     never reads it. Paths give the same results up to fp32 rounding, and the choice never depends
     on the batch size. Eval (cached operand) and training forward of the same channels-last
-    input give the same bits on every path: e.g. a ViT-5 grid of up to 24 x 24 tokens takes the
-    DFT-matrix path (:mod:`vit5.ops.dftconv`, the shortcut term folded in) in both, eval from
-    the cached kernel spectrum.
+    input give the same bits on every path: e.g. a ViT-5 grid (2-D, zero padding) of fp32 CPU
+    tokens takes the fused FFT kernels (:mod:`vit5.ops.fftnative`, the shortcut term folded in
+    in eval) in both, eval from the cached kernel spectrum; in bf16 or without the native
+    library, grids of up to 24 x 24 take the DFT-matrix path (:mod:`vit5.ops.dftconv`).
 
     Shapes:
         ``forward(x [B, *S, C]) -> [B, *S, C]``, or ``[B, C, *S] -> [B, C, *S]`` with

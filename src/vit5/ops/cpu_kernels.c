@@ -415,6 +415,7 @@ FMA_CONTRACT void vit5_batched_matmul(const float *M, int64_t m, int64_t k, int6
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));
 #define EL 16 /* floats per work-buffer element */
+#define VIT5_FFT_MAX 1024 /* largest transform per axis (vit5/ops/fftnative.py: MAX_SIZE); tables on the stack */
 #define V(p) (*(v8 *)(p))
 #define VU(p) (*(v8u *)(p))
 
@@ -564,11 +565,11 @@ static void vit5_fft_load_forward(const float *xs, int64_t sxh, int64_t sxw, int
 int vit5_fft_conv2d(const float *x, int64_t batch, int64_t nh, int64_t nw, int64_t channels, int64_t sxb,
                     int64_t sxh, int64_t sxw, const float *spec, int64_t fh, int64_t fw, const float *shortcut,
                     float *out, int64_t sob, int64_t soh, int64_t sow, float *work, int threads) {
-    if (fh < 4 || fw < 4 || (fh & (fh - 1)) || (fw & (fw - 1)) || fh > 4096 || fw > 4096 || 2 * nh > fh ||
+    if (fh < 4 || fw < 4 || (fh & (fh - 1)) || (fw & (fw - 1)) || fh > VIT5_FFT_MAX || fw > VIT5_FFT_MAX || 2 * nh > fh ||
         2 * nw > fw || nh < 1 || nw < 1)
         return -1;
-    float twhr[2048], twhi[2048], twwr[2048], twwi[2048];
-    int32_t parth[4096], partw[4096];
+    float twhr[VIT5_FFT_MAX / 2], twhi[VIT5_FFT_MAX / 2], twwr[VIT5_FFT_MAX / 2], twwi[VIT5_FFT_MAX / 2];
+    int32_t parth[VIT5_FFT_MAX], partw[VIT5_FFT_MAX];
     vit5_twiddles(fh, twhr, twhi);
     vit5_twiddles(fw, twwr, twwi);
     vit5_partners(fh, parth);
@@ -636,11 +637,11 @@ int vit5_fft_conv2d(const float *x, int64_t batch, int64_t nh, int64_t nw, int64
 int vit5_fft_kernel_spectrum(const float *k, int64_t channels, int64_t kh, int64_t kw, int64_t skc, int64_t skh,
                              int64_t skw, int64_t sh, int64_t sw, int64_t fh, int64_t fw, float *spec, float *work,
                              int threads) {
-    if (fh < 4 || fw < 4 || (fh & (fh - 1)) || (fw & (fw - 1)) || fh > 4096 || fw > 4096 || kh > fh || kw > fw ||
+    if (fh < 4 || fw < 4 || (fh & (fh - 1)) || (fw & (fw - 1)) || fh > VIT5_FFT_MAX || fw > VIT5_FFT_MAX || kh > fh || kw > fw ||
         sh < 0 || sw < 0 || sh >= fh || sw >= fw)
         return -1;
-    float twhr[2048], twhi[2048], twwr[2048], twwi[2048];
-    int32_t parth[4096], partw[4096];
+    float twhr[VIT5_FFT_MAX / 2], twhi[VIT5_FFT_MAX / 2], twwr[VIT5_FFT_MAX / 2], twwi[VIT5_FFT_MAX / 2];
+    int32_t parth[VIT5_FFT_MAX], partw[VIT5_FFT_MAX];
     vit5_twiddles(fh, twhr, twhi);
     vit5_twiddles(fw, twwr, twwi);
     vit5_partners(fh, parth);
@@ -697,12 +698,12 @@ int vit5_fft_conv2d_kernel_grad(const float *x, const float *g, int64_t batch, i
                                 int64_t channels, int64_t sxb, int64_t sxh, int64_t sxw, int64_t sgb, int64_t sgh,
                                 int64_t sgw, int64_t sh, int64_t sw, int64_t fh, int64_t fw, float *dk, int64_t kh,
                                 int64_t kw, int64_t skc, int64_t skh, int64_t skw, float *work, int threads) {
-    if (fh < 4 || fw < 4 || (fh & (fh - 1)) || (fw & (fw - 1)) || fh > 4096 || fw > 4096 || 2 * nh > fh ||
+    if (fh < 4 || fw < 4 || (fh & (fh - 1)) || (fw & (fw - 1)) || fh > VIT5_FFT_MAX || fw > VIT5_FFT_MAX || 2 * nh > fh ||
         2 * nw > fw || nh < 1 || nw < 1 || kh > fh || kw > fw || kh < 1 || kw < 1)
         return -1;
-    float twhr[2048], twhi[2048], twwr[2048], twwi[2048];
-    int32_t parth[4096], partw[4096];
-    float rhr[4096], rhi[4096], rwr[4096], rwi[4096];
+    float twhr[VIT5_FFT_MAX / 2], twhi[VIT5_FFT_MAX / 2], twwr[VIT5_FFT_MAX / 2], twwi[VIT5_FFT_MAX / 2];
+    int32_t parth[VIT5_FFT_MAX], partw[VIT5_FFT_MAX];
+    float rhr[VIT5_FFT_MAX], rhi[VIT5_FFT_MAX], rwr[VIT5_FFT_MAX], rwi[VIT5_FFT_MAX];
     vit5_twiddles(fh, twhr, twhi);
     vit5_twiddles(fw, twwr, twwi);
     vit5_partners(fh, parth);
