@@ -114,6 +114,8 @@ def test_a_spectrum_of_the_wrong_shape_is_refused() -> None:
     spec = fftnative.spectrum(torch.randn(1, 16, 15, 15), plan)  # one group, 20 channels need two
     with pytest.raises(ValueError, match=r"spectrum must be \[2, 16, 16, 4, 8\] contiguous for 20 channels"):
         fftnative.convolve(x, spec, plan)
+    with pytest.raises(ValueError, match=r"x must be a channels-last fp32 CPU \[B, 8, 8, C\] tensor"):
+        fftnative.convolve(x.to(torch.bfloat16), spec, plan)
     with pytest.raises(ValueError, match=r"shortcut must have shape \[20\]"):
         fftnative.convolve(
             x, fftnative.spectrum(torch.randn(1, 20, 15, 15), plan), plan, shortcut=torch.ones(3)

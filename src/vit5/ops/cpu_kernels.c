@@ -519,6 +519,22 @@ static void vit5_partners(int64_t n, int32_t *partner) {
     }
 }
 
+/* Twiddles and partner tables of fh x fw transforms (on the caller's stack, shared by its threads). */
+typedef struct {
+    float twhr[VIT5_FFT_MAX / 2], twhi[VIT5_FFT_MAX / 2], twwr[VIT5_FFT_MAX / 2], twwi[VIT5_FFT_MAX / 2];
+    int32_t parth[VIT5_FFT_MAX], partw[VIT5_FFT_MAX];
+} vit5_fft_tables;
+
+/* Fills t; -1 unless fh and fw are powers of two in [4, VIT5_FFT_MAX]. */
+static int vit5_fft_tables_init(vit5_fft_tables *t, int64_t fh, int64_t fw) {
+    if (fh < 4 || fw < 4 || (fh & (fh - 1)) || (fw & (fw - 1)) || fh > VIT5_FFT_MAX || fw > VIT5_FFT_MAX) return -1;
+    vit5_twiddles(fh, t->twhr, t->twhi);
+    vit5_twiddles(fw, t->twwr, t->twwi);
+    vit5_partners(fh, t->parth);
+    vit5_partners(fw, t->partw);
+    return 0;
+}
+
 /* exp(-2 pi i s k / n) at the bit-reversed position of every frequency k. */
 static void vit5_shift_ramp(int64_t n, int64_t s, float *re, float *im) {
     int bits = 0;
@@ -565,15 +581,10 @@ static void vit5_fft_load_forward(const float *xs, int64_t sxh, int64_t sxw, int
 int vit5_fft_conv2d(const float *x, int64_t batch, int64_t nh, int64_t nw, int64_t channels, int64_t sxb,
                     int64_t sxh, int64_t sxw, const float *spec, int64_t fh, int64_t fw, const float *shortcut,
                     float *out, int64_t sob, int64_t soh, int64_t sow, float *work, int threads) {
-    if (fh < 4 || fw < 4 || (fh & (fh - 1)) || (fw & (fw - 1)) || fh > VIT5_FFT_MAX || fw > VIT5_FFT_MAX || 2 * nh > fh ||
+    vit5_fft_tables tab;
+    if (vit5_fft_tables_init(&tab, fh, fw) || 2 * nh > fh ||
         2 * nw > fw || nh < 1 || nw < 1)
         return -1;
-    float twhr[VIT5_FFT_MAX / 2], twhi[VIT5_FFT_MAX / 2], twwr[VIT5_FFT_MAX / 2], twwi[VIT5_FFT_MAX / 2];
-    int32_t parth[VIT5_FFT_MAX], partw[VIT5_FFT_MAX];
-    vit5_twiddles(fh, twhr, twhi);
-    vit5_twiddles(fw, twwr, twwi);
-    vit5_partners(fh, parth);
-    vit5_partners(fw, partw);
     const int64_t groups = (channels + 15) / 16, items = groups * batch, row = fw * EL;
 #pragma omp parallel for num_threads(threads) schedule(static)
     for (int64_t item = 0; item < items; item++) {
@@ -581,12 +592,12 @@ int vit5_fft_conv2d(const float *x, int64_t batch, int64_t nh, int64_t nw, int64
         const int64_t lanes = channels - c0 < 16 ? channels - c0 : 16;
         float *buf = work + (int64_t)omp_get_thread_num() * fh * row;
         const float *xs = x + b * sxb + c0;
-        vit5_fft_load_forward(xs, sxh, sxw, lanes, nh, nw, fh, fw, buf, twhr, twhi, twwr, twwi);
+        vit5_fft_load_forward(xs, sxh, sxw, lanes, nh, nw, fh, fw, buf, tab.twhr, tab.twhi, tab.twwr, tab.twwi);
         /* spectral product, k and -k together */
         const float *sp = spec + g * fh * fw * 32;
         for (int64_t ph = 0; ph < fh; ph++) {
             for (int64_t pw = 0; pw < fw; pw++) {
-                const int64_t p = ph * fw + pw, q = (int64_t)parth[ph] * fw + partw[pw];
+                const int64_t p = ph * fw + pw, q = (int64_t)tab.parth[ph] * fw + tab.partw[pw];
                 if (q < p) continue;
                 float *zp = buf + p * EL, *zq = buf + q * EL;
                 const float *sp_ = sp + p * 32, *sq = sp + q * 32;
@@ -602,11 +613,11 @@ int vit5_fft_conv2d(const float *x, int64_t batch, int64_t nh, int64_t nw, int64
                 }
             }
         }
-        vit5_fft_inverse(buf, fh, row, fw, nh, twhr, twhi);
+        vit5_fft_inverse(buf, fh, row, fw, nh, tab.twhr, tab.twhi);
         float *os = out + b * sob + c0;
         for (int64_t h = 0; h < nh; h++) {
             float *e = buf + h * row;
-            vit5_fft_inverse(e, fw, EL, 1, nw, twwr, twwi);
+            vit5_fft_inverse(e, fw, EL, 1, nw, tab.twwr, tab.twwi);
             float *orow = os + h * soh;
             const float *xr = xs + h * sxh;
             for (int64_t w = 0; w < nw; w++, e += EL) {
@@ -637,15 +648,10 @@ int vit5_fft_conv2d(const float *x, int64_t batch, int64_t nh, int64_t nw, int64
 int vit5_fft_kernel_spectrum(const float *k, int64_t channels, int64_t kh, int64_t kw, int64_t skc, int64_t skh,
                              int64_t skw, int64_t sh, int64_t sw, int64_t fh, int64_t fw, float *spec, float *work,
                              int threads) {
-    if (fh < 4 || fw < 4 || (fh & (fh - 1)) || (fw & (fw - 1)) || fh > VIT5_FFT_MAX || fw > VIT5_FFT_MAX || kh > fh || kw > fw ||
+    vit5_fft_tables tab;
+    if (vit5_fft_tables_init(&tab, fh, fw) || kh > fh || kw > fw ||
         sh < 0 || sw < 0 || sh >= fh || sw >= fw)
         return -1;
-    float twhr[VIT5_FFT_MAX / 2], twhi[VIT5_FFT_MAX / 2], twwr[VIT5_FFT_MAX / 2], twwi[VIT5_FFT_MAX / 2];
-    int32_t parth[VIT5_FFT_MAX], partw[VIT5_FFT_MAX];
-    vit5_twiddles(fh, twhr, twhi);
-    vit5_twiddles(fw, twwr, twwi);
-    vit5_partners(fh, parth);
-    vit5_partners(fw, partw);
     const int64_t groups = (channels + 15) / 16, row = fw * EL;
     const float scale = 0.5f / (float)(fh * fw);
 #pragma omp parallel for num_threads(threads) schedule(static)
@@ -668,13 +674,13 @@ int vit5_fft_kernel_spectrum(const float *k, int64_t channels, int64_t kh, int64
                 }
             }
         }
-        for (int64_t i = 0; i < fh; i++) vit5_fft_forward(buf + i * row, fw, EL, 1, 1, twwr, twwi);
-        vit5_fft_forward(buf, fh, row, fw, 1, twhr, twhi);
+        for (int64_t i = 0; i < fh; i++) vit5_fft_forward(buf + i * row, fw, EL, 1, 1, tab.twwr, tab.twwi);
+        vit5_fft_forward(buf, fh, row, fw, 1, tab.twhr, tab.twhi);
         float *out = spec + g * fh * fw * 32;
         const v8 half = vit5_bcast(0.5f);
         for (int64_t ph = 0; ph < fh; ph++)
             for (int64_t pw = 0; pw < fw; pw++) {
-                const int64_t p = ph * fw + pw, q = (int64_t)parth[ph] * fw + partw[pw];
+                const int64_t p = ph * fw + pw, q = (int64_t)tab.parth[ph] * fw + tab.partw[pw];
                 const float *zp = buf + p * EL, *zq = buf + q * EL;
                 const v8 zr = V(zp), zi = V(zp + 8), qr = V(zq), qi = V(zq + 8);
                 float *o = out + p * 32;
@@ -698,16 +704,11 @@ int vit5_fft_conv2d_kernel_grad(const float *x, const float *g, int64_t batch, i
                                 int64_t channels, int64_t sxb, int64_t sxh, int64_t sxw, int64_t sgb, int64_t sgh,
                                 int64_t sgw, int64_t sh, int64_t sw, int64_t fh, int64_t fw, float *dk, int64_t kh,
                                 int64_t kw, int64_t skc, int64_t skh, int64_t skw, float *work, int threads) {
-    if (fh < 4 || fw < 4 || (fh & (fh - 1)) || (fw & (fw - 1)) || fh > VIT5_FFT_MAX || fw > VIT5_FFT_MAX || 2 * nh > fh ||
+    vit5_fft_tables tab;
+    if (vit5_fft_tables_init(&tab, fh, fw) || 2 * nh > fh ||
         2 * nw > fw || nh < 1 || nw < 1 || kh > fh || kw > fw || kh < 1 || kw < 1)
         return -1;
-    float twhr[VIT5_FFT_MAX / 2], twhi[VIT5_FFT_MAX / 2], twwr[VIT5_FFT_MAX / 2], twwi[VIT5_FFT_MAX / 2];
-    int32_t parth[VIT5_FFT_MAX], partw[VIT5_FFT_MAX];
     float rhr[VIT5_FFT_MAX], rhi[VIT5_FFT_MAX], rwr[VIT5_FFT_MAX], rwi[VIT5_FFT_MAX];
-    vit5_twiddles(fh, twhr, twhi);
-    vit5_twiddles(fw, twwr, twwi);
-    vit5_partners(fh, parth);
-    vit5_partners(fw, partw);
     vit5_shift_ramp(fh, sh, rhr, rhi);
     vit5_shift_ramp(fw, sw, rwr, rwi);
     const int64_t groups = (channels + 15) / 16, row = fw * EL, plane = fh * row;
@@ -718,11 +719,11 @@ int vit5_fft_conv2d_kernel_grad(const float *x, const float *g, int64_t batch, i
         float *bx = work + (int64_t)omp_get_thread_num() * 3 * plane, *bg = bx + plane, *acc = bg + plane;
         memset(acc, 0, (size_t)plane * sizeof(float));
         for (int64_t b = 0; b < batch; b++) {
-            vit5_fft_load_forward(x + b * sxb + c0, sxh, sxw, lanes, nh, nw, fh, fw, bx, twhr, twhi, twwr, twwi);
-            vit5_fft_load_forward(g + b * sgb + c0, sgh, sgw, lanes, nh, nw, fh, fw, bg, twhr, twhi, twwr, twwi);
+            vit5_fft_load_forward(x + b * sxb + c0, sxh, sxw, lanes, nh, nw, fh, fw, bx, tab.twhr, tab.twhi, tab.twwr, tab.twwi);
+            vit5_fft_load_forward(g + b * sgb + c0, sgh, sgw, lanes, nh, nw, fh, fw, bg, tab.twhr, tab.twhi, tab.twwr, tab.twwi);
             for (int64_t ph = 0; ph < fh; ph++)
                 for (int64_t pw = 0; pw < fw; pw++) {
-                    const int64_t p = ph * fw + pw, q = (int64_t)parth[ph] * fw + partw[pw];
+                    const int64_t p = ph * fw + pw, q = (int64_t)tab.parth[ph] * fw + tab.partw[pw];
                     if (q < p) continue;
                     const float *xp = bx + p * EL, *xq = bx + q * EL, *gp = bg + p * EL, *gq = bg + q * EL;
                     /* halves at p: C = (Z[p] + conj Z[q]) / 2, D = (Z[p] - conj Z[q]) / 2i */
@@ -753,10 +754,10 @@ int vit5_fft_conv2d_kernel_grad(const float *x, const float *g, int64_t batch, i
                 V(a) = ar * vr - ai * vi;
                 V(a + 8) = ar * vi + ai * vr;
             }
-        vit5_fft_inverse(acc, fh, row, fw, kh, twhr, twhi);
+        vit5_fft_inverse(acc, fh, row, fw, kh, tab.twhr, tab.twhi);
         for (int64_t t = 0; t < kh; t++) {
             float *e = acc + t * row;
-            vit5_fft_inverse(e, fw, EL, 1, kw, twwr, twwi);
+            vit5_fft_inverse(e, fw, EL, 1, kw, tab.twwr, tab.twwi);
             for (int64_t u = 0; u < kw; u++, e += EL)
                 for (int l = 0; l < lanes; l++) dk[(c0 + l) * skc + t * skh + u * skw] = e[l];
         }

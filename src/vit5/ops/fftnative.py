@@ -18,8 +18,8 @@ It takes (:func:`supports`): 2-D grids, zero padding on both axes (no circular a
 kernel for the batch, channels-last fp32 CPU input with contiguous channels, and
 :func:`vit5.ops.native.usable`. Its transforms are radix-2: it uses per axis the power of two at
 least the plan's size and twice the signal (:func:`fused_sizes`; a larger size is still
-alias-free): ViT-5 at 512 and 1024 px (32 x 32 and 64 x 64 grids) runs 64- and 128-point
-transforms, the plan's own sizes. Everything else keeps the PyTorch ops. Results agree with
+alias-free): ViT-5 at 224 px (14 x 14 grid) runs 32-point transforms, at 512 and 1024 px (32 x
+32 and 64 x 64 grids) 64- and 128-point transforms, the plan's own sizes. Everything else keeps the PyTorch ops. Results agree with
 those to fp32 rounding (not bit for bit); they do not depend on the batch size, the channel
 count or the thread count (every sample and channel group is computed alone), and training's
 forward runs the same kernel as eval, so a model gives the same bits in both modes. The
@@ -28,10 +28,12 @@ the input's gradient is the output gradient convolved with the flipped kernel, t
 gradient (:func:`kernel_gradient`, ``vit5_fft_conv2d_kernel_grad``) the batch sum of
 ``conj(X) G`` transformed back in full.
 
-Measured per ViT-5-S long convolution with its shortcut (384 channels, 2 EPYC cores, fp32,
-against the chunked PyTorch path): 32 x 32 at batch 2, 4.2 against 15.3 ms; batch 8, 13 against
-60 ms; 64 x 64 at batch 1, 8.8 against 31 ms; 16 x 16 at batch 2, 0.6 against 2.3-4.6 ms. The
-kernel spectrum: 2.1 against 5.4 ms (32 x 32), 8.4 against 36 ms (64 x 64).
+Measured per ViT-5-S long convolution with its shortcut (384 channels, 2 EPYC cores, fp32),
+against the chunked PyTorch path: 32 x 32 at batch 2, 4.2 against 15.3 ms; batch 8, 13 against
+60 ms; 64 x 64 at batch 1, 8.8 against 31 ms; against the DFT-matrix path (which the planner
+used up to 24 x 24): 14 x 14 at batch 8, 3.1 against 7.1 ms (forward + backward 13.5 against
+17.6 ms); 24 x 24 at batch 2, 3.2 against 5.8 ms. The kernel spectrum: 2.1 against 5.4 ms (32 x
+32), 8.4 against 36 ms (64 x 64).
 """
 
 from __future__ import annotations
@@ -132,10 +134,19 @@ def convolve(
     Returns:
         ``[B, H, W, C]`` fp32, contiguous.
     """
+    if not takes_input(x) or tuple(x.shape[1:3]) != plan.signal:
+        raise ValueError(
+            f"x must be a channels-last fp32 CPU [B, {plan.signal[0]}, {plan.signal[1]}, C] tensor with "
+            f"contiguous channels, got {x.dtype} {tuple(x.shape)} on {x.device}"
+        )
     batch, n_h, n_w, channels = x.shape
     f_h, f_w = fused_sizes(plan)
     groups = -(-channels // GROUP)
-    if spec.shape != (groups, f_h, f_w, 4, GROUP // 2) or not spec.is_contiguous():
+    if (
+        spec.shape != (groups, f_h, f_w, 4, GROUP // 2)
+        or spec.dtype != torch.float32
+        or not spec.is_contiguous()
+    ):
         raise ValueError(
             f"spectrum must be [{groups}, {f_h}, {f_w}, 4, 8] contiguous for {channels} channels, "
             f"got {tuple(spec.shape)}"
