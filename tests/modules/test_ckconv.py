@@ -477,6 +477,7 @@ def test_parity_film(after: bool) -> None:
     _check(ref, ours, (4, 4))
 
 
+@pytest.mark.parametrize("fused", [False, True], ids=["dft", "fused"])
 @pytest.mark.parametrize(
     "overrides",
     [{}, {"grid_type": "single"}, {"kernel_cfg": kernel_cfg(film=2)}],
@@ -484,10 +485,14 @@ def test_parity_film(after: bool) -> None:
 )
 @pytest.mark.parity
 @requires_reference
-def test_parity_dft_training_path(monkeypatch: pytest.MonkeyPatch, overrides: dict) -> None:
-    """The DFT-matrix training path (planner row 6): outputs and every gradient as the reference."""
+def test_parity_dft_and_fused_training_paths(
+    monkeypatch: pytest.MonkeyPatch, overrides: dict, fused: bool
+) -> None:
+    """The training paths of planner rows 6 (DFT matrices) and 5 (fused FFT kernels; FiLM kernels
+    take row 6 there too): outputs and every gradient as the reference."""
     monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 0)  # no dense operator
-    monkeypatch.setattr(longconv_plan, "FUSED_MAX_SIGNAL", 0)  # nor the fused FFT kernels: row 6
+    if not fused:
+        monkeypatch.setattr(longconv_plan, "FUSED_MAX_SIGNAL", 0)
     seen = []
     plan = longconv_plan.plan_long_conv
     monkeypatch.setattr(
@@ -512,4 +517,6 @@ def test_parity_dft_training_path(monkeypatch: pytest.MonkeyPatch, overrides: di
         assert grads.keys() == grads_ref.keys()
         for name in grads:
             assert_parity(grads[name], grads_ref[name])
-    assert seen and set(seen) == {longconv_plan.LongConvPath.DFT}
+    expected = fused and native.library() is not None and "kernel_cfg" not in overrides
+    path = longconv_plan.LongConvPath.FFT_LOWMEM if expected else longconv_plan.LongConvPath.DFT
+    assert seen and set(seen) == {path}
