@@ -234,9 +234,9 @@ class CKConvND(nn.Module):
     ) -> tuple[FFTConvPlan | None, Any]:
         """``(fft_plan, operand)`` for ``plan.path``: the dense ``[C, T, T]`` operator (DENSE), the
         kernel spectrum pair (FFT; one tensor in the fused kernel's layout when ``plan.fused``),
-        the kernel's DFT-matrix spectrum (DFT with
-        ``plan.cache``), else the kernel ``[1|B, C, *taps]`` itself. With ``plan.cache`` the operand
-        is reused while the key (see the class doc) is unchanged."""
+        the kernel's DFT-matrix spectrum (DFT with ``plan.cache``), else the kernel
+        ``[1|B, C, *taps]`` itself. With ``plan.cache`` the operand is reused while the key (see
+        the class doc) is unchanged."""
         key = None
         if plan.cache:
             key = (spatial, plan)
