@@ -100,6 +100,34 @@ def test_crafted_state_file_is_refused_on_resume(evil_pickle, tmp_path, capsys):
     assert code == 2 and "refused to load" in err
 
 
+def test_a_checkpoint_write_cut_by_a_kill_is_cleaned_up_and_best_comes_before_last(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """A kill while the final epoch writes its checkpoints leaves a ``.tmp-*`` folder (and maybe an
+    ``.old-*`` one); the resumed run has nothing left to train, yet removes them. ``best`` is
+    written before ``last``, so a kill between the two resumes before that epoch and writes both."""
+    from vit5.train import loop
+
+    written: list[str] = []
+    original = loop.save_checkpoint
+    monkeypatch.setattr(
+        loop, "save_checkpoint", lambda root, name, **kw: written.append(name) or original(root, name, **kw)
+    )
+    run = tmp_path / "run"
+    assert run_cli(["train", "--out", str(run), *QUICK, "--epochs", "1"], capsys)[0] == 0
+    assert written == ["best", "last"]  # the first epoch always improves on nothing
+    checkpoints = run / "checkpoints"
+    partial = checkpoints / ".tmp-best-123-456"
+    partial.mkdir()
+    (partial / ".model.safetensors.abc.tmp").write_bytes(b"half a file")
+    (checkpoints / ".old-best-789").mkdir()
+    written.clear()
+    assert run_cli(["train", "--resume", str(run)], capsys)[0] == 0
+    assert written == []  # nothing was trained again
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["best", "last"]
+    assert load_checkpoint(checkpoints / "best").meta["epoch"] == 1
+
+
 def _assert_run_readable(run: Path) -> None:
     """Whatever the moment of the kill, every file of the run directory is complete."""
     if (run / "config.yaml").exists():

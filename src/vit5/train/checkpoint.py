@@ -57,6 +57,14 @@ class Checkpoint:
         return self.meta.get("config", {})
 
 
+def remove_partial_writes(root: str | os.PathLike) -> None:
+    """Delete what a killed writer left in the checkpoint folder ``root``: the ``.tmp-*`` folder of
+    a checkpoint being written and the ``.old-*`` folder of one being replaced (complete
+    checkpoints are never touched)."""
+    for stale in [*Path(root).glob(".tmp-*"), *Path(root).glob(".old-*")]:
+        shutil.rmtree(stale, ignore_errors=True)
+
+
 def save_checkpoint(
     root: str | os.PathLike,
     name: str,
@@ -69,8 +77,7 @@ def save_checkpoint(
     """Write checkpoint ``root/name`` atomically. For ``name == "last"`` the previous one becomes ``prev``."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".tmp-*"):
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_partial_writes(root)
     tmp = root / f".tmp-{name}-{os.getpid()}-{time.time_ns()}"
     tmp.mkdir()
     weights_meta = {

@@ -29,7 +29,7 @@ from torch import nn
 from vit5._io import atomic_write_text
 from vit5.config import save_config, to_container
 from vit5.data import DataSpec, build_datasets
-from vit5.train.checkpoint import has_checkpoint, latest_checkpoint, save_checkpoint
+from vit5.train.checkpoint import has_checkpoint, latest_checkpoint, remove_partial_writes, save_checkpoint
 from vit5.train.distributed import (
     DistributedContext,
     EpochSampler,
@@ -173,6 +173,7 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             for stale in self.run_dir.glob(".*.tmp"):  # half-written files of a killed process
                 stale.unlink(missing_ok=True)
+            remove_partial_writes(self.run_dir / "checkpoints")  # a resume may have nothing left to save
             save_config(self.cfg, self.run_dir / "config.yaml")
             if resume:  # forget rows of epochs that will be trained again
                 self.metrics.truncate(self.epoch)
@@ -458,7 +459,9 @@ class Trainer:
                 plot_curves(
                     self.metrics, self.run_dir / "curves.png", title=f"{self.spec.name}: {self.run_dir.name}"
                 )
-                self.save(("last", "best") if improved else ("last",))
+                # "best" before "last": a kill between the two resumes from the previous "last",
+                # which redoes the epoch and writes both again
+                self.save(("best", "last") if improved else ("last",))
                 ema_text = f"  test acc (EMA) {ema_acc:.4f}" if self.ema is not None else ""
                 images = self.steps_per_epoch * self.accumulate * self.sampler.global_batch
                 eta = (epochs - self.epoch) * (time.time() - epoch_start)
