@@ -161,3 +161,21 @@ def test_kernel_gradient_is_the_batch_sum_of_correlations(batch, grid, channels,
     assert (ours.double() - k64.grad).abs().max() <= 2e-6 * k64.grad.abs().max()
     with pytest.raises(ValueError, match="grad must be fp32"):
         fftnative.kernel_gradient(x, grad[..., :1], plan, kernel)
+
+
+def test_double_backward_runs_on_pytorch_ops() -> None:
+    """With create_graph=True the backward is recorded, so it takes PyTorch's transforms: the
+    gradient of a gradient matches the kernels-off computation (a kernel call would be a constant)."""
+    torch.manual_seed(5)
+    x = torch.randn(2, 8, 8, 16)
+    kernel = torch.randn(1, 16, 15, 15)
+    results = []
+    for fused in (True, False):
+        xi, ki = x.clone().requires_grad_(), kernel.clone().requires_grad_()
+        with native.disabled() if not fused else torch.enable_grad():
+            y = fft_conv_zero_lowmem(xi, ki, channels_last=True)
+            (gx,) = torch.autograd.grad(y.square().sum(), xi, create_graph=True)
+            (gk,) = torch.autograd.grad(gx.square().sum(), ki)
+        results.append(gk)
+    scale = results[1].abs().max()
+    assert scale > 0 and (results[0] - results[1]).abs().max() <= 1e-5 * scale

@@ -270,7 +270,9 @@ class _ZeroFFTConv(torch.autograd.Function):
         origin = (0,) * len(plan.sizes)
         need_x, need_kernel = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = grad_x_last = fused_kernel = None
-        if need_x and ctx.fused:
+        # Under create_graph=True the backward itself is recorded: only PyTorch ops can be.
+        fused = ctx.fused and not torch.is_grad_enabled()
+        if need_x and fused:
             # dx is the convolution of the output gradient with the flipped kernel, cropped at
             # K - 1 - s: the fused kernel's forward (the same FFT sizes are alias-free for it).
             adjoint = dataclasses.replace(
@@ -283,7 +285,7 @@ class _ZeroFFTConv(torch.autograd.Function):
         if need_x and grad_x_last is None:
             grad_x = torch.empty(z.shape, dtype=x.dtype, device=x.device)
         grad_kernel = None
-        if need_kernel and ctx.fused and fftnative.supports(x, plan, kernel.shape[0]):
+        if need_kernel and fused and fftnative.supports(x, plan, kernel.shape[0]):
             g_last = grad.movedim(1, -1)  # (B, *S, C)
             if fftnative.takes_input(g_last):
                 fused_kernel = fftnative.kernel_gradient(x, g_last, plan, kernel)
