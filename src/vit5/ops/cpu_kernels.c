@@ -506,17 +506,16 @@ static void vit5_twiddles(int64_t n, float *re, float *im) {
     }
 }
 
+/* v with its log2(n) low bits reversed (n a power of two): a frequency's bit-reversed position and back. */
+static int64_t vit5_bit_reverse(int64_t v, int64_t n) {
+    int64_t r = 0;
+    for (int64_t m = n >> 1; m > 0; m >>= 1, v >>= 1) r = (r << 1) | (v & 1);
+    return r;
+}
+
 /* Bit-reversed position of the partner frequency -k of the frequency at bit-reversed position p. */
 static void vit5_partners(int64_t n, int32_t *partner) {
-    int bits = 0;
-    while (((int64_t)1 << bits) < n) bits++;
-    for (int64_t p = 0; p < n; p++) {
-        int64_t k = 0, q = 0;
-        for (int b = 0; b < bits; b++) k |= ((p >> b) & 1) << (bits - 1 - b);
-        const int64_t neg = (n - k) % n;
-        for (int b = 0; b < bits; b++) q |= ((neg >> b) & 1) << (bits - 1 - b);
-        partner[p] = (int32_t)q;
-    }
+    for (int64_t p = 0; p < n; p++) partner[p] = (int32_t)vit5_bit_reverse((n - vit5_bit_reverse(p, n)) % n, n);
 }
 
 /* Twiddles and partner tables of fh x fw transforms (on the caller's stack, shared by its threads). */
@@ -537,11 +536,8 @@ static int vit5_fft_tables_init(vit5_fft_tables *t, int64_t fh, int64_t fw) {
 
 /* exp(-2 pi i s k / n) at the bit-reversed position of every frequency k. */
 static void vit5_shift_ramp(int64_t n, int64_t s, float *re, float *im) {
-    int bits = 0;
-    while (((int64_t)1 << bits) < n) bits++;
     for (int64_t p = 0; p < n; p++) {
-        int64_t k = 0;
-        for (int b = 0; b < bits; b++) k |= ((p >> b) & 1) << (bits - 1 - b);
+        const int64_t k = vit5_bit_reverse(p, n);
         const double angle = -2.0 * 3.14159265358979323846 * (double)((s * k) % n) / (double)n;
         re[p] = (float)cos(angle);
         im[p] = (float)sin(angle);

@@ -272,23 +272,26 @@ class _ZeroFFTConv(torch.autograd.Function):
         grad_x = grad_x_last = fused_kernel = None
         # Under create_graph=True the backward itself is recorded: only PyTorch ops can be.
         fused = ctx.fused and not torch.is_grad_enabled()
+        g_last = grad.movedim(1, -1) if fused else None  # (B, *S, C)
         if need_x and fused:
             # dx is the convolution of the output gradient with the flipped kernel, cropped at
             # K - 1 - s: the fused kernel's forward (the same FFT sizes are alias-free for it).
             adjoint = dataclasses.replace(
                 plan, starts=tuple(k - 1 - s for k, s in zip(plan.taps, plan.starts))
             )
-            g_last = grad.movedim(1, -1)  # (B, *S, C)
             if fftnative.supports(g_last, adjoint, kernel.shape[0]):
                 flipped = kernel.flip(tuple(range(2, kernel.dim())))
                 grad_x_last = fftnative.convolve(g_last, fftnative.spectrum(flipped, adjoint), adjoint)
         if need_x and grad_x_last is None:
             grad_x = torch.empty(z.shape, dtype=x.dtype, device=x.device)
         grad_kernel = None
-        if need_kernel and fused and fftnative.supports(x, plan, kernel.shape[0]):
-            g_last = grad.movedim(1, -1)  # (B, *S, C)
-            if fftnative.takes_input(g_last):
-                fused_kernel = fftnative.kernel_gradient(x, g_last, plan, kernel)
+        if (
+            need_kernel
+            and fused
+            and fftnative.supports(x, plan, kernel.shape[0])
+            and fftnative.takes_input(g_last)
+        ):
+            fused_kernel = fftnative.kernel_gradient(x, g_last, plan, kernel)
         if need_kernel and fused_kernel is None:
             grad_kernel = torch.empty_like(kernel)
         chunk = channel_chunk(z, plan)  # see vit5.ops.fftplan
