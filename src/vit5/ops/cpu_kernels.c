@@ -449,6 +449,75 @@ static inline void vit5_dit_pair(float *a, float *b, int64_t cols, float wr, flo
     }
 }
 
+/* Two decimation-in-frequency stages at once on the quad (a, b, c, d) = points (j, j + h, j + m,
+ * j + m + h) of a block of 2m (h = m / 2): span m on (a, c) with w1 and (b, d) with w2, then span h on
+ * (a, b) and (c, d) with w3. The same operations as two passes of vit5_dif_pair (the same bits),
+ * with the intermediate values kept in registers: half the loads and stores. */
+static inline void vit5_dif_quad(float *a, float *b, float *c, float *d, int64_t cols, const float *w) {
+    const v8 w1r = vit5_bcast(w[0]), w1i = vit5_bcast(w[1]), w2r = vit5_bcast(w[2]), w2i = vit5_bcast(w[3]);
+    const v8 w3r = vit5_bcast(w[4]), w3i = vit5_bcast(w[5]);
+    for (int64_t k = 0; k < cols; k++, a += EL, b += EL, c += EL, d += EL) {
+        v8 ar = V(a), ai = V(a + 8), br = V(b), bi = V(b + 8), cr = V(c), ci = V(c + 8), dr = V(d), di = V(d + 8);
+        v8 tr = ar - cr, ti = ai - ci;
+        ar = ar + cr;
+        ai = ai + ci;
+        cr = tr * w1r - ti * w1i;
+        ci = tr * w1i + ti * w1r;
+        tr = br - dr;
+        ti = bi - di;
+        br = br + dr;
+        bi = bi + di;
+        dr = tr * w2r - ti * w2i;
+        di = tr * w2i + ti * w2r;
+        tr = ar - br;
+        ti = ai - bi;
+        V(a) = ar + br;
+        V(a + 8) = ai + bi;
+        V(b) = tr * w3r - ti * w3i;
+        V(b + 8) = tr * w3i + ti * w3r;
+        tr = cr - dr;
+        ti = ci - di;
+        V(c) = cr + dr;
+        V(c + 8) = ci + di;
+        V(d) = tr * w3r - ti * w3i;
+        V(d + 8) = tr * w3i + ti * w3r;
+    }
+}
+
+/* Two decimation-in-time stages at once on points (j, j + m, j + 2m, j + 3m) of a block of 4m:
+ * span m on (a, b) and (c, d) with w1*, then span 2m on (a, c) with w2* and (b, d) with w3*; the
+ * same operations as two passes of vit5_dit_pair. */
+static inline void vit5_dit_quad(float *a, float *b, float *c, float *d, int64_t cols, const float *w) {
+    const v8 w1r = vit5_bcast(w[0]), w1i = vit5_bcast(w[1]), w2r = vit5_bcast(w[2]), w2i = vit5_bcast(w[3]);
+    const v8 w3r = vit5_bcast(w[4]), w3i = vit5_bcast(w[5]);
+    for (int64_t k = 0; k < cols; k++, a += EL, b += EL, c += EL, d += EL) {
+        v8 ar = V(a), ai = V(a + 8), br = V(b), bi = V(b + 8), cr = V(c), ci = V(c + 8), dr = V(d), di = V(d + 8);
+        v8 tr = br * w1r + bi * w1i, ti = bi * w1r - br * w1i;
+        br = ar - tr;
+        bi = ai - ti;
+        ar = ar + tr;
+        ai = ai + ti;
+        tr = dr * w1r + di * w1i;
+        ti = di * w1r - dr * w1i;
+        dr = cr - tr;
+        di = ci - ti;
+        cr = cr + tr;
+        ci = ci + ti;
+        tr = cr * w2r + ci * w2i;
+        ti = ci * w2r - cr * w2i;
+        V(a) = ar + tr;
+        V(a + 8) = ai + ti;
+        V(c) = ar - tr;
+        V(c + 8) = ai - ti;
+        tr = dr * w3r + di * w3i;
+        ti = di * w3r - dr * w3i;
+        V(b) = br + tr;
+        V(b + 8) = bi + ti;
+        V(d) = br - tr;
+        V(d + 8) = bi - ti;
+    }
+}
+
 /* Forward transform of n points spaced `st` floats apart, `cols` side by side; unless `full`, points
  * n/2.. are zero on entry (not read). tw: cos, sin of -2 pi j / n for j < n / 2. */
 static void vit5_fft_forward(float *p, int64_t n, int64_t st, int64_t cols, int full, const float *twr,
@@ -464,25 +533,42 @@ static void vit5_fft_forward(float *p, int64_t n, int64_t st, int64_t cols, int 
             V(b + 8) = ar * vi + ai * vr;
         }
     }
-    for (m = n / 4; m >= 1; m /= 2) {
-        const int64_t step = n / (2 * m);
+    for (m = n / 4; m >= 2; m /= 4) { /* the other stages two at a time: spans m and m / 2 */
+        const int64_t step = n / (2 * m), h = m / 2;
         for (int64_t s = 0; s < n; s += 2 * m)
-            for (int64_t j = 0; j < m; j++)
-                vit5_dif_pair(p + (s + j) * st, p + (s + j + m) * st, cols, twr[j * step], twi[j * step]);
+            for (int64_t j = 0; j < h; j++) {
+                const float w[6] = {twr[j * step], twi[j * step], twr[(j + h) * step], twi[(j + h) * step],
+                                    twr[2 * j * step], twi[2 * j * step]};
+                vit5_dif_quad(p + (s + j) * st, p + (s + j + h) * st, p + (s + j + m) * st, p + (s + j + m + h) * st,
+                              cols, w);
+            }
     }
+    if (m == 1) /* an odd stage left: span 1 */
+        for (int64_t s = 0; s < n; s += 2) vit5_dif_pair(p + s * st, p + (s + 1) * st, cols, twr[0], twi[0]);
 }
 
 /* Inverse (unscaled) transform from bit-reversed order; only points < keep are final (all of them
  * when keep > n / 2). */
 static void vit5_fft_inverse(float *p, int64_t n, int64_t st, int64_t cols, int64_t keep, const float *twr,
                              const float *twi) {
-    for (int64_t m = 1; m < n / 2; m *= 2) {
+    int64_t m = 1;
+    for (; 2 * m < n / 2; m *= 4) { /* all but the last stage two at a time: spans m and 2m */
+        const int64_t step = n / (4 * m);
+        for (int64_t s = 0; s < n; s += 4 * m)
+            for (int64_t j = 0; j < m; j++) {
+                const float w[6] = {twr[2 * j * step], twi[2 * j * step], twr[j * step], twi[j * step],
+                                    twr[(j + m) * step], twi[(j + m) * step]};
+                vit5_dit_quad(p + (s + j) * st, p + (s + j + m) * st, p + (s + j + 2 * m) * st,
+                              p + (s + j + 3 * m) * st, cols, w);
+            }
+    }
+    if (m < n / 2) { /* an odd stage left before the last */
         const int64_t step = n / (2 * m);
         for (int64_t s = 0; s < n; s += 2 * m)
             for (int64_t j = 0; j < m; j++)
                 vit5_dit_pair(p + (s + j) * st, p + (s + j + m) * st, cols, twr[j * step], twi[j * step]);
     }
-    const int64_t m = n / 2;
+    m = n / 2;
     if (keep > m) { /* every output: the full last stage */
         for (int64_t j = 0; j < m; j++) vit5_dit_pair(p + j * st, p + (j + m) * st, cols, twr[j], twi[j]);
         return;
