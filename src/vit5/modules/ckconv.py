@@ -253,7 +253,7 @@ class CKConvND(nn.Module):
         elif (
             plan.path is LongConvPath.FFT and plan.fused and fftnative.supports(x, fft_plan, kernel.shape[0])
         ):
-            operand = fftnative.spectrum(kernel, fft_plan)  # (G, F_h, F_w, 4, 8)
+            operand = fftnative.spectrum(kernel, fft_plan)  # (G, F_h F_w / 2 + 2, 4, 8)
         elif plan.path is LongConvPath.FFT:
             operand = kernel_spectrum(kernel, fft_plan)
         elif plan.path is LongConvPath.DFT and plan.cache:

@@ -655,8 +655,13 @@ static void vit5_fft_load_forward(const float *xs, int64_t sxh, int64_t sxw, int
     vit5_fft_forward(buf, fh, row, fw, 0, twhr, twhi);
 }
 
-/* x [B, nh, nw, C] with strides (sxb, sxh, sxw, 1); spec [ceil(C / 16), fh, fw, 4, 8] (A re, A im,
- * B re, B im per bit-reversed position); out [B, nh, nw, C] with strides (sob, soh, sow, 1):
+/* Frequencies per group the spectrum stores: one of each pair (k, -k), the four that are their own
+ * partner once (A and B are Hermitian, so A[-k] = conj A[k]). */
+static inline int64_t vit5_spectrum_entries(int64_t fh, int64_t fw) { return fh * fw / 2 + 2; }
+
+/* x [B, nh, nw, C] with strides (sxb, sxh, sxw, 1); spec [ceil(C / 16), fh fw / 2 + 2, 4, 8] (A re,
+ * A im, B re, B im per stored frequency: the bit-reversed positions p in row-major order whose
+ * partner q is not before p); out [B, nh, nw, C] with strides (sob, soh, sow, 1):
  * out = y, or shortcut[c] * x + y when shortcut is not NULL (two roundings, as PyTorch's
  * shortcut * x + y). work: threads x fh x fw x 16 floats, 64-byte aligned. Returns 0, or -1 for
  * sizes it does not take (not powers of two >= 4, or more than half the FFT size of signal). */
@@ -676,23 +681,23 @@ int vit5_fft_conv2d(const float *x, int64_t batch, int64_t nh, int64_t nw, int64
         const float *xs = x + b * sxb + c0;
         vit5_fft_load_forward(xs, sxh, sxw, lanes, nh, nw, fh, fw, buf, tab.twhr, tab.twhi, tab.twwr, tab.twwi);
         /* spectral product, k and -k together */
-        const float *sp = spec + g * fh * fw * 32;
+        const float *sp_ = spec + g * vit5_spectrum_entries(fh, fw) * 32; /* read in order */
         for (int64_t ph = 0; ph < fh; ph++) {
             for (int64_t pw = 0; pw < fw; pw++) {
                 const int64_t p = ph * fw + pw, q = (int64_t)tab.parth[ph] * fw + tab.partw[pw];
                 if (q < p) continue;
                 float *zp = buf + p * EL, *zq = buf + q * EL;
-                const float *sp_ = sp + p * 32, *sq = sp + q * 32;
                 const v8 pr = V(zp), pi = V(zp + 8), qr = V(zq), qi = V(zq + 8);
                 const v8 apr = VU(sp_), api = VU(sp_ + 8), bpr = VU(sp_ + 16), bpi = VU(sp_ + 24);
                 /* W[p] = Z[p] A[p] + conj(Z[q]) B[p] */
                 V(zp) = (pr * apr - pi * api) + (qr * bpr + qi * bpi);
                 V(zp + 8) = (pr * api + pi * apr) + (qr * bpi - qi * bpr);
-                if (q != p) {
-                    const v8 aqr = VU(sq), aqi = VU(sq + 8), bqr = VU(sq + 16), bqi = VU(sq + 24);
+                if (q != p) { /* A and B are Hermitian: A[q] = conj A[p] exactly, as the spectrum stores it */
+                    const v8 aqr = apr, aqi = -api, bqr = bpr, bqi = -bpi;
                     V(zq) = (qr * aqr - qi * aqi) + (pr * bqr + pi * bqi);
                     V(zq + 8) = (qr * aqi + qi * aqr) + (pr * bqi - pi * bqr);
                 }
+                sp_ += 32;
             }
         }
         vit5_fft_inverse(buf, fh, row, fw, nh, tab.twhr, tab.twhi);
@@ -722,10 +727,11 @@ int vit5_fft_conv2d(const float *x, int64_t batch, int64_t nh, int64_t nw, int64
 }
 
 /* The kernel spectrum vit5_fft_conv2d reads: k [C, kh, kw] with strides (skc, skh, skw); spec
- * [ceil(C / 16), fh, fw, 4, 8]. Per group, the taps a = (k_c + k_d) s and b = (k_c - k_d) s
+ * [ceil(C / 16), fh fw / 2 + 2, 4, 8]. Per group, the taps a = (k_c + k_d) s and b = (k_c - k_d) s
  * (s = 1 / (2 fh fw); c = c0 + l, d = c0 + 8 + l) are shifted back by the crop start (sh, sw),
  * zero padded to fh x fw and transformed together as a + i b; A and B are separated from the
- * packed spectrum through the partner tables, in bit-reversed order. work: threads x fh x fw x 16
+ * packed spectrum through the partner tables and stored for one frequency of each pair (k, -k), in
+ * the order vit5_fft_conv2d reads them. work: threads x fh x fw x 16
  * floats. Returns 0, or -1 for sizes it does not take. */
 int vit5_fft_kernel_spectrum(const float *k, int64_t channels, int64_t kh, int64_t kw, int64_t skc, int64_t skh,
                              int64_t skw, int64_t sh, int64_t sw, int64_t fh, int64_t fw, float *spec, float *work,
@@ -758,18 +764,19 @@ int vit5_fft_kernel_spectrum(const float *k, int64_t channels, int64_t kh, int64
         }
         for (int64_t i = 0; i < fh; i++) vit5_fft_forward(buf + i * row, fw, EL, 1, 1, tab.twwr, tab.twwi);
         vit5_fft_forward(buf, fh, row, fw, 1, tab.twhr, tab.twhi);
-        float *out = spec + g * fh * fw * 32;
+        float *o = spec + g * vit5_spectrum_entries(fh, fw) * 32;
         const v8 half = vit5_bcast(0.5f);
         for (int64_t ph = 0; ph < fh; ph++)
             for (int64_t pw = 0; pw < fw; pw++) {
                 const int64_t p = ph * fw + pw, q = (int64_t)tab.parth[ph] * fw + tab.partw[pw];
+                if (q < p) continue;
                 const float *zp = buf + p * EL, *zq = buf + q * EL;
                 const v8 zr = V(zp), zi = V(zp + 8), qr = V(zq), qi = V(zq + 8);
-                float *o = out + p * 32;
                 VU(o) = (zr + qr) * half;      /* A = (Z[p] + conj Z[q]) / 2 */
                 VU(o + 8) = (zi - qi) * half;
                 VU(o + 16) = (zi + qi) * half; /* B = (Z[p] - conj Z[q]) / 2i */
                 VU(o + 24) = (qr - zr) * half;
+                o += 32;
             }
     }
     return 0;

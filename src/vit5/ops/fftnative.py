@@ -50,6 +50,7 @@ __all__ = [
     "fused_sizes",
     "kernel_gradient",
     "spectrum",
+    "spectrum_entries",
     "supports",
     "takes_input",
 ]
@@ -84,15 +85,24 @@ def fused_sizes(plan: FFTConvPlan) -> tuple[int, ...]:
     return tuple(max(4, 1 << (max(f, 2 * n) - 1).bit_length()) for f, n in zip(plan.sizes, plan.signal))
 
 
+def spectrum_entries(sizes: tuple[int, ...]) -> int:
+    """Frequencies per channel group that :func:`spectrum` stores for transform ``sizes``
+    ``(F_h, F_w)``: one of each pair ``(k, -k)`` (the spectra are Hermitian, the kernel reads
+    ``A[-k] = conj A[k]``), i.e. ``F_h F_w / 2 + 2`` (four frequencies are their own partner)."""
+    return sizes[0] * sizes[1] // 2 + 2
+
+
 def spectrum(kernel: torch.Tensor, plan: FFTConvPlan) -> torch.Tensor:
-    """The kernel's spectrum in the fused kernel's layout: ``[ceil(C / 16), F_h, F_w, 4, 8]`` fp32.
+    """The kernel's spectrum in the fused kernel's layout: ``[ceil(C / 16), E, 4, 8]`` fp32, with
+    ``E`` = :func:`spectrum_entries` of :func:`fused_sizes` (``F_h F_w / 2 + 2``).
 
     Args:
         kernel: ``[1, C, K_h, K_w]`` kernel (any float dtype; transformed in fp32).
         plan: From :func:`vit5.ops.fftplan.plan_fft_conv`, accepted by :func:`supports`.
 
     Per group of 16 channels ``c`` (lanes ``c0 .. c0 + 7``) and ``d`` (``c0 + 8 ..``) and per
-    bit-reversed frequency: ``A = (S_c + S_d) / 2`` and ``B = (S_c - S_d) / 2`` (real and imaginary
+    stored frequency (the bit-reversed positions ``p`` in row-major order whose partner ``-k`` is
+    not before ``p``): ``A = (S_c + S_d) / 2`` and ``B = (S_c - S_d) / 2`` (real and imaginary
     parts), ``S`` the DFT at the plan's sizes of the kernel shifted back by the crop start (so the
     kept window starts at 0) and divided by ``F_h F_w``. The sums, the shift and the scale are
     applied to the taps before the transform (the DFT is linear), and the two sums are transformed
@@ -103,7 +113,8 @@ def spectrum(kernel: torch.Tensor, plan: FFTConvPlan) -> torch.Tensor:
     taps = kernel[0].detach().float()  # (C, K_h, K_w), any strides
     channels = taps.shape[0]
     out = torch.empty(
-        -(-channels // GROUP), f_h, f_w, 4, GROUP // 2, dtype=torch.float32, device=kernel.device
+        -(-channels // GROUP), spectrum_entries((f_h, f_w)), 4, GROUP // 2, dtype=torch.float32,
+        device=kernel.device,
     )
     threads = native.threads()
     work = torch.empty(threads * f_h * f_w * 2 * GROUP, dtype=torch.float32, device=kernel.device)
@@ -141,14 +152,14 @@ def convolve(
         )
     batch, n_h, n_w, channels = x.shape
     f_h, f_w = fused_sizes(plan)
-    groups = -(-channels // GROUP)
+    groups, entries = -(-channels // GROUP), spectrum_entries((f_h, f_w))
     if (
-        spec.shape != (groups, f_h, f_w, 4, GROUP // 2)
+        spec.shape != (groups, entries, 4, GROUP // 2)
         or spec.dtype != torch.float32
         or not spec.is_contiguous()
     ):
         raise ValueError(
-            f"spectrum must be [{groups}, {f_h}, {f_w}, 4, 8] contiguous for {channels} channels, "
+            f"spectrum must be [{groups}, {entries}, 4, 8] contiguous for {channels} channels, "
             f"got {tuple(spec.shape)}"
         )
     out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
