@@ -311,7 +311,12 @@ def test_eval_path_is_bit_identical_to_the_training_forward(
         elif path == "dft":
             assert cached.shape == (1, 5, 2, 7 * channels)  # [1, F1', 2, F2 C] at sizes (9, 7)
         elif path == "fft" and dtype == torch.float32 and native.library() is not None:
-            assert cached.shape == (3, 66, 4, 8)  # fused layout: 3 groups of 16 channels, sizes (16, 8): 16 * 8 / 2 + 2
+            assert cached.shape == (
+                3,
+                66,
+                4,
+                8,
+            )  # fused layout: 3 groups of 16 channels, sizes (16, 8): 16 * 8 / 2 + 2
         else:
             assert isinstance(cached, tuple)  # the split torch.fft spectrum
         assert evaluated.dtype == dtype and evaluated.shape == x.shape

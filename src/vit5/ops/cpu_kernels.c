@@ -97,6 +97,34 @@ int vit5_rms_backward(const float *x, int64_t inner, int64_t outer_stride, int64
     return 0;
 }
 
+/* RoPE over rows of d (x addressed in two levels as vit5_row does; out contiguous [rows, d]); row i
+ * belongs to token t = (i / per_token) % tokens of the [tokens, d] tables. transpose = 0:
+ * out[c] = x[c] cos[t, c] + (sign[c] x[partner[c]]) sin[t, c], the two products and the sum of
+ * vit5/ops/rope.py's PyTorch expression (the same bits); transpose = 1, its adjoint, the
+ * backward pass: out[c] = x[c] cos[t, c] + sign[p] (x[p] sin[t, p]) with p = partner[c], as
+ * autograd rounds it. partner must be a permutation of 0 .. d - 1. */
+void vit5_rope(const float *x, int64_t inner, int64_t outer_stride, int64_t inner_stride, const float *cos_t,
+               const float *sin_t, const int32_t *partner, const float *sign, float *out, int64_t rows, int64_t d,
+               int64_t per_token, int64_t tokens, int transpose, int threads) {
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int64_t i = 0; i < rows; i++) {
+        const float *xi = vit5_row(x, i, inner, outer_stride, inner_stride);
+        const int64_t t = (i / per_token) % tokens;
+        const float *ci = cos_t + t * d, *si = sin_t + t * d;
+        float *oi = out + i * d;
+        if (!transpose) {
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++) oi[j] = xi[j] * ci[j] + (sign[j] * xi[partner[j]]) * si[j];
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < d; j++) {
+                const int32_t q = partner[j];
+                oi[j] = xi[j] * ci[j] + sign[q] * (xi[q] * si[q]);
+            }
+        }
+    }
+}
+
 /* Complex products of spectra stored as [n, f, 2, r] (real plane, imaginary plane per f):
  * out[i] = a[i] * b[i] (conj: a[i] * conj(b[i])); b_shared: b has one row [1, f, 2, r]. The
  * operations are those of vit5/ops/dftconv.py's PyTorch product, a product then an addcmul_,

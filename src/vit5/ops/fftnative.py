@@ -113,7 +113,11 @@ def spectrum(kernel: torch.Tensor, plan: FFTConvPlan) -> torch.Tensor:
     taps = kernel[0].detach().float()  # (C, K_h, K_w), any strides
     channels = taps.shape[0]
     out = torch.empty(
-        -(-channels // GROUP), spectrum_entries((f_h, f_w)), 4, GROUP // 2, dtype=torch.float32,
+        -(-channels // GROUP),
+        spectrum_entries((f_h, f_w)),
+        4,
+        GROUP // 2,
+        dtype=torch.float32,
         device=kernel.device,
     )
     threads = native.threads()

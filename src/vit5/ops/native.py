@@ -69,6 +69,7 @@ SIGNATURES = {
         (_P, *(_I64,) * 3, _P, *(_I64,) * 3, _P, _P, _P, _P, _I64, _I64, _INT, _INT, _F, _INT),
         None,
     ),
+    "vit5_rope": ((_P, _I64, _I64, _I64, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT, _INT), None),
     "vit5_batched_matmul": ((_P, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _INT), None),
     "vit5_fft_kernel_spectrum": ((_P, *(_I64,) * 10, _P, _P, _INT), _INT),
     "vit5_fft_conv2d_kernel_grad": ((_P, _P, *(_I64,) * 14, _P, *(_I64,) * 5, _P, _INT), _INT),
