@@ -226,14 +226,16 @@ class ViT5Attention(nn.Module):
         qkv = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim)  # (B, T, 3, H, hd)
         if self._use_fused_path(qkv):
             qk = self._normalise_and_rotate(qkv[:, :, :2], (self.q_norm, self.k_norm))  # (B, T, 2, H, hd)
-            q, k = qk.unbind(dim=2)
+            (q, k), v = qk.unbind(dim=2), qkv[:, :, 2]
         else:
-            q, k, _ = qkv.unbind(dim=2)  # each (B, T, H, hd)
+            # q, k and v from one view op: its backward stacks the three gradients in one pass
+            # (separate views would each fill a zero buffer of the projection's size, then add up)
+            q, k, v = qkv.unbind(dim=2)  # each (B, T, H, hd)
             if self.qk_norm:
                 q, k = self.q_norm(q), self.k_norm(k)
             q = apply_rope(q, self.rope_cos, self.rope_sin, self.rope_impl)
             k = apply_rope(k, self.rope_cos, self.rope_sin, self.rope_impl)
-        return self._attend(q, k, qkv[:, :, 2])
+        return self._attend(q, k, v)
 
     def _forward_queries(self, x: torch.Tensor, rows: slice) -> torch.Tensor:
         """``forward(x)[:, rows]``: k/v of every token, q (norm + RoPE at their positions) of ``rows`` only."""
@@ -246,13 +248,14 @@ class ViT5Attention(nn.Module):
         if self._use_fused_path(kv):
             k = self._normalise_and_rotate(kv[:, :, :1], (self.k_norm,))[:, :, 0]  # (B, T, H, hd)
             q = self._normalise_and_rotate(q[:, :, None], (self.q_norm,), rows)[:, :, 0]  # (B, Tq, H, hd)
+            v = kv[:, :, 1]
         else:
-            k = kv[:, :, 0]  # (B, T, H, hd)
+            k, v = kv.unbind(dim=2)  # (B, T, H, hd) each, one view op (see forward)
             if self.qk_norm:
                 q, k = self.q_norm(q), self.k_norm(k)
             q = apply_rope(q, self.rope_cos[rows], self.rope_sin[rows], self.rope_impl)
             k = apply_rope(k, self.rope_cos, self.rope_sin, self.rope_impl)
-        return self._attend(q, k, kv[:, :, 1])
+        return self._attend(q, k, v)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Softmax attention of ``q`` ``[B, Tq, H, hd]`` over ``k, v`` ``[B, T, H, hd]``, then ``proj``."""
