@@ -431,12 +431,15 @@ FMA_CONTRACT void vit5_batched_matmul(const float *M, int64_t m, int64_t k, int6
  * z = x[c0 + l] + i x[c0 + 8 + l] (l < 8), into a work buffer of fh x fw elements (one element =
  * 8 real parts then 8 imaginary parts, 64 bytes), so every butterfly is plain vector arithmetic
  * on 8 channels with a scalar twiddle. Forward: radix-2 decimation in frequency along the width
- * (only the fh/2 rows that hold data), then along the height (all columns at once, row pairs);
- * the spectrum comes out in bit-reversed order on both axes and the kernel spectrum is stored in
- * that order. Each output spectrum element W[k] = Z[k] A[k] + conj(Z[-k]) B[k] separates and
- * convolves both halves of the packing at once (A = (Sc + Sd) / 2, B = (Sc - Sd) / 2 for the
- * kernel spectra Sc, Sd of the two channels, crop shift and 1 / (fh fw) included; k and -k are
- * read together through the bit-reversed partner tables). Inverse: decimation in time along the
+ * (only the fh/2 rows that hold data), then along the height (all columns at once, row pairs),
+ * the stages after the first two at a time (radix-2^2 quads: the same butterflies, half the
+ * loads and stores); the spectrum comes out in bit-reversed order on both axes. Each output
+ * spectrum element W[k] = Z[k] A[k] + conj(Z[-k]) B[k] separates and convolves both halves of
+ * the packing at once (A = (Sc + Sd) / 2, B = (Sc - Sd) / 2 for the kernel spectra Sc, Sd of the
+ * two channels, crop shift and 1 / (fh fw) included; k and -k are handled together through the
+ * bit-reversed partner tables, and as the taps are real, A[-k] = conj A[k] and B[-k] = conj B[k],
+ * so the kernel spectrum holds one frequency of each pair, in the order they are visited).
+ * Inverse: decimation in time along the
  * height, then the width, each keeping only the first nh (nw) outputs in its last stage; the real
  * parts are channels c0.., the imaginary parts channels c0 + 8... The input needs nh <= fh / 2 and
  * nw <= fw / 2 (the first forward stage reads only the first half). */

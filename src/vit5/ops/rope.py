@@ -12,6 +12,10 @@ Two rotations use that table:
 * ``"nvsubquadratic"`` (the reference library): within each axis half, channel ``c`` is paired with
   ``c + m`` ("rotate half"). Those two channels carry *different* frequencies in the table above,
   so this map is not a rotation; it is reproduced exactly for checkpoint compatibility.
+
+Both are ``rot(u)[c] = sign[c] * u[partner[c]]`` for a fixed permutation and signs, so on eager
+CPU fp32 tensors :func:`apply_rope` runs the rotation and its backward as one pass each of the
+``vit5_rope`` kernel (:mod:`vit5.ops.native`), with the PyTorch expression's bits.
 """
 
 from __future__ import annotations
