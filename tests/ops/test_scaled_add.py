@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vit5.ops import native
-from vit5.ops.scaled_add import scaled_add
+from vit5.ops.scaled_add import scaled_add, scaled_add_into_branch
 
 PATHS = pytest.mark.parametrize("fused", [True, False], ids=["fused-kernels", "pytorch"])
 
@@ -70,3 +70,16 @@ def test_gamma_gradient_sums_many_rows_accurately(rows: int) -> None:
     (grad,) = torch.autograd.grad(scaled_add(x, branch, gamma, mask), gamma, g)
     expected = ((g.double() * branch.double()).sum(dim=1) * mask.double()[:, None]).sum(dim=0)
     torch.testing.assert_close(grad.double(), expected, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["fused-kernel", "pytorch"])
+def test_in_place_form_writes_the_plain_bits_over_the_branch(fused) -> None:
+    generator = torch.Generator().manual_seed(3)
+    x, branch = (torch.randn(2, 9, 24, generator=generator) for _ in range(2))
+    gamma = torch.randn(24, generator=generator)
+    expected = x + branch * gamma
+    pointer = branch.data_ptr()
+    with torch.profiler.profile() as prof, contextlib.nullcontext() if fused else native.disabled():
+        out = scaled_add_into_branch(x, branch, gamma)
+    assert out.data_ptr() == pointer and torch.equal(out, expected) and torch.equal(branch, expected)
+    assert any(e.name == "vit5_scaled_add" for e in prof.events()) == (fused and native.library() is not None)

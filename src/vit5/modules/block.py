@@ -17,7 +17,7 @@ from vit5.modules.layer_scale import LayerScale
 from vit5.modules.mlp import MLP
 from vit5.modules.norms import L2Norm, RMSNorm, no_weight_decay
 from vit5.ops import native
-from vit5.ops.scaled_add import scaled_add
+from vit5.ops.scaled_add import scaled_add, scaled_add_into_branch
 
 #: Norms that act on each token separately (so they can run on a subset of the tokens).
 TOKENWISE_NORMS = (RMSNorm, nn.LayerNorm, nn.RMSNorm, nn.Identity)
@@ -185,7 +185,7 @@ class ViT5ResidualBlock(nn.Module):
         """
         if in_place and branch.dtype == x.dtype and branch.shape == x.shape and not shares_storage(branch, x):
             if isinstance(scale, LayerScale):
-                branch = branch.mul_(scale.gamma.to(branch.dtype))
+                return scaled_add_into_branch(x, branch, scale.gamma)  # one pass on CPUs
             return branch.add_(x)
         path = self.drop_path
         if (

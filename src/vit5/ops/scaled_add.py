@@ -18,7 +18,7 @@ import torch
 
 from vit5.ops import native
 
-__all__ = ["scaled_add"]
+__all__ = ["scaled_add", "scaled_add_into_branch"]
 
 
 def _fold(branch: torch.Tensor, per_sample: bool) -> tuple[int, int, int]:
@@ -67,6 +67,34 @@ class _ScaledAdd(torch.autograd.Function):
         if need_gamma:
             grad_gamma = (sums * mask.reshape(-1, 1)).sum(dim=0) if per_sample else sums[0]
         return (grad if need_x else None), grad_branch, grad_gamma, None
+
+
+def scaled_add_into_branch(x: torch.Tensor, branch: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
+    """``x + branch * gamma`` written over ``branch`` and returned (no autograd): the bits of
+    ``branch.mul_(gamma).add_(x)`` in one pass instead of two when :func:`vit5.ops.native.usable`
+    holds for the contiguous same-shape tensors, those two in-place ops otherwise. The caller
+    owns ``branch`` (a fresh output nothing else holds) and ``gamma`` is ``[D]``."""
+    if (
+        x.shape == branch.shape
+        and x.numel() > 0
+        and gamma.shape == x.shape[-1:]
+        and native.usable(x, branch, gamma)
+    ):
+        samples, rows, d = _fold(branch, False)
+        native.run(
+            "vit5_scaled_add",
+            x.data_ptr(),
+            branch.data_ptr(),
+            gamma.data_ptr(),
+            branch.data_ptr(),
+            samples,
+            rows,
+            d,
+            0,
+            native.threads(),
+        )  # fmt: skip  (element j is read before it is written: writing over branch is safe)
+        return branch
+    return branch.mul_(gamma.to(branch.dtype)).add_(x)
 
 
 def scaled_add(
