@@ -182,19 +182,21 @@ def _kill_and_resume(tmp_path: Path, config: list[str]) -> None:
     """Kill a run with SIGKILL at random moments and resume it: it must end bit-identical to an
     uninterrupted run of ``config``."""
     straight = tmp_path / "straight"
+    started = time.time()
     reference = _start(["--out", str(straight), *config])
     assert reference.wait(timeout=900) == 0, reference.stderr.read()[-2000:]
+    duration = time.time() - started  # kill moments scale with it: fast and slow machines alike
 
     run, rng, kills = tmp_path / "killed", random.Random(1234), 0
     process = _start(["--out", str(run), *config])
     while True:
         if kills < 4:
-            if kills == 0:  # the first kill lands anywhere in start-up
-                time.sleep(rng.uniform(0.5, 4.0))
+            if kills == 0:  # the first kill lands anywhere in start-up or the first steps
+                time.sleep(rng.uniform(0.05, 0.5) * duration)
             else:  # later ones at a random moment of training, checkpointing or evaluation
                 size = (run / "log.txt").stat().st_size if (run / "log.txt").exists() else 0
                 _wait_for_training(run, process, size)
-                time.sleep(rng.uniform(0.0, 3.0))
+                time.sleep(rng.uniform(0.0, 0.25) * duration)
         if kills < 4 and process.poll() is None:
             process.send_signal(signal.SIGKILL)
             process.wait()
