@@ -452,100 +452,69 @@ typedef float v8u __attribute__((vector_size(32), aligned(4)));
 
 static inline v8 vit5_bcast(float s) { return (v8){s, s, s, s, s, s, s, s}; }
 
+/* One butterfly on values in registers (real and imaginary parts of 8 lanes each): decimation in
+ * frequency (a, b) -> (a + b, (a - b) w), and decimation in time with the conjugate twiddle
+ * (a, b) -> (a + b w*, a - b w*). */
+static inline void vit5_dif(v8 *ar, v8 *ai, v8 *br, v8 *bi, v8 wr, v8 wi) {
+    const v8 dr = *ar - *br, di = *ai - *bi;
+    *ar = *ar + *br;
+    *ai = *ai + *bi;
+    *br = dr * wr - di * wi;
+    *bi = dr * wi + di * wr;
+}
+
+static inline void vit5_dit(v8 *ar, v8 *ai, v8 *br, v8 *bi, v8 wr, v8 wi) {
+    const v8 tr = *br * wr + *bi * wi, ti = *bi * wr - *br * wi;
+    *br = *ar - tr;
+    *bi = *ai - ti;
+    *ar = *ar + tr;
+    *ai = *ai + ti;
+}
+
 /* Butterflies of one stage over `cols` elements side by side (a row pair on the height axis,
- * cols = 1 along the width): decimation in frequency (a, b) -> (a + b, (a - b) w). */
+ * cols = 1 along the width). */
 static inline void vit5_dif_pair(float *a, float *b, int64_t cols, float wr, float wi) {
     const v8 vr = vit5_bcast(wr), vi = vit5_bcast(wi);
     for (int64_t c = 0; c < cols; c++, a += EL, b += EL) {
-        const v8 ar = V(a), ai = V(a + 8), br = V(b), bi = V(b + 8);
-        const v8 dr = ar - br, di = ai - bi;
-        V(a) = ar + br;
-        V(a + 8) = ai + bi;
-        V(b) = dr * vr - di * vi;
-        V(b + 8) = dr * vi + di * vr;
+        v8 ar = V(a), ai = V(a + 8), br = V(b), bi = V(b + 8);
+        vit5_dif(&ar, &ai, &br, &bi, vr, vi);
+        V(a) = ar, V(a + 8) = ai, V(b) = br, V(b + 8) = bi;
     }
 }
 
-/* Decimation in time with the conjugate twiddle: (a, b) -> (a + b w*, a - b w*). */
 static inline void vit5_dit_pair(float *a, float *b, int64_t cols, float wr, float wi) {
     const v8 vr = vit5_bcast(wr), vi = vit5_bcast(wi);
     for (int64_t c = 0; c < cols; c++, a += EL, b += EL) {
-        const v8 br = V(b), bi = V(b + 8);
-        const v8 tr = br * vr + bi * vi, ti = bi * vr - br * vi;
-        const v8 ar = V(a), ai = V(a + 8);
-        V(a) = ar + tr;
-        V(a + 8) = ai + ti;
-        V(b) = ar - tr;
-        V(b + 8) = ai - ti;
+        v8 ar = V(a), ai = V(a + 8), br = V(b), bi = V(b + 8);
+        vit5_dit(&ar, &ai, &br, &bi, vr, vi);
+        V(a) = ar, V(a + 8) = ai, V(b) = br, V(b + 8) = bi;
     }
 }
 
-/* Two decimation-in-frequency stages at once on the quad (a, b, c, d) = points (j, j + h, j + m,
- * j + m + h) of a block of 2m (h = m / 2): span m on (a, c) with w1 and (b, d) with w2, then span h on
- * (a, b) and (c, d) with w3. The same operations as two passes of vit5_dif_pair (the same bits),
- * with the intermediate values kept in registers: half the loads and stores. */
-static inline void vit5_dif_quad(float *a, float *b, float *c, float *d, int64_t cols, const float *w) {
+/* Two stages at once on a quad of points (a, b, c, d) over `cols` elements, the intermediate
+ * values kept in registers (half the loads and stores of two passes, the same operations and
+ * bits). Decimation in frequency, points (j, j + h, j + m, j + m + h) of a block of 2m (h = m /
+ * 2): span m on (a, c) with w1 and (b, d) with w2, then span h on (a, b) and (c, d) with w3.
+ * Decimation in time, points (j, j + m, j + 2m, j + 3m) of a block of 4m: span m on (a, b) and
+ * (c, d) with w1*, then span 2m on (a, c) with w2* and (b, d) with w3*. w: w1, w2, w3 as (re, im). */
+static inline void vit5_quad(float *a, float *b, float *c, float *d, int64_t cols, const float *w, int dit) {
     const v8 w1r = vit5_bcast(w[0]), w1i = vit5_bcast(w[1]), w2r = vit5_bcast(w[2]), w2i = vit5_bcast(w[3]);
     const v8 w3r = vit5_bcast(w[4]), w3i = vit5_bcast(w[5]);
     for (int64_t k = 0; k < cols; k++, a += EL, b += EL, c += EL, d += EL) {
         v8 ar = V(a), ai = V(a + 8), br = V(b), bi = V(b + 8), cr = V(c), ci = V(c + 8), dr = V(d), di = V(d + 8);
-        v8 tr = ar - cr, ti = ai - ci;
-        ar = ar + cr;
-        ai = ai + ci;
-        cr = tr * w1r - ti * w1i;
-        ci = tr * w1i + ti * w1r;
-        tr = br - dr;
-        ti = bi - di;
-        br = br + dr;
-        bi = bi + di;
-        dr = tr * w2r - ti * w2i;
-        di = tr * w2i + ti * w2r;
-        tr = ar - br;
-        ti = ai - bi;
-        V(a) = ar + br;
-        V(a + 8) = ai + bi;
-        V(b) = tr * w3r - ti * w3i;
-        V(b + 8) = tr * w3i + ti * w3r;
-        tr = cr - dr;
-        ti = ci - di;
-        V(c) = cr + dr;
-        V(c + 8) = ci + di;
-        V(d) = tr * w3r - ti * w3i;
-        V(d + 8) = tr * w3i + ti * w3r;
-    }
-}
-
-/* Two decimation-in-time stages at once on points (j, j + m, j + 2m, j + 3m) of a block of 4m:
- * span m on (a, b) and (c, d) with w1*, then span 2m on (a, c) with w2* and (b, d) with w3*; the
- * same operations as two passes of vit5_dit_pair. */
-static inline void vit5_dit_quad(float *a, float *b, float *c, float *d, int64_t cols, const float *w) {
-    const v8 w1r = vit5_bcast(w[0]), w1i = vit5_bcast(w[1]), w2r = vit5_bcast(w[2]), w2i = vit5_bcast(w[3]);
-    const v8 w3r = vit5_bcast(w[4]), w3i = vit5_bcast(w[5]);
-    for (int64_t k = 0; k < cols; k++, a += EL, b += EL, c += EL, d += EL) {
-        v8 ar = V(a), ai = V(a + 8), br = V(b), bi = V(b + 8), cr = V(c), ci = V(c + 8), dr = V(d), di = V(d + 8);
-        v8 tr = br * w1r + bi * w1i, ti = bi * w1r - br * w1i;
-        br = ar - tr;
-        bi = ai - ti;
-        ar = ar + tr;
-        ai = ai + ti;
-        tr = dr * w1r + di * w1i;
-        ti = di * w1r - dr * w1i;
-        dr = cr - tr;
-        di = ci - ti;
-        cr = cr + tr;
-        ci = ci + ti;
-        tr = cr * w2r + ci * w2i;
-        ti = ci * w2r - cr * w2i;
-        V(a) = ar + tr;
-        V(a + 8) = ai + ti;
-        V(c) = ar - tr;
-        V(c + 8) = ai - ti;
-        tr = dr * w3r + di * w3i;
-        ti = di * w3r - dr * w3i;
-        V(b) = br + tr;
-        V(b + 8) = bi + ti;
-        V(d) = br - tr;
-        V(d + 8) = bi - ti;
+        if (dit) {
+            vit5_dit(&ar, &ai, &br, &bi, w1r, w1i);
+            vit5_dit(&cr, &ci, &dr, &di, w1r, w1i);
+            vit5_dit(&ar, &ai, &cr, &ci, w2r, w2i);
+            vit5_dit(&br, &bi, &dr, &di, w3r, w3i);
+        } else {
+            vit5_dif(&ar, &ai, &cr, &ci, w1r, w1i);
+            vit5_dif(&br, &bi, &dr, &di, w2r, w2i);
+            vit5_dif(&ar, &ai, &br, &bi, w3r, w3i);
+            vit5_dif(&cr, &ci, &dr, &di, w3r, w3i);
+        }
+        V(a) = ar, V(a + 8) = ai, V(b) = br, V(b + 8) = bi;
+        V(c) = cr, V(c + 8) = ci, V(d) = dr, V(d + 8) = di;
     }
 }
 
@@ -570,8 +539,8 @@ static void vit5_fft_forward(float *p, int64_t n, int64_t st, int64_t cols, int 
             for (int64_t j = 0; j < h; j++) {
                 const float w[6] = {twr[j * step], twi[j * step], twr[(j + h) * step], twi[(j + h) * step],
                                     twr[2 * j * step], twi[2 * j * step]};
-                vit5_dif_quad(p + (s + j) * st, p + (s + j + h) * st, p + (s + j + m) * st, p + (s + j + m + h) * st,
-                              cols, w);
+                vit5_quad(p + (s + j) * st, p + (s + j + h) * st, p + (s + j + m) * st, p + (s + j + m + h) * st, cols,
+                          w, 0);
             }
     }
     if (m == 1) /* an odd stage left: span 1 */
@@ -589,8 +558,8 @@ static void vit5_fft_inverse(float *p, int64_t n, int64_t st, int64_t cols, int6
             for (int64_t j = 0; j < m; j++) {
                 const float w[6] = {twr[2 * j * step], twi[2 * j * step], twr[j * step], twi[j * step],
                                     twr[(j + m) * step], twi[(j + m) * step]};
-                vit5_dit_quad(p + (s + j) * st, p + (s + j + m) * st, p + (s + j + 2 * m) * st,
-                              p + (s + j + 3 * m) * st, cols, w);
+                vit5_quad(p + (s + j) * st, p + (s + j + m) * st, p + (s + j + 2 * m) * st,
+                          p + (s + j + 3 * m) * st, cols, w, 1);
             }
     }
     if (m < n / 2) { /* an odd stage left before the last */
