@@ -29,6 +29,20 @@ def _fold(branch: torch.Tensor, per_sample: bool) -> tuple[int, int, int]:
     return 1, branch.numel() // d, d
 
 
+def _forward_kernel(
+    x: torch.Tensor, branch: torch.Tensor, scale: torch.Tensor, out: torch.Tensor, per_sample: bool
+) -> torch.Tensor:
+    """``out = x + branch * scale`` by ``vit5_scaled_add`` (``scale`` ``[B, D]`` per sample or
+    ``[D]``); ``out`` may be ``branch`` itself (element j is read before it is written)."""
+    samples, rows, d = _fold(branch, per_sample)
+    native.run(
+        "vit5_scaled_add",
+        x.data_ptr(), branch.data_ptr(), scale.data_ptr(), out.data_ptr(), samples, rows, d,
+        int(per_sample), native.threads(),
+    )  # fmt: skip
+    return out
+
+
 class _ScaledAdd(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -36,13 +50,7 @@ class _ScaledAdd(torch.autograd.Function):
     ) -> torch.Tensor:
         per_sample = mask is not None
         scale = (mask.reshape(-1, 1) * gamma).contiguous() if per_sample else gamma  # (B, D) | (D,)
-        out = torch.empty_like(x)
-        samples, rows, d = _fold(branch, per_sample)
-        native.run(
-            "vit5_scaled_add",
-            x.data_ptr(), branch.data_ptr(), scale.data_ptr(), out.data_ptr(), samples, rows, d,
-            int(per_sample), native.threads(),
-        )  # fmt: skip
+        out = _forward_kernel(x, branch, scale, torch.empty_like(x), per_sample)
         ctx.save_for_backward(branch, scale, mask)
         return out
 
@@ -80,20 +88,7 @@ def scaled_add_into_branch(x: torch.Tensor, branch: torch.Tensor, gamma: torch.T
         and gamma.shape == x.shape[-1:]
         and native.usable(x, branch, gamma)
     ):
-        samples, rows, d = _fold(branch, False)
-        native.run(
-            "vit5_scaled_add",
-            x.data_ptr(),
-            branch.data_ptr(),
-            gamma.data_ptr(),
-            branch.data_ptr(),
-            samples,
-            rows,
-            d,
-            0,
-            native.threads(),
-        )  # fmt: skip  (element j is read before it is written: writing over branch is safe)
-        return branch
+        return _forward_kernel(x, branch, gamma, branch, per_sample=False)
     return branch.mul_(gamma.to(branch.dtype)).add_(x)
 
 
