@@ -52,7 +52,8 @@ from typing import Any
 import torch
 
 from vit5.ops import native
-from vit5.ops.fftplan import FFTConvPlan
+from vit5.ops.fftplan import FFTConvPlan, apply_spectrum, kernel_spectrum
+from vit5.ops.recorded import recorded_vjp, recording
 
 __all__ = [
     "DFT_MAX_DIM",
@@ -310,13 +311,21 @@ class _DFTConv(torch.autograd.Function):
             k_f = _kernel_spectrum(kernel, plan)  # (1|B, F1', 2, F2 C)
             x_f = signal.new_empty(_spectrum_shape(x.shape[0], plan, x.shape[-1]))
             y = _convolve(signal, k_f, plan, skip, keep=x_f)  # (B, *S, C)
-        ctx.save_for_backward(x_f, k_f, None if shortcut is None else x, shortcut)
+        ctx.save_for_backward(x_f, k_f, x, shortcut, kernel)
         ctx.plan, ctx.kernel_shape, ctx.dtypes = plan, kernel.shape, (x.dtype, kernel.dtype)
         return y.to(x.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x_f, k_f, x, shortcut = ctx.saved_tensors
+        x_f, k_f, x, shortcut, kernel = ctx.saved_tensors
+        if recording():  # create_graph: differentiate the formula as recorded PyTorch ops
+            grads = recorded_vjp(
+                lambda a, k, s: planned_conv_reference(a, k, ctx.plan, s),
+                (x, kernel, shortcut),
+                grad,
+                ctx.needs_input_grad[:3],
+            )
+            return *grads, None
         mats = _plan_matrices(ctx.plan, grad.device)
         a_x, a_k, inv = ([m[i] for m in mats] for i in range(3))
         k_shape = ctx.kernel_shape
@@ -352,6 +361,18 @@ class _DFTConv(torch.autograd.Function):
         if grad_skip is not None:
             grad_skip = grad_skip.to(shortcut.dtype)
         return grad_x, grad_kernel, grad_skip, None
+
+
+def planned_conv_reference(
+    x: torch.Tensor, kernel: torch.Tensor, plan: FFTConvPlan, shortcut: torch.Tensor | None = None
+) -> torch.Tensor:
+    """:func:`dft_conv` as plain differentiable ``torch.fft`` ops (:mod:`vit5.ops.fftplan`)."""
+    with torch.autocast(x.device.type, enabled=False):
+        z = x.movedim(-1, 1)  # (B, C, *S)
+        y = apply_spectrum(z, kernel_spectrum(kernel.movedim(-1, 1), plan), plan).movedim(1, -1)
+        if shortcut is not None:
+            y = y + x.float() * shortcut.float()
+    return y.to(x.dtype)  # (B, *S, C)
 
 
 def dft_conv(

@@ -10,10 +10,10 @@ kernel shared by the batch; first matching row wins):
 ===  ==========  ======  =============================  ===============  =====  ==========================
 row  capture     grad    other conditions               path             cache  why
 ===  ==========  ======  =============================  ===============  =====  ==========================
-1    fx, export, any     dense ok, fits                 TRACED_DENSE     no     plain ``index_select`` +
-     compile             :data:`BUILT_DENSE_MAX_BYTES`                          ``bmm``: traceable, one GEMM
-2    fx, export, any     otherwise                      TRACED_FFT       no     plain ``torch.fft`` ops
-     compile                                                                    (export: DFT matrices)
+1    not eager   any     dense ok, fits                 TRACED_DENSE     no     plain ``index_select`` +
+                         :data:`BUILT_DENSE_MAX_BYTES`                          ``bmm``: traceable, one GEMM
+2    not eager   any     otherwise                      TRACED_FFT       no     plain ``torch.fft`` ops
+                                                                                (export: DFT matrices)
 3    eager       any     ``use_chunked_fftconv``        FFT_CHUNKED      no     the config asks for it
 4    eager       on      dense ok, fits                 DENSE            no     one GEMM per channel beats
                          :data:`BUILT_DENSE_MAX_BYTES`                          three FFTs on tiny grids
@@ -128,7 +128,7 @@ DFT_MAX_SIGNAL = 24
 #: Longest axis the fused FFT kernels (rows 5 and 10) take: their radix-2 transforms are at most
 #: :data:`vit5.ops.fftnative.MAX_SIZE` (1024) points, twice the signal.
 FUSED_MAX_SIGNAL = 512
-CAPTURE_MODES = ("eager", "compile", "export", "fx")
+CAPTURE_MODES = ("eager", "compile", "export", "fx", "transform")
 
 
 class LongConvPath(str, enum.Enum):
