@@ -15,6 +15,9 @@ row  capture     grad    other conditions               path             cache  
 2    not eager   any     otherwise                      TRACED_FFT       no     plain ``torch.fft`` ops
                                                                                 (export: DFT matrices)
 3    eager       any     ``use_chunked_fftconv``        FFT_CHUNKED      no     the config asks for it
+3b   eager       on      device is not a CPU            FFT              no     the reference's route
+                                                                                (``torch.fft``) on GPUs
+3c   eager       off     device is not a CPU            FFT              eval   as 3b, spectrum reused
 4    eager       on      dense ok, fits                 DENSE            no     one GEMM per channel beats
                          :data:`BUILT_DENSE_MAX_BYTES`                          three FFTs on tiny grids
 5    eager       on      fused ok                       FFT_LOWMEM,      no     forward and both gradients
@@ -87,6 +90,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from vit5.ops import fftnative
 from vit5.ops.denseconv import dense_operator_bytes
 
 __all__ = [
@@ -110,9 +114,9 @@ DENSE_MAX_BYTES = 96 * 2**20
 BUILT_DENSE_MAX_BYTES = 4 * 2**20
 #: Longest axis the DFT-matrix path (rows 6 and 11) takes; longer grids use the FFTs.
 DFT_MAX_SIGNAL = 24
-#: Longest axis the fused FFT kernels (rows 5 and 10) take: their radix-2 transforms are at most
-#: :data:`vit5.ops.fftnative.MAX_SIZE` (1024) points, twice the signal.
-FUSED_MAX_SIGNAL = 512
+#: Longest axis the fused FFT kernels (rows 5 and 10) take: their radix-2 transforms are twice the
+#: signal, at most :data:`vit5.ops.fftnative.MAX_SIZE` points (the one definition of that limit).
+FUSED_MAX_SIGNAL = fftnative.MAX_SIZE // 2
 CAPTURE_MODES = ("eager", "compile", "export", "fx", "transform")
 
 
@@ -164,6 +168,7 @@ def plan_long_conv(
     dense_max_bytes: int | None = None,
     built_dense_max_bytes: int | None = None,
     fused_input: bool = False,
+    device: str = "cpu",
 ) -> LongConvPlan:
     """The path of one long-convolution call (first matching row of the module table).
 
@@ -185,6 +190,10 @@ def plan_long_conv(
             :data:`BUILT_DENSE_MAX_BYTES`, read at call time).
         fused_input: The input is one the fused CPU kernels read
             (:func:`vit5.ops.fftnative.takes_input`).
+        device: The input's device type (``"cpu"``, ``"cuda"``, ...): off the CPU the eager
+            route is ``torch.fft`` (rows 3b / 3c), the route of nvSubquadratic's ``torch_fft``
+            backend; the CPU-tuned rows (dense operator, DFT matrices, fused kernels) are not
+            taken there.
 
     Raises:
         ValueError: an unknown ``capture`` mode.
@@ -214,6 +223,10 @@ def plan_long_conv(
         return LongConvPlan(LongConvPath.TRACED_FFT, dft_matrices=capture == "export")
     if chunked:
         return LongConvPlan(LongConvPath.FFT_CHUNKED)
+    if device != "cpu":
+        if grad_enabled:
+            return LongConvPlan(LongConvPath.FFT)
+        return LongConvPlan(LongConvPath.FFT, cache=not training and not per_sample_kernels)
     if grad_enabled:
         if built_fits:
             return LongConvPlan(LongConvPath.DENSE)
