@@ -19,11 +19,12 @@ from vit5.config import (
     load_config,
     save_config,
 )
+from vit5.config.registry import config_targets as _config_targets
+from vit5.config.registry import register_config_target
 from vit5.export import export_onnx, export_program
 
 # Names with weights, save_pretrained / push_to_hub; registers the presets in timm when it is installed.
 from vit5.hub import create_model, from_pretrained, list_pretrained, push_to_hub, save_pretrained
-from vit5.io import register_config_target
 from vit5.modules import (
     MLP,
     BlockAlignedGaussianModulationND,
@@ -65,6 +66,12 @@ from vit5.ops.init import (
 )
 from vit5.weights import load_model, load_nvsubquadratic_checkpoint, load_official_vit5
 
+# Configs read from files may name the re-exported classes and functions as ``vit5.X``.
+_registered = set(map(id, _config_targets().values()))
+for _name, _obj in list(globals().items()):
+    if not _name.startswith("_") and id(_obj) in _registered:
+        register_config_target(_obj, f"vit5.{_name}")
+del _name, _obj, _registered
 __version__ = "0.1.0"
 
 __all__ = [

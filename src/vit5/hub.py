@@ -25,12 +25,12 @@ import torch
 
 from vit5._io import atomic_write_text
 from vit5.config import TARGET_KEY, instantiate, to_container
+from vit5.config.registry import check_config_targets
 from vit5.io.hub_repo import CONFIG, FROM_CONFIG, WEIGHTS, repo_config
 from vit5.io.imagenet import imagenet_class_descriptions, imagenet_class_names
 from vit5.io.loader import LoadedModel, build_unloaded, load_model, load_model_and_config
 from vit5.io.nvsubq import load_nvsubquadratic_checkpoint
 from vit5.io.official import build_official, is_official
-from vit5.io.registry import check_config_targets
 from vit5.io.sources import published_name
 from vit5.io.weights_file import read_weights_file, save_weights
 from vit5.networks.interop import extract_state_dict

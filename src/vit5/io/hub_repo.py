@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from vit5.config import TARGET_KEY, to_container
-from vit5.io.registry import check_config_targets
+from vit5.config.registry import check_config_targets
 from vit5.io.weights_file import CheckpointError, file_digest, load_weights
 from vit5.networks.presets import list_models, model_config, preset_arguments, resolve_model_name, timm_name
 from vit5.networks.presets import vit5_config as _vit5_config

@@ -26,11 +26,11 @@ from typing import Any
 import torch
 
 from vit5.config import TARGET_KEY, instantiate, load_config, resolve, to_container
+from vit5.config.registry import check_config_targets
 from vit5.io import hub_repo, run
 from vit5.io.imagenet import imagenet_class_descriptions, imagenet_class_names
 from vit5.io.nvsubq import function_reference, load_nvsubquadratic_checkpoint, network_config_in
 from vit5.io.official import build_official, is_official
-from vit5.io.registry import check_config_targets
 from vit5.io.sources import ResolvedSource, resolve_source
 from vit5.io.weights_file import CheckpointError, file_digest, load_weights, plain_data, read_weights_file
 from vit5.networks.official import unwrap_official

@@ -10,8 +10,8 @@ from typing import Any
 from torch import nn
 
 from vit5.config import TARGET_KEY, locate
+from vit5.config.registry import config_targets, resolve_config_target
 from vit5.io.official import as_mapping
-from vit5.io.registry import config_targets, resolve_config_target
 from vit5.io.weights_file import read_weights_file
 from vit5.networks.interop import extract_state_dict
 
