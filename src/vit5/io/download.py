@@ -68,7 +68,7 @@ class _LoggingRedirects(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001, ANN201
         old, new = urllib.parse.urlparse(req.full_url), urllib.parse.urlparse(newurl)
         if (old.hostname, old.port) != (new.hostname, new.port):
-            logger.warning("%s redirects to another host: %s", req.full_url, newurl)
+            logger.info("%s redirects to another host: %s", req.full_url, newurl)
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 

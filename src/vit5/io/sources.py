@@ -322,5 +322,5 @@ def _resolved_url(repo: str, filename: str, commit: str | None, label: str) -> s
         return url
     old, new = urllib.parse.urlparse(url), urllib.parse.urlparse(location)
     if (old.hostname, old.port) != (new.hostname, new.port):
-        logger.warning("%s: %s redirects to another host: %s", label, url, location)
+        logger.info("%s: %s redirects to another host: %s", label, url, location)
     return location
