@@ -21,8 +21,9 @@ from vit5.config import (
     load_config,
     save_config,
 )
+from vit5.config.registry import config_targets as _config_targets
+from vit5.config.registry import register_config_target
 from vit5.export import export_onnx, export_program
-from vit5.io import register_config_target
 from vit5.modules import (
     MLP,
     BlockAlignedGaussianModulationND,
@@ -64,6 +65,13 @@ from vit5.ops.init import (
     wang_init,
 )
 from vit5.weights import load_model, load_nvsubquadratic_checkpoint, load_official_vit5
+
+# Configs read from files may name the re-exported classes and functions as ``vit5.X``.
+_registered = set(map(id, _config_targets().values()))
+for _name, _obj in list(globals().items()):
+    if not _name.startswith("_") and id(_obj) in _registered:
+        register_config_target(_obj, f"vit5.{_name}")
+del _name, _obj, _registered
 
 if importlib.util.find_spec("timm") is not None:
     import vit5.networks.timm_models  # noqa: F401  (registers the presets in timm)

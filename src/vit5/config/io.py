@@ -11,8 +11,8 @@ from typing import Any
 
 from vit5._io import atomic_write_text
 from vit5.config.node import TARGET_KEY, ConfigNode, _accepted_keywords, _target_of
+from vit5.config.registry import check_config_targets
 from vit5.config.resolve import resolve
-from vit5.io.registry import check_config_targets
 
 # --------------------------------------------------------------------------------------------------
 # Plain containers, YAML, overrides
@@ -74,7 +74,7 @@ def load_config(path: str | os.PathLike, *, trust_config: bool = False) -> Confi
     """Read a YAML config written by :func:`save_config` (with the safe loader: no Python tags).
 
     A YAML file is data: every ``__target__`` in it must be registered as config-buildable
-    (:mod:`vit5.io.registry`; ``nvsubquadratic.*`` targets are mapped to vit5's classes), checked
+    (:mod:`vit5.config.registry`; ``nvsubquadratic.*`` targets are mapped to vit5's classes), checked
     before anything is imported.
 
     Args:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -28,6 +29,14 @@ from typing import Any
 import torch
 
 from vit5._io import atomic_write
+from vit5.io.pickle_scan import (
+    MAX_DEPTH,
+    MAX_NODES,
+    MAX_PICKLE_BYTES,
+    PickleBombError,
+    check_loaded,
+    scan_pickle,
+)
 
 __all__ = [
     "FORMAT",
@@ -116,7 +125,7 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         tensors = load(data)
         header_size = int.from_bytes(data[:8], "little")
         raw = json.loads(data[8 : 8 + header_size]).get("__metadata__", {}) or {}
-    except (SafetensorError, ValueError, OverflowError, AttributeError) as error:
+    except (SafetensorError, ValueError, OverflowError, AttributeError, RecursionError, MemoryError) as error:
         raise CheckpointError(
             f"{path}: not a readable safetensors file (truncated or corrupted?): {error}"
         ) from error
@@ -131,6 +140,14 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
             metadata[key] = json.loads(value)
         except (json.JSONDecodeError, TypeError):
             metadata[key] = value
+        except RecursionError:
+            raise CheckpointError(
+                f"{path}: metadata entry {key!r} is nested too deeply (a crafted file)"
+            ) from None
+    try:
+        check_loaded(metadata, f"{path} (metadata)")
+    except PickleBombError as error:
+        raise CheckpointError(str(error)) from None
     return tensors, metadata
 
 
@@ -152,20 +169,104 @@ def torch_load_safely(path: str | os.PathLike) -> Any:
     return _weights_only_load(path, SAFE_EXTRA_GLOBALS)
 
 
-def _weights_only_load(path: Path, extra_globals: Any) -> Any:
-    """``torch.load(weights_only=True)`` with ``extra_globals`` allowed; torch's errors as one line."""
+def _weights_only_load(path: Path, extra_globals: Any, *, inert: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` with ``extra_globals`` allowed; torch's errors as one line.
+
+    The file is opened once: its structure is checked (:func:`_check_torch_file`) and then read
+    through the same descriptor, so what was checked is what is loaded. The result is checked too
+    (:func:`vit5.io.pickle_scan.check_loaded`: tensors own their data, bounded size and depth).
+    """
     try:
-        with torch.serialization.safe_globals(list(extra_globals)):
-            return torch.load(path, map_location="cpu", weights_only=True)
+        with open(path, "rb") as handle:
+            _check_torch_file(handle, path)
+            handle.seek(0)
+            extra_globals = [*extra_globals, *(_inert_stand_ins(handle, path) if inert else [])]
+            handle.seek(0)
+            with torch.serialization.safe_globals(list(extra_globals)):
+                loaded = torch.load(handle, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         raise CheckpointError(
             f"{path}: refused to load: the file contains Python objects other than tensors and plain values "
             f"(loading it could run code; nothing from the file was run): {_reason(error)}"
         ) from error
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile) as error:
+    except PickleBombError as error:
+        raise CheckpointError(str(error)) from None
+    except (
+        RuntimeError,
+        EOFError,
+        ValueError,
+        OSError,
+        zipfile.BadZipFile,
+        MemoryError,
+        RecursionError,
+    ) as error:
         raise CheckpointError(
-            f"{path}: not a readable checkpoint (truncated or corrupted?): {str(error).splitlines()[0]}"
+            f"{path}: not a readable checkpoint (truncated or corrupted?): {_first_line(error)}"
         ) from error
+    try:
+        check_loaded(loaded, str(path))
+    except PickleBombError as error:
+        raise CheckpointError(str(error)) from None
+    return loaded
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
+
+
+class _Bounded(io.RawIOBase):
+    """A read-only view of ``handle`` whose reads never ask for more than the file holds."""
+
+    def __init__(self, handle: Any, size: int) -> None:
+        self.handle, self.size = handle, size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(self.size - self.handle.tell(), 0)
+        return self.handle.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self.handle.readline(1 << 16 if limit is None or limit < 0 else min(limit, 1 << 16))
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+
+def _check_torch_file(handle: Any, path: Path) -> None:
+    """Refuse a ``torch.save`` file whose declared sizes exceed what it holds, before torch reads it.
+
+    A zip archive (the torch.save format) may not inflate beyond its own size (torch writes its
+    records uncompressed) and its ``data.pkl`` is scanned by :func:`scan_pickle`; a legacy
+    pickle's header pickles are scanned the same way (each read bounded by the file's size).
+    """
+    size = os.fstat(handle.fileno()).st_size
+    if zipfile.is_zipfile(handle):
+        handle.seek(0)
+        with zipfile.ZipFile(handle) as archive:
+            entries = archive.infolist()
+            inflated = sum(entry.file_size for entry in entries)
+            if inflated > size + (1 << 20) + 1024 * len(entries):
+                raise PickleBombError(
+                    f"{path}: the archive's entries inflate to {inflated} bytes from a {size}-byte file "
+                    "(torch.save stores records uncompressed; a crafted file)"
+                )
+            pickles = [entry for entry in entries if entry.filename.rsplit("/", 1)[-1] == "data.pkl"]
+            for entry in pickles[:1]:
+                if entry.file_size > MAX_PICKLE_BYTES:
+                    raise PickleBombError(
+                        f"{path}: data.pkl is {entry.file_size} bytes, more than a checkpoint needs"
+                    )
+                scan_pickle(io.BytesIO(archive.read(entry)), size, str(path))
+        return
+    handle.seek(0)
+    bounded = _Bounded(handle, size)
+    for _ in range(5):  # magic number, protocol, system info, the object, the storage keys
+        if handle.tell() >= size:
+            break
+        scan_pickle(bounded, size, str(path))
 
 
 def _reason(error: BaseException) -> str:
@@ -234,8 +335,13 @@ def load_pickle_inert(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{path}: no such file")
     if not zipfile.is_zipfile(path):
         return torch_load_safely(path)  # legacy pickles: plain values only
+    return _weights_only_load(path, SAFE_EXTRA_GLOBALS, inert=True)
+
+
+def _inert_stand_ins(handle: Any, path: Path) -> list[Any]:
+    """Placeholders for the foreign globals a zip checkpoint names; a crafted global is refused."""
     try:
-        foreign = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        foreign = torch.serialization.get_unsafe_globals_in_checkpoint(handle)
     except (RuntimeError, ValueError, OSError, zipfile.BadZipFile, pickle.UnpicklingError) as error:
         raise CheckpointError(
             f"{path}: not a readable checkpoint (truncated or corrupted?): {error}"
@@ -247,8 +353,7 @@ def load_pickle_inert(path: str | os.PathLike) -> Any:
             f"{path}: refused to load: the pickle calls {', '.join(crafted[:5])}, which a checkpoint has no reason "
             "to contain (loading it could run code; nothing from the file was run)"
         )
-    stand_ins = [(_stand_in(name), name) for name in foreign if name not in allowed]
-    return _weights_only_load(path, [*SAFE_EXTRA_GLOBALS, *stand_ins])
+    return [(_stand_in(name), name) for name in foreign if name not in allowed]
 
 
 def plain_data(value: Any, callables: Callable[[str], Any] | None = None) -> Any:
@@ -259,7 +364,26 @@ def plain_data(value: Any, callables: Callable[[str], Any] | None = None) -> Any
     foreign class or function (the nvSubquadratic configs store ``small_init`` itself) becomes
     ``callables(dotted_name)`` when given (e.g. the registered vit5 equivalent), else stays its
     placeholder class. Any other foreign object stays a :class:`ForeignObject`.
+
+    Raises:
+        CheckpointError: the copy would exceed :data:`~vit5.io.pickle_scan.MAX_NODES` entries
+            (shared references expand once per place they appear) or nest deeper than
+            :data:`~vit5.io.pickle_scan.MAX_DEPTH` (a cycle).
     """
+    budget = [MAX_NODES]
+    return _plain(value, callables, budget, 0)
+
+
+def _plain(value: Any, callables: Callable[[str], Any] | None, budget: list[int], depth: int) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise CheckpointError(
+            f"hyper-parameters expand to more than {MAX_NODES} entries (shared references; a crafted file)"
+        )
+    if depth > MAX_DEPTH:
+        raise CheckpointError(
+            f"hyper-parameters nest deeper than {MAX_DEPTH} levels (a cyclic or crafted file)"
+        )
     if isinstance(value, type) and issubclass(value, ForeignObject):
         return callables(value.name) if callables is not None else value
     if isinstance(value, ForeignObject):
@@ -268,14 +392,14 @@ def plain_data(value: Any, callables: Callable[[str], Any] | None = None) -> Any
             state = state[0]
         if isinstance(state, dict):
             if "_content" in state:
-                return plain_data(state["_content"], callables)
+                return _plain(state["_content"], callables, budget, depth + 1)
             if "_val" in state:
-                return plain_data(state["_val"], callables)
+                return _plain(state["_val"], callables, budget, depth + 1)
         return value
     if isinstance(value, dict):
-        return {key: plain_data(item, callables) for key, item in value.items()}
+        return {key: _plain(item, callables, budget, depth + 1) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return [plain_data(item, callables) for item in value]
+        return [_plain(item, callables, budget, depth + 1) for item in value]
     return value
 
 

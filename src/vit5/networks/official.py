@@ -86,7 +86,7 @@ _PER_BLOCK = {
 }
 _SHORT_NAMES = {"s": "small", "b": "base", "l": "large", "xl": "xlarge"}
 _PATCH_BIAS = "patch_embed.proj.bias"
-_BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.")
+_BLOCK_KEY = re.compile(r"^blocks\.(\d{1,9})\.")
 #: The official RoPE buffers of block i (``attn.rope`` rotates patches, ``attn.rope_reg`` registers)
 #: and the bases the published models use.
 ROPE_BUFFERS = {"attn.rope.freqs": 10000.0, "attn.rope_reg.freqs": 100.0}
@@ -204,6 +204,19 @@ def _shape(state_dict: Mapping[str, torch.Tensor], key: str, ndim: int) -> tuple
     return shape
 
 
+def _block_count(state_dict: Mapping[str, Any]) -> int:
+    """The number of blocks: indices 0, 1, ... present without a gap (bounded by the number of keys).
+
+    A key with a larger index (``blocks.100000000.x``) is left for :func:`official_layout` to list as
+    unexpected; no structure is ever sized by an index read from a key.
+    """
+    present = {int(m.group(1)) for key in state_dict if (m := _BLOCK_KEY.match(key))}
+    depth = 0
+    while depth in present:
+        depth += 1
+    return depth
+
+
 def official_layout(state_dict: Mapping[str, torch.Tensor]) -> OfficialLayout:
     """Read the architecture from an official state dict and check every key and shape.
 
@@ -223,8 +236,7 @@ def official_layout(state_dict: Mapping[str, torch.Tensor]) -> OfficialLayout:
         raise ValueError(f"official pos_embed has {Np} positions, which is not a square patch grid")
     if hd == 0 or D % hd:
         raise ValueError(f"q_norm width (head dim) {hd} does not divide the hidden dim {D}")
-    blocks = {int(m.group(1)) for key in state_dict if (m := _BLOCK_KEY.match(key))}
-    depth = max(blocks) + 1
+    depth = _block_count(state_dict)
     layout = OfficialLayout(D, depth, D // hd, R, P, grid, C, K, Hm / D)
     expected = layout.official_shapes()
     rope = {f"blocks.{i}.{name}": (hd // 4,) for i in range(depth) for name in ROPE_BUFFERS}
@@ -240,9 +252,13 @@ def official_layout(state_dict: Mapping[str, torch.Tensor]) -> OfficialLayout:
         raise ValueError(
             "the state dict does not match the official ViT-5 layout "
             f"(D={D}, depth={depth}, heads={D // hd}, registers={R}, patch={P}, grid={grid}): "
-            f"missing keys {missing}; unexpected keys {unexpected}; wrong shapes {wrong}"
+            f"missing keys {_listed(missing)}; unexpected keys {_listed(unexpected)}; wrong shapes {_listed(wrong)}"
         )
     return layout
+
+
+def _listed(items: list[str], limit: int = 20) -> str:
+    return str(items) if len(items) <= limit else f"{items[:limit]} and {len(items) - limit} more"
 
 
 def _rope_frequencies(head_dim: int, base: float) -> torch.Tensor:
