@@ -161,7 +161,7 @@ def _apply(m: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None) ->
     if out is None:
         out = x.new_empty(x.shape[0], m.shape[0], x.shape[2])
     if x.numel() > 0 and native.usable(x, out, any_layout=(m,)):
-        kernels.batched_matmul_(m, x, out)  # vit5::batched_matmul_
+        kernels.batched_matmul_(m, x, out, native.threads())  # vit5::batched_matmul_
         return out
     return torch.matmul(m, x, out=out)
 
@@ -226,7 +226,7 @@ def _product(
 def _add_product_sum(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     """``acc [1, F1', 2, R] += sum_i a[i] * conj(b[i])`` over the rows of ``[n, F1', 2, R]`` spectra."""
     if native.usable(acc, a, b):
-        kernels.complex_product_sum_(a, b, acc)  # vit5::complex_product_sum_
+        kernels.complex_product_sum_(a, b, acc, native.threads())  # vit5::complex_product_sum_
         return
     acc.add_(_product(a, b, conjugate=True).sum(dim=0, keepdim=True))
 

@@ -14,7 +14,9 @@ Callers decide with :func:`vit5.ops.native.usable` (eager CPU fp32, library avai
 an operator may run; graph capture, ``torch.func`` transforms, GPUs and other dtypes take the
 plain PyTorch path, so exported and FX graphs hold ATen operators only.
 
-Operators (all CPU, fp32):
+Operators (all CPU, fp32; ``threads`` is the kernels' thread count, :func:`vit5.ops.native.threads`:
+PyTorch's profiler records no event for a Python operator whose arguments are all tensors, so
+those take it as an argument):
 
 ==============================  =============================================================
 ``vit5::rms_norm``              ``(y, r)`` of :func:`vit5.ops.rmsnorm.rms_norm` (autograd)
@@ -236,27 +238,32 @@ def _fold(branch: torch.Tensor, per_sample: bool) -> tuple[int, int, int]:
 
 
 def _scaled_add_kernel(
-    x: torch.Tensor, branch: torch.Tensor, scale: torch.Tensor, out: torch.Tensor, per_sample: bool
+    x: torch.Tensor,
+    branch: torch.Tensor,
+    scale: torch.Tensor,
+    out: torch.Tensor,
+    per_sample: bool,
+    threads: int,
 ) -> None:
     samples, rows, d = _fold(branch, per_sample)
     native.run(
         "vit5_scaled_add",
         x.data_ptr(), branch.data_ptr(), scale.data_ptr(), out.data_ptr(), samples, rows, d, int(per_sample),
-        native.threads(),
+        threads,
     )  # fmt: skip
 
 
 @torch.library.custom_op("vit5::scaled_add", mutates_args=())
-def scaled_add(x: torch.Tensor, branch: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+def scaled_add(x: torch.Tensor, branch: torch.Tensor, scale: torch.Tensor, threads: int) -> torch.Tensor:
     """``x + branch * scale`` for contiguous ``x, branch`` ``[B, ..., D]`` and ``scale`` ``[D]``
     or per sample ``[B, D]``."""
     out = torch.empty_like(x)
-    _scaled_add_kernel(x, branch, scale, out, scale.dim() == 2)
+    _scaled_add_kernel(x, branch, scale, out, scale.dim() == 2, threads)
     return out
 
 
 @scaled_add.register_fake
-def _(x, branch, scale):  # noqa: ANN001, ANN202
+def _(x, branch, scale, threads):  # noqa: ANN001, ANN202
     return torch.empty_like(x)
 
 
@@ -295,7 +302,7 @@ def scaled_add_reference(x: torch.Tensor, branch: torch.Tensor, scale: torch.Ten
 
 
 def _scaled_add_setup(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-    x, branch, scale = inputs
+    x, branch, scale, _ = inputs
     ctx.save_for_backward(x, branch, scale)
 
 
@@ -303,7 +310,9 @@ def _scaled_add_backward(ctx: Any, grad: torch.Tensor) -> tuple:
     x, branch, scale = ctx.saved_tensors
     need_x, need_branch, need_scale = ctx.needs_input_grad[:3]
     if recording():
-        return recorded_vjp(scaled_add_reference, (x, branch, scale), grad, (need_x, need_branch, need_scale))
+        return *recorded_vjp(
+            scaled_add_reference, (x, branch, scale), grad, (need_x, need_branch, need_scale)
+        ), None
     grad_branch = grad_scale = None
     if need_branch or need_scale:
         grad_branch, grad_scale = scaled_add_backward(grad, branch, scale, need_branch, need_scale)
@@ -311,6 +320,7 @@ def _scaled_add_backward(ctx: Any, grad: torch.Tensor) -> tuple:
         (grad if need_x else None),
         (grad_branch if need_branch else None),
         (grad_scale if need_scale else None),
+        None,
     )
 
 
@@ -318,13 +328,13 @@ scaled_add.register_autograd(_scaled_add_backward, setup_context=_scaled_add_set
 
 
 @torch.library.custom_op("vit5::scaled_add_into_", mutates_args=("branch",))
-def scaled_add_into_(x: torch.Tensor, branch: torch.Tensor, gamma: torch.Tensor) -> None:
+def scaled_add_into_(x: torch.Tensor, branch: torch.Tensor, gamma: torch.Tensor, threads: int) -> None:
     """``branch = x + branch * gamma`` in place (element j read before it is written)."""
-    _scaled_add_kernel(x, branch, gamma, branch, per_sample=False)
+    _scaled_add_kernel(x, branch, gamma, branch, False, threads)
 
 
 @scaled_add_into_.register_fake
-def _(x, branch, gamma):  # noqa: ANN001, ANN202
+def _(x, branch, gamma, threads):  # noqa: ANN001, ANN202
     return None
 
 
@@ -477,18 +487,18 @@ def _(x, grad, s_h, s_w, f_h, f_w, kernel):  # noqa: ANN001, ANN202
 
 
 @torch.library.custom_op("vit5::batched_matmul_", mutates_args=("out",))
-def batched_matmul_(m: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> None:
+def batched_matmul_(m: torch.Tensor, x: torch.Tensor, out: torch.Tensor, threads: int) -> None:
     """``out[i] = m @ x[i]``: ``m`` ``[M, K]`` (any strides), ``x`` ``[n, K, N]``, ``out`` ``[n, M, N]``
     (both contiguous)."""
     native.run(
         "vit5_batched_matmul",
         m.data_ptr(), m.shape[0], m.shape[1], m.stride(0), m.stride(1), x.data_ptr(), x.shape[2], x.shape[0],
-        out.data_ptr(), native.threads(),
+        out.data_ptr(), threads,
     )  # fmt: skip
 
 
 @batched_matmul_.register_fake
-def _(m, x, out):  # noqa: ANN001, ANN202
+def _(m, x, out, threads):  # noqa: ANN001, ANN202
     return None
 
 
@@ -509,16 +519,14 @@ def _(a, b, out, conjugate):  # noqa: ANN001, ANN202
 
 
 @torch.library.custom_op("vit5::complex_product_sum_", mutates_args=("acc",))
-def complex_product_sum_(a: torch.Tensor, b: torch.Tensor, acc: torch.Tensor) -> None:
+def complex_product_sum_(a: torch.Tensor, b: torch.Tensor, acc: torch.Tensor, threads: int) -> None:
     """``acc [1, F, 2, R] += sum_i a[i] * conj(b[i])`` over contiguous ``[n, F, 2, R]`` spectra."""
     n, f, _, r = a.shape
-    native.run(
-        "vit5_complex_product_sum", a.data_ptr(), b.data_ptr(), acc.data_ptr(), n, f, r, native.threads()
-    )
+    native.run("vit5_complex_product_sum", a.data_ptr(), b.data_ptr(), acc.data_ptr(), n, f, r, threads)
 
 
 @complex_product_sum_.register_fake
-def _(a, b, acc):  # noqa: ANN001, ANN202
+def _(a, b, acc, threads):  # noqa: ANN001, ANN202
     return None
 
 

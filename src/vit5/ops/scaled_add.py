@@ -30,7 +30,7 @@ def scaled_add_into_branch(x: torch.Tensor, branch: torch.Tensor, gamma: torch.T
         and gamma.shape == x.shape[-1:]
         and native.usable(x, branch, gamma)
     ):
-        kernels.scaled_add_into_(x, branch, gamma)  # vit5::scaled_add_into_
+        kernels.scaled_add_into_(x, branch, gamma, native.threads())  # vit5::scaled_add_into_
         return branch
     return branch.mul_(gamma.to(branch.dtype)).add_(x)
 
@@ -53,7 +53,7 @@ def scaled_add(
         and native.usable(x, branch, gamma, *(() if mask is None else (mask,)))
     ):
         scale = gamma if mask is None else mask.detach().reshape(-1, 1) * gamma  # (D,) | (B, D)
-        return kernels.scaled_add(x, branch, scale)  # vit5::scaled_add
+        return kernels.scaled_add(x, branch, scale, native.threads())  # vit5::scaled_add
     return x + _reference(branch, gamma, mask)
 
 
