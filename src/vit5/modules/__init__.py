@@ -8,17 +8,31 @@ from vit5.modules.drop_path import DropPath
 from vit5.modules.film import KernelFiLMGenerator
 from vit5.modules.hyena import Hyena
 from vit5.modules.layer_scale import LayerScale
+from vit5.modules.learnable_omega_siren import (
+    BlockDiagonalLearnableOmegaSIRENKernelND,
+    LearnableOmegaSIRENKernelND,
+    LearnableOmegaSIRENPositionalEmbeddingND,
+)
 from vit5.modules.masks import BlockAlignedGaussianModulationND, ExponentialModulationND, GaussianModulationND
 from vit5.modules.mlp import MLP
+from vit5.modules.multi_omega_siren import (
+    BlockDiagonalMultiOmegaSIRENKernelND,
+    MultiOmegaSIRENKernelND,
+    MultiOmegaSIRENPositionalEmbeddingND,
+)
+from vit5.modules.norm_channel_first import RMSNormChannelFirst
 from vit5.modules.norms import GlobalResponseNorm, L2Norm, RMSNorm
 from vit5.modules.qkv_mixer import QKVSequenceMixer
+from vit5.modules.random_fourier import RandomFourierKernelND, RandomFourierPositionalEmbeddingND
 from vit5.modules.register import RegisterCompressConcat, RegisterPooling
 from vit5.modules.resampled_kernel import ResampledSIRENKernelND
-from vit5.modules.siren import SIRENKernelND
+from vit5.modules.siren import SIRENKernelND, SIRENPositionalEmbeddingND
 
 __all__ = [
     "MLP",
     "BlockAlignedGaussianModulationND",
+    "BlockDiagonalLearnableOmegaSIRENKernelND",
+    "BlockDiagonalMultiOmegaSIRENKernelND",
     "CKConvND",
     "DropPath",
     "ExponentialModulationND",
@@ -28,12 +42,20 @@ __all__ = [
     "KernelFiLMGenerator",
     "L2Norm",
     "LayerScale",
+    "LearnableOmegaSIRENKernelND",
+    "LearnableOmegaSIRENPositionalEmbeddingND",
+    "MultiOmegaSIRENKernelND",
+    "MultiOmegaSIRENPositionalEmbeddingND",
     "QKVSequenceMixer",
     "RMSNorm",
+    "RMSNormChannelFirst",
+    "RandomFourierKernelND",
+    "RandomFourierPositionalEmbeddingND",
     "RegisterCompressConcat",
     "RegisterPooling",
     "ResampledSIRENKernelND",
     "SIRENKernelND",
+    "SIRENPositionalEmbeddingND",
     "ViT5Attention",
     "ViT5HyenaAdapter",
     "ViT5ResidualBlock",
