@@ -19,6 +19,7 @@ from vit5.config import (
     load_config,
     save_config,
 )
+from vit5.config.nvsubquadratic import load_nvsubquadratic_config
 from vit5.config.registry import config_targets as _config_targets
 from vit5.config.registry import register_config_target
 from vit5.export import export_onnx, export_program
@@ -121,6 +122,7 @@ __all__ = [
     "load_config",
     "load_model",
     "load_nvsubquadratic_checkpoint",
+    "load_nvsubquadratic_config",
     "load_official_vit5",
     "model_config",
     "rebuild_at_resolution",
