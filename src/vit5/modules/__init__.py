@@ -79,6 +79,8 @@ def _register_config_targets() -> None:
         layer = getattr(torch.nn, name, None)
         if layer is not None:
             register_config_target(layer, f"torch.nn.{name}")
+    for name in _TORCH_INITIALISERS:  # nvSubquadratic's init functions are partials of these
+        register_config_target(getattr(torch.nn.init, name), f"torch.nn.init.{name}")
 
 
 _TORCH_NN_LAYERS = (
@@ -86,5 +88,9 @@ _TORCH_NN_LAYERS = (
     "GELU", "SiLU", "ReLU", "ReLU6", "LeakyReLU", "ELU", "Mish", "Sigmoid", "Tanh", "Softplus",
     "Hardswish", "Hardsigmoid", "GLU", "Softmax", "LayerNorm", "GroupNorm", "RMSNorm",
     "BatchNorm1d", "BatchNorm2d", "Flatten",
+)  # fmt: skip
+_TORCH_INITIALISERS = (
+    "trunc_normal_", "normal_", "uniform_", "zeros_", "ones_", "constant_", "xavier_uniform_", "xavier_normal_",
+    "kaiming_uniform_", "kaiming_normal_", "orthogonal_",
 )  # fmt: skip
 _register_config_targets()
