@@ -245,6 +245,13 @@ def test_same_network_as_the_reference_builds_from_the_same_file(repo):
 
 def test_the_tree_saves_and_reloads_as_yaml(repo, tmp_path):
     tree = vit5.load_nvsubquadratic_config(repo / "examples/vit5_imagenet/vit5_hybrid/hybrid_ha.py")
-    mlp = tree.layer_types.A.mlp_cfg
-    with pytest.raises(TypeError, match=r"init_method_in"):  # a closure (trunc_normal_init_factory's result)
-        save_config(mlp, tmp_path / "mlp.yaml")
+    assert (
+        tree.layer_types.A.mlp_cfg.init_method_in["__target__"] == "vit5.ops.init.trunc_normal_init_factory"
+    )
+    path = save_config(tree, tmp_path / "net.yaml")
+    torch.manual_seed(0)
+    first = instantiate(tree)
+    torch.manual_seed(0)
+    second = instantiate(vit5.load_config(path))
+    for (key, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
+        assert torch.equal(a, b), key

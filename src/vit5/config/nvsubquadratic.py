@@ -10,7 +10,9 @@ While (and only while) the file is imported, an import hook is first on ``sys.me
 * ``nvsubquadratic`` and every submodule are synthetic modules whose attributes are vit5's objects
   of the same name (through the target registry: ``nvsubquadratic.modules.kernels_nd.SIRENKernelND``
   is :class:`vit5.SIRENKernelND`); ``nvsubquadratic.lazy_config`` gives vit5's ``LazyConfig``,
-  ``instantiate`` and ``PLACEHOLDER``. A real nvsubquadratic install is hidden meanwhile.
+  ``instantiate`` and ``PLACEHOLDER``. A real nvsubquadratic install is hidden meanwhile. Calls of
+  the initialiser factories (``trunc_normal_init_factory(std=0.02)``) are recorded as config nodes
+  (built into the same functions with the network), so the tree can be saved as YAML.
 * ``mamba_ssm``, ``apex``, ``nvidia.dali``, ``lightning``, ``pytorch_lightning``,
   ``lightning_fabric``, the repository's ``experiments`` package, and nvsubquadratic names vit5 does
   not provide become *placeholders*: any attribute is a placeholder class; calling one (as configs
@@ -18,13 +20,14 @@ While (and only while) the file is imported, an import hook is first on ``sys.me
 
 After the import every hook, synthetic module and module of the repository is removed again, and
 the network's tree (``config[key]``) is returned with its interpolations resolved (``${eval:...}``
-included). In it, a recorded call of a placeholder is replaced by a target that raises one line
-naming the class and the config key when it is built; everything else builds without
-nvsubquadratic installed.
+included). In it, a recorded call of a placeholder becomes a call of :func:`unavailable` (which
+raises one line naming the class and the config key when it is built; the tree still saves and
+reloads as YAML); everything else builds without nvsubquadratic installed.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -39,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from vit5.config.node import PLACEHOLDER, TARGET_KEY, ConfigNode, LazyConfig, _accepted_keywords, locate
-from vit5.config.registry import config_targets, reference_target
+from vit5.config.registry import config_targets, reference_target, register_config_target
 from vit5.config.resolve import resolve
 
 __all__ = ["PLACEHOLDER_PACKAGES", "load_nvsubquadratic_config"]
@@ -63,7 +66,34 @@ def _provided(dotted: str) -> Any:
         helpers = {"LazyConfig": LazyConfig, "PLACEHOLDER": PLACEHOLDER, "instantiate": build.instantiate}
         return helpers.get(dotted.rsplit(".", 1)[1])
     path = reference_target(dotted)
-    return None if path is None else config_targets()[path]
+    if path is None:
+        return None
+    found = config_targets()[path]
+    return _Recorder(found) if found.__name__ in _FACTORIES else found
+
+
+# Initialiser factories that configs call at load time (``INIT = trunc_normal_init_factory(0.02)``):
+# under the shim the call is recorded (a config node built into the same function when the network
+# is built), so the tree holds no closure and can be saved as YAML.
+_FACTORIES = frozenset(
+    {
+        "trunc_normal_init",
+        "trunc_normal_init_factory",
+        "partial_wang_init_fn_with_num_layers",
+        "small_init_factory",
+    }
+)
+
+
+class _Recorder:
+    """Calling it records the call of the factory it wraps (``LazyConfig(factory)(...)``)."""
+
+    def __init__(self, factory: Any) -> None:
+        functools.update_wrapper(self, factory)
+        self.factory = factory
+
+    def __call__(self, *args: Any, **kwargs: Any) -> ConfigNode:
+        return LazyConfig(self.factory)(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -113,21 +143,20 @@ def _placeholder(module: str, name: str) -> type:
     return _PlaceholderMeta(name, (Placeholder,), {"__module__": module, "__qualname__": name})
 
 
-class Unavailable:
-    """A recorded target that cannot be built in vit5; calling it raises one line."""
+def unavailable(unavailable_target: str, unavailable_key: str, **arguments: Any) -> Any:
+    """The target that replaces a recorded call of a placeholder: building it raises one line.
 
-    def __init__(self, path: str, key: str) -> None:
-        self.path, self.key = path, key
-        self.__module__, self.__qualname__ = type(self).__module__, f"Unavailable[{path}]"
+    Raises:
+        ValueError: always, naming the class and the config key.
+    """
+    raise ValueError(
+        f"{unavailable_key or '<root>'}: {unavailable_target} is not provided by vit5 (a placeholder of "
+        "load_nvsubquadratic_config); this part of the config cannot be built"
+    )
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        raise ValueError(
-            f"{self.key or '<root>'}: {self.path} is not provided by vit5 (a placeholder of "
-            "load_nvsubquadratic_config); this part of the config cannot be built"
-        )
 
-    def __repr__(self) -> str:
-        return f"Unavailable({self.path!r}, key={self.key!r})"
+register_config_target(unavailable)
+UNAVAILABLE_TARGET = f"{__name__}.unavailable"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -325,7 +354,9 @@ def _mark_unavailable(value: Any, where: str) -> Any:
             and issubclass(target, Placeholder)
         ):
             shown = target if isinstance(target, str) else f"{target.__module__}.{target.__qualname__}"
-            dict.__setitem__(value, TARGET_KEY, Unavailable(shown, where))
+            dict.__setitem__(value, TARGET_KEY, UNAVAILABLE_TARGET)
+            dict.__setitem__(value, "unavailable_target", shown)
+            dict.__setitem__(value, "unavailable_key", where)
         return value
     if isinstance(value, list):
         return [_mark_unavailable(item, f"{where}[{index}]") for index, item in enumerate(value)]
