@@ -255,3 +255,17 @@ def test_the_tree_saves_and_reloads_as_yaml(repo, tmp_path):
     second = instantiate(vit5.load_config(path))
     for (key, a), (_, b) in zip(first.state_dict().items(), second.state_dict().items(), strict=True):
         assert torch.equal(a, b), key
+
+
+def test_cli_info_reads_the_network_of_an_nvsubquadratic_file(repo, capsys):
+    from vit5.cli import main
+
+    path = repo / "examples/vit5_imagenet/vit5_hybrid/hybrid_ha.py"
+    assert (
+        main(["info", "--nvsubquadratic", "--config", str(path), "net.patch_size=16", "net.num_classes=7"])
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "tokens: [4 patches (2x2)" in out and "logits [B, 7]" in out  # derived sizes follow the override
+    assert main(["info", "--nvsubquadratic", "--preset", "vit5_tiny_attention"]) == 2
+    assert "--nvsubquadratic reads the network" in capsys.readouterr().err

@@ -36,11 +36,12 @@ import os
 import sys
 import threading
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from vit5.config.io import apply_overrides
 from vit5.config.node import PLACEHOLDER, TARGET_KEY, ConfigNode, LazyConfig, _accepted_keywords, locate
 from vit5.config.registry import config_targets, reference_target, register_config_target
 from vit5.config.resolve import resolve
@@ -268,7 +269,11 @@ def _module_name(path: Path, root: Path) -> str:
 
 
 def load_nvsubquadratic_config(
-    path: str | os.PathLike, key: str | None = "net", *, repo_root: str | os.PathLike | None = None
+    path: str | os.PathLike,
+    key: str | None = "net",
+    *,
+    overrides: Sequence[str] = (),
+    repo_root: str | os.PathLike | None = None,
 ) -> ConfigNode:
     """Import nvSubquadratic's config file ``path`` under the shim; return the tree at ``key``.
 
@@ -278,6 +283,8 @@ def load_nvsubquadratic_config(
     Args:
         path: The ``.py`` config file.
         key: Dotted key of the network's tree in the config (``"net"``); ``None`` for the whole tree.
+        overrides: ``"a.b=value"`` edits of the whole config (``"net.patch_size=8"``), applied before
+            interpolations are resolved, so derived values follow.
         repo_root: The repository root put on ``sys.path`` during the import (default: the nearest
             parent folder holding ``.git``, ``pyproject.toml``, ``setup.py`` or ``experiments``).
 
@@ -314,6 +321,8 @@ def load_nvsubquadratic_config(
         else:
             raise ValueError(f"{path}: defines no get_config() and no config mapping")
         tree = _as_node(tree, path)
+        if overrides:
+            tree = apply_overrides(tree, list(overrides))
         node = _subtree(tree, key, path)
         resolved = resolve(node) if isinstance(node, ConfigNode) else node
     return _mark_unavailable(resolved, key or "")
