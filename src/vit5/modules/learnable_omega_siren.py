@@ -15,6 +15,7 @@ import torch
 from torch.nn import functional as F
 
 from vit5._validation import boolean, positive_float
+from vit5.modules.kernel_resampling import SelfResampling
 from vit5.modules.multi_omega_siren import block_schedule, check_divisible, mask_blocks
 from vit5.modules.siren import SIRENKernelND, SIRENPositionalEmbeddingND
 from vit5.ops.capture import is_capturing
@@ -132,7 +133,7 @@ class LearnableOmegaSIRENPositionalEmbeddingND(SIRENPositionalEmbeddingND):
         )
 
 
-class LearnableOmegaSIRENKernelND(SIRENKernelND):
+class LearnableOmegaSIRENKernelND(SelfResampling, SIRENKernelND):
     """:class:`SIRENKernelND` whose positional embedding is a :class:`LearnableOmegaSIRENPositionalEmbeddingND`.
 
     Built as the SIREN with ``omega_0``, then the positional embedding is replaced (the reference's
@@ -141,6 +142,7 @@ class LearnableOmegaSIRENKernelND(SIRENKernelND):
     Args:
         omega_0_scale_init, omega_0_scale_min, omega_0_scale_max, apply_lr_scale: As
             :class:`LearnableOmegaSIRENPositionalEmbeddingND`.
+        sample_grid, sample_scale: vit5's resampling (:mod:`~vit5.modules.kernel_resampling`).
         Others: as :class:`SIRENKernelND`.
     """
 
@@ -161,6 +163,8 @@ class LearnableOmegaSIRENKernelND(SIRENKernelND):
         apply_lr_scale: bool = False,
         film_cfg: Any = None,
         film_after_pos_embed: bool = False,
+        sample_grid: int | Sequence[int] | None = None,
+        sample_scale: float = 1.0,
     ) -> None:
         super().__init__(
             out_dim, data_dim, mlp_hidden_dim, num_layers, embedding_dim, omega_0, L_cache, use_bias,
@@ -170,6 +174,7 @@ class LearnableOmegaSIRENKernelND(SIRENKernelND):
             data_dim, embedding_dim, L_cache, float(omega_0), omega_0_scale_init, omega_0_scale_min,
             omega_0_scale_max, use_bias, apply_lr_scale,
         )  # fmt: skip
+        self._set_resampling(sample_grid, sample_scale)
 
 
 class BlockDiagonalLearnableOmegaSIRENKernelND(LearnableOmegaSIRENKernelND):
@@ -184,6 +189,7 @@ class BlockDiagonalLearnableOmegaSIRENKernelND(LearnableOmegaSIRENKernelND):
         num_blocks, omega_0_min, omega_0_max, schedule, off_block_scale, omega_0_per_block: As
             ``BlockDiagonalMultiOmegaSIRENKernelND``.
         omega_0_scale_min, omega_0_scale_max, apply_lr_scale: As ``LearnableOmegaSIRENKernelND``.
+        sample_grid, sample_scale: vit5's resampling (:mod:`~vit5.modules.kernel_resampling`).
         Others: as :class:`SIRENKernelND`.
     """
 
@@ -208,6 +214,8 @@ class BlockDiagonalLearnableOmegaSIRENKernelND(LearnableOmegaSIRENKernelND):
         apply_lr_scale: bool = False,
         film_cfg: Any = None,
         film_after_pos_embed: bool = False,
+        sample_grid: int | Sequence[int] | None = None,
+        sample_scale: float = 1.0,
     ) -> None:
         check_divisible(
             num_blocks, embedding_dim=embedding_dim, mlp_hidden_dim=mlp_hidden_dim, out_dim=out_dim
@@ -219,7 +227,7 @@ class BlockDiagonalLearnableOmegaSIRENKernelND(LearnableOmegaSIRENKernelND):
             out_dim, data_dim, mlp_hidden_dim, num_layers, embedding_dim, constant, L_cache, use_bias,
             omega_0_scale_init=scale, omega_0_scale_min=omega_0_scale_min, omega_0_scale_max=omega_0_scale_max,
             hidden_omega_0=hidden_omega_0, apply_lr_scale=apply_lr_scale, film_cfg=film_cfg,
-            film_after_pos_embed=film_after_pos_embed,
+            film_after_pos_embed=film_after_pos_embed, sample_grid=sample_grid, sample_scale=sample_scale,
         )  # fmt: skip
         mask_blocks(self, num_blocks, off_block_scale)
         self.num_blocks = int(num_blocks)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from vit5._validation import positive_int
+from vit5.modules.kernel_resampling import SelfResampling
 from vit5.modules.siren import SIRENKernelND, SIRENPositionalEmbeddingND
 
 __all__ = [
@@ -143,7 +144,7 @@ class MultiOmegaSIRENPositionalEmbeddingND(SIRENPositionalEmbeddingND):
         self.omega_0 = float(omega.mean())
 
 
-class MultiOmegaSIRENKernelND(SIRENKernelND):
+class MultiOmegaSIRENKernelND(SelfResampling, SIRENKernelND):
     """:class:`SIRENKernelND` whose positional embedding has a per-row ``omega_0`` schedule.
 
     Built as the SIREN with ``omega_0 = mean(omega_0_per_row)``, then the positional embedding is
@@ -154,6 +155,8 @@ class MultiOmegaSIRENKernelND(SIRENKernelND):
         omega_0_per_row: ``embedding_dim`` positive frequencies of the first layer.
         out_dim, data_dim, mlp_hidden_dim, num_layers, embedding_dim, L_cache, use_bias,
         hidden_omega_0, film_cfg, film_after_pos_embed: As :class:`SIRENKernelND`.
+        sample_grid, sample_scale: vit5's resampling at another resolution
+            (:mod:`~vit5.modules.kernel_resampling`); the defaults leave the kernel as the reference's.
     """
 
     def __init__(
@@ -169,6 +172,8 @@ class MultiOmegaSIRENKernelND(SIRENKernelND):
         hidden_omega_0: float = 1.0,
         film_cfg: Any = None,
         film_after_pos_embed: bool = False,
+        sample_grid: int | Sequence[int] | None = None,
+        sample_scale: float = 1.0,
     ) -> None:
         omega = positive_vector("omega_0_per_row", omega_0_per_row)
         if omega.numel() != embedding_dim:
@@ -185,6 +190,7 @@ class MultiOmegaSIRENKernelND(SIRENKernelND):
         for parameter in self.positional_embedding.parameters():
             parameter._no_weight_decay = True
         self.register_buffer("omega_0_per_row", omega.to(torch.float32), persistent=False)
+        self._set_resampling(sample_grid, sample_scale)
 
 
 class BlockDiagonalMultiOmegaSIRENKernelND(MultiOmegaSIRENKernelND):
@@ -200,6 +206,7 @@ class BlockDiagonalMultiOmegaSIRENKernelND(MultiOmegaSIRENKernelND):
         omega_0_min, omega_0_max, schedule: The per-block schedule (``"linear"`` or ``"log"``).
         off_block_scale: Init scale of the off-block weights.
         omega_0_per_block: Explicit ``num_blocks`` frequencies (overrides the schedule).
+        sample_grid, sample_scale: vit5's resampling (:mod:`~vit5.modules.kernel_resampling`).
         Others: as :class:`SIRENKernelND`.
 
     Raises:
@@ -224,6 +231,8 @@ class BlockDiagonalMultiOmegaSIRENKernelND(MultiOmegaSIRENKernelND):
         hidden_omega_0: float = 1.0,
         film_cfg: Any = None,
         film_after_pos_embed: bool = False,
+        sample_grid: int | Sequence[int] | None = None,
+        sample_scale: float = 1.0,
     ) -> None:
         check_divisible(
             num_blocks, embedding_dim=embedding_dim, mlp_hidden_dim=mlp_hidden_dim, out_dim=out_dim
@@ -233,6 +242,7 @@ class BlockDiagonalMultiOmegaSIRENKernelND(MultiOmegaSIRENKernelND):
             out_dim, data_dim, mlp_hidden_dim, num_layers, embedding_dim,
             per_block.repeat_interleave(embedding_dim // num_blocks), L_cache, use_bias,
             hidden_omega_0=hidden_omega_0, film_cfg=film_cfg, film_after_pos_embed=film_after_pos_embed,
+            sample_grid=sample_grid, sample_scale=sample_scale,
         )  # fmt: skip
         mask_blocks(self, num_blocks, off_block_scale)
         self.num_blocks = int(num_blocks)
