@@ -157,6 +157,13 @@ def repo(tmp_path):
     _write(tmp_path, "examples/vit5_imagenet/v5/_base.py", BASE)
     _write(tmp_path, "examples/vit5_imagenet/vit5_hybrid/hybrid_ha.py", NET.replace("LAYER_PATTERN", '"HA"'))
     _write(tmp_path, "examples/vit5_imagenet/vit5_hybrid/full_mamba.py", NET.replace("LAYER_PATTERN", '"MA"'))
+    yaml_friendly = NET.replace("LAYER_PATTERN", '"HA"').replace(
+        "trunc_normal_init_factory(std=0.02)", "small_init"
+    )
+    yaml_friendly = yaml_friendly.replace(
+        "import trunc_normal_init,", "import small_init, trunc_normal_init,"
+    )
+    _write(tmp_path, "examples/vit5_imagenet/vit5_hybrid/hybrid_ha_small_init.py", yaml_friendly)
     return tmp_path
 
 
@@ -202,14 +209,11 @@ def test_placeholders_raise_one_line_naming_class_and_key(repo):
 def test_same_network_as_the_reference_builds_from_the_same_file(repo):
     """The reference imports the file itself (with stand-ins for its training packages)."""
     from nvsubquadratic.lazy_config import instantiate as reference_instantiate
+    from nvsubquadratic.lazy_config import save_config as reference_save
     from omegaconf import OmegaConf
 
     from vit5.config.arithmetic import safe_arithmetic
 
-    path = repo / "examples/vit5_imagenet/vit5_hybrid/hybrid_ha.py"
-    tree = vit5.load_nvsubquadratic_config(path)
-    torch.manual_seed(0)
-    ours = instantiate(tree)
     for relative, text in {
         "apex/__init__.py": "", "apex/optimizers.py": "class FusedLAMB:\n    def __init__(self, **kw): pass\n",
         "mamba_ssm/__init__.py": "class Mamba:\n    def __init__(self, **kw): pass\n",
@@ -220,27 +224,40 @@ def test_same_network_as_the_reference_builds_from_the_same_file(repo):
         "experiments/lightning_wrappers/classification_wrapper.py": "class ClassificationWrapper: pass\n",
     }.items():  # fmt: skip
         _write(repo, relative, text)
-    sys.path.insert(0, str(repo))
-    try:
-        module = importlib.import_module("examples.vit5_imagenet.vit5_hybrid.hybrid_ha")
-        if not OmegaConf.has_resolver("eval"):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)
-                OmegaConf.register_new_resolver("eval", safe_arithmetic)
-        root = OmegaConf.create({"net": module.get_config().net}, flags={"allow_objects": True})
-        OmegaConf.resolve(root)
-        reference = reference_instantiate(root.net)
-    finally:
-        sys.path.remove(str(repo))
-        for name in [
-            n for n in sys.modules if n.split(".")[0] in ("examples", "experiments", "apex", "mamba_ssm")
-        ]:
-            del sys.modules[name]
-    copy_state(reference, ours)
-    reference.eval(), ours.eval()
     x = {"input": torch.randn(2, 32, 32, 3)}
-    with torch.no_grad():
-        assert_parity(ours(x)["logits"], reference(x)["logits"])
+    for name in ("hybrid_ha", "hybrid_ha_small_init"):
+        path = repo / f"examples/vit5_imagenet/vit5_hybrid/{name}.py"
+        ours = instantiate(vit5.load_nvsubquadratic_config(path))
+        sys.path.insert(0, str(repo))
+        try:
+            module = importlib.import_module(f"examples.vit5_imagenet.vit5_hybrid.{name}")
+            if not OmegaConf.has_resolver("eval"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UserWarning)
+                    OmegaConf.register_new_resolver("eval", safe_arithmetic)
+            root = OmegaConf.create({"net": module.get_config().net}, flags={"allow_objects": True})
+            OmegaConf.resolve(root)
+            reference = reference_instantiate(root.net)
+            reference_save(root, str(repo / f"{name}.yaml"))  # the YAML the reference writes
+        finally:
+            sys.path.remove(str(repo))
+            for stale in [
+                n for n in sys.modules if n.split(".")[0] in ("examples", "experiments", "apex", "mamba_ssm")
+            ]:
+                del sys.modules[stale]
+        copy_state(reference, ours)
+        reference.eval(), ours.eval()
+        with torch.no_grad():
+            expected = reference(x)["logits"]
+            assert_parity(ours(x)["logits"], expected)
+        if name == "hybrid_ha":  # its MLP init is a closure: the YAML names it, and is refused in one line
+            with pytest.raises(ValueError, match=r"!!python/name:nvsubquadratic\.utils\.init\._factory"):
+                vit5.load_config(repo / f"{name}.yaml")
+            continue
+        from_yaml = instantiate(vit5.load_config(repo / f"{name}.yaml").net)
+        copy_state(reference, from_yaml)
+        with torch.no_grad():
+            assert_parity(from_yaml.eval()(x)["logits"], expected)
 
 
 def test_the_tree_saves_and_reloads_as_yaml(repo, tmp_path):

@@ -20,7 +20,8 @@ While (and only while) the file is imported, an import hook is first on ``sys.me
 
 After the import every hook, synthetic module and module of the repository is removed again, and
 the network's tree (``config[key]``) is returned with its interpolations resolved (``${eval:...}``
-included). In it, a recorded call of a placeholder becomes a call of :func:`unavailable` (which
+included). In it, a recorded call of a placeholder becomes a call of
+:func:`~vit5.config.registry.unavailable` (which
 raises one line naming the class and the config key when it is built; the tree still saves and
 reloads as YAML); everything else builds without nvsubquadratic installed.
 """
@@ -43,14 +44,12 @@ from typing import Any
 
 from vit5.config.io import apply_overrides
 from vit5.config.node import PLACEHOLDER, TARGET_KEY, ConfigNode, LazyConfig, _accepted_keywords, locate
-from vit5.config.registry import config_targets, reference_target, register_config_target
+from vit5.config.registry import UNAVAILABLE_PACKAGES, UNAVAILABLE_TARGET, config_targets, reference_target
 from vit5.config.resolve import resolve
 
 __all__ = ["PLACEHOLDER_PACKAGES", "load_nvsubquadratic_config"]
 
-PLACEHOLDER_PACKAGES = (
-    "mamba_ssm", "apex", "nvidia.dali", "lightning", "pytorch_lightning", "lightning_fabric", "experiments",
-)  # fmt: skip
+PLACEHOLDER_PACKAGES = tuple(name for name in UNAVAILABLE_PACKAGES if name != "nvsubquadratic")
 _REFERENCE = "nvsubquadratic"
 _LOCK = threading.Lock()
 
@@ -142,22 +141,6 @@ class Placeholder(metaclass=_PlaceholderMeta):
 
 def _placeholder(module: str, name: str) -> type:
     return _PlaceholderMeta(name, (Placeholder,), {"__module__": module, "__qualname__": name})
-
-
-def unavailable(unavailable_target: str, unavailable_key: str, **arguments: Any) -> Any:
-    """The target that replaces a recorded call of a placeholder: building it raises one line.
-
-    Raises:
-        ValueError: always, naming the class and the config key.
-    """
-    raise ValueError(
-        f"{unavailable_key or '<root>'}: {unavailable_target} is not provided by vit5 (a placeholder of "
-        "load_nvsubquadratic_config); this part of the config cannot be built"
-    )
-
-
-register_config_target(unavailable)
-UNAVAILABLE_TARGET = f"{__name__}.unavailable"
 
 
 # --------------------------------------------------------------------------------------------------
