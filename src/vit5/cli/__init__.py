@@ -21,7 +21,7 @@ from vit5.cli.common import (
 )
 from vit5.cli.deploy import command_export
 from vit5.cli.inference import command_convert, command_eval, command_predict
-from vit5.cli.info import command_info, describe_model
+from vit5.cli.info import NVSUBQUADRATIC_HELP, command_info, describe_model
 from vit5.cli.train import _add_train_arguments, command_demo, command_train
 
 __all__ = ["UsageError", "build_parser", "describe_model", "main", "parse_arguments"]
@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("source", nargs="?", metavar="CHECKPOINT", help="a checkpoint (anything eval takes)")
     info.add_argument("--preset")
     info.add_argument("--config")
+    info.add_argument("--nvsubquadratic", action="store_true", help=NVSUBQUADRATIC_HELP)
     info.add_argument("--trust-config", action="store_true", help=_TRUST_HELP)
     info.add_argument("overrides", nargs="*")
     return parser

@@ -44,7 +44,9 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
     """
     from vit5.train.recipes import default_run_config, load_python_config
 
-    if args.config:
+    if getattr(args, "nvsubquadratic", False):
+        cfg = _nvsubquadratic_run_config(args)
+    elif args.config:
         cfg = load_python_config(args.config, trust_config=args.trust_config)
         if args.dataset and args.dataset != cfg.data.dataset:
             cfg.data.dataset = args.dataset
@@ -86,6 +88,22 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
     if pretrained is not None and not own_model:
         _rebuild_finetune_model(cfg, pretrained)
     return cfg, pretrained
+
+
+def _nvsubquadratic_run_config(args: argparse.Namespace) -> ConfigNode:
+    """The default recipe of ``--dataset`` with the network of an nvSubquadratic config file."""
+    from vit5.config.nvsubquadratic import load_nvsubquadratic_config
+    from vit5.train.recipes import default_run_config
+
+    if not args.config:
+        raise UsageError(
+            "--nvsubquadratic reads the network of an nvSubquadratic config: give --config FILE.py"
+        )
+    cfg = default_run_config(args.dataset or "digits")
+    cfg.model = load_nvsubquadratic_config(args.config)
+    if "image_size" in cfg.data and "image_size" in cfg.model:  # the data follows the file's network
+        cfg.data.image_size = cfg.model.image_size
+    return cfg
 
 
 def _size_to_data(cfg: ConfigNode, args: argparse.Namespace) -> None:
@@ -264,6 +282,11 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config",
         help="Python config file defining `config` or model/data/optim/schedule/train, or a run's config.yaml",
+    )
+    parser.add_argument(
+        "--nvsubquadratic",
+        action="store_true",
+        help="--config is an nvSubquadratic config file (Python, run as code): its `net` is the model",
     )
     parser.add_argument("--preset", help="model preset (see `vit5 info --preset`), e.g. vit5_tiny_hybrid")
     parser.add_argument(
