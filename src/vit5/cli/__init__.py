@@ -1,4 +1,4 @@
-"""The ``vit5`` command: train, eval, predict, convert, export, info (and demo, the ``make demo`` job).
+"""The ``vit5`` command: train, eval, predict, convert, export, info, push (and demo, the ``make demo`` job).
 
 Every command parses its arguments, builds what the config describes, and hands it to the library;
 the work itself lives in :mod:`vit5.train` and :mod:`vit5.networks`.
@@ -20,6 +20,7 @@ from vit5.cli.common import (
     setup_logging,
 )
 from vit5.cli.deploy import command_export
+from vit5.cli.hub import add_push_arguments, command_push
 from vit5.cli.inference import command_convert, command_eval, command_predict
 from vit5.cli.info import NVSUBQUADRATIC_HELP, command_info, describe_model
 from vit5.cli.train import _add_train_arguments, command_demo, command_train
@@ -86,11 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--nvsubquadratic", action="store_true", help=NVSUBQUADRATIC_HELP)
     info.add_argument("--trust-config", action="store_true", help=_TRUST_HELP)
     info.add_argument("overrides", nargs="*")
+    add_push_arguments(commands.add_parser("push", help="share a run or checkpoint on the Hugging Face Hub"))
     return parser
 
 
 COMMANDS = {"train": command_train, "demo": command_demo, "eval": command_eval, "predict": command_predict,
-            "info": command_info, "convert": command_convert, "export": command_export}  # fmt: skip
+            "info": command_info, "convert": command_convert, "export": command_export,
+            "push": command_push}  # fmt: skip
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -142,6 +142,8 @@ def _apply_finetune(cfg: ConfigNode, args: argparse.Namespace, own_model: bool) 
     cfg.train.finetune = pretrained.source
     cfg.train.finetune_ema = bool(args.ema or cfg.train.get("finetune_ema"))
     cfg.train.finetune_sha256 = pretrained.sha256
+    cfg.train.finetune_resolved_url = pretrained.resolved_url
+    cfg.train.finetune_revision = pretrained.revision
     cfg.data.in_channels = model.in_channels  # grayscale data is replicated for an RGB checkpoint
     if not (own_model and args.config):  # a config file's model is built at its data.image_size
         cfg.data.image_size = model.image_size
@@ -293,7 +295,8 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--finetune",
         metavar="PATH",
         help="start from these weights (a vit5 run or .safetensors, an official .pth, an nvSubquadratic .ckpt, "
-        "or an http(s) URL, downloaded once into $VIT5_CACHE); the architecture is the checkpoint's unless "
+        "a published name (vit5_small_patch16_224), hf-hub:ORG/REPO[/FILE] or an http(s) URL, downloaded once and "
+        "checked); the architecture is the checkpoint's unless "
         "--preset / model.* say otherwise; the head is replaced when the class count differs",
     )
     parser.add_argument("--ema", action="store_true", help="with --finetune: start from its EMA weights")
