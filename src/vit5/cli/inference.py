@@ -68,7 +68,7 @@ def command_eval(args: argparse.Namespace) -> int:
     import torch
 
     from vit5.data import build_datasets
-    from vit5.data.evaluation import evaluation_set, folder_split
+    from vit5.data.evaluation import evaluation_set, own_data_split
     from vit5.train.distributed import DistributedContext
     from vit5.train.evaluate import evaluate
     from vit5.train.metrics import plot_confusion
@@ -77,14 +77,20 @@ def command_eval(args: argparse.Namespace) -> int:
     model, cfg = loaded.model, loaded.model.pretrained_cfg
     dataset = args.dataset or loaded.data.get("name")
     data_dir = args.data_dir or loaded.run_config.get("data", {}).get("data_dir")
-    if dataset in (None, "imagefolder"):
+    if dataset in (None, "imagefolder", "manifest", "hf"):
         if not data_dir:
             raise UsageError(
                 f"{loaded.source} does not name a dataset: pass --data-dir DIR (class folders) or --dataset"
             )
-        split = folder_split(data_dir, cfg["class_names"])
+        run_data = loaded.run_config.get("data", {})
+        split_file = Path(args.source) / "split.csv"
+        own_run = not args.data_dir and split_file.is_file()  # the run's own held-out images
+        split = own_data_split(dataset or "imagefolder", data_dir, cfg["class_names"],
+                               split_file=split_file if own_run else None,
+                               image_column=run_data.get("image_column", "image"),
+                               label_column=run_data.get("label_column", "label"))  # fmt: skip
         test_set, names = evaluation_set(split, cfg), list(cfg["class_names"] or split.classes)
-        dataset = f"{data_dir}"
+        dataset = f"{data_dir}" + (" (the run's held-out split)" if own_run else "")
     else:
         _, test_set, spec = build_datasets(dataset, data_dir, image_size=model.image_size, augment="none",
                                            in_channels=model.in_channels)  # fmt: skip
