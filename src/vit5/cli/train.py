@@ -60,6 +60,7 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
     )
     if args.preset and args.config:
         cfg.model = default_run_config(cfg.data.dataset, args.preset).model
+    args.finetune_from_config = not args.finetune  # a URL read from a config file needs --trust-config
     args.finetune = args.finetune or cfg.train.get("finetune")
     if args.ema and not args.finetune:
         raise UsageError("--ema picks the EMA weights of --finetune PATH; give --finetune too")
@@ -119,6 +120,7 @@ def _apply_finetune(cfg: ConfigNode, args: argparse.Namespace, own_model: bool) 
         ema=bool(args.ema or cfg.train.get("finetune_ema")),
         sha256=args.finetune_sha256 or cfg.train.get("finetune_sha256"),
         trust_config=args.trust_config,
+        from_config_file=getattr(args, "finetune_from_config", False),
     )
     model = pretrained.model
     cfg.train.finetune = pretrained.source
