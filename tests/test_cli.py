@@ -315,10 +315,9 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     )
 
 
-@pytest.mark.parametrize("name", ["digits_hybrid.py", "vit5_s_pretrain.py"])
+@pytest.mark.parametrize("name", ["digits_hybrid", "vit5_s_pretrain"])
 def test_shipped_config_files_load_and_describe(name, capsys):
-    path = Path(__file__).resolve().parents[1] / "configs" / name
-    code, out, err = run_cli(["info", "--config", str(path)], capsys)
+    code, out, err = run_cli(["info", "--config", name], capsys)  # a packaged recipe, by name
     assert code == 0, err
     assert "parameters:" in out and "block  0" in out
 

@@ -14,7 +14,6 @@ from vit5.cli.common import (
     UsageError,
     make_directory,
 )
-from vit5.config import load_config
 
 logger = logging.getLogger("vit5")
 
@@ -42,10 +41,13 @@ def _load_source(args: argparse.Namespace) -> Any:
 
 def _network_config_file(path: str, trust_config: bool) -> Any:
     """``--config`` for a checkpoint without one: a Python file (code, run as such) or YAML (data)."""
-    from vit5.train.recipes import load_python_config
+    from vit5.train.recipes import config_file, load_python_config, read_data_config
 
-    if Path(path).suffix.lower() in (".yaml", ".yml"):
-        return load_config(path, trust_config=trust_config)
+    kind, file = config_file(path)
+    if kind in ("yaml", "json"):
+        if not file.is_file():
+            raise FileNotFoundError(f"config file {file} does not exist")
+        return read_data_config(kind, file, trust_config=trust_config)
     return load_python_config(path)
 
 
