@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vit5._extras import require
 from vit5._io import atomic_write_text
 from vit5.config import save_config, to_container
 from vit5.data import SPLIT_FILE, DataSpec, build_datasets
@@ -89,6 +90,7 @@ class Trainer:
         :meth:`_extend`); ``pretrained_state``: the weights of ``train.finetune`` when the caller has read them
         already (else they are read from there when the run starts without a checkpoint);
         ``trust_config``: passed to the loader of ``train.finetune``."""
+        require("timm", "train", "vit5 train")  # EMA, mixup, LAMB, RandAugment
         self.trust_config = trust_config
         self.ctx: DistributedContext = setup_distributed(cfg["train"].get("device"))
         self.run_dir = Path(run_dir)
