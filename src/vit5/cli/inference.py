@@ -74,6 +74,7 @@ def command_eval(args: argparse.Namespace) -> int:
     from vit5.train.distributed import DistributedContext
     from vit5.train.evaluate import evaluate
     from vit5.train.metrics import plot_confusion
+    from vit5.train.report import MATRIX_CLASSES, classification_report, write_report
 
     loaded = _load_source(args)
     model, cfg = loaded.model, loaded.model.pretrained_cfg
@@ -119,20 +120,36 @@ def command_eval(args: argparse.Namespace) -> int:
     make_directory(out, "the output directory")
     summary = f"{'EMA ' if loaded.ema else ''}weights {loaded.source}"
     figure = None
-    if model.num_classes <= 100:
+    report = classification_report(result.confusion, names)
+    if model.num_classes <= MATRIX_CLASSES:
         figure = plot_confusion(result.confusion, names, out / "confusion.png",
                                 title=f"{dataset}, top-1 {result.top1:.4f} ({loaded.source})")  # fmt: skip
+    files = write_report(out, report, {"top1": result.top1, "top5": result.top5, "loss": result.loss,
+                                       "source": str(loaded.source), "data": str(dataset)})  # fmt: skip
     print(f"{dataset} ({result.count} images, {cfg['input_size'][1]} px, {cfg['interpolation']}, crop ratio "
           f"{cfg['crop_pct']:g}, {args.precision} on {device.type}), {summary}")  # fmt: skip
-    print(f"top-1 {result.top1:.4f}  top-5 {result.top5:.4f}  loss {result.loss:.4f}")
+    macro = report["macro"]
+    print(f"top-1 {result.top1:.4f}  top-5 {result.top5:.4f}  loss {result.loss:.4f}  macro F1 "
+          f"{_fmt(macro['f1'])}  (precision {_fmt(macro['precision'])}, recall {_fmt(macro['recall'])})")  # fmt: skip
     per_class = {name: None if math.isnan(acc) else acc for name, acc in zip(names, result.per_class)}
-    if len(per_class) <= 100:
-        width = max(len(n) for n in names)
-        for name, accuracy in per_class.items():
-            print(f"  {name:<{width}}  {'n/a (no test images)' if accuracy is None else f'{accuracy:.4f}'}")
+    if len(per_class) <= MATRIX_CLASSES:
+        width = max(5, *(len(n) for n in names))
+        print(f"  {'class':<{width}}  precision  recall  f1      images")
+        for row in report["classes"]:
+            print(f"  {row['class']:<{width}}  {_fmt(row['precision']):<9}  {_fmt(row['recall']):<6}  "
+                  f"{_fmt(row['f1']):<6}  {row['support']}")  # fmt: skip
+    else:
+        print("most confused (true -> predicted: images):")
+        for pair in report["most_confused"][:10]:
+            print(f"  {pair['true']} -> {pair['predicted']}: {pair['count']}")
     print(json.dumps({"top1": result.top1, "top5": result.top5, "loss": result.loss, "count": result.count,
-                      "per_class": per_class, "confusion_png": str(figure) if figure else None}))  # fmt: skip
+                      "per_class": per_class, "macro_f1": macro["f1"], "report": [str(f) for f in files],
+                      "confusion_png": str(figure) if figure else None}))  # fmt: skip
     return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def command_predict(args: argparse.Namespace) -> int:
