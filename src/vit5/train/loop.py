@@ -43,6 +43,7 @@ from vit5.train.finetune import freeze_backbone, init_from_pretrained, load_pret
 from vit5.train.losses import build_criterion
 from vit5.train.metrics import MetricsLog, plot_curves
 from vit5.train.optim import build_optimizer, build_scheduler
+from vit5.train.progress import progress_bar, use_bars
 from vit5.train.recipes import build_model, finalize, validate_run_config
 from vit5.train.summary import run_summary
 
@@ -386,6 +387,17 @@ class Trainer:
         self.model.train()
         self.sampler.set_epoch(self.epoch, start_batch=self.batch_in_epoch)
         self.train_set.set_epoch(self.epoch)
+        bar = None
+        if self.ctx.is_main and use_bars():  # a terminal: a bar with rate, ETA and loss instead of log lines
+            bar = progress_bar(self.steps_per_epoch, f"epoch {self.epoch + 1}/{self.cfg.schedule.epochs}",
+                               initial=self.batch_in_epoch // self.accumulate)  # fmt: skip
+        try:
+            return self._train_batches(bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _train_batches(self, bar: Any) -> dict[str, float]:
         images_seen, last_log, epoch_start = 0, time.time(), time.time()
         rate_origin: tuple[float, int] | None = None  # (time, images) after the epoch's first step
         pending: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -410,10 +422,14 @@ class Trainer:
             elif not self.pace_reported and self.step - self.pace_origin[1] >= PACE_STEPS:
                 self._report_pace()
             done_in_epoch = self.batch_in_epoch // self.accumulate
+            if bar is not None:
+                bar.set_postfix(loss=f"{self.epoch_totals[0] / max(self.epoch_totals[2], 1):.4f}",
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", refresh=False)  # fmt: skip
+                bar.update(1)
             if done_in_epoch >= self.steps_per_epoch:
                 break
             now = time.time()
-            if now - last_log >= float(self.cfg.train.log_every_seconds):
+            if bar is None and now - last_log >= float(self.cfg.train.log_every_seconds):
                 loss = self.epoch_totals[0] / max(self.epoch_totals[2], 1)
                 origin_time, origin_images = rate_origin
                 if images_seen > origin_images and now > origin_time:
