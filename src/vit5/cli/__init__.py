@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from vit5._extras import MissingExtraError
 from vit5.cli.common import (
     _TRUST_HELP,
     UsageError,
@@ -23,6 +24,7 @@ from vit5.cli.deploy import command_export
 from vit5.cli.hub import add_push_arguments, command_push
 from vit5.cli.inference import command_convert, command_eval, command_predict
 from vit5.cli.info import NVSUBQUADRATIC_HELP, command_info, describe_model
+from vit5.cli.listing import command_list, version_text
 from vit5.cli.train import _add_train_arguments, command_demo, command_train
 
 __all__ = ["UsageError", "build_parser", "describe_model", "main", "parse_arguments"]
@@ -34,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vit5", description="ViT-5 image classifiers: train, evaluate, predict."
     )
+    parser.add_argument("--version", action="version", version=version_text())
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train_arguments(commands.add_parser("train", help="train a model (default: tiny hybrid on digits)"))
     _add_train_arguments(commands.add_parser("demo", help="the make-demo job: vit5 train with defaults"))
@@ -88,12 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--trust-config", action="store_true", help=_TRUST_HELP)
     info.add_argument("overrides", nargs="*")
     add_push_arguments(commands.add_parser("push", help="share a run or checkpoint on the Hugging Face Hub"))
+    listing = commands.add_parser("list", help="presets, published weights, recipes and datasets")
+    listing.add_argument("what", nargs="?", choices=("presets", "published", "recipes", "datasets"),
+                         help="one section only (default: all)")  # fmt: skip
     return parser
 
 
 COMMANDS = {"train": command_train, "demo": command_demo, "eval": command_eval, "predict": command_predict,
             "info": command_info, "convert": command_convert, "export": command_export,
-            "push": command_push}  # fmt: skip
+            "push": command_push, "list": command_list}  # fmt: skip
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -117,11 +123,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     if args.command != "train" and args.command != "demo":
         setup_logging()
-    from vit5.train.loop import NonFiniteLossError
-
     try:
         return COMMANDS[args.command](args)
-    except (UsageError, FileNotFoundError, ValueError, TypeError, KeyError, NonFiniteLossError) as error:
+    except Exception as error:
+        # NonFiniteLossError only exists once training code ran (--help and list import none of it)
+        loop = sys.modules.get("vit5.train.loop")
+        one_line = (UsageError, FileNotFoundError, ValueError, TypeError, KeyError, MissingExtraError)
+        if not isinstance(error, one_line + ((loop.NonFiniteLossError,) if loop else ())):
+            raise
         # Configuration and data mistakes (unknown override keys, bad values, missing or damaged
         # files) are reported in one line; VIT5_DEBUG=1 shows the traceback.
         if os.environ.get("VIT5_DEBUG"):
