@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vit5._text import csv_field, terminal_text
 from vit5.cli.common import (
     UsageError,
     make_directory,
@@ -114,14 +115,17 @@ def command_eval(args: argparse.Namespace) -> int:
     if model.num_classes <= 100:
         figure = plot_confusion(result.confusion, names, out / "confusion.png",
                                 title=f"{dataset}, top-1 {result.top1:.4f} ({loaded.source})")  # fmt: skip
-    print(f"{dataset} ({result.count} images, {cfg['input_size'][1]} px, {cfg['interpolation']}, crop ratio "
-          f"{cfg['crop_pct']:g}, {args.precision} on {device.type}), {summary}")  # fmt: skip
+    print(terminal_text(f"{dataset} ({result.count} images, {cfg['input_size'][1]} px, {cfg['interpolation']}, crop ratio "
+          f"{cfg['crop_pct']:g}, {args.precision} on {device.type}), {summary}"))  # fmt: skip
     print(f"top-1 {result.top1:.4f}  top-5 {result.top5:.4f}  loss {result.loss:.4f}")
     per_class = {name: None if math.isnan(acc) else acc for name, acc in zip(names, result.per_class)}
     if len(per_class) <= 100:
-        width = max(len(n) for n in names)
+        shown = {name: terminal_text(name) for name in per_class}
+        width = max(len(n) for n in shown.values())
         for name, accuracy in per_class.items():
-            print(f"  {name:<{width}}  {'n/a (no test images)' if accuracy is None else f'{accuracy:.4f}'}")
+            print(
+                f"  {shown[name]:<{width}}  {'n/a (no test images)' if accuracy is None else f'{accuracy:.4f}'}"
+            )
     print(json.dumps({"top1": result.top1, "top5": result.top5, "loss": result.loss, "count": result.count,
                       "per_class": per_class, "confusion_png": str(figure) if figure else None}))  # fmt: skip
     return 0
@@ -153,6 +157,7 @@ def _predict_images(args: argparse.Namespace, transform: Any, probabilities: Any
                     reader: tuple[Any, type]) -> int:  # fmt: skip
     """Top-k labels of ``args.images`` in batches of ``--batch-size``; printed, and written to --out."""
     import torch
+    from PIL.Image import DecompressionBombError
 
     read_image, decode_error = reader
     k = min(args.top_k, len(names))
@@ -164,7 +169,7 @@ def _predict_images(args: argparse.Namespace, transform: Any, probabilities: Any
         top = probabilities(torch.stack(batch)).topk(k)
         for path, values, indices in zip(paths, top.values.tolist(), top.indices.tolist()):
             labels = [(names[i], p) for p, i in zip(values, indices)]
-            print(f"{path}: " + ", ".join(f"{name} ({p:.3f})" for name, p in labels))
+            print(terminal_text(f"{path}: " + ", ".join(f"{name} ({p:.3f})" for name, p in labels)))
             results.append({"image": str(path), "top": [{"label": n, "probability": p} for n, p in labels]})
         batch.clear()
         paths.clear()
@@ -173,8 +178,8 @@ def _predict_images(args: argparse.Namespace, transform: Any, probabilities: Any
         try:
             batch.append(transform(read_image(path)))
             paths.append(path)
-        except (FileNotFoundError, decode_error, OSError, ValueError) as error:
-            print(f"{path}: cannot read image ({error})", file=sys.stderr)
+        except (decode_error, OSError, ValueError, TypeError, RuntimeError, MemoryError, DecompressionBombError) as error:  # fmt: skip  # this image only
+            print(terminal_text(f"{path}: cannot read image ({_first_line(error)})"), file=sys.stderr)
             failed += 1
         if len(batch) == args.batch_size:
             flush()
@@ -184,6 +189,11 @@ def _predict_images(args: argparse.Namespace, transform: Any, probabilities: Any
     else:
         print(json.dumps(results))
     return 1 if failed else 0
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 def _write_predictions(path: Path, results: list[dict[str, Any]]) -> None:
@@ -199,7 +209,9 @@ def _write_predictions(path: Path, results: list[dict[str, Any]]) -> None:
         writer.writerow(["image", "rank", "label", "probability"])
         for row in results:
             for rank, item in enumerate(row["top"], 1):
-                writer.writerow([row["image"], rank, item["label"], f"{item['probability']:.6f}"])
+                writer.writerow(
+                    [csv_field(row["image"]), rank, csv_field(item["label"]), f"{item['probability']:.6f}"]
+                )
         atomic_write_text(path, buffer.getvalue())
     else:
         atomic_write_text(path, json.dumps(results, indent=1))
@@ -222,7 +234,7 @@ def _predict_onnx(args: argparse.Namespace) -> int:
     from PIL import UnidentifiedImageError
 
     from vit5.data import eval_transform, read_image
-    from vit5.export import read_onnx_metadata
+    from vit5.export import open_onnx
     from vit5.networks.pretrained_cfg import updated_pretrained_cfg
 
     for flag, value in (("--ema", args.ema), ("--config", args.config), ("--precision bf16", args.precision == "bf16"),
@@ -230,10 +242,10 @@ def _predict_onnx(args: argparse.Namespace) -> int:
         if value:
             raise UsageError(f"{flag} does not apply to an exported .onnx file (ONNX Runtime, CPU, fp32)")
     try:
-        import onnxruntime
+        import onnxruntime  # noqa: F401
     except ImportError:
         raise UsageError("an .onnx file needs onnxruntime (pip install vit5[export])") from None
-    cfg = read_onnx_metadata(args.source)
+    session, cfg = open_onnx(args.source)
     channels, size, _ = cfg["input_size"]
     if args.image_size not in (None, size):
         raise UsageError(f"{args.source} takes {size} px images; export it again with --image-size")
@@ -241,14 +253,16 @@ def _predict_onnx(args: argparse.Namespace) -> int:
                if value is not None}  # fmt: skip
     if changes:
         cfg = updated_pretrained_cfg(cfg, **changes)
-    session = onnxruntime.InferenceSession(args.source, providers=["CPUExecutionProvider"])
     if isinstance(session.get_inputs()[0].shape[0], int):  # exported with a fixed batch
         args.batch_size = session.get_inputs()[0].shape[0]
     transform = eval_transform(size, cfg["mean"], cfg["std"], channels, cfg["crop_pct"], cfg["interpolation"])
     names = cfg["class_names"] or [str(i) for i in range(cfg["num_classes"])]
 
     def probabilities(batch: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, K)
-        (logits,) = session.run(["logits"], {"input": batch.permute(0, 2, 3, 1).contiguous().numpy()})
+        try:
+            (logits,) = session.run(["logits"], {"input": batch.permute(0, 2, 3, 1).contiguous().numpy()})
+        except Exception as error:  # onnxruntime's errors derive from Exception only
+            raise ValueError(f"{args.source}: onnxruntime failed to run it ({_first_line(error)})") from None
         return torch.from_numpy(logits).float().softmax(-1)
 
     return _predict_images(args, transform, probabilities, names, (read_image, UnidentifiedImageError))
