@@ -10,8 +10,6 @@ the imports::
     from vit5 import LazyConfig, ViT5Attention, ViT5ClassificationNet, instantiate, create_model
 """
 
-import importlib.util
-
 from vit5.config import (
     PLACEHOLDER,
     ConfigNode,
@@ -21,8 +19,12 @@ from vit5.config import (
     load_config,
     save_config,
 )
+from vit5.config.registry import config_targets as _config_targets
+from vit5.config.registry import register_config_target
 from vit5.export import export_onnx, export_program
-from vit5.io import register_config_target
+
+# Names with weights, save_pretrained / push_to_hub; registers the presets in timm when it is installed.
+from vit5.hub import create_model, from_pretrained, list_pretrained, push_to_hub, save_pretrained
 from vit5.modules import (
     MLP,
     BlockAlignedGaussianModulationND,
@@ -46,7 +48,6 @@ from vit5.modules import (
 )
 from vit5.networks import (
     ViT5ClassificationNet,
-    create_model,
     list_models,
     model_config,
     rebuild_at_resolution,
@@ -65,9 +66,12 @@ from vit5.ops.init import (
 )
 from vit5.weights import load_model, load_nvsubquadratic_checkpoint, load_official_vit5
 
-if importlib.util.find_spec("timm") is not None:
-    import vit5.networks.timm_models  # noqa: F401  (registers the presets in timm)
-
+# Configs read from files may name the re-exported classes and functions as ``vit5.X``.
+_registered = set(map(id, _config_targets().values()))
+for _name, _obj in list(globals().items()):
+    if not _name.startswith("_") and id(_obj) in _registered:
+        register_config_target(_obj, f"vit5.{_name}")
+del _name, _obj, _registered
 __version__ = "0.1.0"
 
 __all__ = [
@@ -98,8 +102,10 @@ __all__ = [
     "create_model",
     "export_onnx",
     "export_program",
+    "from_pretrained",
     "instantiate",
     "list_models",
+    "list_pretrained",
     "load_config",
     "load_model",
     "load_nvsubquadratic_checkpoint",
@@ -107,11 +113,13 @@ __all__ = [
     "model_config",
     "rebuild_at_resolution",
     "partial_wang_init_fn_with_num_layers",
+    "push_to_hub",
     "register_config_target",
     "register_model",
     "resize_config",
     "resize_model",
     "save_config",
+    "save_pretrained",
     "small_init",
     "small_init_factory",
     "trunc_normal_init",

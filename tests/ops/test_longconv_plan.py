@@ -163,3 +163,33 @@ def test_traced_convolutions_match_the_eager_spectrum_path(signal, taps, periodi
         out = convolve(x, kernel, plan)
         assert out.shape == expected.shape
         assert float((out - expected).abs().max() / expected.abs().max()) < 2e-6
+
+
+@pytest.mark.parametrize("grad", [False, True])
+@pytest.mark.parametrize("signal", [SMALL, (14, 14), (24, 24), LARGE])
+def test_cuda_route_is_torch_fft(grad: bool, signal: tuple[int, int]) -> None:
+    """On a GPU (the device passed as data) the eager route is the reference's torch.fft, whatever
+    the grid: no CPU-tuned dense operator, DFT matrices or fused kernels."""
+    got = plan(device="cuda", grad_enabled=grad, signal=signal, fused_input=True)
+    assert got == LongConvPlan(LongConvPath.FFT, cache=not grad)
+    training = plan(device="cuda", grad_enabled=grad, signal=signal, training=True)
+    assert training == LongConvPlan(LongConvPath.FFT)
+    assert plan(device="cuda", capture="compile", signal=signal).path in (
+        LongConvPath.TRACED_DENSE,
+        LongConvPath.TRACED_FFT,
+    )
+    assert plan(device="cuda", capture="transform", signal=signal).path in (
+        LongConvPath.TRACED_DENSE,
+        LongConvPath.TRACED_FFT,
+    )
+
+
+def test_fused_limit_has_one_definition() -> None:
+    from vit5.ops import fftnative
+
+    assert longconv_plan.FUSED_MAX_SIGNAL * 2 == fftnative.MAX_SIZE
+    edge = longconv_plan.FUSED_MAX_SIGNAL
+    assert plan(signal=(edge, 4), fused_input=True, channels=1).fused
+    assert not plan(signal=(edge + 1, 4), fused_input=True, channels=1).fused
+    fft_plan = plan_fft_conv((edge, 4), (2 * edge - 1, 7), (False, False))
+    assert max(fftnative.fused_sizes(fft_plan)) == fftnative.MAX_SIZE

@@ -121,7 +121,7 @@ def test_meta_of_another_format_is_rejected(tmp_path):
 
 def test_interrupted_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     write(tmp_path, seed=0, step=1)
-    import vit5.train.checkpoint as module
+    import vit5.io.run as module  # the run-checkpoint layout lives there
 
     def boom(*args, **kwargs):
         raise KeyboardInterrupt

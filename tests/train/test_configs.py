@@ -8,7 +8,7 @@ import pytest
 
 from tests.test_cli import run_cli
 from vit5.config import to_container
-from vit5.io.registry import resolve_config_target
+from vit5.config.registry import resolve_config_target
 from vit5.train.recipes import finalize, load_python_config, validate_run_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.py"))

@@ -198,7 +198,7 @@ class _Counting(http.server.SimpleHTTPRequestHandler):
 
 def test_finetune_from_a_loopback_url_is_downloaded_once_and_checked(official, tmp_path, capsys, monkeypatch):
     path, _, _ = official
-    monkeypatch.setenv("VIT5_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # downloads go to $HF_HOME/vit5/urls
     handler = lambda *a, **k: _Counting(*a, directory=str(path.parent), **k)  # noqa: E731
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -208,7 +208,7 @@ def test_finetune_from_a_loopback_url_is_downloaded_once_and_checked(official, t
         code, _, err = run_cli(["train", "--finetune", url, "--finetune-sha256", "0" * 64,
                                 "--out", str(tmp_path / "bad"), *QUICK], capsys)  # fmt: skip
         assert code == 2 and "expected " + "0" * 64 in err
-        assert not list((tmp_path / "cache").glob("*.pth"))  # nothing half-trusted left behind
+        assert not list((tmp_path / "hf").rglob("*.pth"))  # nothing half-trusted left behind
         for name in ("a", "b"):
             args = [
                 "train",
@@ -222,7 +222,7 @@ def test_finetune_from_a_loopback_url_is_downloaded_once_and_checked(official, t
             ]
             code, _, err = run_cli(args, capsys)
             assert code == 0, err
-        assert _Counting.requests == 2  # the failed download, then one for both runs
+        assert _Counting.requests == 3  # the mismatching download and its one retry, then one for both runs
         assert url in (tmp_path / "a" / "config.yaml").read_text()
     finally:
         server.shutdown()

@@ -64,8 +64,9 @@ _TRUST_HELP = ("build configs read from files even if they name targets outside 
 
 def _add_source_arguments(parser: argparse.ArgumentParser, *, inference: bool) -> None:
     """The words every command that reads a trained model shares."""
-    parser.add_argument("source", help="run directory, checkpoint directory, .safetensors, official .pth or "
-                        "nvSubquadratic .ckpt")  # fmt: skip
+    parser.add_argument("source", help="run directory, checkpoint directory, .safetensors, official .pth, "
+                        "nvSubquadratic .ckpt, a published name (vit5_small_patch16_224), "
+                        "hf-hub:ORG/REPO[@REV][/FILE] or an https URL")  # fmt: skip
     parser.add_argument("--ema", action="store_true", help="use the EMA weights (an error if there are none)")
     parser.add_argument("--image-size", type=_int_at_least(1),
                         help="evaluate the trained model at this resolution (RoPE at the training grid's scale, "

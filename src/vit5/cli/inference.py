@@ -144,13 +144,24 @@ def command_predict(args: argparse.Namespace) -> int:
     model, cfg = loaded.model.to(device), loaded.model.pretrained_cfg
     channels, size, _ = cfg["input_size"]
     transform = eval_transform(size, cfg["mean"], cfg["std"], channels, cfg["crop_pct"], cfg["interpolation"])
-    names = cfg["class_names"] or [str(i) for i in range(model.num_classes)]
+    names = _display_names(cfg, model.num_classes)
 
     def probabilities(batch: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, K)
         with torch.no_grad(), torch.autocast(device.type, torch.bfloat16, enabled=args.precision == "bf16"):
             return model({"input": batch.permute(0, 2, 3, 1).to(device)})["logits"].float().softmax(-1).cpu()
 
     return _predict_images(args, transform, probabilities, names, (read_image, UnidentifiedImageError))
+
+
+def _display_names(cfg: dict[str, Any], num_classes: int) -> list[str]:
+    """Class labels to print: ``"<id> <readable name>"`` (``n01631663 eft``: the first synonym of the
+    description) when the model records descriptions, else the ids, else the class indices."""
+    names = cfg.get("class_names") or [str(i) for i in range(num_classes)]
+    descriptions = cfg.get("class_descriptions")
+    if descriptions and len(descriptions) == len(names):
+        return [f"{name} {text.split(',')[0].strip()}" if text and text != name else name
+                for name, text in zip(names, descriptions)]  # fmt: skip
+    return list(names)
 
 
 def _predict_images(args: argparse.Namespace, transform: Any, probabilities: Any, names: list[str],
@@ -256,7 +267,7 @@ def _predict_onnx(args: argparse.Namespace) -> int:
     if isinstance(session.get_inputs()[0].shape[0], int):  # exported with a fixed batch
         args.batch_size = session.get_inputs()[0].shape[0]
     transform = eval_transform(size, cfg["mean"], cfg["std"], channels, cfg["crop_pct"], cfg["interpolation"])
-    names = cfg["class_names"] or [str(i) for i in range(cfg["num_classes"])]
+    names = _display_names(cfg, cfg["num_classes"])
 
     def probabilities(batch: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, K)
         try:

@@ -100,6 +100,9 @@ def _info_checkpoint(args: argparse.Namespace) -> int:
         has_ema = False
     cfg = loaded.model.pretrained_cfg
     print(f"source: {loaded.source} ({loaded.kind} checkpoint), sha256 {cfg['sha256']}")
+    if loaded.origin is not None and loaded.origin.kind != "path":
+        print(f"from: {loaded.origin.given}, {loaded.origin.resolved_url}"
+              f"{f', revision {loaded.origin.revision}' if loaded.origin.revision else ''}")  # fmt: skip
     print(f"EMA weights: {'yes' if has_ema else 'no'}")
     print(f"preprocessing: {cfg['input_size'][1]} px, mean {cfg['mean']}, std {cfg['std']}, {cfg['interpolation']}, "
           f"crop ratio {cfg['crop_pct']:g}")  # fmt: skip

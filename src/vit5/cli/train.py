@@ -22,6 +22,7 @@ from vit5.cli.common import (
     setup_logging,
 )
 from vit5.config import ConfigNode, apply_overrides, load_config, to_container
+from vit5.config.io import parse_value
 
 logger = logging.getLogger("vit5")
 
@@ -49,11 +50,16 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
             cfg.data.dataset = args.dataset
     else:
         cfg = default_run_config(args.dataset or "digits", args.preset)
+        from vit5.data.owndata import OWN_DATASETS
+
+        if cfg.data.dataset in OWN_DATASETS:
+            _size_to_data(cfg, args)
     config_model = bool(args.config) and to_container(cfg.model) != to_container(
         default_run_config(cfg.data.dataset).model
     )
     if args.preset and args.config:
         cfg.model = default_run_config(cfg.data.dataset, args.preset).model
+    args.finetune_from_config = not args.finetune  # a URL read from a config file needs --trust-config
     args.finetune = args.finetune or cfg.train.get("finetune")
     if args.ema and not args.finetune:
         raise UsageError("--ema picks the EMA weights of --finetune PATH; give --finetune too")
@@ -82,6 +88,25 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
     return cfg, pretrained
 
 
+def _size_to_data(cfg: ConfigNode, args: argparse.Namespace) -> None:
+    """Your own images without a config file: the recipe of :mod:`vit5.train.sizing`, sized to the
+    number of training images (the data is listed and split here, as the run will split it)."""
+    import torch
+
+    from vit5.data.owndata import count_own_data
+    from vit5.train.sizing import sized_recipe
+
+    given = dict(item.split("=", 1) for item in args.overrides or [] if "=" in item)
+    data_dir = args.data_dir or given.get("data.data_dir")
+    options = {key: parse_value(given[f"data.{key}"]) for key in ("val_fraction", "split_seed", "image_column",
+               "label_column") if f"data.{key}" in given}  # fmt: skip
+    train_images, _, _ = count_own_data(cfg.data.dataset, data_dir, **options)
+    gpu = torch.cuda.is_available() and given.get("train.device") != "cpu"
+    finetune = bool(args.finetune or args.resume)
+    sized_recipe(cfg, train_images, finetune=finetune, gpu=gpu, preset=args.preset)
+    cfg.train.ema_decay = 0.0
+
+
 def _apply_finetune(cfg: ConfigNode, args: argparse.Namespace, own_model: bool) -> Any:
     """Point the run config at ``--finetune``'s weights; the architecture is the checkpoint's unless
     ``own_model`` (``--preset`` or a config file's model; model.* overrides change it either way).
@@ -93,6 +118,7 @@ def _apply_finetune(cfg: ConfigNode, args: argparse.Namespace, own_model: bool) 
         ema=bool(args.ema or cfg.train.get("finetune_ema")),
         sha256=args.finetune_sha256 or cfg.train.get("finetune_sha256"),
         trust_config=args.trust_config,
+        from_config_file=getattr(args, "finetune_from_config", False),
     )
     model = pretrained.model
     cfg.train.finetune = pretrained.source
@@ -152,7 +178,7 @@ def _remove_unstarted_run(created: list[Path]) -> None:
             logging.getLogger().removeHandler(handler)
     run_dir = created[0]
     entries = list(run_dir.iterdir()) if run_dir.is_dir() else []
-    if not all(entry.name == "log.txt" and entry.is_file() for entry in entries):
+    if not all(entry.name in ("log.txt", "split.csv") and entry.is_file() for entry in entries):
         return
     for entry in entries:
         entry.unlink()

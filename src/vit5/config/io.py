@@ -11,8 +11,9 @@ from typing import Any
 
 from vit5._io import atomic_write_text
 from vit5.config.node import TARGET_KEY, ConfigNode, _accepted_keywords, _target_of
+from vit5.config.registry import check_config_targets
 from vit5.config.resolve import resolve
-from vit5.io.registry import check_config_targets
+from vit5.config.yaml_file import MAX_YAML_BYTES, dump_yaml, read_yaml, to_tagged
 
 # --------------------------------------------------------------------------------------------------
 # Plain containers, YAML, overrides
@@ -29,52 +30,30 @@ def to_container(cfg: Any, *, resolve_interpolations: bool = True) -> Any:
     return cfg
 
 
-def _check_plain(value: Any, path: str) -> Any:
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if isinstance(value, Mapping):
-        out = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"cannot save config: key {key!r} at {path or '<root>'} is not a string")
-            out[key] = _check_plain(item, f"{path}.{key}" if path else key)
-        return out
-    if isinstance(value, (list, tuple)):
-        return [_check_plain(item, f"{path}[{index}]") for index, item in enumerate(value)]
-    raise TypeError(
-        f"cannot save config: value at {path or '<root>'} is a {type(value).__name__} ({value!r}); only "
-        "None, bool, int, float, str, lists and nested configs can be saved. Record factories with "
-        "LazyConfig(factory)(...) instead of storing the objects they return."
-    )
-
-
-def _yaml() -> Any:
-    try:
-        import yaml
-    except ImportError as error:  # pragma: no cover - pyyaml ships with the train/test extras
-        raise ImportError("saving and loading configs needs PyYAML: pip install 'vit5[train]'") from error
-    return yaml
-
-
 def save_config(cfg: Mapping, path: str | os.PathLike) -> Path:
     """Write ``cfg`` to a YAML file (atomically: a temporary file, fsync, then rename).
 
     Interpolations are kept as written, so the saved file round-trips through :func:`load_config`.
 
+    Functions registered as config targets, and ``functools.partial`` of them (as nvSubquadratic's
+    configs hold), are written as nvSubquadratic writes them (``!!python/name:X ''`` and
+    ``!!python/object/apply:functools.partial``); see :mod:`vit5.config.yaml_file`.
+
     Raises:
-        TypeError: a value is a runtime object (a tensor, module, function, ...) that YAML cannot
-            hold; the message names its key.
+        TypeError: a value is a runtime object (a tensor, module, unregistered function, ...) that
+            YAML cannot hold; the message names its key.
     """
-    yaml = _yaml()
-    plain = _check_plain(to_container(cfg, resolve_interpolations=False), "")
-    return atomic_write_text(path, yaml.safe_dump(plain, sort_keys=False, default_flow_style=False))
+    tagged = to_tagged(to_container(cfg, resolve_interpolations=False), "")
+    return atomic_write_text(path, dump_yaml(tagged))
 
 
 def load_config(path: str | os.PathLike, *, trust_config: bool = False) -> ConfigNode:
-    """Read a YAML config written by :func:`save_config` (with the safe loader: no Python tags).
+    """Read a YAML config written by :func:`save_config` or by nvSubquadratic.
 
-    A YAML file is data: every ``__target__`` in it must be registered as config-buildable
-    (:mod:`vit5.io.registry`; ``nvsubquadratic.*`` targets are mapped to vit5's classes), checked
+    The file is read with PyYAML's safe loader, bounded (size, depth, nodes with aliases expanded),
+    and its ``!!python/name:X`` and ``!!python/object/apply:functools.partial`` tags become recorded
+    calls of registered objects, never imports (:mod:`vit5.config.yaml_file`). A YAML file is data: every ``__target__`` in it must be registered as config-buildable
+    (:mod:`vit5.config.registry`; ``nvsubquadratic.*`` targets are mapped to vit5's classes), checked
     before anything is imported.
 
     Args:
@@ -82,15 +61,17 @@ def load_config(path: str | os.PathLike, *, trust_config: bool = False) -> Confi
         trust_config: Skip the target check (for a file you wrote yourself).
 
     Raises:
-        ValueError: the file is not YAML or not a mapping; a ``ConfigTargetError`` (a
-            ``ValueError``) names a target outside the registry.
+        ValueError: the file is not YAML, not a mapping, over a bound, or holds a refused tag; a
+            ``ConfigTargetError`` (a ``ValueError``) names a target outside the registry.
     """
-    yaml = _yaml()
     path = Path(path)
+    with open(path, "rb") as handle:
+        raw = handle.read(MAX_YAML_BYTES + 1)
     try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        raise ValueError(f"{path}: not a valid vit5 YAML config ({error})") from error
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not a valid vit5 YAML config (not UTF-8 text: {error.reason})") from None
+    data = read_yaml(text, str(path))
     if not isinstance(data, Mapping):
         raise ValueError(
             f"{path}: a config file must hold a mapping at the top level, got {type(data).__name__}"

@@ -1,4 +1,5 @@
-"""Datasets for training and evaluation: digits (embedded), Fashion-MNIST, CIFAR-10/100, ImageFolder."""
+"""Datasets for training and evaluation: digits (embedded), Fashion-MNIST, CIFAR-10/100, and your own
+images (a class-folder tree, a CSV/JSONL manifest, a Hugging Face ``datasets`` table on disk)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,16 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from vit5.data.datasets import ImageDataset, read_image, sample_seed
+from vit5.data.owndata import (
+    OWN_DATASETS,
+    SPLIT_FILE,
+    apply_split,
+    load_own_data,
+    read_split_file,
+    split_per_class,
+    to_splits,
+    write_split_file,
+)
 from vit5.data.sources import (
     FASHION_MNIST_CLASSES,
     ArraySplit,
@@ -18,7 +29,7 @@ from vit5.data.sources import (
     load_cifar,
     load_digits,
     load_fashion_mnist,
-    load_image_folder,
+    load_image_folder,  # noqa: F401  (re-exported for callers of vit5.data)
 )
 from vit5.data.transforms import (
     ARRAY_AUGMENTATIONS,
@@ -37,6 +48,8 @@ __all__ = [
     "DataSpec",
     "DatasetNotFoundError",
     "INTERPOLATIONS",
+    "OWN_DATASETS",
+    "SPLIT_FILE",
     "ImageDataset",
     "build_datasets",
     "dataset_defaults",
@@ -46,7 +59,7 @@ __all__ = [
     "sample_seed",
 ]
 
-DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "imagefolder")
+DATASETS = ("digits", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "manifest", "hf")
 
 
 @dataclass
@@ -78,6 +91,7 @@ _DEFAULTS = {
     "imagefolder": dict(num_classes=0, in_channels=3, image_size=224, mean=(0.485, 0.456, 0.406),
                         std=(0.229, 0.224, 0.225), augment="rrc-3aug"),
 }  # fmt: skip
+_DEFAULTS["manifest"] = _DEFAULTS["hf"] = _DEFAULTS["imagefolder"]
 
 
 def dataset_defaults(name: str) -> dict:
@@ -117,6 +131,12 @@ def build_datasets(
     color_jitter: float | None = None,
     randaugment: str | None = None,
     random_erasing: float = 0.0,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    split_file: str | os.PathLike | None = None,
+    write_split: bool = False,
+    image_column: str = "image",
+    label_column: str = "label",
 ) -> tuple[ImageDataset, ImageDataset, DataSpec]:
     """The training and test sets of ``name`` and their :class:`DataSpec`.
 
@@ -135,6 +155,11 @@ def build_datasets(
             1-channel model are converted to grayscale (mean/std averaged).
         interpolation, color_jitter, randaugment, random_erasing: training-pipeline options, see
             :mod:`vit5.data.transforms` (``interpolation`` applies to the test set too).
+        val_fraction, split_seed: own data (:data:`OWN_DATASETS`) without a held-out part is split
+            per class, holding out this fraction of each class, drawn with this seed.
+        split_file: a run's ``split.csv``: reused when it exists (the run's own train/test images),
+            else written there when ``write_split``.
+        image_column, label_column: the columns of a ``datasets`` table (``hf``).
 
     Raises:
         DatasetNotFoundError: the files are missing (the message says where vit5 looked).
@@ -165,7 +190,19 @@ def build_datasets(
             download_cifar(data_dir or "data", classes)
             train, test, class_names = load_cifar(data_dir or "data", classes)
     else:
-        train, test = load_image_folder(data_dir)
+        own = load_own_data(name, data_dir, image_column=image_column, label_column=label_column)
+        if split_file is not None and os.path.isfile(split_file):
+            held_out = apply_split(own, read_split_file(split_file), str(split_file))
+        else:
+            held_out = own.held_out or split_per_class(own.labels, val_fraction, split_seed)
+            if split_file is not None and write_split:
+                write_split_file(split_file, own, held_out)
+        train, test = to_splits(own, held_out)
+        if not train.paths or not test.paths:
+            raise ValueError(
+                f"{data_dir}: {len(train.paths)} training and {len(test.paths)} held-out images; both parts "
+                "need at least one (add images, or change data.val_fraction)"
+            )
         class_names = train.classes
         defaults["num_classes"] = len(class_names)
     train, test = subset(train, max_train_images), subset(test, max_test_images)

@@ -8,10 +8,13 @@ RNG as it was.
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 import random
+import warnings
 from collections.abc import Callable
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,19 +35,64 @@ def sample_seed(seed: int, epoch: int, index: int) -> int:
 _COLOUR_MODES = ("RGB", "RGBA", "RGBa", "RGBX", "P", "PA", "CMYK", "YCbCr", "LAB", "HSV")
 
 
-def read_image(path: str | Path) -> Image.Image:
-    """Decode an image file to an 8-bit ``L`` (grayscale) or ``RGB`` image.
+#: The most pixels vit5 decodes in one image (width x height, before any resize): 178,956,970,
+#: where Pillow itself calls an image a decompression bomb (about 13,400 x 13,400). A header that
+#: claims more is refused before any pixel memory is allocated (a 99-byte PNG can claim
+#: 20000 x 20000). ``VIT5_MAX_IMAGE_PIXELS`` lowers it.
+MAX_IMAGE_PIXELS = 178_956_970
+
+
+def max_image_pixels() -> int:
+    """The pixel limit of :func:`read_image` (``VIT5_MAX_IMAGE_PIXELS``, else :data:`MAX_IMAGE_PIXELS`)."""
+    text = os.environ.get("VIT5_MAX_IMAGE_PIXELS")
+    if text is None:
+        return MAX_IMAGE_PIXELS
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"VIT5_MAX_IMAGE_PIXELS must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"VIT5_MAX_IMAGE_PIXELS must be a positive integer, got {text!r}")
+    return value
+
+
+def read_image(source: str | os.PathLike | bytes | Any) -> Image.Image:
+    """Decode an image to an 8-bit ``L`` (grayscale) or ``RGB`` image: the one reader of vit5.
+
+    ``source`` is a path, the encoded bytes, or an object with ``read_bytes()`` (a
+    :class:`pathlib.Path`, or a record of a Hugging Face ``datasets`` table). Folders, manifests,
+    ``datasets`` tables, ``vit5 predict`` and ``vit5 eval`` all read through here.
 
     Palette images are expanded to their colours (not read as palette indices), alpha channels
     are dropped (the colour under them is kept, as torchvision's RGB read mode does), and 16-bit
     grayscale (PIL modes ``I;16*`` and ``I``) is scaled to 8 bits (``round(v / 257)``), so that
-    every transform and augmentation sees the value range it was written for.
+    every transform and augmentation sees the value range it was written for. An image whose header
+    claims more than :func:`max_image_pixels` pixels is refused from its header alone.
 
     Raises:
-        ValueError: a floating-point image (mode ``F``), whose value range is unknown.
+        ValueError: too many pixels, or a floating-point image (mode ``F``), whose value range is unknown.
         OSError, PIL.UnidentifiedImageError: the file cannot be read or decoded.
     """
-    with Image.open(path) as image:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        name, opened = "image bytes", io.BytesIO(bytes(source))
+    elif isinstance(source, (str, os.PathLike)):
+        name, opened = str(source), source
+    else:
+        name, opened = str(source), io.BytesIO(source.read_bytes())
+    limit = max_image_pixels()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(opened)
+        except Image.DecompressionBombError as error:  # Pillow's own limit (MAX_IMAGE_PIXELS's default)
+            raise ValueError(f"{name}: refused to decode: {error}") from None
+    with image:
+        width, height = image.size
+        if width * height > limit:
+            raise ValueError(
+                f"{name}: the image header claims {width}x{height} = {width * height:,} pixels, more than "
+                f"the limit of {limit:,} (set VIT5_MAX_IMAGE_PIXELS to raise it)"
+            )
         image.load()
         mode = image.mode
         if mode in ("L", "RGB"):
@@ -98,7 +146,7 @@ class ImageDataset(torch.utils.data.Dataset):
             return torch.from_numpy(np.ascontiguousarray(self.source.images[index])).permute(
                 2, 0, 1
             )  # (C, H, W)
-        path: Path = self.source.paths[index]
+        path = self.source.paths[index]
         try:
             return read_image(path)
         except (UnidentifiedImageError, OSError, ValueError) as error:

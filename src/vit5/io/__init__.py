@@ -1,9 +1,10 @@
-"""File formats that model-side code may use: safe weight files and the config-target registry.
+"""File formats that model-side code may use: safe weight files (and, re-exported, the config-target
+registry of :mod:`vit5.config.registry`).
 
 Nothing here imports training code; reading a file never runs code from it.
 """
 
-from vit5.io.registry import (
+from vit5.config.registry import (
     ConfigTargetError,
     check_config_targets,
     config_targets,

@@ -38,3 +38,31 @@ __all__ = [
     "ViT5HyenaAdapter",
     "ViT5ResidualBlock",
 ]
+
+
+def _register_config_targets() -> None:
+    """Admit these modules, the initialisers configs record, and common ``torch.nn`` layers as
+    targets of configs read from files (:mod:`vit5.config.registry`)."""
+    import torch.nn
+
+    import vit5.ops.init as init
+    from vit5.config.registry import register_config_target
+
+    for name in __all__:
+        register_config_target(globals()[name])
+    for name in init.__all__:
+        if callable(getattr(init, name)):
+            register_config_target(getattr(init, name))
+    for name in _TORCH_NN_LAYERS:
+        layer = getattr(torch.nn, name, None)
+        if layer is not None:
+            register_config_target(layer, f"torch.nn.{name}")
+
+
+_TORCH_NN_LAYERS = (
+    "Identity", "Linear", "Conv1d", "Conv2d", "Conv3d", "Dropout", "Dropout1d", "Dropout2d",
+    "GELU", "SiLU", "ReLU", "ReLU6", "LeakyReLU", "ELU", "Mish", "Sigmoid", "Tanh", "Softplus",
+    "Hardswish", "Hardsigmoid", "GLU", "Softmax", "LayerNorm", "GroupNorm", "RMSNorm",
+    "BatchNorm1d", "BatchNorm2d", "Flatten",
+)  # fmt: skip
+_register_config_targets()

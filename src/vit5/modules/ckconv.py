@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -76,7 +77,7 @@ class CKConvND(nn.Module):
         use_chunked_fftconv: Process channels in chunks of :data:`CHUNK_SIZE` (same result, less
             memory); not available with ``fft_padding="circular"``.
         fft_backend: ``"torch_fft"``. Other names (the reference's CUDA ``"subq_ops"``,
-            ``"subq_ops_fused"``) are accepted, logged once, and run the PyTorch FFT path in fp32.
+            ``"subq_ops_fused"``) are accepted, warned about once per name, and run the PyTorch FFT path in fp32.
 
     Execution: every call asks :func:`vit5.ops.longconv_plan.plan_long_conv` for its path (the
     table there says which runs when, and why), takes the kernel or the cached spectrum / dense
@@ -121,8 +122,11 @@ class CKConvND(nn.Module):
         self.fft_backend = fft_backend
         if fft_backend != "torch_fft" and fft_backend not in _LOGGED_BACKENDS:
             _LOGGED_BACKENDS.add(fft_backend)
-            logger.info(
-                "CKConvND fft_backend=%r is not available in vit5; using the PyTorch FFT path", fft_backend
+            warnings.warn(
+                f"CKConvND fft_backend={fft_backend!r} is not available in vit5; the PyTorch FFT path "
+                "(torch.fft, the reference's 'torch_fft' route) runs instead",
+                UserWarning,
+                stacklevel=2,
             )
 
         self._periodic = parse_padding(fft_padding, data_dim)
@@ -250,9 +254,7 @@ class CKConvND(nn.Module):
             fft_plan = plan_fft_conv(spatial, kernel.shape[2:], self._periodic, self.is_causal)
         if plan.path is LongConvPath.DENSE:
             operand = dense_conv_operator(kernel, spatial)  # (C, T, T)
-        elif (
-            plan.path is LongConvPath.FFT and plan.fused and fftnative.supports(x, fft_plan, kernel.shape[0])
-        ):
+        elif plan.path is LongConvPath.FFT and plan.fused:  # the route checked what the kernel takes
             operand = fftnative.spectrum(kernel, fft_plan)  # (G, F_h F_w / 2 + 2, 4, 8)
         elif plan.path is LongConvPath.FFT:
             operand = kernel_spectrum(kernel, fft_plan)
@@ -356,6 +358,7 @@ class CKConvND(nn.Module):
             causal=self.is_causal,
             chunked=self.use_chunked_fftconv,
             fused_input=channels_last and fftnative.takes_input(x),
+            device=x.device.type,
         )
         fft_plan, operand = self._operand(plan, x, spatial, conditioning)
         return self._run(plan, x, fft_plan, operand, channels_last)

@@ -16,11 +16,9 @@ The fused CPU kernels (:mod:`vit5.ops.native`) are not in-place tricks and run w
 too; Hyena's fused gates and a block's fused residual adds step aside when :func:`has_hooks`
 finds a hook in the module whose submodules they replace.
 
-The hook test is cheap enough for every forward: the hook dictionaries of a module's subtree are
-collected once and cached on the module; the cache is rebuilt when any submodule anywhere has
-been registered since (a global counter, bumped by a torch module-registration hook). Hook
-dictionaries are per-module objects that registering a hook fills in place, so a cached tuple of
-them sees hooks added later.
+The hook test walks the module's subtree on every call (a few microseconds for a block: a plain
+recursion over ``_modules``, no generator or name strings), so hooks added or submodules replaced
+at any time are seen, and importing vit5 installs no process-wide hook.
 """
 
 from __future__ import annotations
@@ -33,37 +31,26 @@ from vit5.ops.capture import is_capturing
 
 __all__ = ["fast_path_allowed", "has_hooks", "shares_storage"]
 
-_registrations = [0]  # bumped whenever a submodule is registered anywhere (structure may change)
-_CACHE_ATTR = "_vit5_hook_dicts"
 
-
-def _count_registration(module: nn.Module, name: str, submodule: nn.Module | None) -> None:
-    _registrations[0] += 1
-
-
-module_lib.register_module_module_registration_hook(_count_registration)
-
-
-def _hook_dicts(module: nn.Module) -> tuple[dict, ...]:
-    """The forward hook and pre-hook dictionaries of ``module`` and all its submodules (cached)."""
-    cached = module.__dict__.get(_CACHE_ATTR)
-    if cached is None or cached[0] != _registrations[0]:
-        dicts = tuple(d for m in module.modules() for d in (m._forward_hooks, m._forward_pre_hooks))
-        cached = (_registrations[0], dicts)
-        module.__dict__[_CACHE_ATTR] = cached
-    return cached[1]
+def _subtree_has_hooks(module: nn.Module) -> bool:
+    if module._forward_hooks or module._forward_pre_hooks:
+        return True
+    for child in module._modules.values():  # noqa: SIM110 (a loop: no generator per module)
+        if child is not None and _subtree_has_hooks(child):
+            return True
+    return False
 
 
 def has_hooks(module: nn.Module) -> bool:
     """True if ``module`` or any submodule has forward hooks or pre-hooks, or global ones are set."""
     if module_lib._global_forward_hooks or module_lib._global_forward_pre_hooks:
         return True
-    return any(_hook_dicts(module))
+    return _subtree_has_hooks(module)
 
 
 def fast_path_allowed(module: nn.Module) -> bool:
     """Whether an inference fast path may run inside ``module``: no autograd, no graph capture,
-    no hooks (see the module doc). Cheap: no module-tree walk per call."""
+    no hooks (see the module doc)."""
     return not torch.is_grad_enabled() and not is_capturing() and not has_hooks(module)
 
 

@@ -36,3 +36,18 @@ __all__ = [
     "vit5_config",
     "vit5_to_official",
 ]
+
+
+def _register_config_targets() -> None:
+    """Admit the network and its compact builder as targets of configs read from files."""
+    from vit5.config.registry import register_config_target
+    from vit5.modules import ResampledSIRENKernelND
+    from vit5.networks.presets import build_vit5
+
+    register_config_target(ViT5ClassificationNet)
+    register_config_target(build_vit5)
+    # Saved configs may name the former home of the resampled kernel.
+    register_config_target(ResampledSIRENKernelND, "vit5.networks.resampled_kernel.ResampledSIRENKernelND")
+
+
+_register_config_targets()

@@ -26,6 +26,7 @@ from vit5.networks.builders import (
 from vit5.networks.vit5_classification import ViT5ClassificationNet
 
 __all__ = [
+    "OFFICIAL_PRESETS",
     "attention_mixer_config",
     "build_vit5",
     "create_model",
@@ -206,9 +207,11 @@ def list_models(pattern: str | None = None) -> list[str]:
 
 
 def timm_name(name: str) -> str:
-    """The timm-style name of a preset: ``<name>_patch<p>_<image>`` (``vit5_small_patch16_224``)."""
+    """The timm-style name of a preset: ``<name>_patch<p>_<image>`` (``vit5_small_patch16_224``); a
+    preset already named that way (``vit5_base_patch16_384``) is its own timm name."""
     cfg = model_config(name)
-    return f"{name}_patch{cfg.get('patch_size')}_{cfg.get('image_size')}"
+    suffix = f"_patch{cfg.get('patch_size')}_{cfg.get('image_size')}"
+    return name if name.endswith(suffix) else f"{name}{suffix}"
 
 
 def resolve_model_name(name: str) -> str:
@@ -324,6 +327,16 @@ _define(
 _define("vit5_base", "Official ViT-5-B layout.", hidden_dim=768, num_blocks=12, num_heads=12, **_OFFICIAL)
 _define("vit5_large", "Official ViT-5-L layout.", hidden_dim=1024, num_blocks=24, num_heads=16, **_OFFICIAL)
 _define("vit5_xlarge", "Official ViT-5-XL layout.", hidden_dim=1152, num_blocks=28, num_heads=16, **_OFFICIAL)
+#: Presets in the official ViT-5 layout (official checkpoints load into these).
+OFFICIAL_PRESETS = ("vit5_small", "vit5_base", "vit5_large", "vit5_xlarge", "vit5_base_patch16_384",
+                    "vit5_large_patch16_384")  # fmt: skip
+
+# The published 384 px fine-tunes (the 224 px ones are vit5_small / vit5_base / vit5_large, whose
+# timm names are vit5_{small,base,large}_patch16_224): see vit5.networks.pretrained_cfg.PUBLISHED.
+_define("vit5_base_patch16_384", "Official ViT-5-B layout at 384 px.", hidden_dim=768, num_blocks=12, num_heads=12,
+        image_size=384, **_OFFICIAL)  # fmt: skip
+_define("vit5_large_patch16_384", "Official ViT-5-L layout at 384 px.", hidden_dim=1024, num_blocks=24,
+        num_heads=16, image_size=384, **_OFFICIAL)  # fmt: skip
 
 # Tiny CPU presets (small images such as digits, Fashion-MNIST, CIFAR).
 _TINY = dict(

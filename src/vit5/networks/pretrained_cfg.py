@@ -3,11 +3,17 @@
 ``input_size`` ``(C, H, W)``, ``mean`` / ``std`` (per channel, for inputs in ``[0, 1]``),
 ``interpolation`` (``"bicubic"`` / ``"bilinear"``), ``crop_pct`` (resize the short side to
 ``H / crop_pct``, then center-crop ``H``), ``num_classes``, plus vit5's ``class_names`` (a list or
-``None``), ``source`` (the file the weights came from, or ``None``) and ``sha256`` (of that file).
+``None``; ImageNet-1k models: the wnids such as ``n01440764``), ``class_descriptions`` (readable
+names, one per class, or ``None``), ``source`` (where the weights came from: the path, published
+name, ``hf-hub:`` id or URL given, or ``None``), ``resolved_url`` (the URL downloaded, after
+redirects), ``revision`` (the Hub commit) and ``sha256`` (of the file read).
 
 A network built from a preset or a config (no file) gets :func:`default_pretrained_cfg`: ImageNet
 mean/std for 3-channel inputs and 0.5 / 0.5 otherwise, bicubic resizing and crop ratio 1.0, the
 evaluation the official ViT-5 code uses.
+
+:data:`PUBLISHED` is the one table of published weights (names, Hub repo and file, paper top-1);
+``scripts/verify_published.py`` checks it against the Hub on a networked machine.
 """
 
 from __future__ import annotations
@@ -15,9 +21,14 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "PUBLISHED",
+    "PUBLISHED_REPO",
+    "WEIGHTS_LICENSE_NOTE",
+    "Published",
     "IMAGENET_MEAN",
     "check_pretrained_cfg",
     "IMAGENET_STD",
@@ -101,13 +112,65 @@ def check_pretrained_cfg(cfg: Any, source: str, *, in_channels: int | None = Non
                 raise ValueError(f"{name} is {value!r} but the model has {model_value}")
         fields = {
             key: cfg[key]
-            for key in ("interpolation", "crop_pct", "class_names", "source", "sha256")
+            for key in (
+                "interpolation",
+                "crop_pct",
+                "class_names",
+                "class_descriptions",
+                "source",
+                "resolved_url",
+                "revision",
+                "sha256",
+            )
             if key in cfg
         }
         return make_pretrained_cfg(image_size=height, in_channels=channels, num_classes=cfg.get("num_classes"),
                                    mean=cfg.get("mean"), std=cfg.get("std"), **fields)  # fmt: skip
     except (TypeError, ValueError) as error:
         raise ValueError(f"{source}: invalid pretrained_cfg metadata: {error}") from None
+
+
+# --------------------------------------------------------------------------------------------------
+# Published weights: the official ViT-5 checkpoints on the Hugging Face Hub
+
+
+@dataclass(frozen=True)
+class Published:
+    """One published checkpoint: the preset it loads into, where it lives and what it scores.
+
+    Attributes:
+        preset: The vit5 preset (``vit5_small`` ...) of the architecture.
+        image_size: The training / evaluation resolution.
+        hf_hub_id: The Hub repository.
+        hf_hub_filename: The file in it (an official DeiT-style ``.pth`` training dict).
+        top1: ImageNet-1k top-1 accuracy in percent, as reported in the paper (not re-measured here).
+    """
+
+    preset: str
+    image_size: int
+    hf_hub_id: str
+    hf_hub_filename: str
+    top1: float
+
+
+PUBLISHED_REPO = "FengWang3211/ViT-5"
+#: The published files and their paper results. The names and the repository cannot be checked
+#: from the build machine: ``scripts/verify_published.py`` checks them on a networked one.
+PUBLISHED: dict[str, Published] = {
+    name: Published(preset, size, PUBLISHED_REPO, f"{name}.pth", top1)
+    for name, preset, size, top1 in (
+        ("vit5_small_patch16_224", "vit5_small", 224, 82.2),
+        ("vit5_base_patch16_224", "vit5_base", 224, 84.2),
+        ("vit5_base_patch16_384", "vit5_base", 384, 85.4),
+        ("vit5_large_patch16_224", "vit5_large", 224, 84.9),
+        ("vit5_large_patch16_384", "vit5_large", 384, 86.0),
+    )
+}
+CODE_LICENSE = "apache-2.0"
+WEIGHTS_LICENSE_NOTE = (
+    "The official ViT-5 code is Apache-2.0; the license of the published weights is not stated in any "
+    "source reachable from here: check the repository before use."
+)
 
 
 def default_pretrained_cfg(image_size: int, in_channels: int, num_classes: int) -> dict[str, Any]:
@@ -132,7 +195,10 @@ def make_pretrained_cfg(
     interpolation: str = "bicubic",
     crop_pct: float = 1.0,
     class_names: Any = None,
+    class_descriptions: Any = None,
     source: str | None = None,
+    resolved_url: str | None = None,
+    revision: str | None = None,
     sha256: str | None = None,
 ) -> dict[str, Any]:
     """A complete, JSON-serialisable ``pretrained_cfg`` dict.
@@ -140,8 +206,8 @@ def make_pretrained_cfg(
     Raises:
         ValueError: ``mean`` / ``std`` do not have one finite value per channel (std > 0),
             ``interpolation`` is not bicubic or bilinear, ``crop_pct`` is not in [0.05, 1], the image
-            size is not in [1, 8192], ``num_classes`` not in [1, 1e6], or ``class_names`` does not have
-            one name (a string) per class.
+            size is not in [1, 8192], ``num_classes`` not in [1, 1e6], or ``class_names`` /
+            ``class_descriptions`` do not have one entry (a string) per class.
     """
     image_size, in_channels, num_classes = _checked_sizes(image_size, in_channels, num_classes)
     mean, std = _per_channel("mean", mean, in_channels), _per_channel("std", std, in_channels)
@@ -151,12 +217,20 @@ def make_pretrained_cfg(
         raise ValueError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {interpolation!r}")
     if (
         isinstance(crop_pct, bool)
-        or not isinstance(crop_pct, (int, float))
+        or not isinstance(crop_pct, numbers.Real)
         or not MIN_CROP_PCT <= crop_pct <= 1
     ):
         raise ValueError(f"crop_pct must be a number in [{MIN_CROP_PCT}, 1], got {crop_pct!r}")
     names = _class_names(class_names, num_classes)
-    for name, value in (("source", source), ("sha256", sha256)):
+    descriptions = [str(d) for d in class_descriptions] if class_descriptions else None
+    if descriptions is not None and len(descriptions) != num_classes:
+        raise ValueError(f"class_descriptions has {len(descriptions)} entries for {num_classes} classes")
+    for name, value in (
+        ("source", source),
+        ("resolved_url", resolved_url),
+        ("revision", revision),
+        ("sha256", sha256),
+    ):
         if value is not None and not isinstance(value, str):
             raise TypeError(f"{name} must be a string or None, got {type(value).__name__}")
     return {
@@ -167,7 +241,10 @@ def make_pretrained_cfg(
         "crop_pct": float(crop_pct),
         "num_classes": int(num_classes),
         "class_names": names,
+        "class_descriptions": descriptions,
         "source": source,
+        "resolved_url": resolved_url,
+        "revision": revision,
         "sha256": sha256,
     }
 
@@ -178,7 +255,8 @@ def updated_pretrained_cfg(cfg: Mapping[str, Any], **changes: Any) -> dict[str, 
     fields = dict(
         image_size=size, in_channels=channels, num_classes=cfg["num_classes"], mean=cfg["mean"], std=cfg["std"],
         interpolation=cfg["interpolation"], crop_pct=cfg["crop_pct"], class_names=cfg.get("class_names"),
-        source=cfg.get("source"), sha256=cfg.get("sha256"),
+        class_descriptions=cfg.get("class_descriptions"), source=cfg.get("source"),
+        resolved_url=cfg.get("resolved_url"), revision=cfg.get("revision"), sha256=cfg.get("sha256"),
     )  # fmt: skip
     fields.update(changes)
     return make_pretrained_cfg(**fields)

@@ -22,13 +22,21 @@ timm keywords map onto preset keywords: ``num_classes``, ``in_chans`` -> ``in_ch
 ``img_size`` -> ``image_size``, ``drop_rate`` -> ``dropout_rate``, ``drop_path_rate`` ->
 ``max_drop_path_rate``, ``global_pool`` (``"token"``/``"avg"`` or a vit5 readout) -> ``readout``;
 any :func:`~vit5.networks.presets.vit5_config` keyword is accepted too (unknown ones are a
-``TypeError``). No weights are hosted: ``pretrained=True`` needs
-``pretrained_cfg_overlay=dict(file=path)`` with an official ViT-5 or a vit5/nvSubquadratic checkpoint.
+``TypeError``).
+
+Weights: this module reads no files. ``pretrained=True`` (and a ``hf-hub:`` / ``local-dir:``
+model, whose weights timm users expect) calls the loader :func:`configure` was given
+(:func:`vit5.hub.timm_pretrained`, installed by ``import vit5``): it resolves the cfg's ``file``,
+``hf_hub_id`` (+ ``hf_hub_filename``) or ``url`` through vit5's source resolver and loaders, so
+``cache_dir=`` and ``pretrained_cfg_overlay`` are honoured and the file gets vit5's checks. The
+published names (:data:`vit5.networks.pretrained_cfg.PUBLISHED`) carry ``hf_hub_id`` /
+``hf_hub_filename`` in their cfg, so ``timm.list_pretrained("vit5*")`` lists them.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import timm
@@ -45,7 +53,12 @@ from vit5.networks.presets import list_models, model_config, on_register, timm_n
 from vit5.networks.vit5_classification import ViT5ClassificationNet
 from vit5.ops.capture import capture_mode
 
-__all__ = ["TimmViT5", "register_timm_model", "register_timm_models"]
+__all__ = ["TimmViT5", "configure", "register_timm_model", "register_timm_models"]
+
+#: ``loader(preset, pretrained_cfg, overrides, cache_dir) -> ViT5ClassificationNet``, set by configure().
+_PRETRAINED_LOADER: Callable[..., ViT5ClassificationNet] | None = None
+#: ``extra_cfg(timm_name) -> dict`` of published-weights fields, set by configure().
+_EXTRA_CFG: Callable[[str], Mapping[str, Any]] | None = None
 
 _GLOBAL_POOL = {
     "token": "cls",
@@ -171,9 +184,11 @@ class TimmViT5(nn.Module):
         return final, maps
 
 
-def _build(preset: str, pretrained_file: str | None = None, **kwargs: Any) -> TimmViT5:
-    """Build a preset from timm keywords (see the module docstring)."""
+def _build(preset: str, pretrained: dict[str, Any] | None = None, **kwargs: Any) -> TimmViT5:
+    """Build a preset from timm keywords (see the module docstring); ``pretrained`` (the resolved cfg
+    and ``cache_dir``) loads weights through the configured loader."""
     kwargs.pop("pretrained_cfg", None)  # build_model_with_cfg attaches it after construction
+    kwargs.pop("pretrained_model_args", None)  # timm's record of a hf-hub: model's saved arguments
     device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
     overrides: dict[str, Any] = {}
     for timm_key, ours in (("in_chans", "in_channels"), ("drop_rate", "dropout_rate"), ("drop_path_rate", "max_drop_path_rate")):  # fmt: skip
@@ -195,10 +210,10 @@ def _build(preset: str, pretrained_file: str | None = None, **kwargs: Any) -> Ti
     if num_classes is not None and num_classes > 0:
         overrides["num_classes"] = num_classes
     overrides.update(kwargs)  # vit5_config keywords; model_config rejects unknown ones
-    if pretrained_file is not None:
-        from vit5.weights import load_for_timm  # reading files happens outside networks/
-
-        net = load_for_timm(pretrained_file, preset, overrides)
+    if pretrained is not None:
+        if _PRETRAINED_LOADER is None:
+            raise ValueError("pretrained weights need the loader `import vit5` installs")
+        net = _PRETRAINED_LOADER(preset, pretrained["cfg"], overrides, pretrained["cache_dir"])
     else:
         net = instantiate(model_config(preset, **overrides))
     model = TimmViT5(net, num_classes=num_classes)
@@ -209,24 +224,25 @@ def _build(preset: str, pretrained_file: str | None = None, **kwargs: Any) -> Ti
 
 def _entrypoint(preset: str, name: str) -> Any:
     def create(pretrained: bool = False, **kwargs: Any) -> TimmViT5:
-        file = None
-        if pretrained:
-            cfg = timm.models.resolve_pretrained_cfg(
-                name,
-                pretrained_cfg=kwargs.get("pretrained_cfg"),
-                pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"),
-            )
-            file = cfg.file
+        weights = None
+        cache_dir = kwargs.pop("cache_dir", None)
+        cfg = timm.models.resolve_pretrained_cfg(
+            name,
+            pretrained_cfg=kwargs.get("pretrained_cfg"),
+            pretrained_cfg_overlay=kwargs.get("pretrained_cfg_overlay"),
+        )
+        # timm.create_model("hf-hub:...") / ("local-dir:...") mean the saved model: its weights load
+        if pretrained or cfg.source in ("hf-hub", "local-dir"):
+            if not (cfg.file or cfg.hf_hub_id or cfg.url):
+                raise ValueError(
+                    f"{name}: no published weights; pass pretrained_cfg_overlay=dict(file=path) (or hf_hub_id=...), "
+                    f"or use a name with weights: {', '.join(sorted(_published_names()))}"
+                )
+            weights = {"cfg": cfg.to_dict(remove_source=False, remove_null=False), "cache_dir": cache_dir}
             kwargs.setdefault("num_classes", None)  # keep the checkpoint's head unless asked otherwise
             kwargs.setdefault("img_size", None)  # and its image size
-            if not file:
-                raise ValueError(
-                    f"{name}: vit5 hosts no weights; pass pretrained_cfg_overlay=dict(file=path) with an official "
-                    "ViT-5 checkpoint or vit5/nvSubquadratic weights (or use vit5.load_official_vit5)"
-                )
-        kwargs.pop("cache_dir", None)
         model = build_model_with_cfg(
-            functools.partial(_build, preset, file),
+            functools.partial(_build, preset, weights),
             name,
             pretrained=False,
             pretrained_cfg=kwargs.pop("pretrained_cfg", None),
@@ -263,12 +279,17 @@ def _default_out_indices(preset: str, kwargs: dict[str, Any]) -> int:
 def _pretrained_cfg(preset: str) -> dict[str, Any]:
     cfg = model_config(preset)
     size, channels = cfg.get("image_size", 224), cfg.get("in_channels", 3)
-    return dict(
+    base = dict(
         url="", num_classes=cfg.get("num_classes", 1000), input_size=(channels, size, size), pool_size=None,
         crop_pct=1.0, interpolation="bicubic", fixed_input_size=True,
         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv="net.patch_embed",
         classifier="net.out_proj", license="apache-2.0",
     )  # fmt: skip
+    return {**base, **(_EXTRA_CFG(timm_name(preset)) if _EXTRA_CFG is not None else {})}
+
+
+def _published_names() -> list[str]:
+    return timm.list_pretrained("vit5*")
 
 
 default_cfgs: dict[str, Any] = {}
@@ -288,8 +309,18 @@ def register_timm_models() -> list[str]:
     return [register_timm_model(preset) for preset in list_models()]
 
 
-register_timm_models()
-on_register(register_timm_model)
+def configure(
+    loader: Callable[..., ViT5ClassificationNet], extra_cfg: Callable[[str], Mapping[str, Any]]
+) -> list[str]:
+    """Install the weights loader and the published-weights cfg fields, then register every preset
+    (called once by ``import vit5``, from :mod:`vit5.hub`); returns the timm names."""
+    global _PRETRAINED_LOADER, _EXTRA_CFG
+    _PRETRAINED_LOADER, _EXTRA_CFG = loader, extra_cfg
+    names = register_timm_models()
+    on_register(register_timm_model)
+    return names
+
+
 # FX feature extraction (timm's and torchvision's tracers given timm's notrace lists) keeps each
 # block and RMSNorm as one call: block outputs are the feature maps users take, and the eager
 # fast paths and checks (RMSNorm's fused CPU kernel among them) stay out of the traced graph, so

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from vit5.ops.recorded import recorded_vjp, recording
+
 __all__ = ["apply_dense_operator", "dense_conv_operator", "dense_operator_bytes", "dense_operator_product"]
 
 
@@ -82,13 +84,15 @@ class _ApplyDense(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             z = _channels_first(x)  # (C, B, T)
             y = torch.bmm(z, operator.transpose(1, 2))  # (C, B, T)
-        ctx.save_for_backward(z, operator)
+        ctx.save_for_backward(z, operator, x)
         ctx.shape, ctx.dtype = x.shape, x.dtype
         return y.permute(1, 2, 0).reshape(x.shape).to(x.dtype)  # (B, *S, C)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        z, operator = ctx.saved_tensors
+        z, operator, x = ctx.saved_tensors
+        if recording():  # create_graph: z was copied without autograd; differentiate the formula
+            return recorded_vjp(dense_product_reference, (x, operator), grad, ctx.needs_input_grad)
         grad_x = grad_operator = None
         with torch.autocast(grad.device.type, enabled=False):
             g = _channels_first(grad)  # (C, B, T)
@@ -97,6 +101,14 @@ class _ApplyDense(torch.autograd.Function):
             if ctx.needs_input_grad[1]:
                 grad_operator = torch.bmm(g.transpose(1, 2), z)  # (C, T, T)
         return grad_x, grad_operator
+
+
+def dense_product_reference(x: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
+    """:func:`apply_dense_operator` as plain differentiable PyTorch ops (fp32 products)."""
+    with torch.autocast(x.device.type, enabled=False):
+        z = x.float().reshape(x.shape[0], -1, x.shape[-1]).permute(2, 0, 1)  # (C, B, T)
+        y = torch.bmm(z, operator.float().transpose(1, 2))  # (C, B, T)
+    return y.permute(1, 2, 0).reshape(x.shape).to(x.dtype)  # (B, *S, C)
 
 
 def apply_dense_operator(x: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:

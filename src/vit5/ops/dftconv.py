@@ -18,17 +18,15 @@ channels-last ``[B, *S, C]`` layout of the blocks:
   phases reduced modulo the FFT size in integers), so the products run at GEMM speed.
 * The backward pass (:class:`_DFTConv`) applies the adjoint of each step: the transposed matrices
   and the conjugate spectral products, reusing the forward spectra it saved (``x``'s spectrum,
-  ``2 F1' F2 / (H W)`` times ``x``: 3.9x at 14 x 14 and at 24 x 24).
+  ``2 F1' F2 / (H W)`` times ``x``).
 
 Where the fused FFT kernels of :mod:`vit5.ops.fftnative` apply (2-D, zero padding, one kernel
-for the batch, channels-last fp32 on a CPU) the planner prefers them (14 x 14 inference at batch
-8: 3.1 against 7.1 ms); this path serves bf16, per-sample kernels, 1-D and machines without a C
+for the batch, channels-last fp32 on a CPU) the planner prefers them; this path serves bf16, per-sample kernels, 1-D and machines without a C
 compiler.
 
 * On eager CPU fp32 tensors the products run as fused C kernels (:mod:`vit5.ops.native`): the
   transforms as batched small-matrix products in register tiles (``K`` of 14 to 54 is a shape
-  general GEMM libraries block poorly: ViT-5-S long conv forward + backward at 14 x 14, batch 8,
-  12.0 -> 10.4 ms), the spectral products in one pass with PyTorch's rounding (the same bits),
+  general GEMM libraries block poorly), the spectral products in one pass with PyTorch's rounding (the same bits),
   the kernel gradient's batch sum without writing the products. Elsewhere ``torch.matmul`` and
   PyTorch ops.
 
@@ -38,7 +36,7 @@ compiler.
   training forward.
 
 Cost per transform is ``O(N F)`` per axis instead of ``O(F log F)``: it wins on small grids and
-loses on large ones; :func:`vit5.ops.longconv_plan.plan_long_conv` decides where (measured there).
+loses on large ones; :func:`vit5.ops.longconv_plan.plan_long_conv` decides where.
 Matrices are cached per (sizes, crop, device).
 """
 
@@ -52,7 +50,8 @@ from typing import Any
 import torch
 
 from vit5.ops import native
-from vit5.ops.fftplan import FFTConvPlan
+from vit5.ops.fftplan import FFTConvPlan, apply_spectrum, kernel_spectrum
+from vit5.ops.recorded import recorded_vjp, recording
 
 __all__ = [
     "DFT_MAX_DIM",
@@ -139,8 +138,7 @@ def _plan_matrices(plan: FFTConvPlan, device: torch.device) -> list[tuple[torch.
 
 
 #: Bytes of spectrum one batch chunk may hold on a CPU: a chunk's temporaries stay in cache and
-#: re-use freed heap blocks instead of faulting in fresh pages (14 x 14, 384 channels, forward +
-#: backward at batch 64: 254 ms in one piece, 115 ms in 8 MiB chunks; 12 ms at batch 8). Other
+#: re-use freed heap blocks instead of faulting in fresh pages. Other
 #: devices take the whole batch at once (fewer, larger kernel launches).
 CHUNK_BYTES = 8 * 2**20
 
@@ -310,13 +308,21 @@ class _DFTConv(torch.autograd.Function):
             k_f = _kernel_spectrum(kernel, plan)  # (1|B, F1', 2, F2 C)
             x_f = signal.new_empty(_spectrum_shape(x.shape[0], plan, x.shape[-1]))
             y = _convolve(signal, k_f, plan, skip, keep=x_f)  # (B, *S, C)
-        ctx.save_for_backward(x_f, k_f, None if shortcut is None else x, shortcut)
+        ctx.save_for_backward(x_f, k_f, x, shortcut, kernel)
         ctx.plan, ctx.kernel_shape, ctx.dtypes = plan, kernel.shape, (x.dtype, kernel.dtype)
         return y.to(x.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x_f, k_f, x, shortcut = ctx.saved_tensors
+        x_f, k_f, x, shortcut, kernel = ctx.saved_tensors
+        if recording():  # create_graph: differentiate the formula as recorded PyTorch ops
+            grads = recorded_vjp(
+                lambda a, k, s: planned_conv_reference(a, k, ctx.plan, s),
+                (x, kernel, shortcut),
+                grad,
+                ctx.needs_input_grad[:3],
+            )
+            return *grads, None
         mats = _plan_matrices(ctx.plan, grad.device)
         a_x, a_k, inv = ([m[i] for m in mats] for i in range(3))
         k_shape = ctx.kernel_shape
@@ -352,6 +358,18 @@ class _DFTConv(torch.autograd.Function):
         if grad_skip is not None:
             grad_skip = grad_skip.to(shortcut.dtype)
         return grad_x, grad_kernel, grad_skip, None
+
+
+def planned_conv_reference(
+    x: torch.Tensor, kernel: torch.Tensor, plan: FFTConvPlan, shortcut: torch.Tensor | None = None
+) -> torch.Tensor:
+    """:func:`dft_conv` as plain differentiable ``torch.fft`` ops (:mod:`vit5.ops.fftplan`)."""
+    with torch.autocast(x.device.type, enabled=False):
+        z = x.movedim(-1, 1)  # (B, C, *S)
+        y = apply_spectrum(z, kernel_spectrum(kernel.movedim(-1, 1), plan), plan).movedim(1, -1)
+        if shortcut is not None:
+            y = y + x.float() * shortcut.float()
+    return y.to(x.dtype)  # (B, *S, C)
 
 
 def dft_conv(

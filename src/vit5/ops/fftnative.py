@@ -20,8 +20,8 @@ kernel for the batch, channels-last fp32 CPU input with contiguous channels, and
 per pass over the buffer, the intermediate values in registers): it uses per axis the power of
 two at least the plan's size and twice the signal (:func:`fused_sizes`; a larger size is still
 alias-free): ViT-5 at 224 px (14 x 14 grid) runs 32-point transforms, at 512 and 1024 px (32 x
-32 and 64 x 64 grids) 64- and 128-point transforms, the plan's own sizes. Everything else keeps the PyTorch ops. Results agree with
-those to fp32 rounding (not bit for bit); they do not depend on the batch size, the channel
+32 and 64 x 64 grids) 64- and 128-point transforms, the plan's own sizes. Everything else keeps the PyTorch ops.
+Results agree with those to fp32 rounding (not bit for bit); they do not depend on the batch size, the channel
 count or the thread count (every sample and channel group is computed alone), and training's
 forward runs the same kernel as eval, so a model gives the same bits in both modes. The
 low-memory training backward (:func:`vit5.ops.fftconv.fft_conv_zero_lowmem`) runs on it too:
@@ -29,15 +29,7 @@ the input's gradient is the output gradient convolved with the flipped kernel, t
 gradient (:func:`kernel_gradient`, ``vit5_fft_conv2d_kernel_grad``) the batch sum of
 ``conj(X) G`` transformed back in full.
 
-Measured per ViT-5-S long convolution with its shortcut (384 channels, 2 EPYC cores, fp32),
-against the chunked PyTorch path: 32 x 32 at batch 2, 4.2 against 15.3 ms; batch 8, 13 against
-60 ms; 64 x 64 at batch 1, 8.8 against 31 ms; against the DFT-matrix path (which the planner
-used up to 24 x 24): 14 x 14 at batch 8, 3.1 against 7.1 ms (forward + backward 13.5 against
-17.6 ms); 24 x 24 at batch 2, 3.2 against 5.8 ms. The kernel spectrum: 2.1 against 5.4 ms (32 x
-32), 8.4 against 36 ms (64 x 64). Two stages per pass and the half spectrum then took the
-convolution, on 2 Xeon (Sapphire Rapids) cores, from 1.93 to 1.39 ms (14 x 14, batch 8), 2.64
-to 2.0 ms (32 x 32, batch 2) and 7.3 to 5.0 ms (64 x 64, batch 1), the kernel gradient from 2.0
-to 1.6, 3.5 to 2.7 and 11.4 to 9.0 ms, with the same output bits.
+Timings: ``benchmarks/results/2026-12-07-ops-notes.md``.
 """
 
 from __future__ import annotations

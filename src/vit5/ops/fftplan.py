@@ -9,20 +9,18 @@ many inputs with one kernel (``CKConvND`` in eval mode) keep the spectrum and ca
 the same bits whatever the batch size or channel chunking (see :func:`_cmul`).
 
 For 2-D zero-padded channels-last fp32 input on a CPU the planner runs the fused kernels of
-:mod:`vit5.ops.fftnative` instead (3.6-4.7x faster per ViT-5-S long convolution). Elsewhere,
-two choices make :func:`apply_spectrum` fast on CPUs (measured on 2 EPYC cores, 384 channels):
+:mod:`vit5.ops.fftnative` instead. Elsewhere, two choices make :func:`apply_spectrum` fast on
+CPUs (timings: ``benchmarks/results/2026-12-07-ops-notes.md``):
 
 * Without autograd it works through the channels a chunk at a time (on CPUs; about
   :data:`CHANNEL_CHUNK_BYTES` of spectrum per chunk, see :func:`channel_chunk`). A chunk's
   spectra stay in cache from the forward transform through the product to the inverse
   transform, and its temporaries re-use freed heap blocks instead of faulting in freshly mapped
-  pages (64 x 64 signal: 54 -> 41 ms; 2 x 32 x 32: 26 -> 21 ms; the same bits).
+  pages (the same bits).
 * On 2-D grids every transform runs along the contiguous last axis: ``rfft`` along the width,
   one transpose, ``fft`` along the height, and the reverse on the way back, so the spectra (and
   :func:`kernel_spectrum`) are laid out ``[..., F_w // 2 + 1, F_h]``. The crop happens between the
-  two inverse transforms, so the width transform only runs on the rows that are kept
-  (with chunking: 64 x 64 signal 65 -> 41 ms, including the channels-last accumulation of
-  ``CKConvND``).
+  two inverse transforms, so the width transform only runs on the rows that are kept.
 """
 
 from __future__ import annotations
@@ -48,10 +46,6 @@ __all__ = [
 
 #: Bytes of complex64 spectrum (all samples of the batch) in one channel chunk on CPUs, for
 #: :func:`apply_spectrum` without autograd and the backward of the low-memory FFT convolution.
-#: Measured per ViT-5-S long convolution (384 channels, 2 EPYC cores) against the former fixed
-#: 32 channels: inference 32 x 32 at batch 2, 8.7 against 13.1 ms; batch 1, 4.3 against 5.7 ms;
-#: batch 8, 64 x 64 and 28 x 28 even; training (forward + backward) 32 x 32 at batch 2, 31 against
-#: 38 ms; 16 x 16 at batch 8, 32 against 36 ms; 64 x 64 at batch 1 even.
 CHANNEL_CHUNK_BYTES = 2 * 2**20
 #: A fixed number of channels per chunk instead of :data:`CHANNEL_CHUNK_BYTES` (``None``: the byte
 #: budget); for tests and tuning.

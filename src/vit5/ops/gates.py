@@ -18,8 +18,9 @@ import torch
 from torch.nn import functional as F
 
 from vit5.ops import native
+from vit5.ops.recorded import recorded_vjp, recording
 
-__all__ = ["ACTIVATIONS", "gate"]
+__all__ = ["ACTIVATIONS", "gate", "gate_reference"]
 
 #: Activation name -> the kernels' code.
 ACTIVATIONS = {"silu": 1, "sigmoid": 2}
@@ -47,6 +48,14 @@ class _Gate(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x, g, rnorm = ctx.saved_tensors
+        if recording():  # create_graph: the plain expression's gradient, recorded
+            grads = recorded_vjp(
+                lambda a, b: gate_reference(a, b, ctx.activation, ctx.l2_eps),
+                (x, g),
+                grad,
+                ctx.needs_input_grad[:2],
+            )
+            return *grads, None, None
         d = x.shape[-1]
         n = x.numel() // d
         grad = grad.contiguous()
@@ -78,6 +87,13 @@ def gate(x: torch.Tensor, g: torch.Tensor, activation: str, l2_eps: float | None
         raise ValueError(f"gate expects x and g of one shape, got {tuple(x.shape)} and {tuple(g.shape)}")
     if x.numel() > 0 and native.usable(strided=(x, g)):
         return _Gate.apply(x, g, activation, l2_eps)
+    return gate_reference(x, g, activation, l2_eps)
+
+
+def gate_reference(
+    x: torch.Tensor, g: torch.Tensor, activation: str, l2_eps: float | None = None
+) -> torch.Tensor:
+    """:func:`gate` as plain PyTorch ops (no checks): the formula the kernels implement."""
     if l2_eps is not None:
         x = F.normalize(x.float(), p=2.0, dim=-1, eps=l2_eps).to(x.dtype)
     return x * (F.silu(g) if activation == "silu" else torch.sigmoid(g))

@@ -10,11 +10,14 @@ kernel shared by the batch; first matching row wins):
 ===  ==========  ======  =============================  ===============  =====  ==========================
 row  capture     grad    other conditions               path             cache  why
 ===  ==========  ======  =============================  ===============  =====  ==========================
-1    fx, export, any     dense ok, fits                 TRACED_DENSE     no     plain ``index_select`` +
-     compile             :data:`BUILT_DENSE_MAX_BYTES`                          ``bmm``: traceable, one GEMM
-2    fx, export, any     otherwise                      TRACED_FFT       no     plain ``torch.fft`` ops
-     compile                                                                    (export: DFT matrices)
+1    not eager   any     dense ok, fits                 TRACED_DENSE     no     plain ``index_select`` +
+                         :data:`BUILT_DENSE_MAX_BYTES`                          ``bmm``: traceable, one GEMM
+2    not eager   any     otherwise                      TRACED_FFT       no     plain ``torch.fft`` ops
+                                                                                (export: DFT matrices)
 3    eager       any     ``use_chunked_fftconv``        FFT_CHUNKED      no     the config asks for it
+3b   eager       on      device is not a CPU            FFT              no     the reference's route
+                                                                                (``torch.fft``) on GPUs
+3c   eager       off     device is not a CPU            FFT              eval   as 3b, spectrum reused
 4    eager       on      dense ok, fits                 DENSE            no     one GEMM per channel beats
                          :data:`BUILT_DENSE_MAX_BYTES`                          three FFTs on tiny grids
 5    eager       on      fused ok                       FFT_LOWMEM,      no     forward and both gradients
@@ -47,11 +50,7 @@ kernel for the batch, each axis at most :data:`FUSED_MAX_SIGNAL`. Rows 5 and 10
 runs radix-2 transforms packed two channels per complex signal in a cache-resident buffer,
 multiplies by the kernel spectrum and writes ``y`` (eval: ``shortcut * x + y``); the low-memory
 backward runs the same kernel for the input gradient and a sibling for the kernel gradient.
-Measured per ViT-5-S long convolution with its shortcut (384 channels, 2 EPYC cores, fp32),
-against the DFT path: 14 x 14 inference at batch 8, 3.1 against 7.1 ms, batch 1 0.35 against
-0.76 ms, forward + backward at batch 8 13.5 against 17.6 ms; 24 x 24 inference at batch 2, 3.2
-against 5.8 ms; against the chunked PyTorch FFTs: 32 x 32 inference at batch 2, 4.2 against 15.3
-ms, 64 x 64 at batch 1, 8.8 against 31 ms. Elsewhere (GPUs, bf16, channels-first, circular axes,
+Elsewhere (GPUs, bf16, channels-first, circular axes,
 FiLM kernels, ``VIT5_NATIVE=0``, no C compiler) the other rows apply, with PyTorch's transforms
 (:mod:`vit5.ops.fftplan`) on the FFT rows.
 
@@ -60,19 +59,9 @@ most :data:`DFT_MAX_SIGNAL` long (per-sample kernels allowed). Rows 6 and 11
 (:mod:`vit5.ops.dftconv`): the transforms are products with real DFT matrices whose long side
 is the channel axis, so a call runs a few GEMMs instead of thousands of tiny transforms and
 copies; it costs ``O(N F)`` per axis instead of ``O(F log F)``, and a training call keeps the
-input's spectrum (about 4x the input) for the backward pass. Measured forward + backward of one
-ViT-5-S long convolution with its shortcut (384 channels, double grid, 2 EPYC cores, fp32, best
-of 7): 14 x 14 at batch 8, 12-13 ms against 22 ms for FFT_LOWMEM; 16 x 16 at batch 4, 10 against
-18 ms; 24 x 24 at batch 2, 16-22 against 29-30 ms; 28 x 28 at batch 2, 31-34 against 33 ms; 32 x
-32 at batch 2, 37-43 against 36-41 ms, and slower inside the whole network (Hyena-GAP at 512 px:
-0.73 against 0.82 img/s), hence the bound of 24 (ViT-5 up to 384 px at patch 16). Inference
-from the cached kernel spectrum, same layer, against the cached 59 MB dense operator (14 x 14)
-or the cached FFT spectrum (24 x 24): 14 x 14 at batch 1, 0.6-0.9 against 4.5-5.3 ms (the
-operator is read from memory on every call, whatever the batch); batch 8, 3.5-5.4 against
-6.7-8.3 ms; batch 16, 7-8 against 8.4-10.5 ms; batch 32 and 64, 0.45-0.5 against 0.43-0.6 ms per
-sample; 24 x 24 at batch 1, 2.3 against 4.1 ms, batch 8, 15.6 against 20 ms. Operators of at
-most :data:`BUILT_DENSE_MAX_BYTES` stay in the processor's cache and beat the DFT matrices (7 x
-7 at 64 channels, batch 128: 0.8 against 2.7 ms), hence rows 4 and 9 come first.
+input's spectrum (about 4x the input) for the backward pass. The bound
+:data:`DFT_MAX_SIGNAL` and the order of rows 4 / 9 (small cached operators first) come from
+measurements listed in ``benchmarks/results/2026-12-07-ops-notes.md``.
 
 Capture (``torch.compile``, ``torch.export`` / ``torch.onnx.export``, ``torch.fx.symbolic_trace``;
 see :mod:`vit5.ops.capture`) always takes the traced rows, whatever the grad mode: no custom
@@ -91,9 +80,8 @@ radix-2 kernel needs), and the session ran 2.4x slower than vit5 eager. As matri
 padding and the crop fold into the tables, nothing in the graph is complex, and the smallest
 alias-free size per axis (``>= N + (K + 1) // 2``, from :func:`vit5.ops.fftplan.plan_fft_conv`)
 is used: a size need not be a power of two for a matrix product. The cost is ``O(N F)`` per axis
-instead of ``O(F log F)``, small next to the block's linear layers at these grids. Measured for
-ViT-5-S Hyena-GAP at 224 px (batch 8, one thread): onnxruntime 982 ms with DFT matrices, 3,038 ms
-with ONNX ``DFT``, vit5 eager 1,198 ms; the file is the weights (89 MiB) either way. Compile and FX
+instead of ``O(F log F)``, small next to the block's linear layers at these grids (timings in
+``benchmarks/results/2026-12-07-ops-notes.md``). Compile and FX
 keep ``torch.fft`` (inductor and eager kernels are fast there).
 """
 
@@ -102,6 +90,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from vit5.ops import fftnative
 from vit5.ops.denseconv import dense_operator_bytes
 
 __all__ = [
@@ -125,10 +114,10 @@ DENSE_MAX_BYTES = 96 * 2**20
 BUILT_DENSE_MAX_BYTES = 4 * 2**20
 #: Longest axis the DFT-matrix path (rows 6 and 11) takes; longer grids use the FFTs.
 DFT_MAX_SIGNAL = 24
-#: Longest axis the fused FFT kernels (rows 5 and 10) take: their radix-2 transforms are at most
-#: :data:`vit5.ops.fftnative.MAX_SIZE` (1024) points, twice the signal.
-FUSED_MAX_SIGNAL = 512
-CAPTURE_MODES = ("eager", "compile", "export", "fx")
+#: Longest axis the fused FFT kernels (rows 5 and 10) take: their radix-2 transforms are twice the
+#: signal, at most :data:`vit5.ops.fftnative.MAX_SIZE` points (the one definition of that limit).
+FUSED_MAX_SIGNAL = fftnative.MAX_SIZE // 2
+CAPTURE_MODES = ("eager", "compile", "export", "fx", "transform")
 
 
 class LongConvPath(str, enum.Enum):
@@ -179,6 +168,7 @@ def plan_long_conv(
     dense_max_bytes: int | None = None,
     built_dense_max_bytes: int | None = None,
     fused_input: bool = False,
+    device: str = "cpu",
 ) -> LongConvPlan:
     """The path of one long-convolution call (first matching row of the module table).
 
@@ -200,6 +190,10 @@ def plan_long_conv(
             :data:`BUILT_DENSE_MAX_BYTES`, read at call time).
         fused_input: The input is one the fused CPU kernels read
             (:func:`vit5.ops.fftnative.takes_input`).
+        device: The input's device type (``"cpu"``, ``"cuda"``, ...): off the CPU the eager
+            route is ``torch.fft`` (rows 3b / 3c), the route of nvSubquadratic's ``torch_fft``
+            backend; the CPU-tuned rows (dense operator, DFT matrices, fused kernels) are not
+            taken there.
 
     Raises:
         ValueError: an unknown ``capture`` mode.
@@ -229,6 +223,10 @@ def plan_long_conv(
         return LongConvPlan(LongConvPath.TRACED_FFT, dft_matrices=capture == "export")
     if chunked:
         return LongConvPlan(LongConvPath.FFT_CHUNKED)
+    if device != "cpu":
+        if grad_enabled:
+            return LongConvPlan(LongConvPath.FFT)
+        return LongConvPlan(LongConvPath.FFT, cache=not training and not per_sample_kernels)
     if grad_enabled:
         if built_fits:
             return LongConvPlan(LongConvPath.DENSE)

@@ -13,9 +13,7 @@ fused C kernel (one read and one write of the rows; the rows may be spread in tw
 per-head q and k of attention's packed projection are: :func:`vit5.ops.native.row_blocks`);
 elsewhere (GPU, bf16, graph capture, ``torch.func``) they run as PyTorch ops, the forward with the plain expression's ops in its
 order. The two paths agree to fp32 rounding (a few ulp); one path gives the same bits with and
-without autograd. Measured on ``[8, 196, 384]`` fp32 (2 EPYC cores), forward + backward: 2.7 ms
-through autograd, 1.9 ms with ``F.rms_norm``, 1.3-1.6 ms with the PyTorch path of
-:func:`rms_norm`, 0.23 ms with the fused kernels.
+without autograd.
 """
 
 from __future__ import annotations
@@ -25,14 +23,29 @@ from typing import Any
 import torch
 
 from vit5.ops import native
+from vit5.ops.recorded import recorded_vjp, recording
 
-__all__ = ["rms_norm"]
+__all__ = ["rms_norm", "rms_norm_reference"]
 
 
 def _normalise(u: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(u * r, r)`` with ``r = rsqrt(mean(u^2, -1) + eps)`` (``[..., 1]``)."""
     r = torch.rsqrt(u.pow(2).mean(dim=-1, keepdim=True) + eps)
     return u * r, r
+
+
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """:func:`rms_norm` as plain PyTorch ops through autograd (the formula, in its op order)."""
+    return (weight * _normalise(x.float(), eps)[0]).to(x.dtype)
+
+
+def _recorded_backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+    """The backward under ``create_graph``: the reference's gradient, recorded."""
+    x, weight = ctx.saved_tensors[:2]
+    grads = recorded_vjp(
+        lambda a, w: rms_norm_reference(a, w, ctx.eps), (x, weight), grad, ctx.needs_input_grad[:2]
+    )
+    return *grads, None
 
 
 class _RMSNorm(torch.autograd.Function):
@@ -51,11 +64,14 @@ class _RMSNorm(torch.autograd.Function):
         r = output[1]
         ctx.mark_non_differentiable(r)
         ctx.save_for_backward(x, weight, r)
+        ctx.eps = inputs[2]
 
     @staticmethod
     def backward(
         ctx: Any, grad: torch.Tensor, _grad_r: torch.Tensor | None
     ) -> tuple[torch.Tensor | None, ...]:
+        if recording():  # create_graph: r's own derivative must be recorded too
+            return _recorded_backward(ctx, grad)
         x, weight, r = ctx.saved_tensors
         u, g = x.float(), grad.float()
         n = u * r  # (..., D) the normalised input, recomputed rather than kept
@@ -89,10 +105,13 @@ class _RMSNormKernel(torch.autograd.Function):
     def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
         y, r = _forward_kernel(x, weight, eps)
         ctx.save_for_backward(x, weight, r)
+        ctx.eps = eps
         return y
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        if recording():
+            return _recorded_backward(ctx, grad)
         x, weight, r = ctx.saved_tensors
         grad = grad.contiguous().float()
         need_x, need_w = ctx.needs_input_grad[:2]

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from vit5.ops import native
+from vit5.ops.recorded import recorded_vjp, recording
 
 __all__ = ["scaled_add", "scaled_add_into_branch"]
 
@@ -51,13 +52,18 @@ class _ScaledAdd(torch.autograd.Function):
         per_sample = mask is not None
         scale = (mask.reshape(-1, 1) * gamma).contiguous() if per_sample else gamma  # (B, D) | (D,)
         out = _forward_kernel(x, branch, scale, torch.empty_like(x), per_sample)
-        ctx.save_for_backward(branch, scale, mask)
+        ctx.save_for_backward(branch, scale, mask, gamma)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        branch, scale, mask = ctx.saved_tensors
+        branch, scale, mask, gamma = ctx.saved_tensors
         need_x, need_branch, need_gamma = ctx.needs_input_grad[:3]
+        if recording():  # create_graph: the plain expression's gradient, recorded
+            grad_branch, grad_gamma = recorded_vjp(
+                lambda b, w: _reference(b, w, mask), (branch, gamma), grad, (need_branch, need_gamma)
+            )
+            return (grad if need_x else None), grad_branch, grad_gamma, None
         g = grad.contiguous()
         per_sample = mask is not None
         samples, rows, d = _fold(branch, per_sample)
@@ -110,7 +116,12 @@ def scaled_add(
         and native.usable(x, branch, gamma, *(() if mask is None else (mask,)))
     ):
         return _ScaledAdd.apply(x, branch, gamma, None if mask is None else mask.detach().reshape(-1))
+    return x + _reference(branch, gamma, mask)
+
+
+def _reference(branch: torch.Tensor, gamma: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``branch * gamma [* mask]`` as plain PyTorch ops."""
     scaled = branch * gamma
     if mask is not None:
         scaled = scaled * mask.reshape((-1,) + (1,) * (branch.dim() - 1))
-    return x + scaled
+    return scaled

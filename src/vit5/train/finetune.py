@@ -1,20 +1,15 @@
-"""Fine-tuning: fetch and load pretrained weights, start a network from them, freeze the backbone.
+"""Fine-tuning: load pretrained weights, start a network from them, freeze the backbone.
 
-The pretrained weights are read by :func:`vit5.load_model` (vit5 runs and ``.safetensors`` files,
-official ``.pth`` checkpoints, nvSubquadratic ``.ckpt`` files), never with a plain ``torch.load``.
-An ``http(s)://`` source is downloaded once into the cache directory (``$VIT5_CACHE``, default
-``~/.cache/vit5``) and checked against a sha256 when one is given.
+The pretrained weights are read by :func:`vit5.load_model` from any source it takes (a local path,
+a published name, ``hf-hub:``, an https URL, :mod:`vit5.io.sources`), never with a plain
+``torch.load``; downloads are cached and checked by the shared downloader (URLs in
+``$HF_HOME/vit5/urls/``, Hub files in the Hugging Face cache), and against ``sha256`` when one is
+given.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
-import shutil
-import tempfile
-import urllib.parse
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,55 +19,21 @@ import torch
 from torch import nn
 
 from vit5.io import file_digest as file_sha256
+from vit5.io.download import is_url
 from vit5.networks.resize import resample_pos_embed
 
 logger = logging.getLogger("vit5.train")
 
 HEAD_PREFIXES = ("out_proj.",)
 
-
-def is_url(source: str) -> bool:
-    return urllib.parse.urlparse(str(source)).scheme in ("http", "https")
-
-
-def cache_dir() -> Path:
-    """Where downloaded weights are kept: ``$VIT5_CACHE`` or ``~/.cache/vit5``."""
-    return Path(os.environ.get("VIT5_CACHE") or Path.home() / ".cache" / "vit5")
-
-
-def fetch(url: str, sha256: str | None = None, directory: str | os.PathLike | None = None) -> Path:
-    """The local copy of ``url``: downloaded once into ``directory`` (default :func:`cache_dir`).
-
-    The file is written to a temporary name and renamed when complete, so an interrupted download
-    leaves nothing that looks finished. A cached copy is reused if its sha256 matches (or if none is
-    given).
-
-    Raises:
-        ValueError: the download fails, or its sha256 differs from ``sha256`` (the file is deleted).
-    """
-    directory = Path(directory) if directory is not None else cache_dir()
-    name = Path(urllib.parse.urlparse(url).path).name or "weights"
-    target = directory / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{name}"
-    if target.is_file():
-        if sha256 is None or file_sha256(target) == sha256.lower():
-            return target
-        logger.warning("cached %s does not match sha256 %s; downloading it again", target, sha256)
-    directory.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=directory, prefix=".download-", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
-            shutil.copyfileobj(response, out)
-        actual = file_sha256(temporary)
-        if sha256 is not None and actual != sha256.lower():
-            raise ValueError(f"{url}: downloaded file has sha256 {actual}, expected {sha256.lower()}")
-        os.replace(temporary, target)
-    except OSError as error:
-        raise ValueError(f"cannot download {url}: {error}") from None
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-    logger.info("downloaded %s to %s", url, target)
-    return target
+__all__ = [
+    "Pretrained",
+    "describe_architecture",
+    "freeze_backbone",
+    "init_from_pretrained",
+    "is_url",
+    "load_pretrained",
+]
 
 
 @dataclass
@@ -81,37 +42,64 @@ class Pretrained:
 
     model: nn.Module
     config: Any  # the network config (LazyConfig tree or build_vit5 call) at its own resolution
-    source: str  # the path or URL the user gave (absolute for paths)
+    source: str  # the path (absolute), name, hf-hub: id or URL the user gave
     path: Path  # the local file or directory read
     sha256: str | None
     ema: bool
+    resolved_url: str | None = None  # the URL downloaded (after redirects), for remote sources
+    revision: str | None = None  # the Hub commit, for Hub sources
 
 
 def load_pretrained(
-    source: str, *, ema: bool = False, sha256: str | None = None, trust_config: bool = False
+    source: str,
+    *,
+    ema: bool = False,
+    sha256: str | None = None,
+    trust_config: bool = False,
+    from_config_file: bool = True,
 ) -> Pretrained:
-    """Load fine-tuning weights with :func:`vit5.weights.load_model_and_config` (a URL is fetched first).
+    """Load fine-tuning weights with :func:`vit5.weights.load_model_and_config` from any source.
+
+    Args:
+        source: A path, published name, ``hf-hub:`` id or URL.
+        ema: Load the EMA weights.
+        sha256: The expected SHA-256 of the weights file (checked; a download that differs is
+            deleted, fetched once more, then refused).
+        trust_config: Build configs with unregistered targets; fetch a URL read from a config file.
+        from_config_file: ``source`` was read from a config file (``train.finetune:``), not typed
+            on the command line: a raw URL then needs ``trust_config``.
 
     Raises:
-        ValueError: unreadable or unsafe file, missing EMA weights, a sha256 mismatch.
-        FileNotFoundError: no such path.
+        ValueError: unreadable or unsafe file, missing EMA weights, a sha256 mismatch, an unknown
+            source, a failed download.
+        FileNotFoundError: a path-like source that does not exist.
     """
-    from vit5.weights import load_model_and_config
+    from vit5.io.loader import load_model_and_config
+    from vit5.io.sources import HUB_PREFIX, published_name, resolve_source
 
     text = str(source)
-    if is_url(text):
-        path = fetch(text, sha256)
-    else:
-        path = Path(text).expanduser().absolute()
-        if not path.exists():
+    local = Path(text).expanduser()
+    remote = (
+        is_url(text)
+        or text.startswith(HUB_PREFIX)
+        or (published_name(text) is not None and not local.exists())
+    )
+    if not remote:
+        if not local.exists():
             raise FileNotFoundError(f"--finetune {text}: no such file or directory")
-        text = str(path)
-        if sha256 is not None and path.is_file() and file_sha256(path) != sha256.lower():
-            raise ValueError(f"{path}: sha256 {file_sha256(path)} differs from the expected {sha256.lower()}")
-    loaded = load_model_and_config(path, ema=ema, trust_config=trust_config)
+        text = str(local.absolute())
+    resolved = resolve_source(
+        text, from_config_file=from_config_file, trust_config=trust_config, sha256=sha256
+    )
+    loaded = load_model_and_config(resolved.path, ema=ema, trust_config=trust_config)
     info = getattr(loaded.model, "pretrained_cfg", None) or {}
-    digest = info.get("sha256") or (file_sha256(path) if path.is_file() else None)
-    return Pretrained(loaded.model, loaded.model_config, text, path, digest, ema)
+    digest = (
+        resolved.sha256
+        or info.get("sha256")
+        or (file_sha256(resolved.path) if resolved.path.is_file() else None)
+    )
+    return Pretrained(loaded.model, loaded.model_config, text, resolved.path, digest, ema,
+                      resolved.resolved_url, resolved.revision)  # fmt: skip
 
 
 def init_from_pretrained(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:

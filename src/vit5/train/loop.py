@@ -28,7 +28,7 @@ from torch import nn
 
 from vit5._io import atomic_write_text
 from vit5.config import save_config, to_container
-from vit5.data import DataSpec, build_datasets
+from vit5.data import SPLIT_FILE, DataSpec, build_datasets
 from vit5.train.checkpoint import has_checkpoint, latest_checkpoint, remove_partial_writes, save_checkpoint
 from vit5.train.distributed import (
     DistributedContext,
@@ -113,6 +113,9 @@ class Trainer:
             max_test_images=data_cfg.get("max_test_images"), in_channels=data_cfg.get("in_channels"),
             interpolation=data_cfg.get("interpolation") or "bilinear", color_jitter=data_cfg.get("color_jitter"),
             randaugment=data_cfg.get("randaugment"), random_erasing=float(data_cfg.get("random_erasing") or 0.0),
+            val_fraction=float(data_cfg.get("val_fraction", 0.1)), split_seed=int(data_cfg.get("split_seed", 0)),
+            split_file=self.run_dir / SPLIT_FILE, write_split=self.ctx.is_main,
+            image_column=data_cfg.get("image_column", "image"), label_column=data_cfg.get("label_column", "label"),
         )  # fmt: skip
         self.cfg = finalize(cfg, self.spec.num_classes)
         self._check_data_matches()

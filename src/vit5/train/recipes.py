@@ -56,6 +56,8 @@ DATASET_PRESETS = {
     "cifar10": "vit5_tiny_hybrid",
     "cifar100": "vit5_tiny_hybrid",
     "imagefolder": "vit5_small",
+    "manifest": "vit5_small",
+    "hf": "vit5_small",
 }
 
 # Small-data recipes: AdamW, short warmup, cosine decay, label smoothing 0.1 (spec/training-recipe.md).
@@ -112,10 +114,14 @@ _RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def default_run_config(dataset: str = "digits", preset: str | None = None) -> ConfigNode:
-    """The default run config for ``dataset`` (one of :data:`vit5.data.DATASETS`)."""
+    """The default run config for ``dataset`` (one of :data:`vit5.data.DATASETS`).
+
+    For your own images (``imagefolder``, ``manifest``, ``hf``) this is the ImageNet-1k recipe, the
+    base of config files; ``vit5 train`` without ``--config`` sizes it to the data instead
+    (:mod:`vit5.train.sizing`)."""
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
-    recipe = _RECIPES[dataset]
+    recipe = _RECIPES["imagefolder" if dataset in ("manifest", "hf") else dataset]
     defaults = dataset_defaults(dataset)
     model_args = preset_arguments(preset or DATASET_PRESETS[dataset])
     if preset is None:  # the recipe's model settings are tuned for the dataset's default preset
@@ -142,6 +148,10 @@ def default_run_config(dataset: str = "digits", preset: str | None = None) -> Co
         randaugment=None,
         random_erasing=0.0,
         repeated_aug=1,
+        val_fraction=0.1,
+        split_seed=0,
+        image_column="image",
+        label_column="label",
     )
     optim = dict(
         name="adamw",
@@ -306,6 +316,10 @@ _SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         ),
         "random_erasing": (lambda v: _is_number(v) and 0 <= v <= 1, "a probability in [0, 1]"),
         "repeated_aug": (lambda v: _is_int(v) and v >= 1, "an int >= 1 (1: off)"),
+        "val_fraction": (lambda v: _is_number(v) and 0 < v < 1, "a number in (0, 1)"),
+        "split_seed": (lambda v: _is_int(v) and v >= 0, "an int >= 0"),
+        "image_column": (lambda v: isinstance(v, str) and v != "", "a column name"),
+        "label_column": (lambda v: isinstance(v, str) and v != "", "a column name"),
     },
     "optim": {
         "lr": (lambda v: _is_number(v) and v > 0, "a positive number"),

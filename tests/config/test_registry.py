@@ -9,13 +9,13 @@ import yaml
 
 import vit5
 from vit5.config import TARGET_KEY, load_config, to_container
-from vit5.data import DATASETS
-from vit5.io.registry import (
+from vit5.config.registry import (
     ConfigTargetError,
     check_config_targets,
     register_config_target,
     resolve_config_target,
 )
+from vit5.data import DATASETS
 from vit5.train.recipes import default_run_config, load_python_config
 
 CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.py"))
@@ -119,7 +119,7 @@ def test_torch_nn_layers_by_public_and_defining_path():
 
 
 def test_registering_a_user_class_admits_it():
-    class_name = "tests.io.test_registry._UserLayer"
+    class_name = "tests.config.test_registry._UserLayer"
     with pytest.raises(ConfigTargetError):
         resolve_config_target(class_name)
     register_config_target(_UserLayer, "mypkg.UserLayer")
@@ -131,3 +131,35 @@ def test_registering_a_user_class_admits_it():
 
 class _UserLayer:
     pass
+
+
+def test_config_package_imports_nothing_of_the_model():
+    """The registry is a passive table: config's own sources import no model package."""
+    import ast
+
+    for path in (Path(vit5.__file__).parent / "config").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert not name.startswith(("vit5.modules", "vit5.networks", "vit5.ops", "vit5.io")), (
+                    path,
+                    name,
+                )
+
+
+def test_packages_register_what_they_expose():
+    from vit5.config.registry import config_targets
+
+    table = config_targets()
+    assert table["vit5.modules.attention.ViT5Attention"] is vit5.ViT5Attention
+    assert table["vit5.ViT5ClassificationNet"] is vit5.ViT5ClassificationNet
+    assert table["vit5.networks.presets.build_vit5"].__name__ == "build_vit5"
+    assert table["torch.nn.GELU"] is table["torch.nn.modules.activation.GELU"]
+    assert "vit5.cli.main" not in table and "vit5.load_model" not in table
+    from vit5.io.registry import resolve_config_target as former_home  # older imports keep working
+
+    assert former_home("vit5.RMSNorm") == "vit5.RMSNorm"
