@@ -18,6 +18,7 @@ from vit5.cli.common import (
     UsageError,
     _add_source_arguments,
     _int_at_least,
+    add_budget_arguments,
     setup_logging,
 )
 from vit5.cli.deploy import command_export
@@ -88,6 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--config")
     info.add_argument("--trust-config", action="store_true", help=_TRUST_HELP)
     info.add_argument("overrides", nargs="*")
+    for command in (export, info):
+        add_budget_arguments(command)
     return parser
 
 
@@ -124,8 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_arguments(argv)
     if args.command != "train" and args.command != "demo":
         setup_logging()
+    from vit5.networks.budget import budget_limits
+
     try:
-        return COMMANDS[args.command](args)
+        with budget_limits(getattr(args, "max_params", None), getattr(args, "max_activation_gib", None)):
+            return COMMANDS[args.command](args)
     except KeyboardInterrupt:
         print(f"vit5 {args.command}: interrupted", file=sys.stderr)
         return 130

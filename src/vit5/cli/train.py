@@ -19,6 +19,7 @@ from vit5.cli.common import (
     _TRUST_HELP,
     UsageError,
     _int_at_least,
+    add_budget_arguments,
     setup_logging,
 )
 from vit5.config import ConfigNode, apply_overrides, load_config, to_container
@@ -260,6 +261,8 @@ def command_demo(args: argparse.Namespace) -> int:
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     from vit5.data import DATASETS
+
+    add_budget_arguments(parser)  # --finetune / --resume / a received config read from files
 
     parser.add_argument(
         "--config",
