@@ -111,8 +111,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         available = size * _MAX_DEFLATE_RATIO if compressed else size - 4 - 4 * ndim
         if expected > MAX_IDX_BYTES or expected > available:
             raise ValueError(
-                f"{path}: the IDX header declares {shape} ({expected} bytes), more than the "
-                f"{'compressed ' if compressed else ''}file of {size} bytes can hold (a damaged or crafted file)"
+                f"{path}: truncated IDX file or a crafted header: it declares {shape} ({expected} bytes), more than "
+                f"the {'compressed ' if compressed else ''}file of {size} bytes can hold"
             )
         try:
             data = handle.read(expected)
