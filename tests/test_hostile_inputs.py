@@ -183,7 +183,7 @@ def image(tmp_path):
     [
         (reduce_pickle("__builtin__", "bytearray", 2**40), "bytearray(1099511627776)"),
         (reduce_pickle("torch", "FloatStorage", 2**38), "torch.FloatStorage"),
-        (deep_list_pickle(20_000), "nested deeper"),
+        pytest.param(deep_list_pickle(20_000), "nested deeper", marks=pytest.mark.slow),
     ],
     ids=["bytearray-2**40", "storage-2**38", "deep-nesting"],
 )
@@ -364,12 +364,12 @@ def _onnx_cfg(**changes):
 @pytest.mark.parametrize(
     "kwargs, needle",
     [({"metadata": _onnx_cfg(num_classes=10**12)}, "num_classes"),
-     ({"metadata": _onnx_cfg(crop_pct=1e-7)}, "crop_pct"),
-     ({"metadata": _onnx_cfg(input_size=[3, 100000, 100000])}, "input_size"),
-     ({"metadata": _onnx_cfg(class_names=["a"])}, "class_names has 1 names for 3 classes"),
+     pytest.param({"metadata": _onnx_cfg(crop_pct=1e-7)}, "crop_pct", marks=pytest.mark.slow),
+     pytest.param({"metadata": _onnx_cfg(input_size=[3, 100000, 100000])}, "input_size", marks=pytest.mark.slow),
+     pytest.param({"metadata": _onnx_cfg(class_names=["a"])}, "class_names has 1 names for 3 classes", marks=pytest.mark.slow),
      ({"metadata": _onnx_cfg(), "raw": {"deep": "[" * 100_000 + "]" * 100_000}}, "nested too deeply"),
-     ({"metadata": _onnx_cfg(), "inputs": False}, "onnxruntime cannot load it"),
-     ({"metadata": _onnx_cfg(), "domain": "evil"}, "unknown domains"),
+     pytest.param({"metadata": _onnx_cfg(), "inputs": False}, "onnxruntime cannot load it", marks=pytest.mark.slow),
+     pytest.param({"metadata": _onnx_cfg(), "domain": "evil"}, "unknown domains", marks=pytest.mark.slow),
      ({"metadata": _onnx_cfg(), "external": True}, "outside the file")],
     ids=["classes-1e12", "crop-1e-7", "size-100000", "names-short", "deep-json", "no-inputs", "custom-domain",
          "external-data"],
@@ -525,3 +525,34 @@ def test_memory_and_recursion_errors_are_one_line(tmp_path, monkeypatch):
         monkeypatch.setitem(cli_module.COMMANDS, "info", failing)
         line = assert_one_line(tmp_path, cli("info", tmp_path / "x.pth"))
         assert str(tmp_path / "x.pth") in line
+
+
+# --------------------------------------------------------------------------------------------------
+# Paths recorded in a run stay inside it
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "../outside.bin", "link.bin"])
+def test_meta_json_cannot_make_resume_hash_files_outside_the_checkpoint(tmp_path, monkeypatch, name):
+    from vit5.io import run as run_layout
+    from vit5.io.weights_file import CheckpointError
+
+    checkpoint = tmp_path / "run" / "checkpoints" / "last"
+    checkpoint.mkdir(parents=True)
+    (tmp_path / "run" / "outside.bin").write_bytes(b"secret")
+    (checkpoint / "link.bin").symlink_to(tmp_path / "run" / "outside.bin")
+    hashed = []
+    monkeypatch.setattr(run_layout, "file_digest", lambda path: hashed.append(path) or "0" * 64)
+    with pytest.raises(CheckpointError, match="inside|outside") as error:
+        run_layout.verify_checkpoint(checkpoint, {"files": {name: "0" * 64}})
+    assert len(str(error.value).splitlines()) == 1 and hashed == []
+
+
+def test_eval_does_not_write_through_a_run_eval_symlink(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("model: {}\n")
+    target = tmp_path / "elsewhere"
+    target.mkdir()
+    (run / "eval").symlink_to(target)
+    assert_one_line(tmp_path, cli("eval", run, "--data-dir", tmp_path), "is a symlink", "--out")
+    assert list(target.iterdir()) == []

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vit5._io import contained_path
 from vit5._text import csv_field, terminal_text
 from vit5.cli.common import (
     UsageError,
@@ -65,6 +66,24 @@ def _recorded_defaults(loaded: Any) -> bool:
             and cfg["interpolation"] == loaded.data.get("interpolation", "bilinear"))  # fmt: skip
 
 
+def _eval_out_dir(args: argparse.Namespace) -> Path:
+    """``--out``, else ``RUN/eval`` for a run directory (kept inside it: no symlink out), else ``vit5-eval``."""
+    source = Path(args.source)
+    if args.out:
+        return Path(args.out)
+    if not (source / "config.yaml").is_file():
+        return Path("vit5-eval")
+    out = source / "eval"
+    try:  # a received run may not choose where eval writes
+        for path in (out, out / "confusion.png"):
+            if path.is_symlink():
+                raise ValueError(f"{path} is a symlink")
+        contained_path(source, "eval", "the run's eval directory")
+    except ValueError as error:
+        raise UsageError(f"{error}: refusing to write outside the run; pass --out DIR") from None
+    return out
+
+
 def command_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -74,6 +93,7 @@ def command_eval(args: argparse.Namespace) -> int:
     from vit5.train.evaluate import evaluate
     from vit5.train.metrics import plot_confusion
 
+    _eval_out_dir(args)  # refused before the work when a received run would redirect the output
     loaded = _load_source(args)
     model, cfg = loaded.model, loaded.model.pretrained_cfg
     dataset = args.dataset or loaded.data.get("name")
@@ -103,12 +123,7 @@ def command_eval(args: argparse.Namespace) -> int:
     loader = torch.utils.data.DataLoader(test_set, batch_size=args.batch_size, num_workers=args.workers)
     result = evaluate(model.to(device), loader, model.num_classes, DistributedContext(device=device),
                       precision=args.precision, confusion=True)  # fmt: skip
-    source = Path(args.source)
-    out = (
-        Path(args.out)
-        if args.out
-        else (source / "eval" if (source / "config.yaml").is_file() else Path("vit5-eval"))
-    )
+    out = _eval_out_dir(args)
     make_directory(out, "the output directory")
     summary = f"{'EMA ' if loaded.ema else ''}weights {loaded.source}"
     figure = None

@@ -35,7 +35,7 @@ from vit5.io.sources import ResolvedSource, resolve_source
 from vit5.io.weights_file import CheckpointError, file_digest, load_weights, plain_data, read_weights_file
 from vit5.networks.budget import budget_limits, check_network_budget
 from vit5.networks.official import unwrap_official
-from vit5.networks.pretrained_cfg import default_pretrained_cfg, updated_pretrained_cfg
+from vit5.networks.pretrained_cfg import check_pretrained_cfg, default_pretrained_cfg, updated_pretrained_cfg
 from vit5.networks.resize import resize_config, resize_model
 from vit5.networks.vit5_classification import ViT5ClassificationNet
 
@@ -359,10 +359,12 @@ def _pretrained_from(
     """``pretrained_cfg`` from a file: as recorded by convert/export, else from a run's data spec."""
     digest = file_digest(source)
     if isinstance(stored, Mapping):
-        try:
-            return updated_pretrained_cfg(stored, source=str(source), sha256=digest)
+        try:  # bounded and matched to the network (channels, one class name per logit)
+            checked = check_pretrained_cfg(stored, str(source), in_channels=model.in_channels,
+                                           num_classes=model.num_classes)  # fmt: skip
+            return updated_pretrained_cfg(checked, source=str(source), sha256=digest)
         except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{source}: damaged pretrained_cfg metadata ({error})") from None
+            raise CheckpointError(str(error) if str(source) in str(error) else f"{source}: {error}") from None
     cfg = default_pretrained_cfg(model.image_size, model.in_channels, model.num_classes)
     if data.get("mean") and data.get("std"):
         cfg.update(mean=[float(v) for v in data["mean"]], std=[float(v) for v in data["std"]],
