@@ -20,6 +20,7 @@ from vit5.cli.common import (
     DATASET_NAMES,
     UsageError,
     _int_at_least,
+    add_budget_arguments,
     setup_logging,
 )
 from vit5.config import ConfigNode, apply_overrides, load_config, to_container
@@ -303,6 +304,7 @@ RECIPE = "from the recipe (see --print-config)"
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    add_budget_arguments(parser)  # --finetune / --resume / a received config read from files
     parser.add_argument(
         "--config",
         help="a packaged recipe (`vit5 list`), or a .py (code: it runs), .yaml/.yml or .json (data) config file; "
