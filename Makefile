@@ -24,7 +24,7 @@ KERNEL_SOURCES := setup.py src/vit5/ops/cpu_kernels.c src/vit5/ops/build_kernels
 $(VENV)/.stamp: pyproject.toml Makefile $(KERNEL_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) $(TORCH) 'setuptools>=68' wheel $(QUIET_PIP)
-	$(PIP) --no-build-isolation -e '.[train,test,dev,export]' $(QUIET_PIP)
+	$(PIP) --no-build-isolation -e '.[train,test,dev,export,log,hf]' $(QUIET_PIP)
 	$(PIP) --no-deps $(REFERENCE) $(QUIET_PIP)
 	touch $@
 
