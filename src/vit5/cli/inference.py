@@ -109,7 +109,10 @@ def command_eval(args: argparse.Namespace) -> int:
         else (source / "eval" if (source / "config.yaml").is_file() else Path("vit5-eval"))
     )
     make_directory(out, "the output directory")
-    summary = f"{'EMA ' if loaded.ema else ''}weights {loaded.source}"
+    origin = (
+        loaded.origin.given if loaded.origin is not None and loaded.origin.kind != "path" else loaded.source
+    )
+    summary = f"{'EMA ' if loaded.ema else ''}weights {origin}"
     figure = None
     if model.num_classes <= 100:
         figure = plot_confusion(result.confusion, names, out / "confusion.png",
