@@ -83,6 +83,8 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
         cfg.train.skip_nonfinite = True
     if args.skip_bad_images:
         cfg.data.skip_bad_images = True
+    if args.log is not None:
+        cfg.train.log = args.log
     cfg = apply_overrides(cfg, args.overrides)
     if pretrained is not None and not own_model:
         _rebuild_finetune_model(cfg, pretrained)
@@ -232,6 +234,8 @@ def command_train(args: argparse.Namespace) -> int:
             cfg.data.data_dir = args.data_dir
         if args.workers is not None:
             cfg.data.num_workers = args.workers
+        if args.log is not None:
+            cfg.train.log = args.log
     else:
         cfg, pretrained = build_run_config_and_weights(args)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -240,6 +244,7 @@ def command_train(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
             )
+    _check_trackers(cfg.train.get("log"))
     created = [parent for parent in (run_dir, *run_dir.parents) if not parent.exists()]
     setup_logging(run_dir, rank)
     try:
@@ -268,6 +273,15 @@ def command_train(args: argparse.Namespace) -> int:
             )
         )
     return 0
+
+
+def _check_trackers(value: Any) -> None:
+    """Unknown tracker names and missing tracker packages are one-line errors before anything starts."""
+    from vit5._extras import require
+    from vit5.train.tracking import parse_trackers
+
+    for name in parse_trackers(value):
+        require(name, name, f"--log {name}")
 
 
 def command_demo(args: argparse.Namespace) -> int:
