@@ -65,8 +65,27 @@ _TRUST_HELP = ("build configs read from files even if they name targets outside 
                "(only for files you wrote: a config target is code that runs)")  # fmt: skip
 
 
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--max-params`` / ``--max-activation-gib``: budgets for networks described by files (vit5.networks.budget)."""
+    parser.add_argument("--max-params", type=_positive_number, help="refuse a network read from a file or download "
+                        "with more parameters (default: $VIT5_MAX_PARAMS or 4e9)")  # fmt: skip
+    parser.add_argument("--max-activation-gib", type=_positive_number, help="refuse a network read from a file whose "
+                        "batch-1 activations exceed this (default: $VIT5_MAX_ACTIVATION_GIB or 32)")  # fmt: skip
+
+
 def _add_source_arguments(parser: argparse.ArgumentParser, *, inference: bool) -> None:
     """The words every command that reads a trained model shares."""
+    add_budget_arguments(parser)
     parser.add_argument("source", help="run directory, checkpoint directory, .safetensors, official .pth, "
                         "nvSubquadratic .ckpt, a published name (vit5_small_patch16_224), "
                         "hf-hub:ORG/REPO[@REV][/FILE] or an https URL")  # fmt: skip

@@ -20,6 +20,7 @@ from vit5.cli.common import (
     DATASET_NAMES,
     UsageError,
     _int_at_least,
+    add_budget_arguments,
     setup_logging,
 )
 from vit5.config import ConfigNode, apply_overrides, load_config, to_container
@@ -45,7 +46,9 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
     """
     from vit5.train.recipes import default_run_config, load_python_config
 
-    if args.config:
+    if getattr(args, "nvsubquadratic", False):
+        cfg = _nvsubquadratic_run_config(args)
+    elif args.config:
         cfg = load_python_config(args.config, trust_config=args.trust_config)
         if args.dataset and args.dataset != cfg.data.dataset:
             cfg.data.dataset = args.dataset
@@ -91,6 +94,22 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
     return cfg, pretrained
 
 
+def _nvsubquadratic_run_config(args: argparse.Namespace) -> ConfigNode:
+    """The default recipe of ``--dataset`` with the network of an nvSubquadratic config file."""
+    from vit5.config.nvsubquadratic import load_nvsubquadratic_config
+    from vit5.train.recipes import default_run_config
+
+    if not args.config:
+        raise UsageError(
+            "--nvsubquadratic reads the network of an nvSubquadratic config: give --config FILE.py"
+        )
+    cfg = default_run_config(args.dataset or "digits")
+    cfg.model = load_nvsubquadratic_config(args.config)
+    if "image_size" in cfg.data and "image_size" in cfg.model:  # the data follows the file's network
+        cfg.data.image_size = cfg.model.image_size
+    return cfg
+
+
 def _size_to_data(cfg: ConfigNode, args: argparse.Namespace) -> None:
     """Your own images without a config file: the recipe of :mod:`vit5.train.sizing`, sized to the
     number of training images (the data is listed and split here, as the run will split it)."""
@@ -128,6 +147,8 @@ def _apply_finetune(cfg: ConfigNode, args: argparse.Namespace, own_model: bool) 
     cfg.train.finetune = pretrained.source
     cfg.train.finetune_ema = bool(args.ema or cfg.train.get("finetune_ema"))
     cfg.train.finetune_sha256 = pretrained.sha256
+    cfg.train.finetune_resolved_url = pretrained.resolved_url
+    cfg.train.finetune_revision = pretrained.revision
     cfg.data.in_channels = model.in_channels  # grayscale data is replicated for an RGB checkpoint
     if not (own_model and args.config):  # a config file's model is built at its data.image_size
         cfg.data.image_size = model.image_size
@@ -297,6 +318,7 @@ RECIPE = "from the recipe (see --print-config)"
 
 
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    add_budget_arguments(parser)  # --finetune / --resume / a received config read from files
     parser.add_argument(
         "--config",
         help="a packaged recipe (`vit5 list`), or a .py (code: it runs), .yaml/.yml or .json (data) config file; "
@@ -306,10 +328,16 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset", help=f"model preset (`vit5 list`), e.g. vit5_tiny_hybrid; default: {RECIPE}"
     )
     parser.add_argument(
+        "--nvsubquadratic",
+        action="store_true",
+        help="--config is an nvSubquadratic config file (Python, run as code): its `net` is the model",
+    )
+    parser.add_argument(
         "--finetune",
         metavar="PATH",
         help="start from these weights (a vit5 run or .safetensors, an official .pth, an nvSubquadratic .ckpt, "
-        "or an http(s) URL, downloaded once into $VIT5_CACHE); the architecture is the checkpoint's unless "
+        "a published name (vit5_small_patch16_224), hf-hub:ORG/REPO[/FILE] or an http(s) URL, downloaded once and "
+        "checked); the architecture is the checkpoint's unless "
         "--preset / model.* say otherwise; the head is replaced when the class count differs",
     )
     parser.add_argument("--ema", action="store_true", help="with --finetune: start from its EMA weights")

@@ -31,7 +31,6 @@ import torch
 from vit5._io import atomic_write
 from vit5.io.pickle_scan import (
     MAX_DEPTH,
-    MAX_NODES,
     MAX_PICKLE_BYTES,
     PickleBombError,
     check_loaded,
@@ -64,6 +63,10 @@ INERT_MODULES = ("omegaconf", "typing", "enum", "pathlib", "collections", "argpa
                  "lightning", "pytorch_lightning", "lightning_fabric", "nvsubquadratic")  # fmt: skip
 INERT_BUILTINS = frozenset(("dict", "list", "tuple", "set", "frozenset", "int", "float", "complex", "str",
                             "bool", "bytes", "bytearray", "object", "slice", "range", "type"))  # fmt: skip
+
+
+#: Most entries the plain copy of a checkpoint's hyper-parameters may have (real ones: hundreds).
+MAX_HYPER_NODES = 100_000
 
 
 class CheckpointError(ValueError):
@@ -366,11 +369,11 @@ def plain_data(value: Any, callables: Callable[[str], Any] | None = None) -> Any
     placeholder class. Any other foreign object stays a :class:`ForeignObject`.
 
     Raises:
-        CheckpointError: the copy would exceed :data:`~vit5.io.pickle_scan.MAX_NODES` entries
+        CheckpointError: the copy would exceed :data:`MAX_HYPER_NODES` entries
             (shared references expand once per place they appear) or nest deeper than
             :data:`~vit5.io.pickle_scan.MAX_DEPTH` (a cycle).
     """
-    budget = [MAX_NODES]
+    budget = [MAX_HYPER_NODES]
     return _plain(value, callables, budget, 0)
 
 
@@ -378,7 +381,7 @@ def _plain(value: Any, callables: Callable[[str], Any] | None, budget: list[int]
     budget[0] -= 1
     if budget[0] < 0:
         raise CheckpointError(
-            f"hyper-parameters expand to more than {MAX_NODES} entries (shared references; a crafted file)"
+            f"hyper-parameters expand to more than {MAX_HYPER_NODES} entries (shared references; a crafted file)"
         )
     if depth > MAX_DEPTH:
         raise CheckpointError(

@@ -16,7 +16,8 @@ A run config is a tree with five sections; every key can be changed with a dotte
               that replaces min_lr_ratio when set), stable_fraction (wsd)
     train     seed, precision (fp32 | bf16), compile, loss (ce | bce), label_smoothing, mixup, cutmix,
               ema_decay, freeze (null | backbone), grad_checkpointing, finetune (the pretrained
-              weights: path or URL), finetune_ema, finetune_sha256, checkpointing and logging
+              weights: path, published name, hf-hub: id or URL), finetune_ema, finetune_sha256 (and the
+              recorded finetune_resolved_url / finetune_revision), checkpointing and logging
               intervals, skip_nonfinite, device, log (trackers: tensorboard, wandb, mlflow),
               log_every_steps (how often the trackers get the training scalars)
 """
@@ -188,6 +189,8 @@ def default_run_config(dataset: str = "digits", preset: str | None = None) -> Co
         finetune=None,
         finetune_ema=False,
         finetune_sha256=None,
+        finetune_resolved_url=None,  # recorded: the URL downloaded for train.finetune (after redirects)
+        finetune_revision=None,  # recorded: the Hub commit of train.finetune
         log=None,
         log_every_steps=10,
     )

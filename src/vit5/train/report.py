@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from vit5._io import atomic_write_text
+from vit5._text import csv_field
 
 __all__ = ["MATRIX_CLASSES", "classification_report", "write_report"]
 
@@ -79,7 +80,7 @@ def write_report(out: str | Path, report: dict[str, Any], extra: dict[str, Any] 
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["class", "precision", "recall", "f1", "support"])
     for row in report["classes"]:
-        writer.writerow([row["class"], _number(row["precision"]), _number(row["recall"]), _number(row["f1"]),
+        writer.writerow([csv_field(row["class"]), _number(row["precision"]), _number(row["recall"]), _number(row["f1"]),
                          row["support"]])  # fmt: skip
     written.append(atomic_write_text(out / "report.csv", buffer.getvalue()))
     if len(report["classes"]) > MATRIX_CLASSES:
@@ -88,7 +89,12 @@ def write_report(out: str | Path, report: dict[str, Any], extra: dict[str, Any] 
         writer.writerow(["true", "predicted", "count", "fraction_of_true"])
         for pair in report["most_confused"]:
             writer.writerow(
-                [pair["true"], pair["predicted"], pair["count"], _number(pair["fraction_of_true"])]
+                [
+                    csv_field(pair["true"]),
+                    csv_field(pair["predicted"]),
+                    pair["count"],
+                    _number(pair["fraction_of_true"]),
+                ]
             )
         written.append(atomic_write_text(out / "confused_pairs.csv", buffer.getvalue()))
     return [Path(p) for p in written]
