@@ -44,9 +44,9 @@ def _load_source(args: argparse.Namespace) -> Any:
 
 def _network_config_file(path: str, trust_config: bool) -> Any:
     """``--config`` for a checkpoint without one: a Python file (code, run as such) or YAML (data)."""
-    from vit5.train.recipes import load_python_config
+    from vit5.train.recipes import config_file_kind, load_python_config
 
-    if Path(path).suffix.lower() in (".yaml", ".yml"):
+    if config_file_kind(path) == "data":  # only .py runs; anything but .py/.yaml/.yml/.json is refused
         return load_config(path, trust_config=trust_config)
     return load_python_config(path)
 

@@ -47,6 +47,10 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
 
     if args.config:
         cfg = load_python_config(args.config, trust_config=args.trust_config)
+        if (
+            not str(args.config).rstrip().lower().endswith(".py")
+        ):  # data read from a file (not code, not flags)
+            _check_budget(cfg, args.config)
         if args.dataset and args.dataset != cfg.data.dataset:
             cfg.data.dataset = args.dataset
     else:
@@ -189,6 +193,15 @@ def _remove_unstarted_run(created: list[Path]) -> None:
         folder.rmdir()
 
 
+def _check_budget(cfg: ConfigNode, source: Any) -> None:
+    """Size the ``model`` section of a config read from a file (YAML / JSON / a run's config.yaml)."""
+    from vit5.config import resolve
+    from vit5.networks.budget import check_network_budget
+
+    if "model" in cfg:
+        check_network_budget(resolve(cfg)["model"], str(source))
+
+
 def command_train(args: argparse.Namespace) -> int:
     from vit5.train.loop import train
 
@@ -199,6 +212,7 @@ def command_train(args: argparse.Namespace) -> int:
         if not (run_dir / "config.yaml").is_file():
             raise UsageError(f"--resume {run_dir}: not a run directory (no config.yaml)")
         cfg = load_config(run_dir / "config.yaml", trust_config=args.trust_config)
+        _check_budget(cfg, run_dir / "config.yaml")  # a received run: sized before anything is built
         given = [
             "--" + name.replace("_", "-")
             for name in _RUN_OPTIONS

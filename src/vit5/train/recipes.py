@@ -195,6 +195,30 @@ def default_run_config(dataset: str = "digits", preset: str | None = None) -> Co
     )
 
 
+CODE_SUFFIXES, DATA_SUFFIXES = (".py",), (".yaml", ".yml", ".json")
+
+
+def config_file_kind(path: str | os.PathLike) -> str:
+    """``"code"`` for a ``.py`` file, ``"data"`` for ``.yaml`` / ``.yml`` / ``.json`` (JSON is read as
+    YAML); the final suffix decides, case-insensitively. Only ``.py`` is ever executed.
+
+    Raises:
+        ValueError: any other suffix, or a name with leading/trailing whitespace (``"config.yaml "``
+            must not slip through as something else).
+    """
+    name = os.fspath(path)
+    if name != name.strip():
+        raise ValueError(f"config file {name!r}: the name has leading or trailing whitespace")
+    suffix = Path(name).suffix.lower()
+    if suffix in CODE_SUFFIXES:
+        return "code"
+    if suffix in DATA_SUFFIXES:
+        return "data"
+    raise ValueError(
+        f"config file {name!r}: expected a .py file (code, run as such) or a .yaml / .yml / .json file (data)"
+    )
+
+
 def load_python_config(path: str | os.PathLike, *, trust_config: bool = False) -> ConfigNode:
     """Read a config file: Python, or YAML (``.yaml``/``.yml``, e.g. a run's ``config.yaml``).
 
@@ -209,10 +233,11 @@ def load_python_config(path: str | os.PathLike, *, trust_config: bool = False) -
     YAML file is data: its ``__target__`` entries must be registered config targets
     (:mod:`vit5.io.registry`) unless ``trust_config``.
     """
+    kind = config_file_kind(path)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    if path.suffix.lower() in (".yaml", ".yml"):
+    if kind == "data":
         namespace = {"config": load_config(path, trust_config=trust_config)}
     else:
         try:
