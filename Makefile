@@ -19,7 +19,7 @@ QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory"
 $(VENV)/.stamp: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) $(TORCH) $(QUIET_PIP)
-	$(PIP) -e '.[train,test,dev,export]' $(QUIET_PIP)
+	$(PIP) -e '.[train,test,dev,export,log,hf]' $(QUIET_PIP)
 	$(PIP) --no-deps $(REFERENCE) $(QUIET_PIP)
 	touch $@
 

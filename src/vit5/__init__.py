@@ -19,6 +19,7 @@ from vit5.config import (
     load_config,
     save_config,
 )
+from vit5.config.nvsubquadratic import load_nvsubquadratic_config
 from vit5.config.registry import config_targets as _config_targets
 from vit5.config.registry import register_config_target
 from vit5.export import export_onnx, export_program
@@ -28,6 +29,8 @@ from vit5.hub import create_model, from_pretrained, list_pretrained, push_to_hub
 from vit5.modules import (
     MLP,
     BlockAlignedGaussianModulationND,
+    BlockDiagonalLearnableOmegaSIRENKernelND,
+    BlockDiagonalMultiOmegaSIRENKernelND,
     CKConvND,
     DropPath,
     ExponentialModulationND,
@@ -37,10 +40,14 @@ from vit5.modules import (
     KernelFiLMGenerator,
     L2Norm,
     LayerScale,
+    LearnableOmegaSIRENKernelND,
+    MultiOmegaSIRENKernelND,
     QKVSequenceMixer,
+    RandomFourierKernelND,
     RegisterCompressConcat,
     RegisterPooling,
     RMSNorm,
+    RMSNormChannelFirst,
     SIRENKernelND,
     ViT5Attention,
     ViT5HyenaAdapter,
@@ -78,6 +85,8 @@ __all__ = [
     "MLP",
     "PLACEHOLDER",
     "BlockAlignedGaussianModulationND",
+    "BlockDiagonalLearnableOmegaSIRENKernelND",
+    "BlockDiagonalMultiOmegaSIRENKernelND",
     "CKConvND",
     "ConfigNode",
     "DropPath",
@@ -89,8 +98,12 @@ __all__ = [
     "L2Norm",
     "LayerScale",
     "LazyConfig",
+    "LearnableOmegaSIRENKernelND",
+    "MultiOmegaSIRENKernelND",
     "QKVSequenceMixer",
     "RMSNorm",
+    "RMSNormChannelFirst",
+    "RandomFourierKernelND",
     "RegisterCompressConcat",
     "RegisterPooling",
     "SIRENKernelND",
@@ -109,6 +122,7 @@ __all__ = [
     "load_config",
     "load_model",
     "load_nvsubquadratic_checkpoint",
+    "load_nvsubquadratic_config",
     "load_official_vit5",
     "model_config",
     "rebuild_at_resolution",

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from vit5._io import atomic_write_text
-from vit5.config import TARGET_KEY, instantiate, to_container
+from vit5.config import TARGET_KEY, LazyConfig, instantiate, to_container
 from vit5.config.registry import check_config_targets
 from vit5.io.hub_repo import CONFIG, FROM_CONFIG, WEIGHTS, repo_config
 from vit5.io.imagenet import imagenet_class_descriptions, imagenet_class_names
@@ -35,7 +35,13 @@ from vit5.io.sources import published_name
 from vit5.io.weights_file import read_weights_file, save_weights
 from vit5.networks.interop import extract_state_dict
 from vit5.networks.official import unwrap_official
-from vit5.networks.presets import OFFICIAL_PRESETS, model_config, resolve_model_name
+from vit5.networks.presets import (
+    OFFICIAL_PRESETS,
+    build_vit5,
+    model_config,
+    preset_arguments,
+    resolve_model_name,
+)
 from vit5.networks.presets import create_model as create_preset
 from vit5.networks.pretrained_cfg import (
     CODE_LICENSE,
@@ -101,7 +107,11 @@ def create_model(
         if ema:
             raise ValueError("ema=True selects pretrained EMA weights; pass pretrained=True as well")
         model = create_preset(name, **config)
-        return _remember(model, model_config(name, **config))
+        try:  # the compact form (build_vit5 keywords), which save_pretrained writes as preset + model_args
+            tree = LazyConfig(build_vit5)(**{**preset_arguments(resolve_model_name(name)), **config})
+        except ValueError:  # a preset registered from outside: its full tree
+            tree = model_config(name, **config)
+        return _remember(model, tree)
     published = published_name(name)
     if published is None:
         raise ValueError(f"{name!r} has no published weights; names with weights: {', '.join(PUBLISHED)}")
@@ -415,9 +425,9 @@ def published_timm_cfg(name: str) -> dict[str, Any]:
 
 def _timm_from_config(pretrained: bool = False, **kwargs: Any) -> Any:
     """timm entry point ``vit5_from_config``: a saved network whose config is a full tree."""
-    from vit5.networks.timm_models import TimmViT5
+    from vit5.networks.timm_models import TimmViT5, timm_fields
 
-    cfg = kwargs.pop("pretrained_cfg", None) or {}
+    cfg = timm_fields(kwargs.pop("pretrained_cfg", None)) or {}
     cfg = cfg if isinstance(cfg, Mapping) else cfg.to_dict(remove_source=False, remove_null=False)
     cfg = {**cfg, **(kwargs.pop("pretrained_cfg_overlay", None) or {})}
     cache_dir = kwargs.pop("cache_dir", None)

@@ -18,7 +18,11 @@ from vit5.config.registry import (
 from vit5.data import DATASETS
 from vit5.train.recipes import default_run_config, load_python_config
 
-CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.py"))
+CONFIGS = sorted(
+    p
+    for p in (Path(__file__).parents[2] / "src" / "vit5" / "recipes").glob("*.py")
+    if p.name != "__init__.py"
+)
 
 
 def targets(tree):
@@ -59,7 +63,7 @@ def test_every_file_in_configs_is_admitted(path):
 @pytest.mark.parametrize(
     "target",
     ["os.system", "subprocess.run", "builtins.eval", "vit5.cli.main", "vit5._io.atomic_write_text",
-     "vit5.config.io.save_config", "torch.load", "torch.nn.Module.register_forward_hook", "nvsubquadratic.cli.main",
+     "vit5.config.io.save_config", "torch.load", "torch.nn.Module.register_forward_hook", "nvsubquadratic..main",
      "vit5.ViT5ClassificationNet.load_state_dict", "", 3, None],
 )  # fmt: skip
 def test_unregistered_targets_are_refused_before_import(target, tmp_path):
@@ -163,3 +167,22 @@ def test_packages_register_what_they_expose():
     from vit5.io.registry import resolve_config_target as former_home  # older imports keep working
 
     assert former_home("vit5.RMSNorm") == "vit5.RMSNorm"
+
+
+@pytest.mark.parametrize(
+    "target", ["nvsubquadratic.modules.mamba_nd.Mamba", "nvsubquadratic.cli.main", "mamba_ssm.Mamba",
+               "apex.optimizers.FusedLAMB", "experiments.default_cfg.ExperimentConfig"],
+)  # fmt: skip
+def test_names_vit5_does_not_provide_read_as_calls_that_fail_when_built(target, tmp_path):
+    import sys
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"net": {"mixer": {TARGET_KEY: target, "d_model": 8}}, "other": 1}))
+    cfg = load_config(path)  # the file reads: the unusable part is only an error when built
+    assert cfg.net.mixer.unavailable_target == target and cfg.net.mixer.d_model == 8
+    assert target.split(".")[0] not in sys.modules or target.startswith("nvsubquadratic")
+    with pytest.raises(
+        ValueError, match=rf"^net\.mixer: {target.replace('.', '[.]')} is not provided by vit5"
+    ):
+        vit5.instantiate(cfg.net.mixer)
+    assert load_config(vit5.save_config(cfg, tmp_path / "again.yaml")) == cfg

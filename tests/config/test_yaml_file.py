@@ -146,3 +146,20 @@ def test_oversized_file_is_refused_before_parsing(tmp_path, monkeypatch):
     path.write_text("a: " + "x" * 100 + "\n")
     with pytest.raises(ValueError, match="larger than 64 bytes"):
         load_config(path)
+
+
+def test_reference_placeholder_and_torch_initialisers(tmp_path):
+    path = tmp_path / "ref.yaml"
+    path.write_text(
+        "opt:\n  params: !!python/object:nvsubquadratic.lazy_config._Placeholder {}\n  lr: 1.0\n"
+        "init: !!python/object/apply:functools.partial\n  args:\n  - &id001 !!python/name:torch.nn.init.trunc_normal_\n"
+        "  state:\n  - *id001\n  - []\n  - std: 0.02\n  - null\n"
+    )
+    cfg = load_config(path)
+    assert cfg.opt.params is vit5.PLACEHOLDER
+    built = instantiate(cfg).init
+    torch = pytest.importorskip("torch")
+    assert built.func is torch.nn.init.trunc_normal_ and built.keywords == {"std": 0.02}
+    text = save_config(cfg, tmp_path / "again.yaml").read_text()
+    assert "params: !!python/object:vit5.config.node._Placeholder {}" in text
+    assert load_config(tmp_path / "again.yaml").opt.params is vit5.PLACEHOLDER

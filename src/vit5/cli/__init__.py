@@ -1,4 +1,4 @@
-"""The ``vit5`` command: train, eval, predict, convert, export, info (and demo, the ``make demo`` job).
+"""The ``vit5`` command: train, eval, predict, convert, export, info, push (and demo, the ``make demo`` job).
 
 Every command parses its arguments, builds what the config describes, and hands it to the library;
 the work itself lives in :mod:`vit5.train` and :mod:`vit5.networks`.
@@ -22,8 +22,10 @@ from vit5.cli.common import (
     setup_logging,
 )
 from vit5.cli.deploy import command_export
+from vit5.cli.hub import add_push_arguments, command_push
 from vit5.cli.inference import command_convert, command_eval, command_predict
-from vit5.cli.info import command_info, describe_model
+from vit5.cli.info import NVSUBQUADRATIC_HELP, command_info, describe_model
+from vit5.cli.listing import command_list, version_text
 from vit5.cli.train import _add_train_arguments, command_demo, command_train
 
 __all__ = ["UsageError", "build_parser", "describe_model", "main", "parse_arguments"]
@@ -35,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vit5", description="ViT-5 image classifiers: train, evaluate, predict."
     )
+    parser.add_argument("--version", action="version", version=version_text())
     parser.add_argument("--debug", action="store_true", help="on an error, show the traceback (also VIT5_DEBUG=1); "
                         "anywhere on the command line")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
@@ -87,15 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("source", nargs="?", metavar="CHECKPOINT", help="a checkpoint (anything eval takes)")
     info.add_argument("--preset")
     info.add_argument("--config")
+    info.add_argument("--nvsubquadratic", action="store_true", help=NVSUBQUADRATIC_HELP)
     info.add_argument("--trust-config", action="store_true", help=_TRUST_HELP)
     info.add_argument("overrides", nargs="*")
+    add_push_arguments(commands.add_parser("push", help="share a run or checkpoint on the Hugging Face Hub"))
+    listing = commands.add_parser("list", help="presets, published weights, recipes and datasets")
+    listing.add_argument("what", nargs="?", choices=("presets", "published", "recipes", "datasets"),
+                         help="one section only (default: all)")  # fmt: skip
     for command in (export, info):
         add_budget_arguments(command)
     return parser
 
 
 COMMANDS = {"train": command_train, "demo": command_demo, "eval": command_eval, "predict": command_predict,
-            "info": command_info, "convert": command_convert, "export": command_export}  # fmt: skip
+            "info": command_info, "convert": command_convert, "export": command_export,
+            "push": command_push, "list": command_list}  # fmt: skip
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

@@ -10,6 +10,9 @@ from pathlib import Path
 
 logger = logging.getLogger("vit5")
 
+#: ``vit5.data.DATASETS``, named here so that building the parser (``--help``) imports no data code.
+DATASET_NAMES = ("digits", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "manifest", "hf")
+
 
 class UsageError(Exception):
     """A problem with what the user asked for; printed without a traceback."""

@@ -16,7 +16,6 @@ from vit5.cli.common import (
     UsageError,
     make_directory,
 )
-from vit5.config import load_config
 
 logger = logging.getLogger("vit5")
 
@@ -44,10 +43,13 @@ def _load_source(args: argparse.Namespace) -> Any:
 
 def _network_config_file(path: str, trust_config: bool) -> Any:
     """``--config`` for a checkpoint without one: a Python file (code, run as such) or YAML (data)."""
-    from vit5.train.recipes import config_file_kind, load_python_config
+    from vit5.train.recipes import config_file, load_python_config, read_data_config
 
-    if config_file_kind(path) == "data":  # only .py runs; anything but .py/.yaml/.yml/.json is refused
-        return load_config(path, trust_config=trust_config)
+    kind, file = config_file(path)
+    if kind in ("yaml", "json"):
+        if not file.is_file():
+            raise FileNotFoundError(f"config file {file} does not exist")
+        return read_data_config(kind, file, trust_config=trust_config)
     return load_python_config(path)
 
 
@@ -88,24 +90,31 @@ def command_eval(args: argparse.Namespace) -> int:
     import torch
 
     from vit5.data import build_datasets
-    from vit5.data.evaluation import evaluation_set, folder_split
+    from vit5.data.evaluation import evaluation_set, own_data_split
     from vit5.train.distributed import DistributedContext
     from vit5.train.evaluate import evaluate
     from vit5.train.metrics import plot_confusion
+    from vit5.train.report import MATRIX_CLASSES, classification_report, write_report
 
     _eval_out_dir(args)  # refused before the work when a received run would redirect the output
     loaded = _load_source(args)
     model, cfg = loaded.model, loaded.model.pretrained_cfg
     dataset = args.dataset or loaded.data.get("name")
     data_dir = args.data_dir or loaded.run_config.get("data", {}).get("data_dir")
-    if dataset in (None, "imagefolder"):
+    if dataset in (None, "imagefolder", "manifest", "hf"):
         if not data_dir:
             raise UsageError(
                 f"{loaded.source} does not name a dataset: pass --data-dir DIR (class folders) or --dataset"
             )
-        split = folder_split(data_dir, cfg["class_names"])
+        run_data = loaded.run_config.get("data", {})
+        split_file = Path(args.source) / "split.csv"
+        own_run = not args.data_dir and split_file.is_file()  # the run's own held-out images
+        split = own_data_split(dataset or "imagefolder", data_dir, cfg["class_names"],
+                               split_file=split_file if own_run else None,
+                               image_column=run_data.get("image_column", "image"),
+                               label_column=run_data.get("label_column", "label"))  # fmt: skip
         test_set, names = evaluation_set(split, cfg), list(cfg["class_names"] or split.classes)
-        dataset = f"{data_dir}"
+        dataset = f"{data_dir}" + (" (the run's held-out split)" if own_run else "")
     else:
         _, test_set, spec = build_datasets(dataset, data_dir, image_size=model.image_size, augment="none",
                                            in_channels=model.in_channels)  # fmt: skip
@@ -127,23 +136,37 @@ def command_eval(args: argparse.Namespace) -> int:
     make_directory(out, "the output directory")
     summary = f"{'EMA ' if loaded.ema else ''}weights {loaded.source}"
     figure = None
-    if model.num_classes <= 100:
+    report = classification_report(result.confusion, names)
+    if model.num_classes <= MATRIX_CLASSES:
         figure = plot_confusion(result.confusion, names, out / "confusion.png",
                                 title=f"{dataset}, top-1 {result.top1:.4f} ({loaded.source})")  # fmt: skip
-    print(terminal_text(f"{dataset} ({result.count} images, {cfg['input_size'][1]} px, {cfg['interpolation']}, crop ratio "
-          f"{cfg['crop_pct']:g}, {args.precision} on {device.type}), {summary}"))  # fmt: skip
-    print(f"top-1 {result.top1:.4f}  top-5 {result.top5:.4f}  loss {result.loss:.4f}")
+    files = write_report(out, report, {"top1": result.top1, "top5": result.top5, "loss": result.loss,
+                                       "source": str(loaded.source), "data": str(dataset)})  # fmt: skip
+    print(terminal_text(f"{dataset} ({result.count} images, {cfg['input_size'][1]} px, {cfg['interpolation']}, "
+                        f"crop ratio {cfg['crop_pct']:g}, {args.precision} on {device.type}), {summary}"))  # fmt: skip
+    macro = report["macro"]
+    print(f"top-1 {result.top1:.4f}  top-5 {result.top5:.4f}  loss {result.loss:.4f}  macro F1 "
+          f"{_fmt(macro['f1'])}  (precision {_fmt(macro['precision'])}, recall {_fmt(macro['recall'])})")  # fmt: skip
     per_class = {name: None if math.isnan(acc) else acc for name, acc in zip(names, result.per_class)}
-    if len(per_class) <= 100:
-        shown = {name: terminal_text(name) for name in per_class}
-        width = max(len(n) for n in shown.values())
-        for name, accuracy in per_class.items():
-            print(
-                f"  {shown[name]:<{width}}  {'n/a (no test images)' if accuracy is None else f'{accuracy:.4f}'}"
-            )
+    if len(per_class) <= MATRIX_CLASSES:
+        shown = {name: terminal_text(name) for name in names}
+        width = max(5, *(len(n) for n in shown.values()))
+        print(f"  {'class':<{width}}  precision  recall  f1      images")
+        for row in report["classes"]:
+            print(f"  {shown[row['class']]:<{width}}  {_fmt(row['precision']):<9}  {_fmt(row['recall']):<6}  "
+                  f"{_fmt(row['f1']):<6}  {row['support']}")  # fmt: skip
+    else:
+        print("most confused (true -> predicted: images):")
+        for pair in report["most_confused"][:10]:
+            print(f"  {terminal_text(pair['true'])} -> {terminal_text(pair['predicted'])}: {pair['count']}")
     print(json.dumps({"top1": result.top1, "top5": result.top5, "loss": result.loss, "count": result.count,
-                      "per_class": per_class, "confusion_png": str(figure) if figure else None}))  # fmt: skip
+                      "per_class": per_class, "macro_f1": macro["f1"], "report": [str(f) for f in files],
+                      "confusion_png": str(figure) if figure else None}))  # fmt: skip
     return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def command_predict(args: argparse.Namespace) -> int:

@@ -56,6 +56,12 @@ def describe_model(model: Any) -> list[str]:
     return lines
 
 
+NVSUBQUADRATIC_HELP = (
+    "--config is an nvSubquadratic config file (Python, run as code): its `net` is the network, built from "
+    "vit5's classes of the same names (see vit5.load_nvsubquadratic_config); overrides are net.KEY=VALUE"
+)
+
+
 def command_info(args: argparse.Namespace) -> int:
     from vit5.config import LazyConfig
     from vit5.networks.presets import build_vit5, model_config, preset_arguments
@@ -67,7 +73,15 @@ def command_info(args: argparse.Namespace) -> int:
         return _info_checkpoint(args)
     if bool(args.preset) == bool(args.config):
         raise UsageError("vit5 info needs a CHECKPOINT, --preset NAME or --config FILE")
-    if args.preset:
+    if getattr(args, "nvsubquadratic", False):
+        from vit5.config.nvsubquadratic import load_nvsubquadratic_config
+
+        if not args.config:
+            raise UsageError(
+                "--nvsubquadratic reads the network of an nvSubquadratic config: give --config FILE.py"
+            )
+        cfg = load_nvsubquadratic_config(args.config, overrides=args.overrides)  # net.* overrides
+    elif args.preset:
         try:  # the compact form `vit5 train` records, so the same model.* overrides work here
             cfg = LazyConfig(build_vit5)(**preset_arguments(args.preset))
         except ValueError:  # a preset registered elsewhere: its full network config

@@ -17,6 +17,7 @@ from typing import Any
 
 from vit5.cli.common import (
     _TRUST_HELP,
+    DATASET_NAMES,
     UsageError,
     _int_at_least,
     add_budget_arguments,
@@ -45,7 +46,9 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
     """
     from vit5.train.recipes import default_run_config, load_python_config
 
-    if args.config:
+    if getattr(args, "nvsubquadratic", False):
+        cfg = _nvsubquadratic_run_config(args)
+    elif args.config:
         cfg = load_python_config(args.config, trust_config=args.trust_config)
         if (
             not str(args.config).rstrip().lower().endswith(".py")
@@ -93,6 +96,22 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
     return cfg, pretrained
 
 
+def _nvsubquadratic_run_config(args: argparse.Namespace) -> ConfigNode:
+    """The default recipe of ``--dataset`` with the network of an nvSubquadratic config file."""
+    from vit5.config.nvsubquadratic import load_nvsubquadratic_config
+    from vit5.train.recipes import default_run_config
+
+    if not args.config:
+        raise UsageError(
+            "--nvsubquadratic reads the network of an nvSubquadratic config: give --config FILE.py"
+        )
+    cfg = default_run_config(args.dataset or "digits")
+    cfg.model = load_nvsubquadratic_config(args.config)
+    if "image_size" in cfg.data and "image_size" in cfg.model:  # the data follows the file's network
+        cfg.data.image_size = cfg.model.image_size
+    return cfg
+
+
 def _size_to_data(cfg: ConfigNode, args: argparse.Namespace) -> None:
     """Your own images without a config file: the recipe of :mod:`vit5.train.sizing`, sized to the
     number of training images (the data is listed and split here, as the run will split it)."""
@@ -109,7 +128,8 @@ def _size_to_data(cfg: ConfigNode, args: argparse.Namespace) -> None:
     gpu = torch.cuda.is_available() and given.get("train.device") != "cpu"
     finetune = bool(args.finetune or args.resume)
     sized_recipe(cfg, train_images, finetune=finetune, gpu=gpu, preset=args.preset)
-    cfg.train.ema_decay = 0.0
+    if args.epochs:  # the warmup stays 5% of the run
+        cfg.schedule.warmup_epochs = round(0.05 * args.epochs, 3)
 
 
 def _apply_finetune(cfg: ConfigNode, args: argparse.Namespace, own_model: bool) -> Any:
@@ -129,6 +149,8 @@ def _apply_finetune(cfg: ConfigNode, args: argparse.Namespace, own_model: bool) 
     cfg.train.finetune = pretrained.source
     cfg.train.finetune_ema = bool(args.ema or cfg.train.get("finetune_ema"))
     cfg.train.finetune_sha256 = pretrained.sha256
+    cfg.train.finetune_resolved_url = pretrained.resolved_url
+    cfg.train.finetune_revision = pretrained.revision
     cfg.data.in_channels = model.in_channels  # grayscale data is replicated for an RGB checkpoint
     if not (own_model and args.config):  # a config file's model is built at its data.image_size
         cfg.data.image_size = model.image_size
@@ -155,9 +177,10 @@ def _rebuild_finetune_model(cfg: ConfigNode, pretrained: Any) -> None:
 
 
 # Options of `vit5 train` that shape a run; `--resume` takes the run's own config.yaml instead.
-# Only where the data is (--data-dir) and how many loader processes read it (--workers: per-sample
-# seeding makes the batches independent of it) may change on resume.
-_RUN_OPTIONS = ("config", "preset", "dataset", "download", "out", "epochs", "batch_size", "lr", "precision",
+# Only where the data is (--data-dir), how many loader processes read it (--workers: per-sample
+# seeding makes the batches independent of it), the trackers (--log) and the length (--epochs, which
+# extends the schedule from the resume step) may change on resume.
+_RUN_OPTIONS = ("config", "preset", "dataset", "download", "out", "batch_size", "lr", "precision",
                 "compile", "seed", "skip_nonfinite", "skip_bad_images", "finetune", "ema", "finetune_sha256",
                 "image_size")  # fmt: skip
 
@@ -202,9 +225,26 @@ def _check_budget(cfg: ConfigNode, source: Any) -> None:
         check_network_budget(resolve(cfg)["model"], str(source))
 
 
+def print_config(args: argparse.Namespace) -> int:
+    """``--print-config``: the resolved run config as YAML; no run directory is created."""
+    import yaml
+
+    from vit5.train.recipes import finalize
+
+    if args.resume:
+        cfg = load_config(Path(args.resume) / "config.yaml", trust_config=args.trust_config)
+    else:
+        cfg = build_run_config(args)
+    plain = to_container(finalize(cfg))
+    sys.stdout.write(yaml.safe_dump(plain, sort_keys=False, default_flow_style=False))
+    return 0
+
+
 def command_train(args: argparse.Namespace) -> int:
     from vit5.train.loop import train
 
+    if getattr(args, "print_config", False):
+        return print_config(args)
     rank = int(os.environ.get("RANK", "0"))
     pretrained = None
     if args.resume:
@@ -220,7 +260,7 @@ def command_train(args: argparse.Namespace) -> int:
         ]
         if args.overrides or given:
             raise UsageError(
-                "--resume continues a run exactly as configured (its config.yaml; only --data-dir and "
+                "--resume continues a run as configured (its config.yaml; only --epochs, --log, --data-dir and "
                 f"--workers may change); remove {' '.join(given + list(args.overrides))}"
             )
         if args.data_dir is not None:
@@ -240,6 +280,7 @@ def command_train(args: argparse.Namespace) -> int:
     try:
         with _removed_if_unstarted(created if rank == 0 else []):
             summary = train(cfg, run_dir, resume=bool(args.resume), trust_config=args.trust_config,
+                            epochs=args.epochs if args.resume else None,
                             pretrained_state=pretrained.model.state_dict() if pretrained is not None else None)  # fmt: skip
     except KeyboardInterrupt:  # Ctrl-C: every file of the run is whole (atomic writes)
         if os.environ.get("VIT5_DEBUG"):
@@ -273,21 +314,30 @@ def command_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
+RECIPE = "from the recipe (see --print-config)"
+
+
 def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from vit5.data import DATASETS
-
     add_budget_arguments(parser)  # --finetune / --resume / a received config read from files
-
     parser.add_argument(
         "--config",
-        help="Python config file defining `config` or model/data/optim/schedule/train, or a run's config.yaml",
+        help="a packaged recipe (`vit5 list`), or a .py (code: it runs), .yaml/.yml or .json (data) config file; "
+        "default: the dataset's recipe, sized to the data for your own images",
     )
-    parser.add_argument("--preset", help="model preset (see `vit5 info --preset`), e.g. vit5_tiny_hybrid")
+    parser.add_argument(
+        "--preset", help=f"model preset (`vit5 list`), e.g. vit5_tiny_hybrid; default: {RECIPE}"
+    )
+    parser.add_argument(
+        "--nvsubquadratic",
+        action="store_true",
+        help="--config is an nvSubquadratic config file (Python, run as code): its `net` is the model",
+    )
     parser.add_argument(
         "--finetune",
         metavar="PATH",
         help="start from these weights (a vit5 run or .safetensors, an official .pth, an nvSubquadratic .ckpt, "
-        "or an http(s) URL, downloaded once into $VIT5_CACHE); the architecture is the checkpoint's unless "
+        "a published name (vit5_small_patch16_224), hf-hub:ORG/REPO[/FILE] or an http(s) URL, downloaded once and "
+        "checked); the architecture is the checkpoint's unless "
         "--preset / model.* say otherwise; the head is replaced when the class count differs",
     )
     parser.add_argument("--ema", action="store_true", help="with --finetune: start from its EMA weights")
@@ -298,10 +348,13 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--image-size",
         type=_int_at_least(1),
         help="build the model at this resolution (with --finetune: RoPE at the new grid, pos_embed resampled "
-        "bicubically, as the official fine-tuning code)",
+        f"bicubically, as the official fine-tuning code); default: {RECIPE}",
     )
-    parser.add_argument("--dataset", choices=DATASETS, help="dataset (default: digits, embedded)")
-    parser.add_argument("--data-dir", help="where the dataset files are")
+    parser.add_argument("--dataset", choices=DATASET_NAMES, help="default: digits (embedded); your own images: "
+                        "imagefolder (class folders), manifest (CSV/JSONL), hf (a datasets folder on disk)")  # fmt: skip
+    parser.add_argument(
+        "--data-dir", help="where the data is: a folder, a manifest file, or a datasets folder"
+    )
     parser.add_argument(
         "--download", action="store_true", help="download Fashion-MNIST/CIFAR if missing (internet)"
     )
@@ -309,23 +362,30 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue an interrupted run exactly (only --data-dir, --workers may change)",
+        help="continue a run (only --epochs, larger to extend it, --log, --data-dir and --workers may change)",
     )
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, help="global batch size (split over DDP processes)")
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--precision", choices=("fp32", "bf16"))
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved run config as YAML and exit (creates no run directory)")  # fmt: skip
+    parser.add_argument("--log", metavar="TRACKERS", help="also log to tensorboard, wandb and/or mlflow "
+                        "(comma-separated); metrics.csv is always written; default: none")  # fmt: skip
+    parser.add_argument("--epochs", type=int, help=f"default: {RECIPE}")
+    parser.add_argument("--batch-size", type=int,
+                        help=f"global batch size (split over DDP processes); default: {RECIPE}")  # fmt: skip
+    parser.add_argument("--lr", type=float, help=f"peak learning rate; default: {RECIPE}")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), help=f"default: {RECIPE}")
     parser.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the training forward (the first step compiles: about 40 s for the "
-        "Fashion-MNIST default, minutes for ViT-S; evaluation stays eager)",
+        "Fashion-MNIST default, minutes for ViT-S; evaluation stays eager); default: " + RECIPE,
     )
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--workers", type=int, help="data-loader worker processes")
+    parser.add_argument("--seed", type=int, help="default: 0")
+    parser.add_argument("--workers", type=int, help=f"data-loader worker processes; default: {RECIPE}")
     parser.add_argument("--skip-nonfinite", action="store_true", help="skip batches whose loss is NaN/inf")
     parser.add_argument("--skip-bad-images", action="store_true", help="skip images that fail to decode")
     parser.add_argument("--trust-config", action="store_true", help=_TRUST_HELP)
     parser.add_argument(
-        "overrides", nargs="*", help="dotted overrides such as model.hidden_dim=96 optim.lr=1e-3"
+        "overrides",
+        nargs="*",
+        help="dotted overrides such as model.hidden_dim=96 optim.lr=1e-3 (see --print-config)",
     )

@@ -236,7 +236,10 @@ def _is_foreign_config(value: Any) -> bool:
 def _from_foreign(value: Any) -> Any:
     from omegaconf import OmegaConf  # only reachable when the value already is an OmegaConf object
 
-    return _adopt_root(OmegaConf.to_container(value, resolve=True))
+    try:
+        return _adopt_root(OmegaConf.to_container(value, resolve=True))
+    except Exception:  # noqa: BLE001 - e.g. ${eval:...} without an OmegaConf resolver: vit5 resolves it later
+        return _adopt_root(OmegaConf.to_container(value, resolve=False))
 
 
 def _adopt_root(value: Any) -> Any:

@@ -116,6 +116,40 @@ def resolve_config_target(path: Any, source: str = "the config") -> str:
     )
 
 
+def unavailable(unavailable_target: str, unavailable_key: str, **arguments: Any) -> Any:
+    """Stands for a class of nvSubquadratic or its training stack that vit5 does not provide.
+
+    A config may hold such a call (a Mamba mixer, an Apex optimizer, the ``experiments`` data module)
+    in parts the network does not use; the tree reads, saves and reloads, and only building the call
+    fails.
+
+    Raises:
+        ValueError: always, one line naming the class and the config key.
+    """
+    raise ValueError(
+        f"{unavailable_key or '<root>'}: {unavailable_target} is not provided by vit5 (nvSubquadratic's "
+        "own or its training stack's); this part of the config cannot be built"
+    )
+
+
+register_config_target(unavailable)
+UNAVAILABLE_TARGET = f"{__name__}.unavailable"
+# Packages whose names configs may hold but vit5 does not provide (never imported: see unavailable()).
+UNAVAILABLE_PACKAGES = (
+    "nvsubquadratic", "mamba_ssm", "apex", "nvidia.dali", "lightning", "pytorch_lightning", "lightning_fabric",
+    "experiments",
+)  # fmt: skip
+
+
+def _is_unavailable(path: Any) -> bool:
+    """An unregistered dotted name inside one of :data:`UNAVAILABLE_PACKAGES`."""
+    if not isinstance(path, str) or path in _table or reference_target(path) is not None:
+        return False
+    if not re.fullmatch(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+", path):
+        return False
+    return any(path.startswith(root + ".") for root in UNAVAILABLE_PACKAGES)
+
+
 def check_config_targets(tree: Any, source: str = "the config", *, trust_config: bool = False) -> Any:
     """Check every ``__target__`` in ``tree`` (at any depth) against the registry.
 
@@ -126,7 +160,9 @@ def check_config_targets(tree: Any, source: str = "the config", *, trust_config:
 
     Returns:
         A copy of ``tree`` (plain dicts and lists) in which ``nvsubquadratic.*`` targets name vit5's
-        class or function of the same name; ``tree`` itself is not modified.
+        class or function of the same name, and targets in :data:`UNAVAILABLE_PACKAGES` that vit5
+        does not provide (a Mamba mixer, an Apex optimizer) become calls of :func:`unavailable`,
+        which raise one line when built; ``tree`` itself is not modified.
 
     Raises:
         ConfigTargetError: a target is not registered; the message names it, where it is, and
@@ -141,10 +177,14 @@ def _checked(value: Any, source: str, where: str) -> Any:
     if isinstance(value, Mapping):
         out = {}
         for key, item in value.items():
-            if key == TARGET_KEY:
-                out[key] = resolve_config_target(item, f"{source}{f' at {where}' if where else ''}")
-            else:
+            if key != TARGET_KEY:
                 out[key] = _checked(item, source, f"{where}.{key}" if where else str(key))
+            elif _is_unavailable(item):
+                out.update(
+                    {TARGET_KEY: UNAVAILABLE_TARGET, "unavailable_target": item, "unavailable_key": where}
+                )
+            else:
+                out[key] = resolve_config_target(item, f"{source}{f' at {where}' if where else ''}")
         return out
     if isinstance(value, (list, tuple)):
         return [_checked(item, source, f"{where}[{index}]") for index, item in enumerate(value)]

@@ -17,6 +17,7 @@ Here these tags are read as *recorded calls*, never by importing the names:
 * ``!!python/object/apply:functools.partial`` becomes ``{__target__: vit5.config.yaml_file.partial,
   func: ..., args: [...], keywords: {...}}`` (from its ``args`` or its pickled ``state``);
 * ``!!python/tuple`` (inside a partial's state) is read as a list;
+* ``!!python/object:nvsubquadratic.lazy_config._Placeholder {}`` (and vit5's own) is ``PLACEHOLDER``;
 * any other Python tag is a one-line error naming it.
 
 :func:`dump_yaml` writes these recorded calls — and registered functions or ``functools.partial``
@@ -34,6 +35,7 @@ import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from vit5.config.node import PLACEHOLDER
 from vit5.config.registry import TARGET_KEY, config_targets, register_config_target, resolve_config_target
 
 __all__ = [
@@ -54,6 +56,8 @@ _NAME_TAG = "tag:yaml.org,2002:python/name:"
 _APPLY_TAG = "tag:yaml.org,2002:python/object/apply:"
 _PYTHON_TAG = "tag:yaml.org,2002:python/"
 _TUPLE_TAG = "tag:yaml.org,2002:python/tuple"
+_OBJECT_TAG = "tag:yaml.org,2002:python/object:"
+_PLACEHOLDER_CLASSES = ("vit5.config.node._Placeholder", "nvsubquadratic.lazy_config._Placeholder")
 
 
 def python_name(name: str) -> Callable[..., Any]:
@@ -179,6 +183,11 @@ def _loader(yaml: Any, source: str) -> type:
             raise ValueError(f"{source}: YAML tag !!python/object/apply:functools.partial names no function")
         return {TARGET_KEY: PARTIAL_TARGET, "func": args[0], "args": args[1:], "keywords": keywords}
 
+    def construct_object(loader: Any, suffix: str, node: Any) -> Any:
+        if suffix in _PLACEHOLDER_CLASSES:
+            return PLACEHOLDER
+        return construct_other(loader, f"object:{suffix}", node)
+
     def construct_other(loader: Any, suffix: str, node: Any) -> None:
         raise ValueError(
             f"{source}: YAML tag !!python/{suffix} is refused (only python/name and functools.partial)"
@@ -187,6 +196,7 @@ def _loader(yaml: Any, source: str) -> type:
     Loader.add_constructor(_TUPLE_TAG, lambda loader, node: loader.construct_sequence(node, deep=True))
     Loader.add_multi_constructor(_NAME_TAG, construct_name)
     Loader.add_multi_constructor(_APPLY_TAG, construct_apply)
+    Loader.add_multi_constructor(_OBJECT_TAG, construct_object)
     Loader.add_multi_constructor(_PYTHON_TAG, construct_other)
     return Loader
 
@@ -270,6 +280,8 @@ def to_tagged(value: Any, where: str) -> Any:
         return out
     if isinstance(value, (list, tuple)):
         return [to_tagged(item, f"{where}[{index}]") for index, item in enumerate(value)]
+    if value is PLACEHOLDER:
+        return value
     if isinstance(value, functools.partial):
         return _Partial(
             to_tagged(value.func, f"{where}.func"),
@@ -317,4 +329,8 @@ def dump_yaml(tree: Any) -> str:
     Dumper.add_representer(_Name, represent_name)
     Dumper.add_representer(_Partial, represent_partial)
     Dumper.add_representer(_Tuple, represent_tuple)
+    Dumper.add_representer(
+        type(PLACEHOLDER),
+        lambda dumper, _: dumper.represent_mapping(_OBJECT_TAG + _PLACEHOLDER_CLASSES[0], {}),
+    )
     return yaml.dump(tree, Dumper=Dumper, sort_keys=False, default_flow_style=False)

@@ -29,7 +29,14 @@ from vit5.data.sources import (
     load_image_folder,
 )
 
-__all__ = ["OWN_DATASETS", "OwnData", "load_own_data", "read_split_file", "split_per_class", "write_split_file"]
+__all__ = [
+    "OWN_DATASETS",
+    "OwnData",
+    "load_own_data",
+    "read_split_file",
+    "split_per_class",
+    "write_split_file",
+]
 
 #: Datasets read from the user's own files (no fixed class list, a split made when missing).
 OWN_DATASETS = ("imagefolder", "manifest", "hf")
@@ -101,7 +108,9 @@ def _manifest(path: Path) -> OwnData:
         reader = csv.DictReader(io.StringIO(text))
         missing = {"path", "label"} - set(reader.fieldnames or [])
         if missing:
-            raise ValueError(f"{path}: the CSV header must name path,label[,split]; missing {sorted(missing)}")
+            raise ValueError(
+                f"{path}: the CSV header must name path,label[,split]; missing {sorted(missing)}"
+            )
         rows = list(reader)
     else:
         for number, line in enumerate(text.splitlines(), 1):
@@ -112,7 +121,9 @@ def _manifest(path: Path) -> OwnData:
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}, line {number}: not JSON ({error.msg})") from None
             if not isinstance(row, dict) or "path" not in row or "label" not in row:
-                raise ValueError(f"{path}, line {number}: expected an object with path and label, got {line[:80]!r}")
+                raise ValueError(
+                    f"{path}, line {number}: expected an object with path and label, got {line[:80]!r}"
+                )
             rows.append(row)
     if not rows:
         raise DatasetNotFoundError(f"{path}: the manifest lists no images")
@@ -197,7 +208,9 @@ def load_own_data(dataset: str, data_dir: str | os.PathLike | None, *, image_col
         raise DatasetNotFoundError(f"--data-dir {data_dir}: no such file or folder")
     if dataset == "imagefolder":
         if not root.is_dir():
-            raise DatasetNotFoundError(f"--data-dir {data_dir}: not a folder (expected class folders of images)")
+            raise DatasetNotFoundError(
+                f"--data-dir {data_dir}: not a folder (expected class folders of images)"
+            )
         data = _image_folder(root)
     elif dataset == "manifest":
         data = _manifest(root)
@@ -306,7 +319,9 @@ def to_splits(data: OwnData, held_out: Sequence[bool], classes: Sequence[str] | 
     lookup = {name: k for k, name in enumerate(names)}
     unknown = sorted({data.labels[i] for i in test_idx} - set(lookup))
     if unknown:
-        raise ValueError(f"{data.root}: the held-out images have classes the training images lack: {unknown[:10]}")
+        raise ValueError(
+            f"{data.root}: the held-out images have classes the training images lack: {unknown[:10]}"
+        )
 
     def make(indices: list[int]) -> FileSplit:
         labels = np.asarray([lookup[data.labels[i]] for i in indices], dtype=np.int64)

@@ -58,9 +58,9 @@ class FileSplit:
 
 def load_digits() -> tuple[ArraySplit, ArraySplit]:
     """scikit-learn's 1,797 8x8 handwritten digits (values 0..16 scaled to 0..255), fixed split."""
-    from sklearn.datasets import load_digits as sklearn_digits
+    from vit5._extras import require
 
-    data = sklearn_digits()
+    data = require("sklearn.datasets", "train", "the digits dataset").load_digits()
     images = np.clip(np.rint(data.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[
         ..., None
     ]  # (N, 8, 8, 1)

@@ -17,7 +17,47 @@ from torch.nn import functional as F
 from vit5._validation import int_or_per_axis, positive_float
 from vit5.modules.siren import SIRENKernelND
 
-__all__ = ["ResampledSIRENKernelND"]
+__all__ = ["ResampledSIRENKernelND", "resample_kernel"]
+
+
+def resample_kernel(
+    trained: torch.Tensor,
+    grid_lens: Sequence[int],
+    sample_grid: Sequence[int],
+    sample_scale: float,
+    l_cache_per_axis: Sequence[int],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 2-d kernel evaluated at ``sample_grid``, resampled for an image scaled by ``sample_scale``.
+
+    The output tap at displacement ``d`` is the trained kernel at ``d / sample_scale`` (bicubic,
+    zero beyond the trained support) times ``sample_scale ** -2`` (the area element).
+
+    Args:
+        trained: The kernel at ``sample_grid``, ``[1|B, 2s0 - 1, 2s1 - 1, C]``.
+        grid_lens: The grid lengths to produce (``g`` per axis).
+        sample_grid: The grid lengths ``trained`` was evaluated at.
+        sample_scale: Current grid / training grid.
+        l_cache_per_axis: The kernel's construction-time ``L_cache`` (for the tap coordinates).
+
+    Returns:
+        ``(kernel [1|B, 2g0 - 1, 2g1 - 1, C], coordinates [1, 2g0 - 1, 2g1 - 1, 2])``, the coordinates
+        in the kernel's training coordinates (for masks).
+    """
+    positions = [
+        torch.arange(-(g - 1), g, dtype=torch.float32, device=trained.device) / sample_scale
+        for g in grid_lens
+    ]  # per axis: the training displacement d / scale of every output tap d
+    # grid_sample (align_corners=True) normalises tap index 0 .. 2s-2 to -1 .. 1: d -> d / (s - 1)
+    normalised = [p / max(s - 1, 1) for p, s in zip(positions, sample_grid)]
+    rows, cols = torch.meshgrid(*normalised, indexing="ij")
+    where = torch.stack((cols, rows), dim=-1).expand(trained.shape[0], -1, -1, -1)  # (1|B, h, w, 2): (x, y)
+    resampled = F.grid_sample(
+        trained.float().permute(0, 3, 1, 2), where, mode="bicubic", padding_mode="zeros", align_corners=True
+    )  # (1|B, C, 2g0 - 1, 2g1 - 1)
+    kernel = resampled.permute(0, 2, 3, 1) * sample_scale ** -len(grid_lens)
+    steps = [p / (length - 1) for p, length in zip(positions, l_cache_per_axis)]
+    coordinates = torch.stack(torch.meshgrid(*steps, indexing="ij"), dim=-1).unsqueeze(0)  # (1, *taps, d)
+    return kernel.to(trained.dtype), coordinates
 
 
 class ResampledSIRENKernelND(SIRENKernelND):
@@ -72,14 +112,6 @@ class ResampledSIRENKernelND(SIRENKernelND):
         self.sample_grid = tuple(int_or_per_axis("sample_grid", grid, data_dim))
         self.sample_scale = positive_float("sample_scale", sample_scale)
 
-    def _tap_positions(self, grid_lens: Sequence[int]) -> list[torch.Tensor]:
-        """Per axis: the training displacement ``d / scale`` of every output tap ``d``."""
-        return [
-            torch.arange(-(g - 1), g, dtype=torch.float32, device=self.out_linear.weight.device)
-            / self.sample_scale
-            for g in grid_lens
-        ]
-
     def forward(
         self, grid_lens: Sequence[int], conditioning: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,24 +119,7 @@ class ResampledSIRENKernelND(SIRENKernelND):
         if grid_lens == self.sample_grid and self.sample_scale == 1.0:
             return super().forward(grid_lens, conditioning)
         trained, _ = super().forward(self.sample_grid, conditioning)  # (1|B, *(2s - 1), C)
-        positions = self._tap_positions(grid_lens)
-        # grid_sample (align_corners=True) normalises tap index 0 .. 2s-2 to -1 .. 1: d -> d / (s - 1)
-        normalised = [p / max(s - 1, 1) for p, s in zip(positions, self.sample_grid)]
-        rows, cols = torch.meshgrid(*normalised, indexing="ij")
-        where = torch.stack((cols, rows), dim=-1).expand(
-            trained.shape[0], -1, -1, -1
-        )  # (1|B, h, w, 2): (x, y)
-        resampled = F.grid_sample(
-            trained.float().permute(0, 3, 1, 2),
-            where,
-            mode="bicubic",
-            padding_mode="zeros",
-            align_corners=True,
-        )  # (1|B, C, 2g0 - 1, 2g1 - 1)
-        kernel = resampled.permute(0, 2, 3, 1) * self.sample_scale**-self.data_dim
-        steps = [p / (length - 1) for p, length in zip(positions, self.L_cache_per_axis)]
-        coordinates = torch.stack(torch.meshgrid(*steps, indexing="ij"), dim=-1).unsqueeze(0)  # (1, *taps, d)
-        return kernel.to(trained.dtype), coordinates
+        return resample_kernel(trained, grid_lens, self.sample_grid, self.sample_scale, self.L_cache_per_axis)
 
     def flop_count(self, grid_lens: Sequence[int], inference: bool = False) -> int:
         """The SIREN's cost at ``sample_grid`` (the resampling itself is not counted)."""

@@ -48,6 +48,7 @@ from vit5.config import TARGET_KEY, ConfigNode, instantiate, locate, resolve, ta
 from vit5.modules.adapter import ViT5HyenaAdapter
 from vit5.modules.attention import ViT5Attention
 from vit5.modules.ckconv import CKConvND
+from vit5.modules.kernel_resampling import SelfResampling
 from vit5.modules.resampled_kernel import ResampledSIRENKernelND
 from vit5.modules.siren import SIRENKernelND
 from vit5.networks.presets import build_vit5, hyena_l_cache, vit5_config
@@ -223,14 +224,15 @@ def _resize_kernel(conv: Mapping, layout: _Layout, hyena_kernel: str) -> None:
         )
     if hyena_kernel == "stretch":
         kernel["L_cache"] = layout.stretch_l_cache(kernel["L_cache"])
-    elif _is_target(kernel, ResampledSIRENKernelND):
+    elif _is_target(kernel, ResampledSIRENKernelND) or kernel.get("sample_grid") is not None:
         kernel["sample_scale"] = kernel.get("sample_scale", 1.0) * layout.ratio
     else:
         padding, grid_type = conv.get("fft_padding", "zero"), conv.get("grid_type")
         per_axis = [padding] * 2 if isinstance(padding, str) else list(padding)
         single = [grid_type == "single" or (grid_type is None and p == "circular") for p in per_axis]
         lengths = (layout.rows, layout.grid)
-        kernel[TARGET_KEY] = target_path(ResampledSIRENKernelND)
+        if not _is_target(kernel, SelfResampling):  # the kernels_nd family resamples itself
+            kernel[TARGET_KEY] = target_path(ResampledSIRENKernelND)
         kernel["sample_grid"] = [(n + 1) // 2 if s else n for n, s in zip(lengths, single)]
         kernel["sample_scale"] = layout.ratio
 
@@ -408,6 +410,8 @@ def _rebuild_network_tree(cfg: ConfigNode, image_size: int) -> ConfigNode:
                     "rebuild_at_resolution cannot tell how such a kernel follows the grid"
                 )
             node["L_cache"] = new_natural
+            node.pop("sample_grid", None)
+            node.pop("sample_scale", None)
 
     _walk(out, visit)
     return out

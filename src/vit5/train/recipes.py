@@ -16,7 +16,8 @@ A run config is a tree with five sections; every key can be changed with a dotte
               that replaces min_lr_ratio when set), stable_fraction (wsd)
     train     seed, precision (fp32 | bf16), compile, loss (ce | bce), label_smoothing, mixup, cutmix,
               ema_decay, freeze (null | backbone), grad_checkpointing, finetune (the pretrained
-              weights: path or URL), finetune_ema, finetune_sha256, checkpointing and logging
+              weights: path, published name, hf-hub: id or URL), finetune_ema, finetune_sha256 (and the
+              recorded finetune_resolved_url / finetune_revision), checkpointing and logging
               intervals, skip_nonfinite, device
 """
 
@@ -187,6 +188,8 @@ def default_run_config(dataset: str = "digits", preset: str | None = None) -> Co
         finetune=None,
         finetune_ema=False,
         finetune_sha256=None,
+        finetune_resolved_url=None,  # recorded: the URL downloaded for train.finetune (after redirects)
+        finetune_revision=None,  # recorded: the Hub commit of train.finetune
     )
     for section, values in (("data", data), ("optim", optim), ("schedule", schedule), ("train", train)):
         values.update(recipe[section])
@@ -195,34 +198,60 @@ def default_run_config(dataset: str = "digits", preset: str | None = None) -> Co
     )
 
 
-CODE_SUFFIXES, DATA_SUFFIXES = (".py",), (".yaml", ".yml", ".json")
+CONFIG_SUFFIXES = (".py", ".yaml", ".yml", ".json")
 
 
-def config_file_kind(path: str | os.PathLike) -> str:
-    """``"code"`` for a ``.py`` file, ``"data"`` for ``.yaml`` / ``.yml`` / ``.json`` (JSON is read as
-    YAML); the final suffix decides, case-insensitively. Only ``.py`` is ever executed.
+def config_file(value: str | os.PathLike) -> tuple[str, Path]:
+    """What a ``--config`` value names: ``("recipe" | "py" | "yaml" | "json", file)``.
+
+    A value with no ``/`` and no suffix names a packaged recipe (:mod:`vit5.recipes`); anything else
+    is a path whose final suffix (case-insensitive) is ``.py`` (code: it runs), ``.yaml``/``.yml`` or
+    ``.json`` (data: the YAML form's sections). Only ``.py`` files execute.
 
     Raises:
-        ValueError: any other suffix, or a name with leading/trailing whitespace (``"config.yaml "``
-            must not slip through as something else).
+        ValueError: another suffix, trailing whitespace, or an unknown recipe name (one line).
     """
-    name = os.fspath(path)
-    if name != name.strip():
-        raise ValueError(f"config file {name!r}: the name has leading or trailing whitespace")
-    suffix = Path(name).suffix.lower()
-    if suffix in CODE_SUFFIXES:
-        return "code"
-    if suffix in DATA_SUFFIXES:
-        return "data"
-    raise ValueError(
-        f"config file {name!r}: expected a .py file (code, run as such) or a .yaml / .yml / .json file (data)"
-    )
+    text = os.fspath(value)
+    if text != text.rstrip() or text != text.lstrip():
+        raise ValueError(f"--config {text!r}: the name has leading or trailing whitespace")
+    path = Path(text)
+    if "/" not in text and os.sep not in text and path.suffix == "":
+        from vit5.recipes import recipe_path
+
+        return "recipe", recipe_path(text)
+    suffix = path.suffix.lower()
+    if suffix not in CONFIG_SUFFIXES:
+        raise ValueError(
+            f"--config {text!r}: expected a packaged recipe name (`vit5 list`) or a .py, .yaml, .yml or .json "
+            f"file, got the suffix {path.suffix or '(none)'!r}"
+        )
+    return {".py": "py", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}[suffix], path
+
+
+def read_data_config(kind: str, path: Path, *, trust_config: bool = False) -> ConfigNode:
+    """A ``.yaml``/``.yml``/``.json`` config file as a tree (data: never executed)."""
+    if kind == "yaml":
+        return load_config(path, trust_config=trust_config)
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a valid JSON config ({error})") from None
+    if not isinstance(data, Mapping):
+        raise ValueError(
+            f"{path}: a config file must hold a mapping at the top level, got {type(data).__name__}"
+        )
+    from vit5.config.registry import check_config_targets
+
+    return ConfigNode(check_config_targets(data, str(path), trust_config=trust_config))
 
 
 def load_python_config(path: str | os.PathLike, *, trust_config: bool = False) -> ConfigNode:
-    """Read a config file: Python, or YAML (``.yaml``/``.yml``, e.g. a run's ``config.yaml``).
+    """Read a run config: a packaged recipe name, a Python file, or YAML / JSON (``.yaml``/``.yml``/
+    ``.json``, e.g. a run's ``config.yaml``); the rule is :func:`config_file`'s.
 
-    A YAML file holds the sections as top-level keys (as :func:`vit5.config.save_config` writes
+    A YAML or JSON file holds the sections as top-level keys (as :func:`vit5.config.save_config` writes
     them). A Python file defines ``config`` (a full run config) or any of the sections ``model``, ``data``,
     ``optim``, ``schedule``, ``train`` as module-level names; missing sections come from the default
     recipe of ``data["dataset"]`` (default digits) and given sections are merged over it key by key
@@ -230,15 +259,14 @@ def load_python_config(path: str | os.PathLike, *, trust_config: bool = False) -
     such as ``model = dict(hidden_dim=96)`` changes the default preset's arguments).
 
     A Python config file is code and runs as such (as in detectron2): only use files you trust. A
-    YAML file is data: its ``__target__`` entries must be registered config targets
+    YAML or JSON file is data: its ``__target__`` entries must be registered config targets
     (:mod:`vit5.io.registry`) unless ``trust_config``.
     """
-    kind = config_file_kind(path)
-    path = Path(path)
+    kind, path = config_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    if kind == "data":
-        namespace = {"config": load_config(path, trust_config=trust_config)}
+    if kind in ("yaml", "json"):
+        namespace = {"config": read_data_config(kind, path, trust_config=trust_config)}
     else:
         try:
             namespace = runpy.run_path(str(path))

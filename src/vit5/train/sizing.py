@@ -70,4 +70,10 @@ def sized_recipe(cfg: ConfigNode, train_images: int, *, finetune: bool, gpu: boo
         cfg.model = LazyConfig(build_vit5)(**arguments)
         if preset is None:
             data.image_size = 224 if gpu else 32
-    return {"batch_size": batch, "steps_per_epoch": steps_per_epoch, "epochs": epochs, "steps": steps, "lr": lr}
+    return {
+        "batch_size": batch,
+        "steps_per_epoch": steps_per_epoch,
+        "epochs": epochs,
+        "steps": steps,
+        "lr": lr,
+    }
