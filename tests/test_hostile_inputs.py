@@ -571,3 +571,19 @@ def test_only_py_config_files_run(tmp_path, name):
     for command in (["info", "--config"], ["train", "--out", tmp_path / "run", "--config"]):
         assert_one_line(tmp_path, cli(*command, tmp_path / name), repr(str(tmp_path / name))[1:-1])
         assert not marker.exists()
+
+
+def test_a_failed_run_writes_its_traceback_to_log_txt(tmp_path, monkeypatch):
+    import vit5.train.loop as loop
+
+    def failing(cfg, run_dir, **kwargs):
+        (run_dir / "config.yaml").write_text("model: {}\n")  # the run has started
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(loop, "train", failing)
+    run = tmp_path / "run"
+    code, _, err = in_child(cli("train", "--out", run, "--epochs", "1"))
+    lines = err.strip().splitlines()
+    assert code == 2 and lines[-1] == "vit5 train: error: RuntimeError: boom", err
+    log = (run / "log.txt").read_text()
+    assert "Traceback" in log and "second line" in log

@@ -21,6 +21,7 @@ from vit5.cli.common import (
     UsageError,
     _int_at_least,
     add_budget_arguments,
+    log_traceback,
     setup_logging,
 )
 from vit5.config import ConfigNode, apply_overrides, load_config, to_container
@@ -193,7 +194,8 @@ def _removed_if_unstarted(created: list[Path]) -> Iterator[None]:
     directory with anything else in it is kept."""
     try:
         yield
-    except BaseException:
+    except BaseException as error:
+        log_traceback(error)  # into log.txt while its handler is open (a kept run keeps it)
         if created:
             _remove_unstarted_run(created)
         raise
