@@ -189,7 +189,6 @@ def test_resume_of_a_non_run_is_an_error(tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra",
     [
-        ["--epochs", "3"],
         ["--lr", "0.1"],
         ["--seed", "1"],
         ["--compile"],
@@ -201,7 +200,7 @@ def test_resume_of_a_non_run_is_an_error(tmp_path, capsys):
 def test_resume_refuses_options_that_would_be_ignored(trained_run, capsys, extra):
     before = (trained_run / "metrics.csv").read_bytes()
     code, _, err = run_cli(["train", "--resume", str(trained_run), *extra], capsys)
-    assert code == 2 and "--resume continues a run exactly as configured" in err
+    assert code == 2 and "--resume continues a run as configured" in err
     assert all(item in err for item in extra if item.startswith("-") or "=" in item)
     assert (trained_run / "metrics.csv").read_bytes() == before
 
@@ -316,10 +315,9 @@ def test_ddp_two_processes_match_one_process(tmp_path):
     )
 
 
-@pytest.mark.parametrize("name", ["digits_hybrid.py", "vit5_s_pretrain.py"])
+@pytest.mark.parametrize("name", ["digits_hybrid", "vit5_s_pretrain"])
 def test_shipped_config_files_load_and_describe(name, capsys):
-    path = Path(__file__).resolve().parents[1] / "configs" / name
-    code, out, err = run_cli(["info", "--config", str(path)], capsys)
+    code, out, err = run_cli(["info", "--config", name], capsys)  # a packaged recipe, by name
     assert code == 0, err
     assert "parameters:" in out and "block  0" in out
 

@@ -27,7 +27,7 @@ def require(module: str, extra: str, what: str) -> Any:
         return importlib.import_module(module)
     except ImportError as error:
         if error.name is not None and error.name.split(".")[0] != module.split(".")[0]:
-            raise
+            raise  # the package is there but one of its own imports failed: show that
         raise MissingExtraError(
             f"{what} needs the Python package {module.split('.')[0]!r}, which is not installed: "
             f"pip install 'vit5[{extra}]'"

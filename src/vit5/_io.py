@@ -50,3 +50,29 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def contained_path(base: str | os.PathLike, name: str | os.PathLike, what: str = "a recorded path") -> Path:
+    """``base / name`` for a path read from a file (a run's ``meta.json``, ``split.csv``), kept inside ``base``.
+
+    Refused (``ValueError`` naming the value): an absolute path, a ``..`` component, and a path
+    that resolves outside ``base`` through a symlink. The place the user named is ``base``; what a
+    received file lists can only point below it.
+    """
+    text = os.fspath(name)
+    candidate = Path(text)
+    if (
+        not text
+        or "\x00" in text
+        or candidate.is_absolute()
+        or ".." in candidate.parts
+        or text.startswith("~")
+    ):
+        raise ValueError(
+            f"{what} {text!r} must be a relative path inside {os.fspath(base)} (no '..', not absolute)"
+        )
+    root = Path(base).resolve()
+    target = (Path(base) / candidate).resolve()
+    if target != root and root not in target.parents:
+        raise ValueError(f"{what} {text!r} leads outside {os.fspath(base)} (through a symlink)")
+    return Path(base) / candidate

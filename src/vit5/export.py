@@ -50,6 +50,7 @@ __all__ = [
     "LogitsGraph",
     "export_onnx",
     "export_program",
+    "open_onnx",
     "pretrained_cfg_of",
     "read_onnx_metadata",
     "read_program_metadata",
@@ -265,28 +266,6 @@ def export_onnx(
     return atomic_write_bytes(path, data)
 
 
-def read_onnx_metadata(path: str | os.PathLike) -> dict[str, Any]:
-    """The ``pretrained_cfg`` stored in an ONNX file written by :func:`export_onnx`.
-
-    Raises:
-        ValueError: The file is not an ONNX model or carries no vit5 metadata.
-    """
-    onnx = _import_onnx()
-    try:
-        proto = onnx.load(os.fspath(path), load_external_data=False)
-    except Exception as error:
-        raise ValueError(f"{os.fspath(path)}: not a readable ONNX file ({_one_line(error)})") from None
-    try:
-        cfg = {entry.key: json.loads(entry.value) for entry in proto.metadata_props}
-    except json.JSONDecodeError:
-        cfg = {}
-    if "input_size" not in cfg:
-        raise ValueError(
-            f"{os.fspath(path)}: carries no vit5 pretrained_cfg metadata (was it written by vit5 export?)"
-        )
-    return cfg
-
-
 def export_program(
     model: ViT5ClassificationNet | str | os.PathLike,
     path: str | os.PathLike,
@@ -353,3 +332,6 @@ def read_program_metadata(path: str | os.PathLike) -> dict[str, Any]:
         return json.loads(text)
     except json.JSONDecodeError:
         raise ValueError(f"{os.fspath(path)}: damaged pretrained_cfg metadata") from None
+
+
+from vit5.onnx_file import open_onnx, read_onnx_metadata  # noqa: E402  (readers of the files written above)

@@ -11,8 +11,18 @@ from vit5.io.nvsubq import load_nvsubquadratic_checkpoint
 from vit5.io.official import load_official_vit5, official_model_config
 from vit5.io.weights_file import read_weights_file
 
+
+def load_for_timm(path, preset, overrides):  # noqa: ANN001, ANN201  (kept for its old import path)
+    """The network of ``timm.create_model(preset, pretrained=True, pretrained_cfg_overlay=dict(file=path))``
+    (:func:`vit5.hub.timm_pretrained`)."""
+    from vit5.hub import timm_pretrained
+
+    return timm_pretrained(preset, {"file": str(path)}, overrides)
+
+
 __all__ = [
     "LoadedModel",
+    "load_for_timm",
     "load_model",
     "load_model_and_config",
     "load_nvsubquadratic_checkpoint",

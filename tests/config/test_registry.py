@@ -18,7 +18,11 @@ from vit5.config.registry import (
 from vit5.data import DATASETS
 from vit5.train.recipes import default_run_config, load_python_config
 
-CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.py"))
+CONFIGS = sorted(
+    p
+    for p in (Path(__file__).parents[2] / "src" / "vit5" / "recipes").glob("*.py")
+    if p.name != "__init__.py"
+)
 
 
 def targets(tree):

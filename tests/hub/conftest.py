@@ -35,7 +35,7 @@ def official_training_file(seed: int, **layout) -> tuple[bytes, OfficialViT5, Of
     return buffer.getvalue(), model.eval(), ema.eval()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def hub():
     server = LoopbackHub().start()
     data, model, ema = official_training_file(0)

@@ -251,8 +251,12 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _create(self, payload: dict) -> None:
         repo_id = f"{payload.get('organization') or 'user'}/{payload['name']}"
         if repo_id in self.hub.repos:
-            return self._error(409, "RepoExists", "You already created this model repo")
-        self.hub.repos[repo_id] = Repo(private=bool(payload.get("private")))
+            message = "You already created this model repo"  # the Hub also names the repo's url here
+            return self._json(409, {"error": message, "url": f"{self.hub.endpoint}/{repo_id}"},
+                              {"X-Error-Code": "RepoExists", "X-Error-Message": message})  # fmt: skip
+        self.hub.repos[repo_id] = Repo(
+            private=payload.get("visibility", "private" if payload.get("private") else "public") == "private"
+        )
         self.hub.commit(repo_id, {".gitattributes": b"*.safetensors filter=lfs diff=lfs merge=lfs -text\n"})
         self._json(200, {"url": f"{self.hub.endpoint}/{repo_id}", "name": repo_id})
 

@@ -89,6 +89,10 @@ def _cases() -> dict[str, tuple]:
             lambda a, b, w: scaled_add(a, b, w, torch.tensor([0.0, 2.0], dtype=a.dtype)),
             [r(2, 5, 4, 6), r(2, 5, 4, 6), r(6)],
         ),
+        "scaled_add_dependent": (  # branch computed from x: each input's own paths only
+            lambda a, w: scaled_add(a, torch.tanh(a), w),
+            [r(2, 5, 4, 6), r(6)],
+        ),
         "dense": (
             lambda a, k: apply_dense_operator(a, dense_conv_operator(k, (5, 4))),
             [r(2, 5, 4, 6), r(1, 6, 3, 3)],

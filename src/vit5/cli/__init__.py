@@ -1,4 +1,4 @@
-"""The ``vit5`` command: train, eval, predict, convert, export, info (and demo, the ``make demo`` job).
+"""The ``vit5`` command: train, eval, predict, convert, export, info, push (and demo, the ``make demo`` job).
 
 Every command parses its arguments, builds what the config describes, and hands it to the library;
 the work itself lives in :mod:`vit5.train` and :mod:`vit5.networks`.
@@ -12,16 +12,22 @@ import os
 import sys
 from pathlib import Path
 
+from vit5._extras import MissingExtraError
+from vit5._text import terminal_text
 from vit5.cli.common import (
     _TRUST_HELP,
     UsageError,
     _add_source_arguments,
     _int_at_least,
+    add_budget_arguments,
+    log_traceback,
     setup_logging,
 )
 from vit5.cli.deploy import command_export
+from vit5.cli.hub import add_push_arguments, command_push
 from vit5.cli.inference import command_convert, command_eval, command_predict
 from vit5.cli.info import NVSUBQUADRATIC_HELP, command_info, describe_model
+from vit5.cli.listing import command_list, version_text
 from vit5.cli.train import _add_train_arguments, command_demo, command_train
 
 __all__ = ["UsageError", "build_parser", "describe_model", "main", "parse_arguments"]
@@ -33,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vit5", description="ViT-5 image classifiers: train, evaluate, predict."
     )
+    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--debug", action="store_true", help="on an error, show the traceback (also VIT5_DEBUG=1); "
+                        "anywhere on the command line")  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True)
     _add_train_arguments(commands.add_parser("train", help="train a model (default: tiny hybrid on digits)"))
     _add_train_arguments(commands.add_parser("demo", help="the make-demo job: vit5 train with defaults"))
@@ -86,11 +95,18 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--nvsubquadratic", action="store_true", help=NVSUBQUADRATIC_HELP)
     info.add_argument("--trust-config", action="store_true", help=_TRUST_HELP)
     info.add_argument("overrides", nargs="*")
+    add_push_arguments(commands.add_parser("push", help="share a run or checkpoint on the Hugging Face Hub"))
+    listing = commands.add_parser("list", help="presets, published weights, recipes and datasets")
+    listing.add_argument("what", nargs="?", choices=("presets", "published", "recipes", "datasets"),
+                         help="one section only (default: all)")  # fmt: skip
+    for command in (export, info):
+        add_budget_arguments(command)
     return parser
 
 
 COMMANDS = {"train": command_train, "demo": command_demo, "eval": command_eval, "predict": command_predict,
-            "info": command_info, "convert": command_convert, "export": command_export}  # fmt: skip
+            "info": command_info, "convert": command_convert, "export": command_export,
+            "push": command_push, "list": command_list}  # fmt: skip
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
@@ -111,20 +127,52 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure is one line on stderr (the traceback with ``--debug``).
+
+    Exit codes: 0 done; 1 ``predict`` could not read some images (the others were predicted);
+    2 an input or usage error, or any other failure reported in one line; 130 interrupted.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("VIT5_DEBUG", "") not in ("", "0")
+    argv = [item for item in argv if item != "--debug"]
     args = parse_arguments(argv)
     if args.command != "train" and args.command != "demo":
         setup_logging()
-    from vit5.train.loop import NonFiniteLossError
+    from vit5.networks.budget import budget_limits
 
     try:
-        return COMMANDS[args.command](args)
-    except (UsageError, FileNotFoundError, ValueError, TypeError, KeyError, NonFiniteLossError) as error:
-        # Configuration and data mistakes (unknown override keys, bad values, missing or damaged
-        # files) are reported in one line; VIT5_DEBUG=1 shows the traceback.
-        if os.environ.get("VIT5_DEBUG"):
+        with budget_limits(getattr(args, "max_params", None), getattr(args, "max_activation_gib", None)):
+            return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print(f"vit5 {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:  # one error path: input, data and library errors alike
+        log_traceback(error)
+        if debug:
             raise
-        print(f"vit5 {args.command}: error: {error}", file=sys.stderr)
+        print(f"vit5 {args.command}: error: {terminal_text(_one_line(error, args))}", file=sys.stderr)
         return 2
+
+
+def _one_line(error: BaseException, args: argparse.Namespace) -> str:
+    """What went wrong, in one line naming the input when the error itself does not."""
+    lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if isinstance(error, KeyError) and len(error.args) == 1:
+        text = f"missing key {error.args[0]!r}"
+    if isinstance(error, MemoryError):
+        text = (
+            f"out of memory{': ' + text if text else ''} (the input asks for more memory than is available)"
+        )
+    elif isinstance(error, RecursionError):
+        text = "the input is nested too deeply (or refers to itself)"
+    elif not isinstance(error, (UsageError, ValueError, TypeError, OSError, MissingExtraError)):
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    source = getattr(args, "source", None)
+    named = isinstance(error, (UsageError, ValueError)) or (isinstance(error, OSError) and error.filename)
+    if source and str(source) not in text and not named:
+        text = f"{source}: {text}"
+    return text
 
 
 if __name__ == "__main__":

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 from pathlib import Path
 
 logger = logging.getLogger("vit5")
+
+#: ``vit5.data.DATASETS``, named here so that building the parser (``--help``) imports no data code.
+DATASET_NAMES = ("digits", "fashion-mnist", "cifar10", "cifar100", "imagefolder", "manifest", "hf")
 
 
 class UsageError(Exception):
@@ -36,11 +40,26 @@ def setup_logging(run_dir: Path | None = None, rank: int = 0) -> None:
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(formatter)
     root.addHandler(stream)
+    for chatty in ("httpx", "httpcore"):  # huggingface_hub's client logs every request at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     if run_dir is not None and rank == 0:
         make_directory(run_dir, "the run directory")
         file_handler = logging.FileHandler(run_dir / "log.txt")
         file_handler.setFormatter(formatter)
         root.addHandler(file_handler)
+
+
+def log_traceback(error: BaseException) -> None:
+    """Write ``error``'s traceback to the run's ``log.txt`` when the command logs to one (once)."""
+    if getattr(error, "_vit5_logged", False):
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            record = logging.LogRecord("vit5", logging.ERROR, __file__, 0, "failed: %s", (error,),
+                                       (type(error), error, error.__traceback__))  # fmt: skip
+            handler.handle(record)
+            with contextlib.suppress(AttributeError):  # built-in exceptions without a __dict__
+                error._vit5_logged = True  # type: ignore[attr-defined]
 
 
 def _int_at_least(minimum: int):
@@ -62,8 +81,27 @@ _TRUST_HELP = ("build configs read from files even if they name targets outside 
                "(only for files you wrote: a config target is code that runs)")  # fmt: skip
 
 
+def _positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def add_budget_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--max-params`` / ``--max-activation-gib``: budgets for networks described by files (vit5.networks.budget)."""
+    parser.add_argument("--max-params", type=_positive_number, help="refuse a network read from a file or download "
+                        "with more parameters (default: $VIT5_MAX_PARAMS or 4e9)")  # fmt: skip
+    parser.add_argument("--max-activation-gib", type=_positive_number, help="refuse a network read from a file whose "
+                        "batch-1 activations exceed this (default: $VIT5_MAX_ACTIVATION_GIB or 32)")  # fmt: skip
+
+
 def _add_source_arguments(parser: argparse.ArgumentParser, *, inference: bool) -> None:
     """The words every command that reads a trained model shares."""
+    add_budget_arguments(parser)
     parser.add_argument("source", help="run directory, checkpoint directory, .safetensors, official .pth, "
                         "nvSubquadratic .ckpt, a published name (vit5_small_patch16_224), "
                         "hf-hub:ORG/REPO[@REV][/FILE] or an https URL")  # fmt: skip

@@ -17,8 +17,11 @@ from typing import Any
 
 from vit5.cli.common import (
     _TRUST_HELP,
+    DATASET_NAMES,
     UsageError,
     _int_at_least,
+    add_budget_arguments,
+    log_traceback,
     setup_logging,
 )
 from vit5.config import ConfigNode, apply_overrides, load_config, to_container
@@ -35,7 +38,9 @@ def build_run_config(args: argparse.Namespace) -> ConfigNode:
     return build_run_config_and_weights(args)[0]
 
 
-def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, Any]:
+def build_run_config_and_weights(
+    args: argparse.Namespace, config_only: bool = False
+) -> tuple[ConfigNode, Any]:
     """Recipe defaults < ``--config`` file < ``--finetune`` checkpoint < ``--preset`` < flags < dotted overrides.
 
     With ``--finetune`` (or a config's ``train.finetune``) the network is the checkpoint's, built at
@@ -48,6 +53,10 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
         cfg = _nvsubquadratic_run_config(args)
     elif args.config:
         cfg = load_python_config(args.config, trust_config=args.trust_config)
+        if (
+            not str(args.config).rstrip().lower().endswith(".py")
+        ):  # data read from a file (not code, not flags)
+            _check_budget(cfg, args.config)
         if args.dataset and args.dataset != cfg.data.dataset:
             cfg.data.dataset = args.dataset
     else:
@@ -66,7 +75,7 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
     if args.ema and not args.finetune:
         raise UsageError("--ema picks the EMA weights of --finetune PATH; give --finetune too")
     own_model = bool(args.preset) or config_model
-    pretrained = _apply_finetune(cfg, args, own_model) if args.finetune else None
+    pretrained = _apply_finetune(cfg, args, own_model, config_only) if args.finetune else None
     flags = {
         "data.data_dir": args.data_dir, "schedule.epochs": args.epochs, "data.batch_size": args.batch_size,
         "optim.lr": args.lr, "train.precision": args.precision, "train.seed": args.seed,
@@ -84,6 +93,8 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
         cfg.train.skip_nonfinite = True
     if args.skip_bad_images:
         cfg.data.skip_bad_images = True
+    if args.log is not None:
+        cfg.train.log = args.log
     cfg = apply_overrides(cfg, args.overrides)
     if pretrained is not None and not own_model:
         _rebuild_finetune_model(cfg, pretrained)
@@ -122,26 +133,53 @@ def _size_to_data(cfg: ConfigNode, args: argparse.Namespace) -> None:
     gpu = torch.cuda.is_available() and given.get("train.device") != "cpu"
     finetune = bool(args.finetune or args.resume)
     sized_recipe(cfg, train_images, finetune=finetune, gpu=gpu, preset=args.preset)
-    cfg.train.ema_decay = 0.0
+    if args.epochs:  # the warmup stays 5% of the run
+        cfg.schedule.warmup_epochs = round(0.05 * args.epochs, 3)
 
 
-def _apply_finetune(cfg: ConfigNode, args: argparse.Namespace, own_model: bool) -> Any:
+def _published_architecture(source: str) -> Any:
+    """A published name's network config and a weightless (meta-device) network: what --print-config
+    needs, without downloading the weights."""
+    import torch
+
+    from vit5.config import instantiate
+    from vit5.io.sources import published_name
+    from vit5.networks.presets import model_config
+    from vit5.networks.pretrained_cfg import PUBLISHED
+    from vit5.train.finetune import Pretrained
+
+    entry = PUBLISHED[published_name(source)]
+    config = model_config(entry.preset, image_size=entry.image_size)
+    with torch.device("meta"):
+        model = instantiate(config)
+    return Pretrained(model, config, source, Path(source), None, False)
+
+
+def _apply_finetune(
+    cfg: ConfigNode, args: argparse.Namespace, own_model: bool, config_only: bool = False
+) -> Any:
     """Point the run config at ``--finetune``'s weights; the architecture is the checkpoint's unless
     ``own_model`` (``--preset`` or a config file's model; model.* overrides change it either way).
     Returns the loaded weights."""
+    from vit5.io.sources import published_name
     from vit5.train.finetune import load_pretrained
 
-    pretrained = load_pretrained(
-        args.finetune,
-        ema=bool(args.ema or cfg.train.get("finetune_ema")),
-        sha256=args.finetune_sha256 or cfg.train.get("finetune_sha256"),
-        trust_config=args.trust_config,
-        from_config_file=getattr(args, "finetune_from_config", False),
-    )
+    if config_only and published_name(args.finetune) and not Path(args.finetune).exists():
+        pretrained = _published_architecture(args.finetune)
+    else:
+        pretrained = load_pretrained(
+            args.finetune,
+            ema=bool(args.ema or cfg.train.get("finetune_ema")),
+            sha256=args.finetune_sha256 or cfg.train.get("finetune_sha256"),
+            trust_config=args.trust_config,
+            from_config_file=getattr(args, "finetune_from_config", False),
+        )
     model = pretrained.model
     cfg.train.finetune = pretrained.source
     cfg.train.finetune_ema = bool(args.ema or cfg.train.get("finetune_ema"))
     cfg.train.finetune_sha256 = pretrained.sha256
+    cfg.train.finetune_resolved_url = pretrained.resolved_url
+    cfg.train.finetune_revision = pretrained.revision
     cfg.data.in_channels = model.in_channels  # grayscale data is replicated for an RGB checkpoint
     if not (own_model and args.config):  # a config file's model is built at its data.image_size
         cfg.data.image_size = model.image_size
@@ -168,9 +206,10 @@ def _rebuild_finetune_model(cfg: ConfigNode, pretrained: Any) -> None:
 
 
 # Options of `vit5 train` that shape a run; `--resume` takes the run's own config.yaml instead.
-# Only where the data is (--data-dir) and how many loader processes read it (--workers: per-sample
-# seeding makes the batches independent of it) may change on resume.
-_RUN_OPTIONS = ("config", "preset", "dataset", "download", "out", "epochs", "batch_size", "lr", "precision",
+# Only where the data is (--data-dir), how many loader processes read it (--workers: per-sample
+# seeding makes the batches independent of it), the trackers (--log) and the length (--epochs, which
+# extends the schedule from the resume step) may change on resume.
+_RUN_OPTIONS = ("config", "preset", "dataset", "download", "out", "batch_size", "lr", "precision",
                 "compile", "seed", "skip_nonfinite", "skip_bad_images", "finetune", "ema", "finetune_sha256",
                 "image_size")  # fmt: skip
 
@@ -183,7 +222,8 @@ def _removed_if_unstarted(created: list[Path]) -> Iterator[None]:
     directory with anything else in it is kept."""
     try:
         yield
-    except BaseException:
+    except BaseException as error:
+        log_traceback(error)  # into log.txt while its handler is open (a kept run keeps it)
         if created:
             _remove_unstarted_run(created)
         raise
@@ -206,9 +246,35 @@ def _remove_unstarted_run(created: list[Path]) -> None:
         folder.rmdir()
 
 
+def _check_budget(cfg: ConfigNode, source: Any) -> None:
+    """Size the ``model`` section of a config read from a file (YAML / JSON / a run's config.yaml)."""
+    from vit5.config import resolve
+    from vit5.networks.budget import check_network_budget
+
+    if "model" in cfg:
+        check_network_budget(resolve(cfg)["model"], str(source))
+
+
+def print_config(args: argparse.Namespace) -> int:
+    """``--print-config``: the resolved run config as YAML; no run directory is created."""
+    import yaml
+
+    from vit5.train.recipes import finalize
+
+    if args.resume:
+        cfg = load_config(Path(args.resume) / "config.yaml", trust_config=args.trust_config)
+    else:
+        cfg = build_run_config_and_weights(args, config_only=True)[0]
+    plain = to_container(finalize(cfg))
+    sys.stdout.write(yaml.safe_dump(plain, sort_keys=False, default_flow_style=False))
+    return 0
+
+
 def command_train(args: argparse.Namespace) -> int:
     from vit5.train.loop import train
 
+    if getattr(args, "print_config", False):
+        return print_config(args)
     rank = int(os.environ.get("RANK", "0"))
     pretrained = None
     if args.resume:
@@ -216,6 +282,7 @@ def command_train(args: argparse.Namespace) -> int:
         if not (run_dir / "config.yaml").is_file():
             raise UsageError(f"--resume {run_dir}: not a run directory (no config.yaml)")
         cfg = load_config(run_dir / "config.yaml", trust_config=args.trust_config)
+        _check_budget(cfg, run_dir / "config.yaml")  # a received run: sized before anything is built
         given = [
             "--" + name.replace("_", "-")
             for name in _RUN_OPTIONS
@@ -223,13 +290,15 @@ def command_train(args: argparse.Namespace) -> int:
         ]
         if args.overrides or given:
             raise UsageError(
-                "--resume continues a run exactly as configured (its config.yaml; only --data-dir and "
+                "--resume continues a run as configured (its config.yaml; only --epochs, --log, --data-dir and "
                 f"--workers may change); remove {' '.join(given + list(args.overrides))}"
             )
         if args.data_dir is not None:
             cfg.data.data_dir = args.data_dir
         if args.workers is not None:
             cfg.data.num_workers = args.workers
+        if args.log is not None:
+            cfg.train.log = args.log
     else:
         cfg, pretrained = build_run_config_and_weights(args)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -238,11 +307,13 @@ def command_train(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
             )
+    _check_trackers(cfg.train.get("log"))
     created = [parent for parent in (run_dir, *run_dir.parents) if not parent.exists()]
     setup_logging(run_dir, rank)
     try:
         with _removed_if_unstarted(created if rank == 0 else []):
             summary = train(cfg, run_dir, resume=bool(args.resume), trust_config=args.trust_config,
+                            epochs=args.epochs if args.resume else None,
                             pretrained_state=pretrained.model.state_dict() if pretrained is not None else None)  # fmt: skip
     except KeyboardInterrupt:  # Ctrl-C: every file of the run is whole (atomic writes)
         if os.environ.get("VIT5_DEBUG"):
@@ -267,6 +338,15 @@ def command_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_trackers(value: Any) -> None:
+    """Unknown tracker names and missing tracker packages are one-line errors before anything starts."""
+    from vit5._extras import require
+    from vit5.train.tracking import parse_trackers
+
+    for name in parse_trackers(value):
+        require(name, name, f"--log {name}")
+
+
 def command_demo(args: argparse.Namespace) -> int:
     """``make demo``: train the default tiny hybrid on the embedded digits."""
     args.overrides = args.overrides or []
@@ -276,24 +356,30 @@ def command_demo(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    from vit5.data import DATASETS
+RECIPE = "from the recipe (see --print-config)"
 
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    add_budget_arguments(parser)  # --finetune / --resume / a received config read from files
     parser.add_argument(
         "--config",
-        help="Python config file defining `config` or model/data/optim/schedule/train, or a run's config.yaml",
+        help="a packaged recipe (`vit5 list`), or a .py (code: it runs), .yaml/.yml or .json (data) config file; "
+        "default: the dataset's recipe, sized to the data for your own images",
+    )
+    parser.add_argument(
+        "--preset", help=f"model preset (`vit5 list`), e.g. vit5_tiny_hybrid; default: {RECIPE}"
     )
     parser.add_argument(
         "--nvsubquadratic",
         action="store_true",
         help="--config is an nvSubquadratic config file (Python, run as code): its `net` is the model",
     )
-    parser.add_argument("--preset", help="model preset (see `vit5 info --preset`), e.g. vit5_tiny_hybrid")
     parser.add_argument(
         "--finetune",
         metavar="PATH",
         help="start from these weights (a vit5 run or .safetensors, an official .pth, an nvSubquadratic .ckpt, "
-        "or an http(s) URL, downloaded once into $VIT5_CACHE); the architecture is the checkpoint's unless "
+        "a published name (vit5_small_patch16_224), hf-hub:ORG/REPO[/FILE] or an http(s) URL, downloaded once and "
+        "checked); the architecture is the checkpoint's unless "
         "--preset / model.* say otherwise; the head is replaced when the class count differs",
     )
     parser.add_argument("--ema", action="store_true", help="with --finetune: start from its EMA weights")
@@ -304,10 +390,13 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
         "--image-size",
         type=_int_at_least(1),
         help="build the model at this resolution (with --finetune: RoPE at the new grid, pos_embed resampled "
-        "bicubically, as the official fine-tuning code)",
+        f"bicubically, as the official fine-tuning code); default: {RECIPE}",
     )
-    parser.add_argument("--dataset", choices=DATASETS, help="dataset (default: digits, embedded)")
-    parser.add_argument("--data-dir", help="where the dataset files are")
+    parser.add_argument("--dataset", choices=DATASET_NAMES, help="default: digits (embedded); your own images: "
+                        "imagefolder (class folders), manifest (CSV/JSONL), hf (a datasets folder on disk)")  # fmt: skip
+    parser.add_argument(
+        "--data-dir", help="where the data is: a folder, a manifest file, or a datasets folder"
+    )
     parser.add_argument(
         "--download", action="store_true", help="download Fashion-MNIST/CIFAR if missing (internet)"
     )
@@ -315,23 +404,30 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume",
         metavar="RUN_DIR",
-        help="continue an interrupted run exactly (only --data-dir, --workers may change)",
+        help="continue a run (only --epochs, larger to extend it, --log, --data-dir and --workers may change)",
     )
-    parser.add_argument("--epochs", type=int)
-    parser.add_argument("--batch-size", type=int, help="global batch size (split over DDP processes)")
-    parser.add_argument("--lr", type=float)
-    parser.add_argument("--precision", choices=("fp32", "bf16"))
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved run config as YAML and exit (creates no run directory)")  # fmt: skip
+    parser.add_argument("--log", metavar="TRACKERS", help="also log to tensorboard, wandb and/or mlflow "
+                        "(comma-separated); metrics.csv is always written; default: none")  # fmt: skip
+    parser.add_argument("--epochs", type=int, help=f"default: {RECIPE}")
+    parser.add_argument("--batch-size", type=int,
+                        help=f"global batch size (split over DDP processes); default: {RECIPE}")  # fmt: skip
+    parser.add_argument("--lr", type=float, help=f"peak learning rate; default: {RECIPE}")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), help=f"default: {RECIPE}")
     parser.add_argument(
         "--compile",
         action="store_true",
         help="torch.compile the training forward (the first step compiles: about 40 s for the "
-        "Fashion-MNIST default, minutes for ViT-S; evaluation stays eager)",
+        "Fashion-MNIST default, minutes for ViT-S; evaluation stays eager); default: " + RECIPE,
     )
-    parser.add_argument("--seed", type=int)
-    parser.add_argument("--workers", type=int, help="data-loader worker processes")
+    parser.add_argument("--seed", type=int, help="default: 0")
+    parser.add_argument("--workers", type=int, help=f"data-loader worker processes; default: {RECIPE}")
     parser.add_argument("--skip-nonfinite", action="store_true", help="skip batches whose loss is NaN/inf")
     parser.add_argument("--skip-bad-images", action="store_true", help="skip images that fail to decode")
     parser.add_argument("--trust-config", action="store_true", help=_TRUST_HELP)
     parser.add_argument(
-        "overrides", nargs="*", help="dotted overrides such as model.hidden_dim=96 optim.lr=1e-3"
+        "overrides",
+        nargs="*",
+        help="dotted overrides such as model.hidden_dim=96 optim.lr=1e-3 (see --print-config)",
     )

@@ -12,7 +12,7 @@ from vit5.data.datasets import ImageDataset
 from vit5.data.sources import IMAGE_SUFFIXES, DatasetNotFoundError, list_image_folder
 from vit5.data.transforms import eval_transform
 
-__all__ = ["evaluation_set", "folder_split"]
+__all__ = ["evaluation_set", "folder_split", "own_data_split"]
 
 
 def folder_split(data_dir: str | os.PathLike, class_names: Sequence[str] | None = None) -> Any:
@@ -41,6 +41,34 @@ def folder_split(data_dir: str | os.PathLike, class_names: Sequence[str] | None 
             f"{root} has no images in class folders ({', '.join(IMAGE_SUFFIXES)}): expected {root}/<class>/<image>"
         )
     return split
+
+
+def own_data_split(dataset: str, data_dir: str | os.PathLike, class_names: Sequence[str] | None, *,
+                   split_file: str | os.PathLike | None = None, image_column: str = "image",
+                   label_column: str = "label") -> Any:  # fmt: skip
+    """The images ``vit5 eval`` scores from own data (``imagefolder``, ``manifest``, ``hf``).
+
+    With ``split_file`` (a run's ``split.csv``, evaluating the run on its own data): the run's
+    held-out images. Without: every image of ``data_dir`` (a class-folder tree's ``val/`` when it has
+    one), labelled by class name in ``class_names`` order.
+
+    Raises:
+        ValueError: images of a class the model does not know.
+    """
+    from vit5.data.owndata import apply_split, load_own_data, read_split_file, to_splits
+
+    if dataset == "imagefolder" and split_file is None:
+        return folder_split(data_dir, class_names)
+    data = load_own_data(dataset, data_dir, image_column=image_column, label_column=label_column)
+    if split_file is not None:
+        held = apply_split(data, read_split_file(split_file), str(split_file))
+        keep = [i for i, flag in enumerate(held) if flag]
+        data.items, data.labels = [data.items[i] for i in keep], [data.labels[i] for i in keep]
+    names = list(class_names) if class_names else sorted(set(data.labels))
+    unknown = sorted(set(data.labels) - set(names))
+    if unknown:
+        raise ValueError(f"{data_dir} has classes the model does not know: {unknown[:10]}")
+    return to_splits(data, [True] * len(data.items), names)[1]
 
 
 def _has_images(folder: Path) -> bool:

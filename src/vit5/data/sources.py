@@ -8,9 +8,11 @@ only called on request (``--download``).
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import pickle
 import struct
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,9 +58,9 @@ class FileSplit:
 
 def load_digits() -> tuple[ArraySplit, ArraySplit]:
     """scikit-learn's 1,797 8x8 handwritten digits (values 0..16 scaled to 0..255), fixed split."""
-    from sklearn.datasets import load_digits as sklearn_digits
+    from vit5._extras import require
 
-    data = sklearn_digits()
+    data = require("sklearn.datasets", "train", "the digits dataset").load_digits()
     images = np.clip(np.rint(data.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)[
         ..., None
     ]  # (N, 8, 8, 1)
@@ -74,26 +76,53 @@ def _open_maybe_gzip(path: Path):
     return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
 
 
+#: Largest IDX array read (declared by its header); Fashion-MNIST's largest file holds 47 MB.
+MAX_IDX_BYTES = 4 << 30
+#: Deflate cannot compress by more than about 1032:1, so a gzip file declaring more is crafted.
+_MAX_DEFLATE_RATIO = 1032
+
+
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (optionally gzip-compressed) into a NumPy array.
 
+    The header's declared size is checked against the file before anything is allocated (equal
+    to the data for a plain file; within deflate's ratio for gzip, which is decompressed as a
+    stream up to the declared size, never further).
+
     Raises:
-        ValueError: the file is not a well-formed unsigned-byte IDX file.
+        ValueError: the file is not a well-formed unsigned-byte IDX file, or declares more data
+            than it holds.
     """
     path = Path(path)
+    size = path.stat().st_size
     with _open_maybe_gzip(path) as handle:
+        compressed = isinstance(handle, gzip.GzipFile)
         header = handle.read(4)
         if len(header) != 4 or header[:2] != b"\x00\x00":
             raise ValueError(f"{path}: not an IDX file (bad magic number {header!r})")
         if header[2] != 0x08:
             raise ValueError(f"{path}: only unsigned-byte IDX files are supported (type code {header[2]:#x})")
         ndim = header[3]
-        shape = struct.unpack(f">{ndim}I", handle.read(4 * ndim))
-        data = handle.read()
-    expected = int(np.prod(shape))
-    if len(data) != expected:
+        dims = handle.read(4 * ndim)
+        if len(dims) != 4 * ndim:
+            raise ValueError(f"{path}: truncated IDX header")
+        shape = struct.unpack(f">{ndim}I", dims)
+        expected = math.prod(shape)
+        available = size * _MAX_DEFLATE_RATIO if compressed else size - 4 - 4 * ndim
+        if expected > MAX_IDX_BYTES or expected > available:
+            raise ValueError(
+                f"{path}: truncated IDX file or a crafted header: it declares {shape} ({expected} bytes), more than "
+                f"the {'compressed ' if compressed else ''}file of {size} bytes can hold"
+            )
+        try:
+            data = handle.read(expected)
+            extra = handle.read(1)
+        except (OSError, EOFError, zlib.error) as error:
+            raise ValueError(f"{path}: damaged gzip data ({error})") from None
+    if len(data) != expected or extra:
         raise ValueError(
-            f"{path}: truncated IDX file ({len(data)} bytes of data, expected {expected} for {shape})"
+            f"{path}: {'truncated' if len(data) != expected else 'trailing data after the'} IDX data "
+            f"({len(data)}{'+' if extra else ''} bytes, expected {expected} for {shape})"
         )
     return np.frombuffer(data, dtype=np.uint8).reshape(shape).copy()
 
@@ -186,19 +215,54 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         ("numpy", "dtype"),
     }
 
+    def __init__(self, handle: Any, budget: int, **kwargs: Any) -> None:
+        super().__init__(handle, **kwargs)
+        self.budget = budget
+
     def find_class(self, module: str, name: str):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(
-            f"refusing to load {module}.{name}: CIFAR files only hold arrays and lists"
-        )
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name}: CIFAR files only hold arrays and lists"
+            )
+        found = super().find_class(module, name)
+        if name in ("ndarray", "_reconstruct"):
+            return self._bounded(found)
+        return found
+
+    def _bounded(self, make: Any) -> Any:
+        """``make`` (``ndarray`` / ``_reconstruct``) refusing shapes larger than the file (the data
+        itself arrives later through ``__setstate__``, which numpy checks against the shape)."""
+
+        def bounded(*args: Any) -> Any:
+            args = tuple(np.ndarray if getattr(a, "__wrapped_array__", False) else a for a in args)
+            offset = (
+                0 if make is np.ndarray else 1
+            )  # ndarray(shape, dtype) / _reconstruct(type, shape, dtype)
+            shape = args[offset] if len(args) > offset else ()
+            dims = shape if isinstance(shape, (tuple, list)) else (shape,)
+            try:
+                itemsize = np.dtype(args[offset + 1] if len(args) > offset + 1 else float).itemsize
+            except (TypeError, ValueError):
+                itemsize = 1
+            if (
+                not all(isinstance(d, int) and d >= 0 for d in dims)
+                or math.prod(dims) * itemsize > self.budget
+            ):
+                raise pickle.UnpicklingError(
+                    f"an array of shape {str(shape)[:80]} is larger than the file ({self.budget} bytes)"
+                )
+            return make(*args)
+
+        bounded.__wrapped_array__ = make is np.ndarray  # the type _reconstruct receives
+        return bounded
 
 
 def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as handle:
-            data = _ArrayOnlyUnpickler(handle, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as error:
+            budget = os.fstat(handle.fileno()).st_size
+            data = _ArrayOnlyUnpickler(handle, budget, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, MemoryError, RecursionError) as error:
         raise ValueError(f"{path}: not a valid CIFAR batch file ({error})") from error
     if not isinstance(data, dict):
         raise ValueError(
@@ -284,12 +348,13 @@ def download_cifar(data_dir: str | os.PathLike, num_classes: int) -> Path:
 
 def list_image_folder(root: Path, classes: Sequence[str] | None = None) -> FileSplit:
     """Files ``root/<class>/<image>`` with labels from the sorted class-folder names."""
+    folders = {p.name: p for p in root.iterdir() if p.is_dir()}  # names are data: matched, never joined
     if classes is None:
-        classes = sorted(p.name for p in root.iterdir() if p.is_dir())
+        classes = sorted(folders)
     paths, labels = [], []
     for index, name in enumerate(classes):
-        folder = root / name
-        if not folder.is_dir():
+        folder = folders.get(name)
+        if folder is None:
             continue
         for path in sorted(folder.rglob("*")):
             if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():

@@ -33,8 +33,9 @@ from vit5.io.nvsubq import function_reference, load_nvsubquadratic_checkpoint, n
 from vit5.io.official import build_official, is_official
 from vit5.io.sources import ResolvedSource, resolve_source
 from vit5.io.weights_file import CheckpointError, file_digest, load_weights, plain_data, read_weights_file
+from vit5.networks.budget import budget_limits, check_network_budget
 from vit5.networks.official import unwrap_official
-from vit5.networks.pretrained_cfg import default_pretrained_cfg, updated_pretrained_cfg
+from vit5.networks.pretrained_cfg import check_pretrained_cfg, default_pretrained_cfg, updated_pretrained_cfg
 from vit5.networks.resize import resize_config, resize_model
 from vit5.networks.vit5_classification import ViT5ClassificationNet
 
@@ -69,6 +70,8 @@ def load_model(
     trust_config: bool = False,
     config: Mapping | str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
+    max_params: float | int | None = None,
+    max_activation_gib: float | None = None,
 ) -> ViT5ClassificationNet:
     """Load a trained network from any checkpoint vit5 understands, in eval mode.
 
@@ -105,6 +108,11 @@ def load_model(
         config: The network config when the file has none (a foreign state dict): a config tree
             (``LazyConfig(...)(...)``, or a run config with a ``model`` section) or a YAML file.
         cache_dir: The Hugging Face cache to use instead of ``$HF_HOME/hub`` (Hub sources).
+        max_params: Refuse a network described by the file with more parameters than this
+            (``None``: ``$VIT5_MAX_PARAMS`` or 4e9), checked before anything is allocated
+            (:mod:`vit5.networks.budget`).
+        max_activation_gib: Refuse a network whose batch-1 activations would exceed this many GiB
+            (``None``: ``$VIT5_MAX_ACTIVATION_GIB`` or 32).
 
     Raises:
         ValueError: (``CheckpointError`` / ``ConfigTargetError``) the source names nothing, a
@@ -113,8 +121,9 @@ def load_model(
             names an unregistered target, ``ema=True`` without EMA weights.
     """
     return load_model_and_config(
-        source, ema=ema, image_size=image_size, trust_config=trust_config, config=config, cache_dir=cache_dir
-    ).model
+        source, ema=ema, image_size=image_size, trust_config=trust_config, config=config, cache_dir=cache_dir,
+        max_params=max_params, max_activation_gib=max_activation_gib,
+    ).model  # fmt: skip
 
 
 def load_model_and_config(
@@ -126,6 +135,8 @@ def load_model_and_config(
     config: Mapping | str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     from_config_file: bool = False,
+    max_params: float | int | None = None,
+    max_activation_gib: float | None = None,
 ) -> LoadedModel:
     """:func:`load_model`, also returning the configs that rebuild the network (:class:`LoadedModel`).
 
@@ -137,9 +148,15 @@ def load_model_and_config(
         raise TypeError(
             f"source must be a path, published name, hf-hub: id or URL, got {type(source).__name__}"
         )
-    resolved = resolve_source(source, cache_dir=cache_dir, from_config_file=from_config_file,
-                              trust_config=trust_config)  # fmt: skip
-    return _load_local(resolved.path, resolved, ema, image_size, trust_config, config)
+    with budget_limits(max_params, max_activation_gib):
+        resolved = resolve_source(source, cache_dir=cache_dir, from_config_file=from_config_file,
+                                  trust_config=trust_config)  # fmt: skip
+        if resolved.kind == "path":
+            return _load_local(resolved.path, resolved, ema, image_size, trust_config, config)
+        try:  # a downloaded file gets exactly a local file's checks; errors name the source given
+            return _load_local(resolved.path, resolved, ema, image_size, trust_config, config)
+        except CheckpointError as error:
+            raise CheckpointError(f"{resolved.given}: {error}") from None
 
 
 def _load_local(
@@ -238,7 +255,9 @@ def _load_safetensors(
         raise CheckpointError(
             f"{path}: the checkpoint's config has no model section; cannot rebuild the network"
         )
-    model = build_loaded(model_cfg, tensors, path)
+    model = build_loaded(
+        model_cfg, tensors, path, budget=recorded is not None or not isinstance(config, Mapping)
+    )
     data = metadata.get("data") if isinstance(metadata.get("data"), Mapping) else {}
     stored = metadata.get("pretrained_cfg")
     model.pretrained_cfg = _pretrained_from(model, stored, data, path)
@@ -286,7 +305,7 @@ def _load_pickle(path: Path, ema: bool, trust_config: bool, config: Any) -> Load
                 "ViT5ClassificationNet __target__ in its hyper-parameters); pass config="
             )
         model_cfg = check_config_targets(found, f"{path} (hyper-parameters)", trust_config=trust_config)
-    model = build_unloaded(model_cfg, path)
+    model = build_unloaded(model_cfg, path, budget=config is None or not isinstance(config, Mapping))
     try:
         load_nvsubquadratic_checkpoint(model, checkpoint, ema=ema)
     except ValueError as error:
@@ -304,9 +323,16 @@ def _config_tree(config: Any, trust_config: bool) -> Any:
     return config["model"] if TARGET_KEY not in config and "model" in config else config
 
 
-def build_unloaded(model_cfg: Any, source: Any) -> ViT5ClassificationNet:
-    """The network ``model_cfg`` builds (an error naming ``source`` if it is not a vit5 network)."""
-    model = instantiate(resolve(model_cfg) if isinstance(model_cfg, Mapping) else model_cfg)
+def build_unloaded(model_cfg: Any, source: Any, *, budget: bool = True) -> ViT5ClassificationNet:
+    """The network ``model_cfg`` builds (an error naming ``source`` if it is not a vit5 network).
+
+    ``budget``: the config was read from a file or download, so its size is checked first
+    (:func:`vit5.networks.budget.check_network_budget`); a caller's own config tree is not.
+    """
+    tree = resolve(model_cfg) if isinstance(model_cfg, Mapping) else model_cfg
+    if budget:
+        check_network_budget(tree, str(source))
+    model = instantiate(tree)
     if not isinstance(model, ViT5ClassificationNet):
         raise CheckpointError(
             f"{source}: the config builds a {type(model).__name__}, expected a ViT5ClassificationNet"
@@ -314,9 +340,11 @@ def build_unloaded(model_cfg: Any, source: Any) -> ViT5ClassificationNet:
     return model
 
 
-def build_loaded(model_cfg: Any, state: Mapping[str, torch.Tensor], source: Any) -> ViT5ClassificationNet:
+def build_loaded(
+    model_cfg: Any, state: Mapping[str, torch.Tensor], source: Any, *, budget: bool = True
+) -> ViT5ClassificationNet:
     """The eval-mode network ``model_cfg`` builds, holding ``state`` (every key checked)."""
-    model = build_unloaded(model_cfg, source)
+    model = build_unloaded(model_cfg, source, budget=budget)
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     wrong = [f"{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}"
@@ -336,10 +364,12 @@ def _pretrained_from(
     """``pretrained_cfg`` from a file: as recorded by convert/export, else from a run's data spec."""
     digest = file_digest(source)
     if isinstance(stored, Mapping):
-        try:
-            return updated_pretrained_cfg(stored, source=str(source), sha256=digest)
+        try:  # bounded and matched to the network (channels, one class name per logit)
+            checked = check_pretrained_cfg(stored, str(source), in_channels=model.in_channels,
+                                           num_classes=model.num_classes)  # fmt: skip
+            return updated_pretrained_cfg(checked, source=str(source), sha256=digest)
         except (KeyError, TypeError, ValueError) as error:
-            raise CheckpointError(f"{source}: damaged pretrained_cfg metadata ({error})") from None
+            raise CheckpointError(str(error) if str(source) in str(error) else f"{source}: {error}") from None
     cfg = default_pretrained_cfg(model.image_size, model.in_channels, model.num_classes)
     if data.get("mean") and data.get("std"):
         cfg.update(mean=[float(v) for v in data["mean"]], std=[float(v) for v in data["std"]],

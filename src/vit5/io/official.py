@@ -17,6 +17,7 @@ import torch
 
 from vit5.config import LazyConfig, instantiate
 from vit5.io.weights_file import read_weights_file
+from vit5.networks.budget import check_network_budget
 from vit5.networks.official import (
     OFFICIAL_VARIANTS,
     official_layout,
@@ -154,6 +155,7 @@ def build_official(
     checkpoint_classes = official_layout(official).num_classes
     new_head = num_classes is not None and num_classes != checkpoint_classes
     cfg = official_model_config(official, num_classes if new_head else None)
+    check_network_budget(cfg, "the official checkpoint")  # its tensors are real; a huge grid is not free
     model = instantiate(cfg)
     state = official_to_vit5(official)
     if new_head:  # official_layout checked every key: only the (freshly initialised) head is left out

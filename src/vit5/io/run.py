@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from vit5._io import atomic_write, atomic_write_text, fsync_directory
+from vit5._io import atomic_write, atomic_write_text, contained_path, fsync_directory
 from vit5.io.weights_file import (
     FORMAT,
     CheckpointError,
@@ -62,6 +62,7 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS, EMA_WEIGHTS, STATE, META = "model.safetensors", "ema.safetensors", "state.pt", "meta.json"
 CHECKPOINTS_DIR = "checkpoints"
+MAX_META_BYTES = 64 << 20
 #: Which checkpoint of a run loading the weights tries first (``vit5 eval RUN``), and resuming.
 LOAD_ORDER = ("best", "last", "prev")
 RESUME_ORDER = ("last", "prev")
@@ -148,7 +149,11 @@ def read_meta(path: str | os.PathLike, *, strict_format: bool = True) -> dict[st
     if not meta_path.is_file():
         raise CheckpointError(f"{path}: not a vit5 checkpoint directory (no {META})")
     try:
+        if meta_path.stat().st_size > MAX_META_BYTES:
+            raise ValueError(f"{meta_path.stat().st_size} bytes, more than a checkpoint record needs")
         meta = json.loads(meta_path.read_text())
+    except RecursionError:
+        raise CheckpointError(f"{meta_path}: damaged (nested too deeply)") from None
     except (OSError, ValueError) as error:
         raise CheckpointError(f"{meta_path}: damaged ({error})") from error
     if not isinstance(meta, dict):
@@ -167,7 +172,10 @@ def verify_checkpoint(path: str | os.PathLike, meta: dict[str, Any], names: Any 
     for name, digest in (meta.get("files") or {}).items():
         if names is not None and name not in names:
             continue
-        file = Path(path) / name
+        try:
+            file = contained_path(path, name, f"{Path(path) / META}: file")
+        except ValueError as error:
+            raise CheckpointError(str(error)) from None
         if not file.is_file():
             raise CheckpointError(f"{file}: missing from the checkpoint")
         if file_digest(file) != digest:

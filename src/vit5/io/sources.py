@@ -267,10 +267,9 @@ def _download(
     except hub_errors.HfHubHTTPError as error:
         status = error.response.status_code if error.response is not None else "?"
         raise CheckpointError(f"{label}: the Hub answered HTTP {status}") from None
-    except (OSError, ValueError) as error:
-        raise CheckpointError(
-            f"{label}: download failed ({type(error).__name__}: {str(error).splitlines()[0]})"
-        ) from None
+    except Exception as error:  # httpx protocol errors, OSError, ...: one line naming the source
+        text = str(error).splitlines()[0] if str(error) else ""
+        raise CheckpointError(f"{label}: download failed ({type(error).__name__}: {text})") from None
 
 
 def _digest_problem(path: str | os.PathLike, sha256: str | None) -> str | None:

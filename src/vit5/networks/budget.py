@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -36,6 +38,7 @@ __all__ = [
     "MAX_CONFIG_NODES",
     "BudgetError",
     "activation_bytes",
+    "budget_limits",
     "check_network_budget",
     "activation_budget_gib",
     "params_budget",
@@ -54,6 +57,30 @@ _FLAG_ACTIVATIONS = "--max-activation-gib / max_activation_gib= / VIT5_MAX_ACTIV
 
 class BudgetError(ValueError):
     """A network described by a file is larger than the budget (the message gives both numbers)."""
+
+
+#: The budgets a caller set for the loads it runs (:func:`budget_limits`); ``None``: the defaults.
+_LIMITS: ContextVar[tuple[Any, Any]] = ContextVar("vit5_budget_limits", default=(None, None))
+
+
+@contextmanager
+def budget_limits(
+    max_params: float | int | None = None, max_activation_gib: float | None = None
+) -> Iterator[None]:
+    """Within the block, networks described by files are checked against these budgets.
+
+    This is how ``vit5.load_model(..., max_params=...)`` and ``--max-params`` reach every loader
+    without each format's reader taking the keywords. ``None`` keeps the enclosing (or default)
+    budget. The values are checked on entry.
+    """
+    outer = _LIMITS.get()
+    params = outer[0] if max_params is None else params_budget(max_params)
+    activations = outer[1] if max_activation_gib is None else activation_budget_gib(max_activation_gib)
+    token = _LIMITS.set((params, activations))
+    try:
+        yield
+    finally:
+        _LIMITS.reset(token)
 
 
 def _number(value: Any, name: str, env: str, default: float) -> float:
@@ -154,9 +181,10 @@ def check_network_budget(
     Args:
         config: The network config (a tree of recorded calls, resolved) that is about to be built.
         source: The file or download it came from, for the message.
-        max_params: Parameter budget (``None``: ``$VIT5_MAX_PARAMS`` or 4e9).
-        max_activation_gib: Batch-1 activation budget in GiB (``None``: ``$VIT5_MAX_ACTIVATION_GIB``
-            or 32).
+        max_params: Parameter budget (``None``: the enclosing :func:`budget_limits`, else
+            ``$VIT5_MAX_PARAMS``, else 4e9).
+        max_activation_gib: Batch-1 activation budget in GiB (``None``: the enclosing
+            :func:`budget_limits`, else ``$VIT5_MAX_ACTIVATION_GIB``, else 32).
 
     Returns:
         The network's parameter count.
@@ -164,7 +192,9 @@ def check_network_budget(
     Raises:
         BudgetError: Over a budget; the message gives the numbers and the flag that raises it.
     """
-    limit = params_budget(max_params), activation_budget_gib(max_activation_gib)
+    scoped = _LIMITS.get()
+    limit = (params_budget(scoped[0] if max_params is None else max_params),
+             activation_budget_gib(scoped[1] if max_activation_gib is None else max_activation_gib))  # fmt: skip
     tree = to_container(config) if not isinstance(config, (Mapping, list)) else config
     _structure(tree, source, limit[0])
     with torch.device("meta"):

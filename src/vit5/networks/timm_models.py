@@ -35,6 +35,7 @@ published names (:data:`vit5.networks.pretrained_cfg.PUBLISHED`) carry ``hf_hub_
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -42,7 +43,7 @@ from typing import Any
 import timm
 import torch
 from timm.layers import register_notrace_module
-from timm.models import build_model_with_cfg, generate_default_cfgs
+from timm.models import PretrainedCfg, build_model_with_cfg, generate_default_cfgs
 from timm.models import register_model as timm_register_model
 from torch import nn
 
@@ -226,6 +227,7 @@ def _entrypoint(preset: str, name: str) -> Any:
     def create(pretrained: bool = False, **kwargs: Any) -> TimmViT5:
         weights = None
         cache_dir = kwargs.pop("cache_dir", None)
+        kwargs["pretrained_cfg"] = timm_fields(kwargs.get("pretrained_cfg"))
         cfg = timm.models.resolve_pretrained_cfg(
             name,
             pretrained_cfg=kwargs.get("pretrained_cfg"),
@@ -268,6 +270,15 @@ def _entrypoint(preset: str, name: str) -> Any:
         f"timm entry point of the vit5 preset {preset!r} (timm keywords, see vit5.networks.timm_models)."
     )
     return create
+
+
+def timm_fields(cfg: Any) -> Any:
+    """A cfg dict without the keys timm's ``PretrainedCfg`` does not know (a saved vit5 model's
+    ``config.json`` also records vit5's ``class_names`` / ``class_descriptions``)."""
+    if not isinstance(cfg, Mapping):
+        return cfg
+    known = {f.name for f in dataclasses.fields(PretrainedCfg)}
+    return {key: value for key, value in cfg.items() if key in known}
 
 
 def _default_out_indices(preset: str, kwargs: dict[str, Any]) -> int:

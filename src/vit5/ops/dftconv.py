@@ -49,7 +49,7 @@ from typing import Any
 
 import torch
 
-from vit5.ops import native
+from vit5.ops import kernels, native
 from vit5.ops.fftplan import FFTConvPlan, apply_spectrum, kernel_spectrum
 from vit5.ops.recorded import recorded_vjp, recording
 
@@ -161,11 +161,7 @@ def _apply(m: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None) ->
     if out is None:
         out = x.new_empty(x.shape[0], m.shape[0], x.shape[2])
     if x.numel() > 0 and native.usable(x, out, any_layout=(m,)):
-        native.run(
-            "vit5_batched_matmul",
-            m.data_ptr(), m.shape[0], m.shape[1], m.stride(0), m.stride(1), x.data_ptr(), x.shape[2],
-            x.shape[0], out.data_ptr(), native.threads(),
-        )  # fmt: skip
+        kernels.batched_matmul_(m, x, out, native.threads())  # vit5::batched_matmul_
         return out
     return torch.matmul(m, x, out=out)
 
@@ -216,12 +212,7 @@ def _product(
     if a.dim() == 4 and a.shape[0] == out.shape[0] and native.usable(a, b, out):
         # The same operations in one pass, with the multiply-add fused as PyTorch's addcmul_ fuses
         # it: the same bits (tests/ops/test_dftconv.py).
-        n, f, _, r = a.shape
-        native.run(
-            "vit5_complex_product",
-            a.data_ptr(), b.data_ptr(), out.data_ptr(), n, f, r, int(b.shape[0] == 1), int(conjugate),
-            native.threads(),
-        )  # fmt: skip
+        kernels.complex_product_(a, b, out, conjugate)  # vit5::complex_product_
         return out
     a_re, a_im = a.select(-2, 0), a.select(-2, 1)
     b_re, b_im = b.select(-2, 0), b.select(-2, 1)
@@ -235,10 +226,7 @@ def _product(
 def _add_product_sum(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     """``acc [1, F1', 2, R] += sum_i a[i] * conj(b[i])`` over the rows of ``[n, F1', 2, R]`` spectra."""
     if native.usable(acc, a, b):
-        n, f, _, r = a.shape
-        native.run(
-            "vit5_complex_product_sum", a.data_ptr(), b.data_ptr(), acc.data_ptr(), n, f, r, native.threads()
-        )
+        kernels.complex_product_sum_(a, b, acc, native.threads())  # vit5::complex_product_sum_
         return
     acc.add_(_product(a, b, conjugate=True).sum(dim=0, keepdim=True))
 

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import torch
 
-from vit5.ops import native
+from vit5.ops import kernels, native
 from vit5.ops.fftplan import FFTConvPlan
 
 __all__ = [
@@ -107,27 +107,7 @@ def spectrum(kernel: torch.Tensor, plan: FFTConvPlan) -> torch.Tensor:
     """
     (f_h, f_w), (s_h, s_w) = fused_sizes(plan), plan.starts
     taps = kernel[0].detach().float()  # (C, K_h, K_w), any strides
-    channels = taps.shape[0]
-    out = torch.empty(
-        -(-channels // GROUP),
-        spectrum_entries((f_h, f_w)),
-        4,
-        GROUP // 2,
-        dtype=torch.float32,
-        device=kernel.device,
-    )
-    threads = native.threads()
-    work = torch.empty(threads * f_h * f_w * 2 * GROUP, dtype=torch.float32, device=kernel.device)
-    status = native.run(
-        "vit5_fft_kernel_spectrum",
-        taps.data_ptr(), channels, *taps.shape[1:], *taps.stride(), s_h, s_w, f_h, f_w,
-        out.data_ptr(), work.data_ptr(), threads,
-    )  # fmt: skip
-    if status != 0:
-        raise ValueError(
-            f"vit5_fft_kernel_spectrum does not take FFT sizes {(f_h, f_w)} for taps {plan.taps}"
-        )
-    return out
+    return kernels.fft_kernel_spectrum(taps, s_h, s_w, f_h, f_w)  # vit5::fft_kernel_spectrum
 
 
 def convolve(
@@ -162,22 +142,11 @@ def convolve(
             f"spectrum must be [{groups}, {entries}, 4, 8] contiguous for {channels} channels, "
             f"got {tuple(spec.shape)}"
         )
-    out = torch.empty(x.shape, dtype=torch.float32, device=x.device)
     if shortcut is not None:
         shortcut = shortcut.detach().to(torch.float32).contiguous()
         if shortcut.shape != (channels,):
             raise ValueError(f"shortcut must have shape [{channels}], got {tuple(shortcut.shape)}")
-    threads = native.threads()
-    work = torch.empty(threads * f_h * f_w * 2 * GROUP, dtype=torch.float32, device=x.device)
-    status = native.run(
-        "vit5_fft_conv2d",
-        x.data_ptr(), batch, n_h, n_w, channels, x.stride(0), x.stride(1), x.stride(2),
-        spec.data_ptr(), f_h, f_w, shortcut.data_ptr() if shortcut is not None else None,
-        out.data_ptr(), out.stride(0), out.stride(1), out.stride(2), work.data_ptr(), threads,
-    )  # fmt: skip
-    if status != 0:
-        raise ValueError(f"vit5_fft_conv2d does not take FFT sizes {(f_h, f_w)} for a {plan.signal} signal")
-    return out
+    return kernels.fft_conv2d(x, spec, f_h, f_w, shortcut)  # vit5::fft_conv2d
 
 
 def kernel_gradient(
@@ -200,17 +169,7 @@ def kernel_gradient(
         raise ValueError(
             f"grad must be fp32 {tuple(x.shape)} with contiguous channels, got {tuple(grad.shape)}"
         )
-    out = torch.empty_like(kernel, dtype=torch.float32)
-    taps = out[0]  # (C, K_h, K_w)
-    threads = native.threads()
-    work = torch.empty(threads * 3 * f_h * f_w * 2 * GROUP, dtype=torch.float32, device=x.device)
-    status = native.run(
-        "vit5_fft_conv2d_kernel_grad",
-        x.data_ptr(), grad.data_ptr(), batch, n_h, n_w, channels, *x.stride()[:3], *grad.stride()[:3],
-        *plan.starts, f_h, f_w, taps.data_ptr(), *taps.shape[1:], *taps.stride(), work.data_ptr(), threads,
-    )  # fmt: skip
-    if status != 0:
-        raise ValueError(
-            f"vit5_fft_conv2d_kernel_grad does not take FFT sizes {(f_h, f_w)} for taps {plan.taps}"
-        )
+    out = kernels.fft_conv2d_kernel_grad(
+        x, grad, *plan.starts, f_h, f_w, kernel
+    )  # vit5::fft_conv2d_kernel_grad
     return out.to(kernel.dtype)

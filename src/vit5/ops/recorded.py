@@ -44,6 +44,11 @@ def recorded_vjp(
         depend on that input.
     """
     with torch.enable_grad():
+        # Fresh alias nodes: the gradient with respect to an input must count only the paths
+        # through this expression, not those through another input computed from it (the
+        # residual update's x and branch = f(x)); the aliases keep the history for the next
+        # differentiation.
+        inputs = [t.view_as(t) if t is not None else None for t in inputs]
         outputs = expression(*inputs)
     outputs = outputs if isinstance(outputs, tuple) else (outputs,)
     grads = (grads,) if isinstance(grads, torch.Tensor) else tuple(grads)

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from vit5.ops import native
+from vit5.ops import kernels, native
+from vit5.ops.kernels import rms_norm_reference
 from vit5.ops.recorded import recorded_vjp, recording
 
 __all__ = ["rms_norm", "rms_norm_reference"]
@@ -32,11 +33,6 @@ def _normalise(u: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]
     """``(u * r, r)`` with ``r = rsqrt(mean(u^2, -1) + eps)`` (``[..., 1]``)."""
     r = torch.rsqrt(u.pow(2).mean(dim=-1, keepdim=True) + eps)
     return u * r, r
-
-
-def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """:func:`rms_norm` as plain PyTorch ops through autograd (the formula, in its op order)."""
-    return (weight * _normalise(x.float(), eps)[0]).to(x.dtype)
 
 
 def _recorded_backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
@@ -85,56 +81,6 @@ class _RMSNorm(torch.autograd.Function):
         return grad_x, grad_weight, None
 
 
-def _forward_kernel(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The fused forward: ``(y, r)``, ``y`` contiguous, ``r`` ``[..., 1]``."""
-    y = torch.empty(x.shape, dtype=x.dtype)
-    r = torch.empty((*x.shape[:-1], 1), dtype=torch.float32)
-    rows, d = x.numel() // x.shape[-1], x.shape[-1]
-    native.run(
-        "vit5_rms_forward",
-        x.data_ptr(), *native.row_blocks(x), weight.data_ptr(), y.data_ptr(), r.data_ptr(), rows, d, eps,
-        native.threads(),
-    )  # fmt: skip
-    return y, r
-
-
-class _RMSNormKernel(torch.autograd.Function):
-    """:class:`_RMSNorm` with both passes in the fused C kernels (fp32 CPU only)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-        y, r = _forward_kernel(x, weight, eps)
-        ctx.save_for_backward(x, weight, r)
-        ctx.eps = eps
-        return y
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        if recording():
-            return _recorded_backward(ctx, grad)
-        x, weight, r = ctx.saved_tensors
-        grad = grad.contiguous().float()
-        need_x, need_w = ctx.needs_input_grad[:2]
-        grad_x = torch.empty(x.shape, dtype=x.dtype) if need_x else None
-        grad_weight = torch.empty_like(weight) if need_w else None
-        status = native.run(
-            "vit5_rms_backward",
-            x.data_ptr(),
-            *native.row_blocks(x),
-            weight.data_ptr(),
-            r.data_ptr(),
-            grad.data_ptr(),
-            grad_x.data_ptr() if need_x else None,
-            grad_weight.data_ptr() if need_w else None,
-            x.numel() // x.shape[-1],
-            x.shape[-1],
-            native.threads(),
-        )
-        if status != 0:
-            raise MemoryError("rms_norm backward: the fused kernel could not allocate its scratch memory")
-        return grad_x, grad_weight, None
-
-
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """``weight * x / sqrt(mean(x^2, -1) + eps)``, statistics in fp32, result in ``x.dtype``.
 
@@ -142,7 +88,5 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     module doc; fused C kernels on eager CPU fp32 tensors, PyTorch ops otherwise.
     """
     if x.numel() > 0 and weight.shape == x.shape[-1:] and native.usable(weight, strided=(x,)):
-        if torch.is_grad_enabled():
-            return _RMSNormKernel.apply(x, weight, eps)
-        return _forward_kernel(x, weight, eps)[0]
+        return kernels.rms_norm(x, weight, eps)[0]  # vit5::rms_norm (with autograd when enabled)
     return _RMSNorm.apply(x, weight, eps)[0]

@@ -20,12 +20,9 @@ CPU fp32 tensors :func:`apply_rope` runs the rotation and its backward as one pa
 
 from __future__ import annotations
 
-import functools
-from typing import Any
-
 import torch
 
-from vit5.ops import native
+from vit5.ops import kernels, native
 
 ROPE_IMPLS = ("nvsubquadratic", "interleaved")
 
@@ -85,58 +82,10 @@ def apply_rope(u: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, impl: str)
         and not (cos.requires_grad or sin.requires_grad)
         and native.usable(cos, sin, strided=(u,))
     ):
-        if torch.is_grad_enabled() and u.requires_grad:
-            return _RopeKernel.apply(u, cos, sin, impl)
-        return _rope_kernel(u, cos, sin, impl, transpose=False)
+        return kernels.rope(u, cos, sin, impl, False)  # vit5::rope (with autograd when enabled)
     x = u.float()
     cos, sin = cos[:, None, :], sin[:, None, :]  # (T, 1, hd)
     return (x * cos + rotate(x, impl) * sin).to(u.dtype)
-
-
-@functools.cache
-def _partner_tables(head_dim: int, impl: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(partner, sign)``: ``rot(u)[c] = sign[c] * u[partner[c]]`` (int32 and fp32 ``[hd]``)."""
-    partner = swap_partners(torch.arange(head_dim, dtype=torch.float32), impl).to(torch.int32)
-    return partner.contiguous(), rotation_signs(head_dim, impl).contiguous()
-
-
-def _rope_kernel(
-    u: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, impl: str, transpose: bool
-) -> torch.Tensor:
-    """``vit5_rope`` on ``u`` ``[..., T, H, hd]`` (rows in two levels): the rotation, or with
-    ``transpose`` its adjoint (the backward pass). Contiguous fp32 result."""
-    head_dim = u.shape[-1]
-    partner, sign = _partner_tables(head_dim, impl)
-    out = torch.empty(u.shape, dtype=torch.float32)
-    native.run(
-        "vit5_rope",
-        u.data_ptr(), *native.row_blocks(u), cos.data_ptr(), sin.data_ptr(), partner.data_ptr(),
-        sign.data_ptr(), out.data_ptr(), u.numel() // max(head_dim, 1), head_dim, u.shape[-2], u.shape[-3],
-        int(transpose), native.threads(),
-    )  # fmt: skip
-    return out
-
-
-class _RopeKernel(torch.autograd.Function):
-    """:func:`apply_rope` with both passes in the ``vit5_rope`` kernel (fp32 CPU)."""
-
-    @staticmethod
-    def forward(ctx: Any, u: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, impl: str) -> torch.Tensor:
-        ctx.save_for_backward(cos, sin)
-        ctx.impl = impl
-        return _rope_kernel(u, cos, sin, impl, transpose=False)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        cos, sin = ctx.saved_tensors
-        if torch.is_grad_enabled():  # create_graph: PyTorch ops autograd can record
-            # rot's adjoint: rot^T(v)[j] = sign[p] v[p] with p = partner[j], i.e. swap(sign * v)
-            signs = rotation_signs(grad.shape[-1], ctx.impl, grad.device)
-            cos, sin = cos[:, None, :], sin[:, None, :]  # (T, 1, hd)
-            return grad * cos + swap_partners(signs * (grad * sin), ctx.impl), None, None, None
-        if not native.usable(strided=(grad,)):
-            grad = grad.contiguous().float()
-        return _rope_kernel(grad, cos, sin, ctx.impl, transpose=True), None, None, None
 
 
 def swap_partners(u: torch.Tensor, impl: str) -> torch.Tensor:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from vit5._extras import require
 from vit5._io import atomic_write_text
 from vit5.config import save_config, to_container
 from vit5.data import SPLIT_FILE, DataSpec, build_datasets
@@ -38,13 +39,20 @@ from vit5.train.distributed import (
     setup_distributed,
 )
 from vit5.train.evaluate import check_labels, evaluate
-from vit5.train.finetune import describe_architecture, freeze_backbone, init_from_pretrained, load_pretrained
+from vit5.train.finetune import freeze_backbone, init_from_pretrained, load_pretrained
 from vit5.train.losses import build_criterion
-from vit5.train.metrics import MetricsLog, plot_curves
+from vit5.train.metrics import MetricsLog, plot_confusion, plot_curves
 from vit5.train.optim import build_optimizer, build_scheduler
+from vit5.train.progress import progress_bar, use_bars
 from vit5.train.recipes import build_model, finalize, validate_run_config
+from vit5.train.summary import run_summary
+from vit5.train.tracking import Trackers, parse_trackers
 
 logger = logging.getLogger("vit5.train")
+
+
+#: Steps after the first (whose one-off costs are left out) that the run's estimated time is measured over.
+PACE_STEPS = 3
 
 
 class NonFiniteLossError(RuntimeError):
@@ -59,13 +67,6 @@ def seed_all(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
-
-
-def _trainable(model: nn.Module) -> str:
-    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    if not frozen:
-        return ""
-    return f" ({sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable)"
 
 
 def _format_duration(seconds: float) -> str:
@@ -85,10 +86,13 @@ class Trainer:
         *,
         pretrained_state: Mapping[str, torch.Tensor] | None = None,
         trust_config: bool = False,
+        epochs: int | None = None,
     ) -> None:
-        """``pretrained_state``: the weights of ``train.finetune`` when the caller has read them
+        """``epochs``: with ``resume``, extend (or shorten) the run to this many epochs (see
+        :meth:`_extend`); ``pretrained_state``: the weights of ``train.finetune`` when the caller has read them
         already (else they are read from there when the run starts without a checkpoint);
         ``trust_config``: passed to the loader of ``train.finetune``."""
+        require("timm", "train", "vit5 train")  # EMA, mixup, LAMB, RandAugment
         self.trust_config = trust_config
         self.ctx: DistributedContext = setup_distributed(cfg["train"].get("device"))
         self.run_dir = Path(run_dir)
@@ -97,6 +101,7 @@ class Trainer:
         # (time, step) when this process's first step ended: the ETA counts from there, since the
         # first step pays one-off costs (torch.compile, data-loader start-up) that would inflate it.
         self.pace_origin: tuple[float, int] | None = None
+        self.pace_reported = False
         self.checkpoint = None
         if resume:
             if has_checkpoint(self.run_dir):
@@ -135,6 +140,8 @@ class Trainer:
             self.model.set_grad_checkpointing(True)
         self.optimizer = build_optimizer(self.model, self.cfg.optim)
         self._build_loaders()
+        if epochs is not None and epochs != self.cfg.schedule.epochs:
+            self._extend(int(epochs))
         self.total_steps = self.steps_per_epoch * self.cfg.schedule.epochs
         warmup = int(round(float(self.cfg.schedule.warmup_epochs) * self.steps_per_epoch))
         schedule = self.cfg.schedule
@@ -145,6 +152,7 @@ class Trainer:
         self.scheduler = build_scheduler(
             self.optimizer, self.total_steps, warmup, min_lr_ratio,
             name=schedule.get("name", "cosine"), stable_fraction=float(schedule.get("stable_fraction", 0.8)),
+            extensions=schedule.get("extensions"),
         )  # fmt: skip
         self.ema = None
         if float(self.cfg.train.ema_decay) > 0:
@@ -180,9 +188,34 @@ class Trainer:
             save_config(self.cfg, self.run_dir / "config.yaml")
             if resume:  # forget rows of epochs that will be trained again
                 self.metrics.truncate(self.epoch)
+        names = parse_trackers(self.cfg.train.get("log")) if self.ctx.is_main else []
+        self.trackers = Trackers(names, self.run_dir, to_container(self.cfg), start_step=self.step)
+        self.grad_norm = float("nan")
 
     # ------------------------------------------------------------------------------------------
     # Setup
+
+    def _extend(self, epochs: int) -> None:
+        """Continue the run to ``epochs`` epochs: the schedule records where it changed (its step and
+        the old end, ``schedule.extensions``) so that the LR continues from its value there; the
+        earlier ``config.yaml`` and ``summary.json`` are kept as ``*.epochs-<old>.*``."""
+        old = int(self.cfg.schedule.epochs)
+        done = self.checkpoint.state["progress"]["epoch"] if self.checkpoint is not None else 0
+        if epochs <= done:
+            raise ValueError(
+                f"--epochs {epochs}: the run has done {done} epochs already; give more to extend it"
+            )
+        step = self.checkpoint.state["progress"]["step"] if self.checkpoint is not None else 0
+        if step:
+            self.cfg.schedule.extensions = [*(self.cfg.schedule.get("extensions") or []),
+                                            [step, self.steps_per_epoch * old]]  # fmt: skip
+        self.cfg.schedule.epochs = epochs
+        if self.ctx.is_main:
+            for name in ("config.yaml", "summary.json"):
+                path = self.run_dir / name
+                if path.is_file():
+                    path.replace(path.with_name(f"{path.stem}.epochs-{old}{path.suffix}"))
+        logger.info("extending the run from %d to %d epochs at step %d", old, epochs, step)
 
     def _check_data_matches(self) -> None:
         data = self.cfg.data
@@ -345,8 +378,11 @@ class Trainer:
             )
         else:
             clip = float(self.cfg.optim.get("clip_grad") or 0)
-            if clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            if (
+                clip > 0 or self.trackers
+            ):  # the trackers get the gradient norm (clipped at infinity: unchanged)
+                norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
+                self.grad_norm = float(norm)
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.model, step=self.step)
@@ -358,6 +394,17 @@ class Trainer:
         self.model.train()
         self.sampler.set_epoch(self.epoch, start_batch=self.batch_in_epoch)
         self.train_set.set_epoch(self.epoch)
+        bar = None
+        if self.ctx.is_main and use_bars():  # a terminal: a bar with rate, ETA and loss instead of log lines
+            bar = progress_bar(self.steps_per_epoch, f"epoch {self.epoch + 1}/{self.cfg.schedule.epochs}",
+                               initial=self.batch_in_epoch // self.accumulate)  # fmt: skip
+        try:
+            return self._train_batches(bar)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def _train_batches(self, bar: Any) -> dict[str, float]:
         images_seen, last_log, epoch_start = 0, time.time(), time.time()
         rate_origin: tuple[float, int] | None = None  # (time, images) after the epoch's first step
         pending: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -379,11 +426,23 @@ class Trainer:
                 rate_origin = (time.time(), images_seen)
             if self.pace_origin is None:
                 self.pace_origin = (time.time(), self.step)
+            elif not self.pace_reported and self.step - self.pace_origin[1] >= PACE_STEPS:
+                self._report_pace()
             done_in_epoch = self.batch_in_epoch // self.accumulate
+            if self.trackers and self.step % int(self.cfg.train.get("log_every_steps") or 10) == 0:
+                elapsed = max(time.time() - epoch_start, 1e-9)
+                self.trackers.scalars({"train/loss": step_loss / max(step_count, 1),
+                                       "train/lr": self.optimizer.param_groups[0]["lr"],
+                                       "train/grad_norm": self.grad_norm,
+                                       "train/images_per_second": images_seen / elapsed}, self.step)  # fmt: skip
+            if bar is not None:
+                bar.set_postfix(loss=f"{self.epoch_totals[0] / max(self.epoch_totals[2], 1):.4f}",
+                                lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", refresh=False)  # fmt: skip
+                bar.update(1)
             if done_in_epoch >= self.steps_per_epoch:
                 break
             now = time.time()
-            if now - last_log >= float(self.cfg.train.log_every_seconds):
+            if bar is None and now - last_log >= float(self.cfg.train.log_every_seconds):
                 loss = self.epoch_totals[0] / max(self.epoch_totals[2], 1)
                 origin_time, origin_images = rate_origin
                 if images_seen > origin_images and now > origin_time:
@@ -403,6 +462,16 @@ class Trainer:
             "train_loss": loss_sum / max(count, 1),
             "train_acc": correct / max(count, 1) if self.mixup is None else float("nan"),
         }
+
+    def _report_pace(self) -> None:
+        """Once, a few steps after the first: the measured time per step and the time the run needs."""
+        self.pace_reported = True
+        if not self.ctx.is_main or self.pace_origin is None:
+            return
+        seconds_per_step = (time.time() - self.pace_origin[0]) / max(1, self.step - self.pace_origin[1])
+        logger.info("%.3f s per step over the first steps: %s for the %d steps left (evaluation not included)",
+                    seconds_per_step, _format_duration((self.total_steps - self.step) * seconds_per_step),
+                    self.total_steps - self.step)  # fmt: skip
 
     def _log_progress(self, done: int, rate: float, loss: float) -> None:
         if not self.ctx.is_main:
@@ -425,25 +494,16 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         epochs = self.cfg.schedule.epochs
         if self.ctx.is_main:
-            params = sum(p.numel() for p in self.model.parameters())
-            train = self.cfg.train
-            if train.get("finetune"):
-                sha = train.get("finetune_sha256")
-                origin = (f"fine-tuned from {train.finetune}{' (EMA weights)' if train.get('finetune_ema') else ''}"
-                          f"{f', sha256 {sha[:12]}...' if sha else ''}")  # fmt: skip
-                origin += "".join(f"; {note}" for note in self.finetune_notes)
-            else:
-                origin = "from random initialisation"
-            logger.info("run %s: %s, %s; %s (%d train / %d test images), %s parameters%s, %d steps/epoch x %d "
-                        "epochs", self.run_dir, describe_architecture(self.model), origin, self.spec.name,
-                        len(self.train_set), len(self.test_set), f"{params:,}", _trainable(self.model),
-                        self.steps_per_epoch, epochs)  # fmt: skip
+            for line in run_summary(self):
+                logger.info("%s", line)
         row: dict[str, Any] = {}
         while self.epoch < epochs:
             epoch_start = time.time()
             stats = self.train_epoch()
             train_seconds = time.time() - epoch_start
-            result = evaluate(self.model, self.test_loader, self.spec.num_classes, self.ctx, self.precision)
+            label = "evaluate" if self.ctx.is_main else None
+            result = evaluate(self.model, self.test_loader, self.spec.num_classes, self.ctx, self.precision,
+                              confusion=bool(self.trackers), progress=label)  # fmt: skip
             ema_acc = float("nan")
             if self.ema is not None:
                 ema_acc = evaluate(
@@ -465,6 +525,7 @@ class Trainer:
                 # "best" before "last": a kill between the two resumes from the previous "last",
                 # which redoes the epoch and writes both again
                 self.save(("best", "last") if improved else ("last",))
+                self._track_epoch(row, result)
                 ema_text = f"  test acc (EMA) {ema_acc:.4f}" if self.ema is not None else ""
                 images = self.steps_per_epoch * self.accumulate * self.sampler.global_batch
                 eta = (epochs - self.epoch) * (time.time() - epoch_start)
@@ -485,6 +546,20 @@ class Trainer:
             "seconds": round(self.elapsed(), 2),
         }
 
+    def _track_epoch(self, row: dict[str, Any], result: Any) -> None:
+        """The epoch's validation metrics, curves and confusion matrix for the trackers."""
+        if not self.trackers:
+            return
+        self.trackers.scalars({"val/top1": row["test_acc"], "val/top5": row["test_acc5"], "val/loss": row["test_loss"],
+                               "val/top1_ema": row["test_acc_ema"], "train/epoch_loss": row["train_loss"],
+                               "epoch": row["epoch"]}, self.step)  # fmt: skip
+        self.trackers.image("curves", self.run_dir / "curves.png", self.step)
+        if result.confusion is not None and self.spec.num_classes <= 100:
+            names = self.spec.class_names or [str(i) for i in range(self.spec.num_classes)]
+            path = plot_confusion(result.confusion, names, self.run_dir / "confusion.png",
+                                  title=f"{self.spec.name}: epoch {self.epoch}, top-1 {result.top1:.4f}")  # fmt: skip
+            self.trackers.image("confusion", path, self.step)
+
     def _last_row_value(self, key: str) -> float | None:
         if self.metrics is None or not self.metrics.rows:
             return None
@@ -499,15 +574,22 @@ def train(
     *,
     pretrained_state: Mapping[str, torch.Tensor] | None = None,
     trust_config: bool = False,
+    epochs: int | None = None,
 ) -> dict[str, Any]:
     """Train a run config into ``run_dir`` (or continue it with ``resume=True``); returns the summary.
-    ``pretrained_state`` / ``trust_config``: see :class:`Trainer`."""
+    ``pretrained_state`` / ``trust_config`` / ``epochs``: see :class:`Trainer`."""
     trainer = Trainer(
-        cfg, Path(run_dir), resume=resume, pretrained_state=pretrained_state, trust_config=trust_config
+        cfg,
+        Path(run_dir),
+        resume=resume,
+        pretrained_state=pretrained_state,
+        trust_config=trust_config,
+        epochs=epochs,
     )
     try:
         summary = trainer.fit()
     finally:
+        trainer.trackers.close()
         cleanup_distributed()
     if trainer.ctx.is_main:
         nan_free = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}

@@ -263,6 +263,7 @@ def build_scheduler(
     min_lr_ratio: float,
     name: str = "cosine",
     stable_fraction: float = 0.8,
+    extensions: list | None = None,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A per-optimizer-step :class:`LambdaLR`: :func:`warmup_cosine` (``"cosine"``) or
     :func:`warmup_stable_decay` (``"wsd"``); each group's LR is its own ``lr`` (with its
@@ -279,4 +280,44 @@ def build_scheduler(
         def multiplier(step: int) -> float:
             return warmup_cosine(step, total_steps, warmup_steps, min_lr_ratio)
 
+    if extensions:
+        multiplier = extended_multiplier(
+            name, total_steps, warmup_steps, min_lr_ratio, stable_fraction, extensions
+        )
     return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+
+
+def extended_multiplier(name: str, total_steps: int, warmup_steps: int, min_lr_ratio: float, stable_fraction: float,
+                        extensions: list) -> Any:  # fmt: skip
+    """The multiplier of a run extended (``--resume RUN --epochs N``) at steps ``s0`` whose schedule then
+    ended at ``T_old`` (``extensions``: ``[[s0, T_old], ...]`` in order): the LR continues from its value
+    at ``s0`` and follows the same shape to the new end. Where the new schedule already passes through
+    that value (warmup; WSD before its decay) it is the new schedule, so WSD moves its decay to the new
+    end; otherwise cosine decays from there to the floor (WSD: linearly)."""
+
+    def base(step: int, total: int) -> float:
+        if name == "wsd":
+            return warmup_stable_decay(step, total, warmup_steps, stable_fraction, min_lr_ratio)
+        return warmup_cosine(step, total, warmup_steps, min_lr_ratio)
+
+    ends = [int(total) for _, total in extensions[1:]] + [total_steps]
+    first = int(extensions[0][1])
+    function = lambda step: base(step, first)  # noqa: E731
+    for (start, _), end in zip(extensions, ends):
+        start = int(start)
+        value = function(start)
+        if abs(base(start, end) - value) <= 1e-12 and function(max(0, start - 1)) == base(
+            max(0, start - 1), end
+        ):
+            function = lambda step, end=end: base(step, end)  # noqa: E731
+            continue
+
+        def tail(step: int, previous=function, start=start, end=end, value=value) -> float:
+            if step < start:
+                return previous(step)
+            progress = min(1.0, (step - start) / max(1, end - start))
+            shape = 1.0 - progress if name == "wsd" else 0.5 * (1.0 + math.cos(math.pi * progress))
+            return min_lr_ratio + (value - min_lr_ratio) * shape
+
+        function = tail
+    return function

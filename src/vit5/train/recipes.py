@@ -16,8 +16,10 @@ A run config is a tree with five sections; every key can be changed with a dotte
               that replaces min_lr_ratio when set), stable_fraction (wsd)
     train     seed, precision (fp32 | bf16), compile, loss (ce | bce), label_smoothing, mixup, cutmix,
               ema_decay, freeze (null | backbone), grad_checkpointing, finetune (the pretrained
-              weights: path or URL), finetune_ema, finetune_sha256, checkpointing and logging
-              intervals, skip_nonfinite, device
+              weights: path, published name, hf-hub: id or URL), finetune_ema, finetune_sha256 (and the
+              recorded finetune_resolved_url / finetune_revision), checkpointing and logging
+              intervals, skip_nonfinite, device, log (trackers: tensorboard, wandb, mlflow),
+              log_every_steps (how often the trackers get the training scalars)
 """
 
 from __future__ import annotations
@@ -187,6 +189,10 @@ def default_run_config(dataset: str = "digits", preset: str | None = None) -> Co
         finetune=None,
         finetune_ema=False,
         finetune_sha256=None,
+        finetune_resolved_url=None,  # recorded: the URL downloaded for train.finetune (after redirects)
+        finetune_revision=None,  # recorded: the Hub commit of train.finetune
+        log=None,
+        log_every_steps=10,
     )
     for section, values in (("data", data), ("optim", optim), ("schedule", schedule), ("train", train)):
         values.update(recipe[section])
@@ -195,10 +201,60 @@ def default_run_config(dataset: str = "digits", preset: str | None = None) -> Co
     )
 
 
-def load_python_config(path: str | os.PathLike, *, trust_config: bool = False) -> ConfigNode:
-    """Read a config file: Python, or YAML (``.yaml``/``.yml``, e.g. a run's ``config.yaml``).
+CONFIG_SUFFIXES = (".py", ".yaml", ".yml", ".json")
 
-    A YAML file holds the sections as top-level keys (as :func:`vit5.config.save_config` writes
+
+def config_file(value: str | os.PathLike) -> tuple[str, Path]:
+    """What a ``--config`` value names: ``("recipe" | "py" | "yaml" | "json", file)``.
+
+    A value with no ``/`` and no suffix names a packaged recipe (:mod:`vit5.recipes`); anything else
+    is a path whose final suffix (case-insensitive) is ``.py`` (code: it runs), ``.yaml``/``.yml`` or
+    ``.json`` (data: the YAML form's sections). Only ``.py`` files execute.
+
+    Raises:
+        ValueError: another suffix, trailing whitespace, or an unknown recipe name (one line).
+    """
+    text = os.fspath(value)
+    if text != text.rstrip() or text != text.lstrip():
+        raise ValueError(f"--config {text!r}: the name has leading or trailing whitespace")
+    path = Path(text)
+    if "/" not in text and os.sep not in text and path.suffix == "":
+        from vit5.recipes import recipe_path
+
+        return "recipe", recipe_path(text)
+    suffix = path.suffix.lower()
+    if suffix not in CONFIG_SUFFIXES:
+        raise ValueError(
+            f"--config {text!r}: expected a packaged recipe name (`vit5 list`) or a .py, .yaml, .yml or .json "
+            f"file, got the suffix {path.suffix or '(none)'!r}"
+        )
+    return {".py": "py", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}[suffix], path
+
+
+def read_data_config(kind: str, path: Path, *, trust_config: bool = False) -> ConfigNode:
+    """A ``.yaml``/``.yml``/``.json`` config file as a tree (data: never executed)."""
+    if kind == "yaml":
+        return load_config(path, trust_config=trust_config)
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: not a valid JSON config ({error})") from None
+    if not isinstance(data, Mapping):
+        raise ValueError(
+            f"{path}: a config file must hold a mapping at the top level, got {type(data).__name__}"
+        )
+    from vit5.config.registry import check_config_targets
+
+    return ConfigNode(check_config_targets(data, str(path), trust_config=trust_config))
+
+
+def load_python_config(path: str | os.PathLike, *, trust_config: bool = False) -> ConfigNode:
+    """Read a run config: a packaged recipe name, a Python file, or YAML / JSON (``.yaml``/``.yml``/
+    ``.json``, e.g. a run's ``config.yaml``); the rule is :func:`config_file`'s.
+
+    A YAML or JSON file holds the sections as top-level keys (as :func:`vit5.config.save_config` writes
     them). A Python file defines ``config`` (a full run config) or any of the sections ``model``, ``data``,
     ``optim``, ``schedule``, ``train`` as module-level names; missing sections come from the default
     recipe of ``data["dataset"]`` (default digits) and given sections are merged over it key by key
@@ -206,14 +262,14 @@ def load_python_config(path: str | os.PathLike, *, trust_config: bool = False) -
     such as ``model = dict(hidden_dim=96)`` changes the default preset's arguments).
 
     A Python config file is code and runs as such (as in detectron2): only use files you trust. A
-    YAML file is data: its ``__target__`` entries must be registered config targets
+    YAML or JSON file is data: its ``__target__`` entries must be registered config targets
     (:mod:`vit5.io.registry`) unless ``trust_config``.
     """
-    path = Path(path)
+    kind, path = config_file(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    if path.suffix.lower() in (".yaml", ".yml"):
-        namespace = {"config": load_config(path, trust_config=trust_config)}
+    if kind in ("yaml", "json"):
+        namespace = {"config": read_data_config(kind, path, trust_config=trust_config)}
     else:
         try:
             namespace = runpy.run_path(str(path))
@@ -283,6 +339,16 @@ def _is_number(value: Any) -> bool:
 def _is_randaugment(value: Any) -> bool:
     try:
         parse_randaugment(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _is_trackers(value: Any) -> bool:
+    from vit5.train.tracking import parse_trackers
+
+    try:
+        parse_trackers(value)
     except (TypeError, ValueError):
         return False
     return True
@@ -365,6 +431,8 @@ _SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "grad_checkpointing": (lambda v: isinstance(v, bool), "true or false"),
         "finetune": (lambda v: v is None or (isinstance(v, str) and v != ""), "None or a path or URL"),
         "finetune_ema": (lambda v: isinstance(v, bool), "true or false"),
+        "log": (_is_trackers, "None or tracker names: tensorboard, wandb, mlflow (comma-separated)"),
+        "log_every_steps": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
         "finetune_sha256": (
             lambda v: (
                 v is None

@@ -1,4 +1,4 @@
-"""The default digits run, written out: `vit5 train --config configs/digits_hybrid.py`.
+"""The default digits run, written out: `vit5 train --config digits_hybrid`.
 
 A config file defines any of the sections model / data / optim / schedule / train (or a whole
 `config`); missing sections and keys come from the dataset's default recipe. A `model` written

@@ -1,11 +1,11 @@
 """ViT-5-L ImageNet-1k pretraining, the official recipe (ViT-5 README / paper, DeiT-III style):
-`torchrun --nproc_per_node 8 -m vit5 train --config configs/vit5_l_pretrain.py --data-dir /data/imagenet`.
+`torchrun --nproc_per_node 8 -m vit5 train --config vit5_l_pretrain --data-dir /data/imagenet`.
 
 Numbers: 800 epochs, 5 warmup, cosine; global batch 2048 (256 x 8 GPUs); LAMB, lr not scaled by
 the batch size: 3e-3 (DeiT-III's value for B/L; S uses 4e-3); weight decay 0.05 (none on norms,
 LayerScale, tokens, biases); gradient clipping 1.0; bf16. Loss: binary cross-entropy
 (`--bce-loss`) on mixup 0.8 / cutmix 1.0 targets, no label smoothing. Data: B and L pretrain at
-192 px (then fine-tune with configs/vit5_l_finetune.py): random-resized crop + flip, 3-Augment
+192 px (then fine-tune with the vit5_l_finetune recipe): random-resized crop + flip, 3-Augment
 (grayscale / solarize / blur), colour jitter 0.3, repeated augmentation (3 copies), no
 RandAugment, no random erasing, bicubic. Stochastic depth 0.4 (DeiT-III's value for this size;
 S uses 0.05); EMA 0.99996.

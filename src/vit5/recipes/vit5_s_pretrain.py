@@ -1,5 +1,5 @@
 """ViT-5-S ImageNet-1k pretraining, the official recipe (ViT-5 README / paper, DeiT-III style):
-`torchrun --nproc_per_node 8 -m vit5 train --config configs/vit5_s_pretrain.py --data-dir /data/imagenet`.
+`torchrun --nproc_per_node 8 -m vit5 train --config vit5_s_pretrain --data-dir /data/imagenet`.
 
 Numbers: 800 epochs, 5 warmup, cosine; global batch 2048 (256 x 8 GPUs); LAMB lr 4e-3, not scaled
 by the batch size; weight decay 0.05 (none on norms, LayerScale, tokens, biases); gradient clipping

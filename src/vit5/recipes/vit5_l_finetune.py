@@ -1,5 +1,5 @@
 """ViT-5-L fine-tuning at 384 px from pretrained EMA weights, the official recipe:
-`torchrun --nproc_per_node 8 -m vit5 train --config configs/vit5_l_finetune.py --finetune PRETRAINED.pth --ema
+`torchrun --nproc_per_node 8 -m vit5 train --config vit5_l_finetune --finetune PRETRAINED.pth --ema
 --data-dir /data/imagenet` (PRETRAINED: an official checkpoint, a vit5 run or any file vit5.load_model reads).
 
 Numbers: start from the EMA weights (`--ema`), from 192/224 px weights; the official recipe fine-tunes B and L at 384 px; the network is built at
