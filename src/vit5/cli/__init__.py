@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from vit5._extras import MissingExtraError
 from vit5._text import terminal_text
 from vit5.cli.common import (
     _TRUST_HELP,
@@ -19,6 +20,7 @@ from vit5.cli.common import (
     _add_source_arguments,
     _int_at_least,
     add_budget_arguments,
+    log_traceback,
     setup_logging,
 )
 from vit5.cli.deploy import command_export
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vit5 {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # one error path: input, data and library errors alike
-        _log_traceback(error)
+        log_traceback(error)
         if debug:
             raise
         print(f"vit5 {args.command}: error: {terminal_text(_one_line(error, args))}", file=sys.stderr)
@@ -164,22 +166,13 @@ def _one_line(error: BaseException, args: argparse.Namespace) -> str:
         )
     elif isinstance(error, RecursionError):
         text = "the input is nested too deeply (or refers to itself)"
-    elif not isinstance(error, (UsageError, ValueError, TypeError, OSError)):
+    elif not isinstance(error, (UsageError, ValueError, TypeError, OSError, MissingExtraError)):
         text = f"{type(error).__name__}: {text}" if text else type(error).__name__
     source = getattr(args, "source", None)
     named = isinstance(error, (UsageError, ValueError)) or (isinstance(error, OSError) and error.filename)
     if source and str(source) not in text and not named:
         text = f"{source}: {text}"
     return text
-
-
-def _log_traceback(error: BaseException) -> None:
-    """Write the traceback to the run's ``log.txt`` when the command logs to one."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            record = logging.LogRecord("vit5", logging.ERROR, __file__, 0, "failed: %s", (error,),
-                                       (type(error), error, error.__traceback__))  # fmt: skip
-            handler.handle(record)
 
 
 if __name__ == "__main__":

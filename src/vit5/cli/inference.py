@@ -131,7 +131,7 @@ def command_eval(args: argparse.Namespace) -> int:
     device = _device(args.device)
     loader = torch.utils.data.DataLoader(test_set, batch_size=args.batch_size, num_workers=args.workers)
     result = evaluate(model.to(device), loader, model.num_classes, DistributedContext(device=device),
-                      precision=args.precision, confusion=True)  # fmt: skip
+                      precision=args.precision, confusion=True, progress="eval")  # fmt: skip
     out = _eval_out_dir(args)
     make_directory(out, "the output directory")
     origin = (
