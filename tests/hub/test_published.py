@@ -26,7 +26,8 @@ out["timm_cfg"] = [t.pretrained_cfg["hf_hub_id"], t.pretrained_cfg["hf_hub_filen
 h = vit5.create_model("vit5_small_patch16_224", pretrained=True, num_classes=7, cache_dir={cache!r})
 out["head"] = [h.num_classes, h.pretrained_cfg["class_names"], torch.equal(h.patch_embed.weight, m.patch_embed.weight) if hasattr(h, "patch_embed") else None]
 out["listed"] = timm.list_pretrained("vit5*")
-o = timm.create_model("vit5_small_patch16_224", pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id="mirror/vit5")).eval()
+o = timm.create_model("vit5_small_patch16_224", pretrained=True, cache_dir={cache!r},
+                      pretrained_cfg_overlay=dict(hf_hub_id="mirror/vit5")).eval()
 with torch.no_grad():
     out["overlay"] = o(x).tolist()
 out["overlay_source"] = o.net.pretrained_cfg["source"]
