@@ -39,7 +39,17 @@ from vit5.networks.pretrained_cfg import check_pretrained_cfg, default_pretraine
 from vit5.networks.resize import resize_config, resize_model
 from vit5.networks.vit5_classification import ViT5ClassificationNet
 
-__all__ = ["LoadedModel", "build_loaded", "build_unloaded", "load_model", "load_model_and_config"]
+__all__ = [
+    "CONFIG_ATTR",
+    "LoadedModel",
+    "build_loaded",
+    "build_unloaded",
+    "load_model",
+    "load_model_and_config",
+]
+
+#: Where a loaded network keeps the config tree that builds it (what ``save_pretrained`` writes).
+CONFIG_ATTR = "_vit5_model_config"
 
 logger = logging.getLogger("vit5.weights")
 
@@ -180,6 +190,7 @@ def _load_local(
         loaded.model = resize_model(loaded.model, image_size, config=loaded.model_config).eval()
         loaded.model.pretrained_cfg = updated_pretrained_cfg(cfg, image_size=image_size)
         loaded.model_config = new_config
+    loaded.model.__dict__[CONFIG_ATTR] = to_container(loaded.model_config)
     return loaded
 
 
