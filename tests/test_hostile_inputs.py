@@ -556,3 +556,34 @@ def test_eval_does_not_write_through_a_run_eval_symlink(tmp_path):
     (run / "eval").symlink_to(target)
     assert_one_line(tmp_path, cli("eval", run, "--data-dir", tmp_path), "is a symlink", "--out")
     assert list(target.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------------
+# Only .py is code
+
+
+@pytest.mark.parametrize(
+    "name", ["recipe.json", "config.yaml ", "config.yml\t", "recipe.txt", "recipe.py.bak"]
+)
+def test_only_py_config_files_run(tmp_path, name):
+    marker = tmp_path / "pwned"
+    (tmp_path / name).write_text(f"import pathlib; pathlib.Path({str(marker)!r}).touch()\nmodel = 1\n")
+    for command in (["info", "--config"], ["train", "--out", tmp_path / "run", "--config"]):
+        assert_one_line(tmp_path, cli(*command, tmp_path / name), repr(str(tmp_path / name))[1:-1])
+        assert not marker.exists()
+
+
+def test_a_failed_run_writes_its_traceback_to_log_txt(tmp_path, monkeypatch):
+    import vit5.train.loop as loop
+
+    def failing(cfg, run_dir, **kwargs):
+        (run_dir / "config.yaml").write_text("model: {}\n")  # the run has started
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(loop, "train", failing)
+    run = tmp_path / "run"
+    code, _, err = in_child(cli("train", "--out", run, "--epochs", "1"))
+    lines = err.strip().splitlines()
+    assert code == 2 and lines[-1] == "vit5 train: error: RuntimeError: boom", err
+    log = (run / "log.txt").read_text()
+    assert "Traceback" in log and "second line" in log

@@ -20,6 +20,7 @@ from vit5.cli.common import (
     _add_source_arguments,
     _int_at_least,
     add_budget_arguments,
+    log_traceback,
     setup_logging,
 )
 from vit5.cli.deploy import command_export
@@ -146,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vit5 {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as error:  # one error path: input, data and library errors alike
-        _log_traceback(error)
+        log_traceback(error)
         if debug:
             raise
         print(f"vit5 {args.command}: error: {terminal_text(_one_line(error, args))}", file=sys.stderr)
@@ -172,15 +173,6 @@ def _one_line(error: BaseException, args: argparse.Namespace) -> str:
     if source and str(source) not in text and not named:
         text = f"{source}: {text}"
     return text
-
-
-def _log_traceback(error: BaseException) -> None:
-    """Write the traceback to the run's ``log.txt`` when the command logs to one."""
-    for handler in logging.getLogger().handlers:
-        if isinstance(handler, logging.FileHandler):
-            record = logging.LogRecord("vit5", logging.ERROR, __file__, 0, "failed: %s", (error,),
-                                       (type(error), error, error.__traceback__))  # fmt: skip
-            handler.handle(record)
 
 
 if __name__ == "__main__":

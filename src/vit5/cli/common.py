@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -39,11 +40,26 @@ def setup_logging(run_dir: Path | None = None, rank: int = 0) -> None:
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(formatter)
     root.addHandler(stream)
+    for chatty in ("httpx", "httpcore"):  # huggingface_hub's client logs every request at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     if run_dir is not None and rank == 0:
         make_directory(run_dir, "the run directory")
         file_handler = logging.FileHandler(run_dir / "log.txt")
         file_handler.setFormatter(formatter)
         root.addHandler(file_handler)
+
+
+def log_traceback(error: BaseException) -> None:
+    """Write ``error``'s traceback to the run's ``log.txt`` when the command logs to one (once)."""
+    if getattr(error, "_vit5_logged", False):
+        return
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            record = logging.LogRecord("vit5", logging.ERROR, __file__, 0, "failed: %s", (error,),
+                                       (type(error), error, error.__traceback__))  # fmt: skip
+            handler.handle(record)
+            with contextlib.suppress(AttributeError):  # built-in exceptions without a __dict__
+                error._vit5_logged = True  # type: ignore[attr-defined]
 
 
 def _int_at_least(minimum: int):

@@ -21,6 +21,7 @@ from vit5.cli.common import (
     UsageError,
     _int_at_least,
     add_budget_arguments,
+    log_traceback,
     setup_logging,
 )
 from vit5.config import ConfigNode, apply_overrides, load_config, to_container
@@ -52,6 +53,10 @@ def build_run_config_and_weights(
         cfg = _nvsubquadratic_run_config(args)
     elif args.config:
         cfg = load_python_config(args.config, trust_config=args.trust_config)
+        if (
+            not str(args.config).rstrip().lower().endswith(".py")
+        ):  # data read from a file (not code, not flags)
+            _check_budget(cfg, args.config)
         if args.dataset and args.dataset != cfg.data.dataset:
             cfg.data.dataset = args.dataset
     else:
@@ -217,7 +222,8 @@ def _removed_if_unstarted(created: list[Path]) -> Iterator[None]:
     directory with anything else in it is kept."""
     try:
         yield
-    except BaseException:
+    except BaseException as error:
+        log_traceback(error)  # into log.txt while its handler is open (a kept run keeps it)
         if created:
             _remove_unstarted_run(created)
         raise
@@ -238,6 +244,15 @@ def _remove_unstarted_run(created: list[Path]) -> None:
         if not folder.is_dir() or any(folder.iterdir()):
             break
         folder.rmdir()
+
+
+def _check_budget(cfg: ConfigNode, source: Any) -> None:
+    """Size the ``model`` section of a config read from a file (YAML / JSON / a run's config.yaml)."""
+    from vit5.config import resolve
+    from vit5.networks.budget import check_network_budget
+
+    if "model" in cfg:
+        check_network_budget(resolve(cfg)["model"], str(source))
 
 
 def print_config(args: argparse.Namespace) -> int:
@@ -267,6 +282,7 @@ def command_train(args: argparse.Namespace) -> int:
         if not (run_dir / "config.yaml").is_file():
             raise UsageError(f"--resume {run_dir}: not a run directory (no config.yaml)")
         cfg = load_config(run_dir / "config.yaml", trust_config=args.trust_config)
+        _check_budget(cfg, run_dir / "config.yaml")  # a received run: sized before anything is built
         given = [
             "--" + name.replace("_", "-")
             for name in _RUN_OPTIONS

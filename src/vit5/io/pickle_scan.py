@@ -7,18 +7,23 @@ asks for terabytes once copied into a parameter. :func:`scan_pickle` walks the o
 (:mod:`pickletools`, nothing is built) with a small abstract stack and refuses such calls;
 :func:`check_loaded` then checks every tensor that came out (real storage for its shape, a
 plain CPU strided tensor) and the size and depth of the containers around them.
+:func:`check_torch_file` applies the scan to a ``torch.save`` file through an open descriptor (the
+one torch then reads), after checking that a zip archive's records do not inflate beyond the file.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import pickletools
+import zipfile
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["MAX_DEPTH", "MAX_NODES", "PickleBombError", "check_loaded", "scan_pickle"]
+__all__ = ["MAX_DEPTH", "MAX_NODES", "PickleBombError", "check_loaded", "check_torch_file", "scan_pickle"]
 
 #: Most objects a checkpoint may hold; also the most entries a copy of a tree read from a file
 #: may expand to (shared references counted once per place they appear).
@@ -261,3 +266,57 @@ def _check_tensor(tensor: torch.Tensor, what: str, where: str) -> None:
             f"{what}: entry {name} has shape {tuple(tensor.shape)} ({needed} bytes) but its storage holds "
             f"{max(held, 0)} bytes (an expanded or stride-0 view; a crafted file)"
         )
+
+
+class _Bounded(io.RawIOBase):
+    """A read-only view of ``handle`` whose reads never ask for more than the file holds."""
+
+    def __init__(self, handle: Any, size: int) -> None:
+        self.handle, self.size = handle, size
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        left = max(self.size - self.handle.tell(), 0)
+        return self.handle.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self, limit: int = -1) -> bytes:
+        return self.handle.readline(1 << 16 if limit is None or limit < 0 else min(limit, 1 << 16))
+
+    def tell(self) -> int:
+        return self.handle.tell()
+
+
+def check_torch_file(handle: Any, path: Path) -> None:
+    """Refuse a ``torch.save`` file whose declared sizes exceed what it holds, before torch reads it.
+
+    A zip archive (the torch.save format) may not inflate beyond its own size (torch writes its
+    records uncompressed) and its ``data.pkl`` is scanned by :func:`scan_pickle`; a legacy
+    pickle's header pickles are scanned the same way (each read bounded by the file's size).
+    """
+    size = os.fstat(handle.fileno()).st_size
+    if zipfile.is_zipfile(handle):
+        handle.seek(0)
+        with zipfile.ZipFile(handle) as archive:
+            entries = archive.infolist()
+            inflated = sum(entry.file_size for entry in entries)
+            if inflated > size + (1 << 20) + 1024 * len(entries):
+                raise PickleBombError(
+                    f"{path}: the archive's entries inflate to {inflated} bytes from a {size}-byte file "
+                    "(torch.save stores records uncompressed; a crafted file)"
+                )
+            pickles = [entry for entry in entries if entry.filename.rsplit("/", 1)[-1] == "data.pkl"]
+            for entry in pickles[:1]:
+                if entry.file_size > MAX_PICKLE_BYTES:
+                    raise PickleBombError(
+                        f"{path}: data.pkl is {entry.file_size} bytes, more than a checkpoint needs"
+                    )
+                scan_pickle(io.BytesIO(archive.read(entry)), size, str(path))
+        return
+    handle.seek(0)
+    bounded = _Bounded(handle, size)
+    for _ in range(5):  # magic number, protocol, system info, the object, the storage keys
+        if handle.tell() >= size:
+            break
+        scan_pickle(bounded, size, str(path))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import pickle
@@ -29,13 +28,7 @@ from typing import Any
 import torch
 
 from vit5._io import atomic_write
-from vit5.io.pickle_scan import (
-    MAX_DEPTH,
-    MAX_PICKLE_BYTES,
-    PickleBombError,
-    check_loaded,
-    scan_pickle,
-)
+from vit5.io.pickle_scan import MAX_DEPTH, PickleBombError, check_loaded, check_torch_file
 
 __all__ = [
     "FORMAT",
@@ -175,13 +168,13 @@ def torch_load_safely(path: str | os.PathLike) -> Any:
 def _weights_only_load(path: Path, extra_globals: Any, *, inert: bool = False) -> Any:
     """``torch.load(weights_only=True)`` with ``extra_globals`` allowed; torch's errors as one line.
 
-    The file is opened once: its structure is checked (:func:`_check_torch_file`) and then read
+    The file is opened once: its structure is checked (:func:`vit5.io.pickle_scan.check_torch_file`) and then read
     through the same descriptor, so what was checked is what is loaded. The result is checked too
     (:func:`vit5.io.pickle_scan.check_loaded`: tensors own their data, bounded size and depth).
     """
     try:
         with open(path, "rb") as handle:
-            _check_torch_file(handle, path)
+            check_torch_file(handle, path)
             handle.seek(0)
             extra_globals = [*extra_globals, *(_inert_stand_ins(handle, path) if inert else [])]
             handle.seek(0)
@@ -216,60 +209,6 @@ def _weights_only_load(path: Path, extra_globals: Any, *, inert: bool = False) -
 def _first_line(error: BaseException) -> str:
     lines = str(error).strip().splitlines()
     return lines[0] if lines else type(error).__name__
-
-
-class _Bounded(io.RawIOBase):
-    """A read-only view of ``handle`` whose reads never ask for more than the file holds."""
-
-    def __init__(self, handle: Any, size: int) -> None:
-        self.handle, self.size = handle, size
-
-    def readable(self) -> bool:
-        return True
-
-    def read(self, n: int = -1) -> bytes:
-        left = max(self.size - self.handle.tell(), 0)
-        return self.handle.read(left if n is None or n < 0 else min(n, left))
-
-    def readline(self, limit: int = -1) -> bytes:
-        return self.handle.readline(1 << 16 if limit is None or limit < 0 else min(limit, 1 << 16))
-
-    def tell(self) -> int:
-        return self.handle.tell()
-
-
-def _check_torch_file(handle: Any, path: Path) -> None:
-    """Refuse a ``torch.save`` file whose declared sizes exceed what it holds, before torch reads it.
-
-    A zip archive (the torch.save format) may not inflate beyond its own size (torch writes its
-    records uncompressed) and its ``data.pkl`` is scanned by :func:`scan_pickle`; a legacy
-    pickle's header pickles are scanned the same way (each read bounded by the file's size).
-    """
-    size = os.fstat(handle.fileno()).st_size
-    if zipfile.is_zipfile(handle):
-        handle.seek(0)
-        with zipfile.ZipFile(handle) as archive:
-            entries = archive.infolist()
-            inflated = sum(entry.file_size for entry in entries)
-            if inflated > size + (1 << 20) + 1024 * len(entries):
-                raise PickleBombError(
-                    f"{path}: the archive's entries inflate to {inflated} bytes from a {size}-byte file "
-                    "(torch.save stores records uncompressed; a crafted file)"
-                )
-            pickles = [entry for entry in entries if entry.filename.rsplit("/", 1)[-1] == "data.pkl"]
-            for entry in pickles[:1]:
-                if entry.file_size > MAX_PICKLE_BYTES:
-                    raise PickleBombError(
-                        f"{path}: data.pkl is {entry.file_size} bytes, more than a checkpoint needs"
-                    )
-                scan_pickle(io.BytesIO(archive.read(entry)), size, str(path))
-        return
-    handle.seek(0)
-    bounded = _Bounded(handle, size)
-    for _ in range(5):  # magic number, protocol, system info, the object, the storage keys
-        if handle.tell() >= size:
-            break
-        scan_pickle(bounded, size, str(path))
 
 
 def _reason(error: BaseException) -> str:
