@@ -16,10 +16,15 @@ QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory"
 
 .PHONY: setup demo test test-all bench lint clean
 
-$(VENV)/.stamp: pyproject.toml Makefile
+# The fused CPU kernels are compiled by setup.py when the package is installed (optional: without
+# a C compiler the install succeeds and vit5 runs its PyTorch paths). --no-build-isolation: the
+# build records the torch installed here. An edited kernel source rebuilds the stamp.
+KERNEL_SOURCES := setup.py src/vit5/ops/cpu_kernels.c src/vit5/ops/build_kernels.py
+
+$(VENV)/.stamp: pyproject.toml Makefile $(KERNEL_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) $(TORCH) $(QUIET_PIP)
-	$(PIP) -e '.[train,test,dev,export,log,hf]' $(QUIET_PIP)
+	$(PIP) $(TORCH) 'setuptools>=68' wheel $(QUIET_PIP)
+	$(PIP) --no-build-isolation -e '.[train,test,dev,export,log,hf]' $(QUIET_PIP)
 	$(PIP) --no-deps $(REFERENCE) $(QUIET_PIP)
 	touch $@
 

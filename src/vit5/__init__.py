@@ -10,6 +10,8 @@ the imports::
     from vit5 import LazyConfig, ViT5Attention, ViT5ClassificationNet, instantiate, create_model
 """
 
+import torch.optim as _optim
+
 from vit5.config import (
     PLACEHOLDER,
     ConfigNode,
@@ -79,6 +81,10 @@ for _name, _obj in list(globals().items()):
     if not _name.startswith("_") and id(_obj) in _registered:
         register_config_target(_obj, f"vit5.{_name}")
 del _name, _obj, _registered
+# Saved nvSubquadratic run configs record their optimizer (built by the trainer, never by a model).
+for _name in ("SGD", "Adam", "AdamW", "RMSprop", "Adagrad"):
+    register_config_target(getattr(_optim, _name), f"torch.optim.{_name}")
+del _name
 __version__ = "0.1.0"
 
 __all__ = [

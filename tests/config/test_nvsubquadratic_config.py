@@ -286,3 +286,27 @@ def test_cli_info_reads_the_network_of_an_nvsubquadratic_file(repo, capsys):
     assert "tokens: [4 patches (2x2)" in out and "logits [B, 7]" in out  # derived sizes follow the override
     assert main(["info", "--nvsubquadratic", "--preset", "vit5_tiny_attention"]) == 2
     assert "--nvsubquadratic reads the network" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_cli_train_with_the_network_of_an_nvsubquadratic_file(repo, tmp_path):
+    from vit5.cli import main
+
+    run = tmp_path / "run"
+    path = repo / "examples/vit5_imagenet/vit5_hybrid/hybrid_ha.py"
+    args = [
+        "train",
+        "--nvsubquadratic",
+        "--config",
+        str(path),
+        "--dataset",
+        "digits",
+        "--epochs",
+        "1",
+        "--out",
+        str(run),
+    ]
+    assert main([*args, "model.in_channels=1", "model.num_classes=10", "data.max_train_images=64"]) == 0
+    saved = vit5.load_config(run / "config.yaml")  # the run's config reloads (registered targets only)
+    assert saved.model.image_size == 32 and saved.data.image_size == 32
+    assert vit5.load_model(run).num_classes == 10

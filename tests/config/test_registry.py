@@ -186,3 +186,11 @@ def test_names_vit5_does_not_provide_read_as_calls_that_fail_when_built(target, 
     ):
         vit5.instantiate(cfg.net.mixer)
     assert load_config(vit5.save_config(cfg, tmp_path / "again.yaml")) == cfg
+
+
+def test_reference_names_never_map_to_the_config_packages_helpers():
+    from vit5.config.registry import reference_target
+
+    assert reference_target("nvsubquadratic.utils.init.small_init") == "vit5.ops.init.small_init"
+    for helper in ("partial", "python_name", "unavailable"):
+        assert reference_target(f"nvsubquadratic.utils.init.{helper}") is None

@@ -141,8 +141,8 @@ def test_low_memory_training_runs_the_kernels_forward_and_backward(taps) -> None
             y = fft_conv_zero_lowmem(xi, ki, channels_last=True)
             (y * weight).sum().backward()
         calls = {e.key: e.count for e in prof.key_averages()}
-        assert calls.get("vit5_fft_conv2d", 0) == (2 if fused else 0)  # forward, input gradient
-        assert calls.get("vit5_fft_conv2d_kernel_grad", 0) == (1 if fused else 0)
+        assert calls.get("vit5::fft_conv2d", 0) == (2 if fused else 0)  # forward, input gradient
+        assert calls.get("vit5::fft_conv2d_kernel_grad", 0) == (1 if fused else 0)
         results.append((y.detach(), xi.grad, ki.grad))
     for ours, theirs in zip(*results):
         torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)

@@ -45,7 +45,7 @@ def test_kernel_gives_the_bits_of_the_pytorch_path_forward_and_backward(impl, pa
     cos, sin = _tables(tokens, head_dim)
     with torch.profiler.profile() as prof:
         fused_out, fused_grad = _run(u, grad, cos, sin, impl, fused=True)
-    kernel_calls = [e for e in prof.events() if e.name == "vit5_rope"]
+    kernel_calls = [e for e in prof.events() if e.name == "vit5::rope"]
     assert len(kernel_calls) == 2  # forward and backward each one kernel pass
     torch_out, torch_grad = _run(u, grad, cos, sin, impl, fused=False)
     assert torch.equal(fused_out, torch_out) and torch.equal(fused_grad, torch_grad)
@@ -70,7 +70,7 @@ def test_without_autograd_the_kernel_runs_and_the_result_needs_no_grad() -> None
     cos, sin = _tables(6, 8)
     with torch.no_grad(), torch.profiler.profile() as prof:
         out = apply_rope(u, cos, sin, "nvsubquadratic")
-    assert not out.requires_grad and any(e.name == "vit5_rope" for e in prof.events())
+    assert not out.requires_grad and any(e.name == "vit5::rope" for e in prof.events())
     with native.disabled(), torch.no_grad():
         assert torch.equal(out, apply_rope(u, cos, sin, "nvsubquadratic"))
 
@@ -96,7 +96,7 @@ def test_other_inputs_take_the_pytorch_path() -> None:
     for args in [(u.bfloat16(), cos, sin), (u, learnable, sin)]:
         with torch.profiler.profile() as prof:
             out = apply_rope(args[0], args[1], args[2], "interleaved")
-        assert not any(e.name == "vit5_rope" for e in prof.events())
+        assert not any(e.name == "vit5::rope" for e in prof.events())
         assert out.dtype == args[0].dtype
     out = apply_rope(u, learnable, sin, "interleaved")
     out.sum().backward()

@@ -82,4 +82,6 @@ def test_in_place_form_writes_the_plain_bits_over_the_branch(fused) -> None:
     with torch.profiler.profile() as prof, contextlib.nullcontext() if fused else native.disabled():
         out = scaled_add_into_branch(x, branch, gamma)
     assert out.data_ptr() == pointer and torch.equal(out, expected) and torch.equal(branch, expected)
-    assert any(e.name == "vit5_scaled_add" for e in prof.events()) == (fused and native.library() is not None)
+    assert any(e.name == "vit5::scaled_add_into_" for e in prof.events()) == (
+        fused and native.library() is not None
+    )

@@ -49,6 +49,22 @@ def test_print_config_and_a_run_on_a_flat_folder(tmp_path, capsys, monkeypatch):
     )  # 3 steps/epoch: 300 steps
     assert printed["model"]["image_size"] == 32 and printed["data"]["num_classes"] is None
     assert not (tmp_path / "runs").exists()  # --print-config creates no run directory
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a published name needs only its architecture, not its weights
+    args = [
+        "train",
+        "--dataset",
+        "imagefolder",
+        "--data-dir",
+        str(root),
+        "--finetune",
+        "vit5_small_patch16_224",
+    ]
+    assert main([*args, "--print-config"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["hidden_dim"] == 384 and printed["data"]["image_size"] == 224
+    assert (
+        printed["optim"]["lr"] == pytest.approx(5e-4 * 8 / 512) and printed["train"]["finetune"] == args[-1]
+    )
     run = tmp_path / "run"
     code = main(
         ["train", "--dataset", "imagefolder", "--data-dir", str(root), "--out", str(run), "--epochs", "1"]
@@ -101,3 +117,24 @@ def test_resume_extends_a_finished_run(tmp_path, capsys):
     assert (
         code == 2 and "only --epochs, --log, --data-dir and --workers may change" in capsys.readouterr().err
     )
+
+
+def test_config_names_and_suffixes(tmp_path):
+    from vit5.train.recipes import config_file, load_python_config
+
+    assert config_file("vit5_b_finetune")[0] == "recipe"
+    with pytest.raises(ValueError, match="no packaged recipe of that name"):
+        config_file("vit5_b_finetun")
+    marker = tmp_path / "ran"
+    code = f"import pathlib; pathlib.Path({str(marker)!r}).write_text('x')\nmodel = dict(hidden_dim=8)\n"
+    for name in ("recipe.json", "config.yaml ", "config.txt", "config"):
+        path = tmp_path / name
+        path.write_text(code)
+        with pytest.raises(ValueError) as error:
+            load_python_config(str(path))
+        assert "\n" not in str(error.value)
+    assert not marker.exists()  # only .py runs
+    (tmp_path / "run.JSON").write_text(json.dumps({"optim": {"lr": 0.5}, "data": {"dataset": "digits"}}))
+    assert load_python_config(str(tmp_path / "run.JSON")).optim.lr == 0.5  # the YAML form's sections
+    (tmp_path / "ok.py").write_text(code)
+    assert load_python_config(str(tmp_path / "ok.py")).model.hidden_dim == 8 and marker.exists()

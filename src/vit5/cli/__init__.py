@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from vit5._extras import MissingExtraError
 from vit5._text import terminal_text
 from vit5.cli.common import (
     _TRUST_HELP,
@@ -165,7 +166,7 @@ def _one_line(error: BaseException, args: argparse.Namespace) -> str:
         )
     elif isinstance(error, RecursionError):
         text = "the input is nested too deeply (or refers to itself)"
-    elif not isinstance(error, (UsageError, ValueError, TypeError, OSError)):
+    elif not isinstance(error, (UsageError, ValueError, TypeError, OSError, MissingExtraError)):
         text = f"{type(error).__name__}: {text}" if text else type(error).__name__
     named = isinstance(error, (UsageError, ValueError)) or (isinstance(error, OSError) and error.filename)
     inputs = [(flag, str(value)) for flag, value in (("", getattr(args, "source", None)),

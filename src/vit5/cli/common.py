@@ -40,6 +40,8 @@ def setup_logging(run_dir: Path | None = None, rank: int = 0) -> None:
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(formatter)
     root.addHandler(stream)
+    for chatty in ("httpx", "httpcore"):  # huggingface_hub's client logs every request at INFO
+        logging.getLogger(chatty).setLevel(logging.WARNING)
     if run_dir is not None and rank == 0:
         make_directory(run_dir, "the run directory")
         file_handler = logging.FileHandler(run_dir / "log.txt")

@@ -131,10 +131,13 @@ def command_eval(args: argparse.Namespace) -> int:
     device = _device(args.device)
     loader = torch.utils.data.DataLoader(test_set, batch_size=args.batch_size, num_workers=args.workers)
     result = evaluate(model.to(device), loader, model.num_classes, DistributedContext(device=device),
-                      precision=args.precision, confusion=True)  # fmt: skip
+                      precision=args.precision, confusion=True, progress="eval")  # fmt: skip
     out = _eval_out_dir(args)
     make_directory(out, "the output directory")
-    summary = f"{'EMA ' if loaded.ema else ''}weights {loaded.source}"
+    origin = (
+        loaded.origin.given if loaded.origin is not None and loaded.origin.kind != "path" else loaded.source
+    )
+    summary = f"{'EMA ' if loaded.ema else ''}weights {origin}"
     figure = None
     report = classification_report(result.confusion, names)
     if model.num_classes <= MATRIX_CLASSES:

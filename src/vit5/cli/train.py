@@ -38,7 +38,9 @@ def build_run_config(args: argparse.Namespace) -> ConfigNode:
     return build_run_config_and_weights(args)[0]
 
 
-def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, Any]:
+def build_run_config_and_weights(
+    args: argparse.Namespace, config_only: bool = False
+) -> tuple[ConfigNode, Any]:
     """Recipe defaults < ``--config`` file < ``--finetune`` checkpoint < ``--preset`` < flags < dotted overrides.
 
     With ``--finetune`` (or a config's ``train.finetune``) the network is the checkpoint's, built at
@@ -73,7 +75,7 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
     if args.ema and not args.finetune:
         raise UsageError("--ema picks the EMA weights of --finetune PATH; give --finetune too")
     own_model = bool(args.preset) or config_model
-    pretrained = _apply_finetune(cfg, args, own_model) if args.finetune else None
+    pretrained = _apply_finetune(cfg, args, own_model, config_only) if args.finetune else None
     flags = {
         "data.data_dir": args.data_dir, "schedule.epochs": args.epochs, "data.batch_size": args.batch_size,
         "optim.lr": args.lr, "train.precision": args.precision, "train.seed": args.seed,
@@ -91,6 +93,8 @@ def build_run_config_and_weights(args: argparse.Namespace) -> tuple[ConfigNode, 
         cfg.train.skip_nonfinite = True
     if args.skip_bad_images:
         cfg.data.skip_bad_images = True
+    if args.log is not None:
+        cfg.train.log = args.log
     cfg = apply_overrides(cfg, args.overrides)
     if pretrained is not None and not own_model:
         _rebuild_finetune_model(cfg, pretrained)
@@ -133,19 +137,43 @@ def _size_to_data(cfg: ConfigNode, args: argparse.Namespace) -> None:
         cfg.schedule.warmup_epochs = round(0.05 * args.epochs, 3)
 
 
-def _apply_finetune(cfg: ConfigNode, args: argparse.Namespace, own_model: bool) -> Any:
+def _published_architecture(source: str) -> Any:
+    """A published name's network config and a weightless (meta-device) network: what --print-config
+    needs, without downloading the weights."""
+    import torch
+
+    from vit5.config import instantiate
+    from vit5.io.sources import published_name
+    from vit5.networks.presets import model_config
+    from vit5.networks.pretrained_cfg import PUBLISHED
+    from vit5.train.finetune import Pretrained
+
+    entry = PUBLISHED[published_name(source)]
+    config = model_config(entry.preset, image_size=entry.image_size)
+    with torch.device("meta"):
+        model = instantiate(config)
+    return Pretrained(model, config, source, Path(source), None, False)
+
+
+def _apply_finetune(
+    cfg: ConfigNode, args: argparse.Namespace, own_model: bool, config_only: bool = False
+) -> Any:
     """Point the run config at ``--finetune``'s weights; the architecture is the checkpoint's unless
     ``own_model`` (``--preset`` or a config file's model; model.* overrides change it either way).
     Returns the loaded weights."""
+    from vit5.io.sources import published_name
     from vit5.train.finetune import load_pretrained
 
-    pretrained = load_pretrained(
-        args.finetune,
-        ema=bool(args.ema or cfg.train.get("finetune_ema")),
-        sha256=args.finetune_sha256 or cfg.train.get("finetune_sha256"),
-        trust_config=args.trust_config,
-        from_config_file=getattr(args, "finetune_from_config", False),
-    )
+    if config_only and published_name(args.finetune) and not Path(args.finetune).exists():
+        pretrained = _published_architecture(args.finetune)
+    else:
+        pretrained = load_pretrained(
+            args.finetune,
+            ema=bool(args.ema or cfg.train.get("finetune_ema")),
+            sha256=args.finetune_sha256 or cfg.train.get("finetune_sha256"),
+            trust_config=args.trust_config,
+            from_config_file=getattr(args, "finetune_from_config", False),
+        )
     model = pretrained.model
     cfg.train.finetune = pretrained.source
     cfg.train.finetune_ema = bool(args.ema or cfg.train.get("finetune_ema"))
@@ -236,7 +264,7 @@ def print_config(args: argparse.Namespace) -> int:
     if args.resume:
         cfg = load_config(Path(args.resume) / "config.yaml", trust_config=args.trust_config)
     else:
-        cfg = build_run_config(args)
+        cfg = build_run_config_and_weights(args, config_only=True)[0]
     plain = to_container(finalize(cfg))
     sys.stdout.write(yaml.safe_dump(plain, sort_keys=False, default_flow_style=False))
     return 0
@@ -269,6 +297,8 @@ def command_train(args: argparse.Namespace) -> int:
             cfg.data.data_dir = args.data_dir
         if args.workers is not None:
             cfg.data.num_workers = args.workers
+        if args.log is not None:
+            cfg.train.log = args.log
     else:
         cfg, pretrained = build_run_config_and_weights(args)
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -277,6 +307,7 @@ def command_train(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"{run_dir} already holds a run; continue it with --resume {run_dir} or choose another --out"
             )
+    _check_trackers(cfg.train.get("log"))
     created = [parent for parent in (run_dir, *run_dir.parents) if not parent.exists()]
     setup_logging(run_dir, rank)
     try:
@@ -305,6 +336,15 @@ def command_train(args: argparse.Namespace) -> int:
             )
         )
     return 0
+
+
+def _check_trackers(value: Any) -> None:
+    """Unknown tracker names and missing tracker packages are one-line errors before anything starts."""
+    from vit5._extras import require
+    from vit5.train.tracking import parse_trackers
+
+    for name in parse_trackers(value):
+        require(name, name, f"--log {name}")
 
 
 def command_demo(args: argparse.Namespace) -> int:

@@ -14,15 +14,24 @@ networks here after changing only the imports:
 * a nested config containing :data:`PLACEHOLDER` anywhere is passed through unbuilt;
 * keyword ``overrides`` of :func:`instantiate` are injected at the top level only;
 * strings made only of digits and ``+ - * / % ( ) .`` are evaluated as arithmetic ("384*3" -> 1152);
-* ``${a.b}`` interpolations refer to other entries of the tree.
+* ``${a.b}`` interpolations refer to other entries of the tree; ``${eval:EXPR}`` evaluates EXPR
+  (after its inner interpolations) with a whitelist arithmetic evaluator
+  (:mod:`vit5.config.arithmetic`), never Python's ``eval``;
+* saved YAML may hold ``!!python/name:X`` and ``!!python/object/apply:functools.partial`` tags,
+  read as recorded calls of registered objects (:mod:`vit5.config.yaml_file`), never imported;
+* :func:`load_nvsubquadratic_config` imports one of nvSubquadratic's Python config files under an
+  import shim (:mod:`vit5.config.nvsubquadratic`).
 
 Where vit5 differs (on purpose):
 
 * keyword names are checked against the target's signature when the call is *recorded* (and when a
   key is set later), so a misspelled keyword fails immediately with a ``TypeError``;
 * interpolations are resolved over the whole tree (from its root) before anything is built;
-* :func:`save_config` refuses runtime objects (a ``TypeError`` naming the key) instead of writing
-  Python tags that cannot be loaded back; :func:`load_config` returns a tree that builds again;
+* :func:`save_config` refuses runtime objects (a ``TypeError`` naming the key) other than registered
+  functions and ``functools.partial`` of them (written as the reference writes them);
+  :func:`load_config` returns a tree that builds again;
+* the target registry (:mod:`vit5.config.registry`) is a passive table filled by the packages that
+  define targets; configs read from files may only name registered targets;
 * :func:`apply_overrides` edits a tree from ``"a.b.c=value"`` strings and rejects unknown keys
   (:func:`set_value` does the same for one key and a Python value).
 
@@ -34,6 +43,7 @@ node has exactly one parent and editing the original later does not change the t
 from vit5.config.build import build_callable, eval_arithmetic, instantiate
 from vit5.config.io import apply_overrides, load_config, parse_value, save_config, set_value, to_container
 from vit5.config.node import PLACEHOLDER, TARGET_KEY, ConfigNode, LazyConfig, locate, target_path
+from vit5.config.nvsubquadratic import load_nvsubquadratic_config
 from vit5.config.resolve import resolve
 
 __all__ = [
@@ -46,6 +56,7 @@ __all__ = [
     "eval_arithmetic",
     "instantiate",
     "load_config",
+    "load_nvsubquadratic_config",
     "locate",
     "parse_value",
     "resolve",

@@ -61,9 +61,12 @@ def _shimmed(name: str) -> bool:
 def _provided(dotted: str) -> Any:
     """vit5's object for the nvSubquadratic name ``dotted``, or ``None``."""
     if dotted.startswith(f"{_REFERENCE}.lazy_config."):
-        from vit5.config import build
+        from vit5.config import build, io
 
-        helpers = {"LazyConfig": LazyConfig, "PLACEHOLDER": PLACEHOLDER, "instantiate": build.instantiate}
+        helpers = {
+            "LazyConfig": LazyConfig, "PLACEHOLDER": PLACEHOLDER, "instantiate": build.instantiate,
+            "save_config": io.save_config, "load_config": io.load_config,
+        }  # fmt: skip
         return helpers.get(dotted.rsplit(".", 1)[1])
     path = reference_target(dotted)
     if path is None:

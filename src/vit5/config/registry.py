@@ -91,8 +91,13 @@ def reference_target(path: str) -> str | None:
         return None
     name = match.group(1)
     for candidate, obj in _table.items():
-        if candidate.startswith("vit5.") and getattr(obj, "__name__", None) == name:
-            return _path(obj)
+        own = _path(obj)  # the config package's helpers (partial, unavailable, ...) stand for nothing
+        if (
+            candidate.startswith("vit5.")
+            and not own.startswith("vit5.config.")
+            and getattr(obj, "__name__", None) == name
+        ):
+            return own
     return None
 
 

@@ -1,19 +1,23 @@
-"""Fused fp32 CPU kernels: plain C compiled once per machine, called through ctypes.
+"""Fused fp32 CPU kernels: plain C built when vit5 is installed, called as ``vit5::`` operators.
 
 On a CPU the elementwise chains around the matrix products (norms, gates, spectral products)
 are bound by memory traffic: each PyTorch op reads and writes its whole tensor. The kernels in
-``cpu_kernels.c`` (next to this file) do such a chain in one or two passes. They need a C
-compiler with OpenMP (``cc``, or ``$CC``), found at first use; the library is built once
-(about a second) into ``$VIT5_CACHE_DIR`` (default ``$XDG_CACHE_HOME/vit5`` or
-``~/.cache/vit5``), keyed by the source, the flags, the compiler and the CPU, and reused by
-every later process (loaded only if this user owns it and nobody else may write it or its
-folder). Without a compiler, with ``VIT5_NATIVE=0`` in the environment, or inside
-:func:`disabled`, every caller runs its PyTorch expression instead: the same formula, rounded
-differently in the last bits.
+``cpu_kernels.c`` (next to this file) do such a chain in one or two passes. They are compiled
+when the package is installed (:mod:`vit5.ops.build_kernels`, run by ``setup.py``) into
+``_cpu_kernels.so`` in this folder, with a record of the source's hash and the torch version;
+at run time nothing is compiled, no process is started, and nothing is loaded from anywhere
+else. Each kernel is called only through its operator in :mod:`vit5.ops.kernels`.
+
+Without the library (no compiler at install time), with a record that does not match the source
+or the running torch, with ``VIT5_NATIVE=0`` in the environment, or inside :func:`disabled`,
+every caller runs its PyTorch expression instead: the same formula, rounded differently in the
+last bits. A missing or stale library is reported by one warning, the first time an eager CPU
+fp32 call would have used a kernel (GPU and bf16 users are not told).
 
 The kernels take only what they were written for (:func:`usable`): CPU, fp32, contiguous,
-eager tensors. Graph capture (compile, export, FX), ``torch.func`` transforms, other dtypes and
-other devices take the PyTorch path, so compiled, exported and GPU models never depend on them.
+eager tensors. Graph capture (compile, export, FX), ``torch.func`` transforms and forward-mode
+AD (:func:`vit5.ops.capture.is_capturing`), other dtypes and other devices take the PyTorch
+path, so compiled, exported and GPU models never depend on them.
 """
 
 from __future__ import annotations
@@ -21,13 +25,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
-import logging
+import json
 import os
-import platform
-import shutil
-import subprocess
-import tempfile
 import threading
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,20 +36,12 @@ import torch
 
 from vit5.ops.capture import is_capturing
 
-__all__ = ["disabled", "library", "row_blocks", "run", "threads", "usable"]
+__all__ = ["disabled", "library", "row_blocks", "run", "status", "threads", "usable"]
 
-logger = logging.getLogger(__name__)
-
-SOURCE = Path(__file__).with_name("cpu_kernels.c")
-# -ffp-contract=off: no fused multiply-adds unless a kernel asks for them (fmaf where PyTorch's own
-# kernel fuses, the batched products' tiles), so a kernel doing the ops of a PyTorch expression in
-# its order gives its bits; tests check those that claim it (GCC may still recognise idioms, e.g. an
-# interleaved complex product, and fuse them). -fno-math-errno / -fno-trapping-math let loops with
-# sqrt, clamps and float-to-int conversions vectorise; neither changes a computed value.
-FLAGS = (
-    "-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math",
-    "-fopenmp", "-std=c11", "-shared", "-fPIC",
-)  # fmt: skip
+HERE = Path(__file__).resolve().parent
+SOURCE = HERE / "cpu_kernels.c"
+LIBRARY = HERE / "_cpu_kernels.so"
+RECORD = HERE / "_cpu_kernels.json"
 #: Environment switch: ``VIT5_NATIVE=0`` keeps every op on its PyTorch path.
 ENV_SWITCH = "VIT5_NATIVE"
 
@@ -77,109 +70,66 @@ SIGNATURES = {
 }
 
 _lock = threading.Lock()
-_loaded: dict[str, ctypes.CDLL | None] = {}
+_loaded: dict[str, object] = {}
 _switch = threading.local()
 
 
-def _cpu_identity() -> str:
-    """What ``-march=native`` depends on: the architecture and, on Linux, the CPU's feature flags."""
-    identity = platform.machine() + platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("flags", "Features", "model name")):
-                identity += line
-    return identity
-
-
-def _cache_dir() -> Path:
-    root = os.environ.get("VIT5_CACHE_DIR")
-    if not root:
-        root = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "vit5")
-    return Path(root) / "kernels"
-
-
-def _compiler() -> str | None:
-    name = os.environ.get("CC") or "cc"
-    return shutil.which(name)
-
-
-def _trusted(path: Path) -> bool:
-    """A library is loaded only if this user owns it and nobody else may write it or its folder
-    (a shared cache folder must not let another user plant code), where POSIX says so."""
-    if not hasattr(os, "getuid"):
-        return True
-    for item in (path, path.parent):
-        status = item.stat()
-        if status.st_uid != os.getuid() or status.st_mode & 0o022:
-            return False
-    return True
-
-
-def _build() -> ctypes.CDLL | None:
-    compiler = _compiler()
-    if compiler is None:
-        logger.info("vit5 native kernels: no C compiler found (cc / $CC); using PyTorch ops")
-        return None
-    source = SOURCE.read_bytes()
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256(
-        b"\0".join(
-            x.encode() if isinstance(x, str) else x for x in (source, *FLAGS, version, _cpu_identity())
+def status() -> str:
+    """Why the library is (not) available: ``"ok"``, or a sentence naming the problem."""
+    if not LIBRARY.exists() or not RECORD.exists():
+        return (
+            f"the fused CPU kernels were not built at install time ({LIBRARY.name} missing; install vit5 "
+            "with a C compiler, e.g. `pip install --no-build-isolation -e .`)"
         )
-    ).hexdigest()[:20]
-    directory = _cache_dir()
-    target = directory / f"cpu_kernels-{key}.so"
-    if not target.exists():
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        # Each process builds into its own temporary name, then renames atomically: concurrent
-        # first uses (DDP ranks) never see a half-written library.
-        fd, partial = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=directory)
-        os.close(fd)
-        try:
-            result = subprocess.run(
-                [compiler, *FLAGS, str(SOURCE), "-o", partial, "-lm"],
-                capture_output=True,
-                text=True,
-                timeout=120,
-            )
-            if result.returncode != 0:
-                logger.warning(
-                    "vit5 native kernels: %s failed (%s); using PyTorch ops",
-                    compiler,
-                    result.stderr.strip().splitlines()[-1:] or result.returncode,
-                )
-                return None
-            os.replace(partial, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(partial)
-    if not _trusted(target):
-        logger.warning(
-            "vit5 native kernels: %s is writable by other users or not yours; not loading it "
-            "(set VIT5_CACHE_DIR to a directory only you can write); using PyTorch ops",
-            target,
+    try:
+        record = json.loads(RECORD.read_text())
+    except (OSError, ValueError) as error:
+        return f"the fused CPU kernels' record {RECORD.name} is unreadable ({error})"
+    if record.get("source_sha256") != hashlib.sha256(SOURCE.read_bytes()).hexdigest():
+        return (
+            f"{LIBRARY.name} was built from another {SOURCE.name} (rebuild: python -m vit5.ops.build_kernels)"
         )
+    if record.get("torch") is not None and record["torch"].split("+")[0] != torch.__version__.split("+")[0]:
+        return f"{LIBRARY.name} was built with torch {record['torch']}, this is torch {torch.__version__} (rebuild it)"
+    return "ok"
+
+
+def _load() -> ctypes.CDLL | None:
+    why = status()
+    if why != "ok":
+        _loaded["why"] = why
         return None
-    lib = ctypes.CDLL(str(target))
-    for name, (argtypes, restype) in SIGNATURES.items():
-        function = getattr(lib, name)
-        function.argtypes, function.restype = argtypes, restype
+    try:
+        lib = ctypes.CDLL(str(LIBRARY))
+        for name, (argtypes, restype) in SIGNATURES.items():
+            function = getattr(lib, name)
+            function.argtypes, function.restype = argtypes, restype
+    except (OSError, AttributeError) as error:
+        _loaded["why"] = f"{LIBRARY.name} could not be loaded ({error})"
+        return None
     return lib
 
 
 def library() -> ctypes.CDLL | None:
-    """The compiled kernel library, building it on first use; ``None`` if it cannot be had."""
+    """The installed kernel library, loaded on first use; ``None`` if it cannot be had (no
+    compiler, compiled without a matching record, switched off)."""
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return None
     if "lib" not in _loaded:
         with _lock:
             if "lib" not in _loaded:
-                try:
-                    _loaded["lib"] = _build()
-                except (OSError, subprocess.SubprocessError, AttributeError) as error:
-                    logger.warning("vit5 native kernels unavailable (%s); using PyTorch ops", error)
-                    _loaded["lib"] = None
-    return _loaded["lib"]
+                _loaded["lib"] = _load()
+    return _loaded["lib"]  # type: ignore[return-value]
+
+
+def _unavailable() -> bool:
+    """True (after one warning per process) when the kernels would run but are not available."""
+    if library() is not None:
+        return False
+    if os.environ.get(ENV_SWITCH, "1") != "0" and not _loaded.get("warned"):
+        _loaded["warned"] = True
+        warnings.warn(f"vit5: {_loaded.get('why')}; using PyTorch ops", RuntimeWarning, stacklevel=3)
+    return True
 
 
 @contextlib.contextmanager
@@ -220,23 +170,15 @@ def usable(
     for t in (*tensors, *strided, *any_layout):
         if t.device.type != "cpu" or t.dtype != torch.float32:
             return False
-        if torch._C._functorch.is_functorch_wrapped_tensor(t):
-            return False
     if not all(t.is_contiguous() for t in tensors) or any(row_blocks(t) is None for t in strided):
         return False
-    return library() is not None
+    return not _unavailable()
 
 
 def run(name: str, *args: object) -> object:
-    """Call kernel ``name`` of :func:`library` (which must be available, see :func:`usable`).
-
-    Under ``torch.profiler`` the call is a profiler range named after the kernel, so profiles
-    account for its time (a ctypes call is otherwise invisible to the profiler)."""
-    function = getattr(library(), name)
-    if torch.autograd.profiler._is_profiler_enabled:
-        with torch.profiler.record_function(name):
-            return function(*args)
-    return function(*args)
+    """Call kernel ``name`` of :func:`library` (which must be available, see :func:`usable`);
+    only the operators of :mod:`vit5.ops.kernels` call it (the profiler shows those)."""
+    return getattr(library(), name)(*args)
 
 
 def threads() -> int:

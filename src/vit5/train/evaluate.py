@@ -48,14 +48,21 @@ def evaluate(
     ctx: DistributedContext | None = None,
     precision: str = "fp32",
     confusion: bool = False,
+    progress: str | None = None,
 ) -> EvalResult:
-    """Run ``model`` over ``loader`` (``[B, C, H, W]`` images) and reduce the metrics over ranks."""
+    """Run ``model`` over ``loader`` (``[B, C, H, W]`` images) and reduce the metrics over ranks;
+    ``progress``: the label of a progress bar drawn when stderr is a terminal."""
+    from vit5.train.progress import progress_bar, use_bars
+
     ctx = ctx or DistributedContext()
     was_training = model.training
     model.eval()
     loss_sum = correct1 = correct5 = count = 0.0
     matrix = torch.zeros(num_classes, num_classes, dtype=torch.float64)
+    bar = progress_bar(len(loader), progress, unit="batch") if progress and use_bars() else None
     for images, labels in loader:
+        if bar is not None:
+            bar.update(1)
         images, labels = images.to(ctx.device), labels.to(ctx.device)
         check_labels(labels, num_classes)
         with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -71,6 +78,8 @@ def evaluate(
                 torch.ones(labels.numel(), dtype=torch.float64),
                 accumulate=True,
             )
+    if bar is not None:
+        bar.close()
     loss_sum, correct1, correct5, count = ctx.all_reduce_sum([loss_sum, correct1, correct5, count])
     if confusion and ctx.distributed:
         matrix = torch.tensor(ctx.all_reduce_sum(matrix.flatten().tolist()), dtype=torch.float64).view_as(

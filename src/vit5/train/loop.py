@@ -41,11 +41,12 @@ from vit5.train.distributed import (
 from vit5.train.evaluate import check_labels, evaluate
 from vit5.train.finetune import freeze_backbone, init_from_pretrained, load_pretrained
 from vit5.train.losses import build_criterion
-from vit5.train.metrics import MetricsLog, plot_curves
+from vit5.train.metrics import MetricsLog, plot_confusion, plot_curves
 from vit5.train.optim import build_optimizer, build_scheduler
 from vit5.train.progress import progress_bar, use_bars
 from vit5.train.recipes import build_model, finalize, validate_run_config
 from vit5.train.summary import run_summary
+from vit5.train.tracking import Trackers, parse_trackers
 
 logger = logging.getLogger("vit5.train")
 
@@ -187,6 +188,9 @@ class Trainer:
             save_config(self.cfg, self.run_dir / "config.yaml")
             if resume:  # forget rows of epochs that will be trained again
                 self.metrics.truncate(self.epoch)
+        names = parse_trackers(self.cfg.train.get("log")) if self.ctx.is_main else []
+        self.trackers = Trackers(names, self.run_dir, to_container(self.cfg), start_step=self.step)
+        self.grad_norm = float("nan")
 
     # ------------------------------------------------------------------------------------------
     # Setup
@@ -374,8 +378,11 @@ class Trainer:
             )
         else:
             clip = float(self.cfg.optim.get("clip_grad") or 0)
-            if clip > 0:
-                nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+            if (
+                clip > 0 or self.trackers
+            ):  # the trackers get the gradient norm (clipped at infinity: unchanged)
+                norm = nn.utils.clip_grad_norm_(self.model.parameters(), clip if clip > 0 else float("inf"))
+                self.grad_norm = float(norm)
             self.optimizer.step()
             if self.ema is not None:
                 self.ema.update(self.model, step=self.step)
@@ -422,6 +429,12 @@ class Trainer:
             elif not self.pace_reported and self.step - self.pace_origin[1] >= PACE_STEPS:
                 self._report_pace()
             done_in_epoch = self.batch_in_epoch // self.accumulate
+            if self.trackers and self.step % int(self.cfg.train.get("log_every_steps") or 10) == 0:
+                elapsed = max(time.time() - epoch_start, 1e-9)
+                self.trackers.scalars({"train/loss": step_loss / max(step_count, 1),
+                                       "train/lr": self.optimizer.param_groups[0]["lr"],
+                                       "train/grad_norm": self.grad_norm,
+                                       "train/images_per_second": images_seen / elapsed}, self.step)  # fmt: skip
             if bar is not None:
                 bar.set_postfix(loss=f"{self.epoch_totals[0] / max(self.epoch_totals[2], 1):.4f}",
                                 lr=f"{self.optimizer.param_groups[0]['lr']:.2e}", refresh=False)  # fmt: skip
@@ -488,7 +501,9 @@ class Trainer:
             epoch_start = time.time()
             stats = self.train_epoch()
             train_seconds = time.time() - epoch_start
-            result = evaluate(self.model, self.test_loader, self.spec.num_classes, self.ctx, self.precision)
+            label = "evaluate" if self.ctx.is_main else None
+            result = evaluate(self.model, self.test_loader, self.spec.num_classes, self.ctx, self.precision,
+                              confusion=bool(self.trackers), progress=label)  # fmt: skip
             ema_acc = float("nan")
             if self.ema is not None:
                 ema_acc = evaluate(
@@ -510,6 +525,7 @@ class Trainer:
                 # "best" before "last": a kill between the two resumes from the previous "last",
                 # which redoes the epoch and writes both again
                 self.save(("best", "last") if improved else ("last",))
+                self._track_epoch(row, result)
                 ema_text = f"  test acc (EMA) {ema_acc:.4f}" if self.ema is not None else ""
                 images = self.steps_per_epoch * self.accumulate * self.sampler.global_batch
                 eta = (epochs - self.epoch) * (time.time() - epoch_start)
@@ -529,6 +545,20 @@ class Trainer:
             "run_dir": str(self.run_dir),
             "seconds": round(self.elapsed(), 2),
         }
+
+    def _track_epoch(self, row: dict[str, Any], result: Any) -> None:
+        """The epoch's validation metrics, curves and confusion matrix for the trackers."""
+        if not self.trackers:
+            return
+        self.trackers.scalars({"val/top1": row["test_acc"], "val/top5": row["test_acc5"], "val/loss": row["test_loss"],
+                               "val/top1_ema": row["test_acc_ema"], "train/epoch_loss": row["train_loss"],
+                               "epoch": row["epoch"]}, self.step)  # fmt: skip
+        self.trackers.image("curves", self.run_dir / "curves.png", self.step)
+        if result.confusion is not None and self.spec.num_classes <= 100:
+            names = self.spec.class_names or [str(i) for i in range(self.spec.num_classes)]
+            path = plot_confusion(result.confusion, names, self.run_dir / "confusion.png",
+                                  title=f"{self.spec.name}: epoch {self.epoch}, top-1 {result.top1:.4f}")  # fmt: skip
+            self.trackers.image("confusion", path, self.step)
 
     def _last_row_value(self, key: str) -> float | None:
         if self.metrics is None or not self.metrics.rows:
@@ -559,6 +589,7 @@ def train(
     try:
         summary = trainer.fit()
     finally:
+        trainer.trackers.close()
         cleanup_distributed()
     if trainer.ctx.is_main:
         nan_free = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in summary.items()}

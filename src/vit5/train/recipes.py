@@ -18,7 +18,8 @@ A run config is a tree with five sections; every key can be changed with a dotte
               ema_decay, freeze (null | backbone), grad_checkpointing, finetune (the pretrained
               weights: path, published name, hf-hub: id or URL), finetune_ema, finetune_sha256 (and the
               recorded finetune_resolved_url / finetune_revision), checkpointing and logging
-              intervals, skip_nonfinite, device
+              intervals, skip_nonfinite, device, log (trackers: tensorboard, wandb, mlflow),
+              log_every_steps (how often the trackers get the training scalars)
 """
 
 from __future__ import annotations
@@ -190,6 +191,8 @@ def default_run_config(dataset: str = "digits", preset: str | None = None) -> Co
         finetune_sha256=None,
         finetune_resolved_url=None,  # recorded: the URL downloaded for train.finetune (after redirects)
         finetune_revision=None,  # recorded: the Hub commit of train.finetune
+        log=None,
+        log_every_steps=10,
     )
     for section, values in (("data", data), ("optim", optim), ("schedule", schedule), ("train", train)):
         values.update(recipe[section])
@@ -341,6 +344,16 @@ def _is_randaugment(value: Any) -> bool:
     return True
 
 
+def _is_trackers(value: Any) -> bool:
+    from vit5.train.tracking import parse_trackers
+
+    try:
+        parse_trackers(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
 def _is_param_overrides(value: Any) -> bool:
     try:
         check_param_overrides(value)
@@ -418,6 +431,8 @@ _SCHEMA: dict[str, dict[str, tuple[Any, str]]] = {
         "grad_checkpointing": (lambda v: isinstance(v, bool), "true or false"),
         "finetune": (lambda v: v is None or (isinstance(v, str) and v != ""), "None or a path or URL"),
         "finetune_ema": (lambda v: isinstance(v, bool), "true or false"),
+        "log": (_is_trackers, "None or tracker names: tensorboard, wandb, mlflow (comma-separated)"),
+        "log_every_steps": (lambda v: _is_int(v) and v >= 1, "an int >= 1"),
         "finetune_sha256": (
             lambda v: (
                 v is None
