@@ -231,13 +231,15 @@ def _load_checkpoint_directory(path: Path, ema: bool, trust_config: bool) -> Loa
     weights = path / (run.EMA_WEIGHTS if ema else run.WEIGHTS)
     if ema and not weights.is_file():
         raise CheckpointError(f"{path}: no EMA weights ({run.EMA_WEIGHTS}); the run was trained without EMA")
-    return _load_safetensors(weights, ema, trust_config, None, run_config=meta.get("config"))
+    digest = (meta.get("files") or {}).get(weights.name)  # checked again on the bytes that are parsed
+    return _load_safetensors(weights, ema, trust_config, None, run_config=meta.get("config"),
+                             sha256=digest if isinstance(digest, str) else None)  # fmt: skip
 
 
 def _load_safetensors(
-    path: Path, ema: bool, trust_config: bool, config: Any, run_config: Any = None
+    path: Path, ema: bool, trust_config: bool, config: Any, run_config: Any = None, sha256: str | None = None
 ) -> LoadedModel:
-    tensors, metadata = load_weights(path)
+    tensors, metadata = load_weights(path, sha256=sha256)
     recorded = metadata.get("config") if isinstance(metadata.get("config"), Mapping) else None
     if recorded is None and config is None:
         if tensors and is_official(tensors):
