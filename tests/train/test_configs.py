@@ -11,7 +11,8 @@ from vit5.config import to_container
 from vit5.config.registry import resolve_config_target
 from vit5.train.recipes import finalize, load_python_config, validate_run_config
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.py"))
+RECIPES = Path(__file__).resolve().parents[2] / "src" / "vit5" / "recipes"
+CONFIGS = sorted(p for p in RECIPES.glob("*.py") if p.name != "__init__.py")
 # building ViT-5-B / L takes 5-20 s each on 2 cores
 PARAMS = [
     pytest.param(p, id=p.name, marks=[pytest.mark.slow] if p.name.startswith(("vit5_b", "vit5_l")) else [])
