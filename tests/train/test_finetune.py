@@ -101,7 +101,7 @@ def test_finetune_official_checkpoint_keeps_the_backbone_and_matches_the_officia
     ]
     code, out, err = run_cli(args, capsys)
     assert code == 0, err
-    first = next(line for line in err.splitlines() if " run " in line)
+    first = next(line for line in err.splitlines() if " model      " in line)  # the summary's model line
     assert "ViT-5 attention (AA), D=32, 2 blocks, patch 8" in first and f"fine-tuned from {path}" in first
     assert "new 10-class head" in first and "pos_embed resampled 16 -> " in first
     assert "vit5 eval" in err.splitlines()[-3] and "vit5 predict" in err.splitlines()[-2]
