@@ -14,7 +14,7 @@ REFERENCE ?= nvsubquadratic==0.2.0
 # pip prints a harmless warning per missing local mirror folder; keep the log readable.
 QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: setup demo test test-all bench lint clean
+.PHONY: setup demo test test-all bench bench-before-after lint clean
 
 # The fused CPU kernels are compiled by setup.py when the package is installed (optional: without
 # a C compiler the install succeeds and vit5 runs its PyTorch paths). --no-build-isolation: the
@@ -41,6 +41,12 @@ test-all: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run.py
+
+# Before/after protocol (benchmarks/before_after.py): BEFORE=<src folder of the old code>, e.g.
+#   git worktree add /tmp/vit5-before <commit> && make bench-before-after BEFORE=/tmp/vit5-before/src
+bench-before-after: setup
+	test -n "$(BEFORE)" || { echo "set BEFORE=<src folder of the code before the change>"; exit 1; }
+	$(BIN)/python benchmarks/before_after.py --before $(BEFORE) --after src
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

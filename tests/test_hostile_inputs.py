@@ -587,3 +587,25 @@ def test_a_failed_run_writes_its_traceback_to_log_txt(tmp_path, monkeypatch):
     assert code == 2 and lines[-1] == "vit5 train: error: RuntimeError: boom", err
     log = (run / "log.txt").read_text()
     assert "Traceback" in log and "second line" in log
+
+
+@pytest.mark.slow
+def test_onnx_constant_of_shape_bomb_is_one_line(tmp_path, image):
+    pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, ["B", 16, 16, 3])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["B", 3])
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [1, 2**38])
+    nodes = [helper.make_node("ConstantOfShape", ["shape"], ["big"]),
+             helper.make_node("ReduceMean", ["input", "axes"], ["m"], keepdims=0),
+             helper.make_node("Add", ["m", "big"], ["logits"])]  # fmt: skip
+    axes = helper.make_tensor("axes", TensorProto.INT64, [2], [1, 2])
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [shape, axes]),
+                              opset_imports=[helper.make_opsetid("", 18)])  # fmt: skip
+    for key, value in _onnx_cfg().items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, json.dumps(value)
+    path = tmp_path / "bomb.onnx"
+    path.write_bytes(model.SerializeToString())
+    assert_one_line(tmp_path, cli("predict", path, image), str(path), "onnxruntime")

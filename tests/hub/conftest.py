@@ -42,6 +42,7 @@ def hub():
     data384, model384, _ = official_training_file(1, image_size=48)
     server.commit(PUBLISHED_REPO, {"vit5_small_patch16_224.pth": data, "vit5_base_patch16_384.pth": data384,
                                    "README.md": b"# ViT-5\n"})  # fmt: skip
+    server.mirror_file, server.mirror_model, _ = official_training_file(2)
     server.official = {"vit5_small_patch16_224": (model, ema), "vit5_base_patch16_384": (model384, None)}
     yield server
     server.stop()

@@ -26,6 +26,11 @@ out["timm_cfg"] = [t.pretrained_cfg["hf_hub_id"], t.pretrained_cfg["hf_hub_filen
 h = vit5.create_model("vit5_small_patch16_224", pretrained=True, num_classes=7, cache_dir={cache!r})
 out["head"] = [h.num_classes, h.pretrained_cfg["class_names"], torch.equal(h.patch_embed.weight, m.patch_embed.weight) if hasattr(h, "patch_embed") else None]
 out["listed"] = timm.list_pretrained("vit5*")
+o = timm.create_model("vit5_small_patch16_224", pretrained=True, cache_dir={cache!r},
+                      pretrained_cfg_overlay=dict(hf_hub_id="mirror/vit5")).eval()
+with torch.no_grad():
+    out["overlay"] = o(x).tolist()
+out["overlay_source"] = o.net.pretrained_cfg["source"]
 print(json.dumps(out))
 """
 
@@ -74,6 +79,9 @@ def test_published_names_load_the_official_model_entry_and_the_second_load_is_of
     torch.save(images, tmp_path / "x.pt")
     with torch.no_grad():
         expected, expected_ema = model(images), ema(images)
+    mirror = dict(hub.repos["FengWang3211/ViT-5"].commits[hub.repos["FengWang3211/ViT-5"].branches["main"]])
+    mirror["vit5_small_patch16_224.pth"] = hub.mirror_file
+    hub.commit("mirror/vit5", mirror)
     cache = tmp_path / "models"
     code = CHECK.format(images=str(tmp_path / "x.pt"), cache=str(cache))
     before = len(hub.requests)
@@ -88,7 +96,12 @@ def test_published_names_load_the_official_model_entry_and_the_second_load_is_of
     assert (cfg["crop_pct"], cfg["interpolation"]) == (1.0, "bicubic")
     assert out["names"] == ["n01440764", "n01443537", "tench, Tinca tinca"]
     assert out["timm_cfg"] == ["FengWang3211/ViT-5", "vit5_small_patch16_224.pth", 1000]
-    assert out["head"] == [7, None, True]  # a fresh 7-class head on the pretrained backbone
+    assert out["head"] == [7, None, True]
+    with torch.no_grad():  # pretrained_cfg_overlay=dict(hf_hub_id=...) reads that repo's file
+        assert (torch.tensor(out["overlay"]) - hub.mirror_model(images)).abs().max() <= 1e-5
+    assert (
+        out["overlay_source"] == "hf-hub:mirror/vit5/vit5_small_patch16_224.pth"
+    )  # a fresh 7-class head on the pretrained backbone
     assert {"vit5_small_patch16_224", "vit5_base_patch16_384", "vit5_large_patch16_384"} <= set(out["listed"])
     assert list(cache.glob("models--FengWang3211--ViT-5/blobs/*")), "cache_dir= is where the file went"
     assert not (tmp_path / "hf" / "hub").exists()

@@ -88,7 +88,12 @@ def test_save_pretrained_directory_round_trip_and_config_tree_form(tmp_path):
     net = vit5.create_model("vit5_tiny_hybrid", hidden_dim=32, num_blocks=2)
     saved = vit5.save_pretrained(net, tmp_path / "preset")
     x = torch.rand(1, 32, 32, 3)
-    assert torch.equal(vit5.load_model(saved)({"input": x})["logits"], net({"input": x})["logits"])
+    reloaded = vit5.load_model(saved)
+    assert torch.equal(reloaded({"input": x})["logits"], net({"input": x})["logits"])
+    reloaded.save_pretrained(tmp_path / "again")  # a loaded model knows its config: saved as the same preset
+    again = json.loads((tmp_path / "again" / "config.json").read_text())
+    assert again["architecture"] == "vit5_tiny_hybrid_patch4_32"
+    assert again["model_args"] == {"hidden_dim": 32, "num_blocks": 2}
     tree = vit5.model_config("vit5_tiny_attention", hidden_dim=32, num_blocks=2)
     tree.block_cfg.sequence_mixer_cfg.rope_base = 500.0  # a full tree: saved as vit5_from_config
     other = vit5.instantiate(tree)

@@ -168,11 +168,16 @@ def _one_line(error: BaseException, args: argparse.Namespace) -> str:
         text = "the input is nested too deeply (or refers to itself)"
     elif not isinstance(error, (UsageError, ValueError, TypeError, OSError, MissingExtraError)):
         text = f"{type(error).__name__}: {text}" if text else type(error).__name__
-    source = getattr(args, "source", None)
     named = isinstance(error, (UsageError, ValueError)) or (isinstance(error, OSError) and error.filename)
-    if source and str(source) not in text and not named:
-        text = f"{source}: {text}"
-    return text
+    inputs = [(flag, str(value)) for flag, value in (("", getattr(args, "source", None)),
+              ("--config", getattr(args, "config", None)), ("--data-dir", getattr(args, "data_dir", None)),
+              ("--resume", getattr(args, "resume", None)), ("--finetune", getattr(args, "finetune", None)))
+              if isinstance(value, (str, os.PathLike))]  # fmt: skip
+    if named or not inputs or any(value in text for _, value in inputs):
+        return text
+    if len(inputs) == 1 and not inputs[0][0]:
+        return f"{inputs[0][1]}: {text}"
+    return f"{text} (reading {', '.join(f'{flag} {value}'.strip() for flag, value in inputs)})"
 
 
 if __name__ == "__main__":

@@ -67,6 +67,8 @@ def load_config(path: str | os.PathLike, *, trust_config: bool = False) -> Confi
     path = Path(path)
     with open(path, "rb") as handle:
         raw = handle.read(MAX_YAML_BYTES + 1)
+    if len(raw) > MAX_YAML_BYTES:
+        raise ValueError(f"{path}: YAML file larger than {MAX_YAML_BYTES} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:

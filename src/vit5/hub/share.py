@@ -13,6 +13,7 @@ from typing import Any
 from vit5._io import atomic_write_text
 from vit5.config import to_container
 from vit5.io.hub_repo import CONFIG, WEIGHTS, repo_config
+from vit5.io.loader import CONFIG_ATTR  # the config tree a loaded / created network was built from
 from vit5.io.weights_file import save_weights
 from vit5.networks.pretrained_cfg import CODE_LICENSE, WEIGHTS_LICENSE_NOTE
 from vit5.networks.vit5_classification import ViT5ClassificationNet
@@ -26,8 +27,6 @@ __all__ = [
     "remember",
     "save_pretrained",
 ]
-
-CONFIG_ATTR = "_vit5_model_config"  # the config tree a loaded / created network was built from
 
 
 def remember(model: ViT5ClassificationNet, tree: Any) -> ViT5ClassificationNet:

@@ -23,10 +23,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from vit5.config import TARGET_KEY, to_container
+from vit5.config import TARGET_KEY, LazyConfig, to_container
 from vit5.config.registry import check_config_targets
 from vit5.io.weights_file import CheckpointError, file_digest, load_weights
-from vit5.networks.presets import list_models, model_config, preset_arguments, resolve_model_name, timm_name
+from vit5.networks.presets import (
+    build_vit5,
+    list_models,
+    model_config,
+    preset_arguments,
+    resolve_model_name,
+    timm_name,
+)
 from vit5.networks.presets import vit5_config as _vit5_config
 from vit5.networks.pretrained_cfg import updated_pretrained_cfg
 from vit5.networks.vit5_classification import ViT5ClassificationNet
@@ -123,7 +130,11 @@ def network_config(config: Mapping[str, Any], label: str, trust_config: bool) ->
         return check_config_targets(tree, f"{label} ({CONFIG})", trust_config=trust_config)
     try:
         preset = resolve_model_name(architecture)
-        return to_container(model_config(preset, **model_args))
+        model_config(preset, **model_args)  # checks the keywords
+        try:  # the compact build_vit5 form, so a re-save writes preset + model_args again
+            return to_container(LazyConfig(build_vit5)(**{**preset_arguments(preset), **model_args}))
+        except ValueError:  # a preset registered from outside
+            return to_container(model_config(preset, **model_args))
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{label}: {CONFIG} does not describe a vit5 network: {error}") from None
 

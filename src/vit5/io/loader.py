@@ -39,7 +39,17 @@ from vit5.networks.pretrained_cfg import check_pretrained_cfg, default_pretraine
 from vit5.networks.resize import resize_config, resize_model
 from vit5.networks.vit5_classification import ViT5ClassificationNet
 
-__all__ = ["LoadedModel", "build_loaded", "build_unloaded", "load_model", "load_model_and_config"]
+__all__ = [
+    "CONFIG_ATTR",
+    "LoadedModel",
+    "build_loaded",
+    "build_unloaded",
+    "load_model",
+    "load_model_and_config",
+]
+
+#: Where a loaded network keeps the config tree that builds it (what ``save_pretrained`` writes).
+CONFIG_ATTR = "_vit5_model_config"
 
 logger = logging.getLogger("vit5.weights")
 
@@ -180,6 +190,7 @@ def _load_local(
         loaded.model = resize_model(loaded.model, image_size, config=loaded.model_config).eval()
         loaded.model.pretrained_cfg = updated_pretrained_cfg(cfg, image_size=image_size)
         loaded.model_config = new_config
+    loaded.model.__dict__[CONFIG_ATTR] = to_container(loaded.model_config)
     return loaded
 
 
@@ -220,13 +231,15 @@ def _load_checkpoint_directory(path: Path, ema: bool, trust_config: bool) -> Loa
     weights = path / (run.EMA_WEIGHTS if ema else run.WEIGHTS)
     if ema and not weights.is_file():
         raise CheckpointError(f"{path}: no EMA weights ({run.EMA_WEIGHTS}); the run was trained without EMA")
-    return _load_safetensors(weights, ema, trust_config, None, run_config=meta.get("config"))
+    digest = (meta.get("files") or {}).get(weights.name)  # checked again on the bytes that are parsed
+    return _load_safetensors(weights, ema, trust_config, None, run_config=meta.get("config"),
+                             sha256=digest if isinstance(digest, str) else None)  # fmt: skip
 
 
 def _load_safetensors(
-    path: Path, ema: bool, trust_config: bool, config: Any, run_config: Any = None
+    path: Path, ema: bool, trust_config: bool, config: Any, run_config: Any = None, sha256: str | None = None
 ) -> LoadedModel:
-    tensors, metadata = load_weights(path)
+    tensors, metadata = load_weights(path, sha256=sha256)
     recorded = metadata.get("config") if isinstance(metadata.get("config"), Mapping) else None
     if recorded is None and config is None:
         if tensors and is_official(tensors):

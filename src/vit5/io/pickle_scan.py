@@ -306,8 +306,10 @@ def check_torch_file(handle: Any, path: Path) -> None:
                     f"{path}: the archive's entries inflate to {inflated} bytes from a {size}-byte file "
                     "(torch.save stores records uncompressed; a crafted file)"
                 )
-            pickles = [entry for entry in entries if entry.filename.rsplit("/", 1)[-1] == "data.pkl"]
-            for entry in pickles[:1]:
+            pickles = [
+                entry for entry in entries if entry.filename.endswith(".pkl")
+            ]  # every one torch might read
+            for entry in pickles:
                 if entry.file_size > MAX_PICKLE_BYTES:
                     raise PickleBombError(
                         f"{path}: data.pkl is {entry.file_size} bytes, more than a checkpoint needs"

@@ -191,8 +191,15 @@ def load_checkpoint(path: str | os.PathLike, with_state: bool = True) -> Checkpo
     path = Path(path)
     meta = read_meta(path)
     verify_checkpoint(path, meta)
-    model, _ = load_weights(path / WEIGHTS)
-    ema = load_weights(path / EMA_WEIGHTS)[0] if (path / EMA_WEIGHTS).is_file() else None
+    files = meta.get("files") or {}
+    model, _ = load_weights(
+        path / WEIGHTS, sha256=files.get(WEIGHTS)
+    )  # the verified digest, on the parsed bytes
+    ema = (
+        load_weights(path / EMA_WEIGHTS, sha256=files.get(EMA_WEIGHTS))[0]
+        if (path / EMA_WEIGHTS).is_file()
+        else None
+    )
     state = torch_load_safely(path / STATE) if with_state and (path / STATE).is_file() else {}
     return Checkpoint(path=path, model=model, meta=meta, ema=ema, state=state)
 

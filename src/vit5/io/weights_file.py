@@ -100,8 +100,13 @@ def save_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], meta
     return atomic_write(path, lambda handle: handle.write(save(tensors, metadata=header)))
 
 
-def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def load_weights(
+    path: str | os.PathLike, *, sha256: str | None = None
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Read a safetensors file and verify vit5's checksum when it has one.
+
+    The file is read into memory once; every check (``sha256`` of the file's bytes when given, the
+    header, vit5's tensor checksum) applies to those bytes, which are the ones parsed.
 
     Returns:
         The tensors and the decoded metadata (``config``, ``data``, ... for vit5 files; values that
@@ -117,6 +122,8 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     data = path.read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise CheckpointError(f"{path}: checksum mismatch (the file is truncated or corrupted)")
     try:
         tensors = load(data)
         header_size = int.from_bytes(data[:8], "little")
