@@ -65,6 +65,7 @@ def test_trackers_continue_the_same_runs_after_a_resume(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "wandb", wandb)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # a sqlite tracking store keeps artifacts under ./mlruns
     Image.new("RGB", (8, 6), (255, 0, 0)).save(tmp_path / "curves.png")
     config = {"optim": {"name": "adamw", "lr": 0.001}, "schedule": {"epochs": 2}}
     first = Trackers(["tensorboard", "wandb", "mlflow"], tmp_path, config)
@@ -104,6 +105,7 @@ def test_tensorboard_mlflow_and_wandb_follow_a_resumed_run(tmp_path, capsys, mon
     monkeypatch.setitem(sys.modules, "wandb", wandb)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # a sqlite tracking store keeps artifacts under ./mlruns
     run = tmp_path / "run"
     args = ["train", "--out", str(run), "--epochs", "2", "--log", "tensorboard,wandb,mlflow", *QUICK]
     assert main(args) == 0, capsys.readouterr().err

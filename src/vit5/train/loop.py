@@ -398,11 +398,15 @@ class Trainer:
         if self.ctx.is_main and use_bars():  # a terminal: a bar with rate, ETA and loss instead of log lines
             bar = progress_bar(self.steps_per_epoch, f"epoch {self.epoch + 1}/{self.cfg.schedule.epochs}",
                                initial=self.batch_in_epoch // self.accumulate)  # fmt: skip
+        if bar is None:
+            return self._train_batches(None)
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
         try:
-            return self._train_batches(bar)
+            with logging_redirect_tqdm():  # log lines (the pace estimate) print above the bar, not through it
+                return self._train_batches(bar)
         finally:
-            if bar is not None:
-                bar.close()
+            bar.close()
 
     def _train_batches(self, bar: Any) -> dict[str, float]:
         images_seen, last_log, epoch_start = 0, time.time(), time.time()
