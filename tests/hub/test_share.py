@@ -32,6 +32,16 @@ def test_push_to_hub_then_load_model_from_hf_hub(hub, tmp_path):
     assert {"config.json", "model.safetensors", "README.md"} <= set(commit)
     assert json.loads(commit["config.json"])["architecture"] == "vit5_tiny_attention_patch4_32"
 
+    # --print-config of a fine-tune from the repo needs only its config.json: no weights downloaded
+    hub.requests.clear()
+    printed = run_cli(hub, tmp_path / "fresh-hf", ["train", "--finetune", "hf-hub:me/quick", "--dataset", "digits",
+                                                   "--out", str(tmp_path / "run"), "--print-config"])  # fmt: skip
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    assert "finetune: hf-hub:me/quick" in printed.stdout and "hidden_dim: 32" in printed.stdout
+    fetched = {path.rsplit("/", 1)[-1] for _, path in hub.requests}
+    assert "config.json" in fetched and "model.safetensors" not in fetched, hub.requests
+    assert not (tmp_path / "run").exists()
+
 
 PUSH_AND_LOAD = """
 import json, torch, timm, vit5

@@ -155,6 +155,39 @@ def _published_architecture(source: str) -> Any:
     return Pretrained(model, config, source, Path(source), None, False)
 
 
+def _hub_repo_architecture(source: str, trust_config: bool) -> Any:
+    """An ``hf-hub:ORG/REPO[@REV]`` repo's network config (only its ``config.json`` is downloaded)
+    and a weightless (meta-device) network: what --print-config needs."""
+    import torch
+
+    from vit5.config import instantiate
+    from vit5.io.hub_repo import network_config, read_repo_config
+    from vit5.io.sources import REPO_CONFIG, hub_file, parse_hub_id
+    from vit5.networks.budget import check_network_budget
+    from vit5.train.finetune import Pretrained
+
+    repo, revision, _ = parse_hub_id(source)
+    config_file = hub_file(repo, REPO_CONFIG, revision, None, label=source)
+    config = network_config(read_repo_config(config_file.path.parent, source), source, trust_config)
+    check_network_budget(config, source)
+    with torch.device("meta"):
+        model = instantiate(config)
+    return Pretrained(model, config, source, config_file.path.parent, None, False,
+                      config_file.resolved_url, config_file.revision)  # fmt: skip
+
+
+def _is_hub_repo(source: str) -> bool:
+    """``hf-hub:ORG/REPO[@REV]`` (a saved model repo), not a file in one, and no local path of that name."""
+    from vit5.io.sources import HUB_PREFIX, parse_hub_id
+
+    if not source.startswith(HUB_PREFIX) or Path(source).exists():
+        return False
+    try:
+        return parse_hub_id(source)[2] is None
+    except ValueError:
+        return False
+
+
 def _apply_finetune(
     cfg: ConfigNode, args: argparse.Namespace, own_model: bool, config_only: bool = False
 ) -> Any:
@@ -166,6 +199,8 @@ def _apply_finetune(
 
     if config_only and published_name(args.finetune) and not Path(args.finetune).exists():
         pretrained = _published_architecture(args.finetune)
+    elif config_only and _is_hub_repo(args.finetune):
+        pretrained = _hub_repo_architecture(args.finetune, args.trust_config)
     else:
         pretrained = load_pretrained(
             args.finetune,
