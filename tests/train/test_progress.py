@@ -16,8 +16,10 @@ ARGS = ["train", "--epochs", "1", "--batch-size", "32", "data.max_train_images=1
         "model.hidden_dim=16", "model.num_blocks=2", "model.siren_hidden_dim=8", "train.log_every_seconds=0"]  # fmt: skip
 
 
-def _run(tmp_path, terminal: bool) -> str:
-    command = [sys.executable, "-m", "vit5", *ARGS, "--out", str(tmp_path / ("tty" if terminal else "file"))]
+def _run(tmp_path, terminal: bool, args: list[str] | None = None) -> str:
+    """stderr of ``vit5 ARGS`` run on a pseudo-terminal (``terminal``) or a pipe."""
+    args = args or [*ARGS, "--out", str(tmp_path / ("tty" if terminal else "file"))]
+    command = [sys.executable, "-m", "vit5", *args]
     env = {**os.environ, "VIT5_PROGRESS": ""}
     if not terminal:
         return subprocess.run(command, capture_output=True, text=True, timeout=240, env=env).stderr
@@ -53,3 +55,14 @@ def test_log_lines_when_stderr_is_not_a_terminal(monkeypatch):
     assert not use_bars()  # pytest captures stderr: not a terminal (tests/test_cli.py checks the log lines)
     monkeypatch.setenv("VIT5_PROGRESS", "1")
     assert use_bars()
+
+
+def test_export_shows_its_stages(tmp_path):
+    args = ["export", "--preset", "vit5_tiny_attention", "--out", str(tmp_path / "tiny.pt2")]
+    shown = _run(tmp_path, terminal=True, args=args)
+    assert "export tiny.pt2:" in shown and "stage" in shown, shown[-2000:]
+    assert "loading the model" in shown and "tracing and writing pt2" in shown
+    (tmp_path / "tiny.pt2").unlink()
+    logged = _run(tmp_path, terminal=False, args=args)
+    assert "export tiny.pt2: tracing and writing pt2" in logged and "stage/s" not in logged
+    assert (tmp_path / "tiny.pt2").is_file()
