@@ -54,7 +54,7 @@ def command_export(args: argparse.Namespace) -> int:
 @contextlib.contextmanager
 def _stages(description: str, total: int) -> Iterator[Callable[[str], None]]:
     """Progress through a command's stages: a tqdm bar (stage name, elapsed time) when stderr is a
-    terminal, else one log line per stage."""
+    terminal; otherwise debug-level log lines only (a failed command's stderr stays one line)."""
     from vit5.train.progress import progress_bar, use_bars
 
     bar = progress_bar(total, description, unit="stage") if use_bars() else None
@@ -62,7 +62,7 @@ def _stages(description: str, total: int) -> Iterator[Callable[[str], None]]:
 
     def stage(name: str) -> None:
         if bar is None:
-            logger.info("%s: %s", description, name)
+            logger.debug("%s: %s", description, name)
             return
         if started[0]:
             bar.update(1)
