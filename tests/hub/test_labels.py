@@ -11,6 +11,7 @@ from PIL import Image
 
 from tests.hub.conftest import official_training_file
 from vit5.cli import main
+from vit5.io import torch_load_safely
 from vit5.io.imagenet import imagenet_class_names
 
 EFT = "n01631663"
@@ -20,13 +21,14 @@ EFT = "n01631663"
 def eft_checkpoint(tmp_path_factory):
     """A tiny official checkpoint whose head always says 'eft' (class 27 of ImageNet-1k)."""
     data, model, _ = official_training_file(3)
-    checkpoint = torch.load(__import__("io").BytesIO(data), weights_only=False)
+    path = tmp_path_factory.mktemp("eft") / "vit5_eft.pth"
+    path.write_bytes(data)
+    checkpoint = torch_load_safely(path)  # the official training dict (args as argparse.Namespace)
     index = imagenet_class_names().index(EFT)
     for state in (checkpoint["model"], checkpoint["model_ema"]):
         state["head.weight"].zero_()
         state["head.bias"].zero_()
         state["head.bias"][index] = 10.0
-    path = tmp_path_factory.mktemp("eft") / "vit5_eft.pth"
     torch.save(checkpoint, path)
     return path, index
 

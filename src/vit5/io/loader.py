@@ -161,11 +161,11 @@ def load_model_and_config(
     with budget_limits(max_params, max_activation_gib):
         resolved = resolve_source(source, cache_dir=cache_dir, from_config_file=from_config_file,
                                   trust_config=trust_config)  # fmt: skip
-        if resolved.kind == "path":
-            return _load_local(resolved.path, resolved, ema, image_size, trust_config, config)
         try:  # a downloaded file gets exactly a local file's checks; errors name the source given
             return _load_local(resolved.path, resolved, ema, image_size, trust_config, config)
         except CheckpointError as error:
+            if resolved.kind == "path":
+                raise
             raise CheckpointError(f"{resolved.given}: {error}") from None
 
 
