@@ -99,11 +99,18 @@ def route_op(
     return KERNEL if runs and installed else TORCH
 
 
+@torch.compiler.assume_constant_result
+def _library_loaded() -> bool:
+    """The build and the environment switch (``VIT5_NATIVE``); a constant of a compiled graph
+    (loading the library reads files, which dynamo would not trace)."""
+    return native.library() is not None
+
+
 def _installed(capture: str) -> bool:
     """The library, asked last (its warning comes only where a kernel would have run)."""
     if capture == "eager":
         return native.usable()  # not switched off (env or disabled()), built and loaded
-    return native.library() is not None  # under compile: the build and the environment switch
+    return _library_loaded()
 
 
 def use_kernel(
