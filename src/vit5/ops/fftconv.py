@@ -176,9 +176,9 @@ def fft_conv_mixed(x: torch.Tensor, kernel: torch.Tensor, periodic: Sequence[boo
     """Per-axis boundary: circular on axes with ``periodic[a]``, zero ("same") elsewhere.
 
     One ``rfftn`` with per-axis sizes (``N`` on periodic axes, ``min(N + (K+1)//2, 2N)`` on the
-    others), the product of the per-axis phase ramps of the periodic axes on the kernel spectrum
-    (one summed ramp when every axis is periodic, as :func:`fft_conv_circular`), ``irfftn``, and a
-    crop from ``K // 2`` on the zero axes. Uniform flags give the same bits as
+    others), the phase ramp of the periodic axes on the kernel spectrum
+    (:func:`vit5.ops.spectral.phase_ramp`), ``irfftn``, and a crop from ``K // 2`` on the zero
+    axes. Uniform flags give the same bits as
     :func:`fft_conv_circular` / :func:`fft_conv_zero`.
 
     Args:
