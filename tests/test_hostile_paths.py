@@ -1,0 +1,100 @@
+"""Hostile and broken inputs (issue 30): paths a received file records stay inside the places the
+user named — a run's ``data_dir``, manifest rows, ``datasets`` image paths.
+
+Each attack runs in a forked child (one thread, 6 GiB address space, 60 s) as in
+``tests/test_hostile_inputs.py``; the test asserts exit code 2, one line on stderr, nothing written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+
+from tests.data.test_owndata import make_flat_folder
+from tests.test_hostile_inputs import assert_one_line, cli, in_child
+from vit5.io.run_origin import ORIGIN, check_recorded_data_dir, is_own_run, record_origin
+
+TINY = ["--epochs", "1", "--batch-size", "8", "--image-size", "8", "model.hidden_dim=16", "model.num_blocks=2",
+        "model.siren_hidden_dim=8", "train.log_every_seconds=0"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def own_run(tmp_path_factory):
+    """A finished tiny run on a flat class folder, made by this user here (it has ``origin.json``)."""
+    from vit5.cli import main
+
+    base = tmp_path_factory.mktemp("own")
+    data = make_flat_folder(base / "pets", per_class=4, size=8)
+    run = base / "run"
+    assert main(["train", "--dataset", "imagefolder", "--data-dir", str(data), "--out", str(run), *TINY]) == 0
+    assert (run / ORIGIN).is_file() and is_own_run(run)
+    return run, data
+
+
+def _received(own_run, tmp_path, data_dir=None):
+    """The run as someone else sends it: copied (a new directory), ``data_dir`` set as they chose."""
+    run, _ = own_run
+    received = tmp_path / "received"
+    shutil.copytree(run, received)
+    if data_dir is not None:
+        config = yaml.safe_load((received / "config.yaml").read_text())
+        config["data"]["data_dir"] = data_dir
+        (received / "config.yaml").write_text(yaml.safe_dump(config))
+    return received
+
+
+def test_the_own_run_still_evaluates_without_data_dir(own_run):
+    run, _ = own_run
+    code, out, err = in_child(cli("eval", run, "--out", run.parent / "eval-own"))
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["count"] > 0
+
+
+@pytest.mark.parametrize(
+    "recorded", [None, "/", "../../pets", "~/"], ids=["as-recorded", "root", "dotdot", "home"]
+)
+def test_a_received_run_does_not_choose_what_eval_reads(own_run, tmp_path, recorded):
+    received = _received(own_run, tmp_path, recorded)
+    assert not is_own_run(received)
+    assert_one_line(tmp_path, cli("eval", received, "--out", tmp_path / "eval"), "pass --data-dir DIR",
+                    "config.yaml")  # fmt: skip
+
+
+def test_a_received_run_evaluates_on_the_data_the_user_names(own_run, tmp_path):
+    _, data = own_run
+    received = _received(own_run, tmp_path, "/")
+    code, out, err = in_child(cli("eval", received, "--data-dir", data, "--out", tmp_path / "eval"))
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["count"] == 12
+
+
+def test_a_received_run_does_not_choose_what_resume_reads(own_run, tmp_path):
+    received = _received(own_run, tmp_path, "/")
+    assert_one_line(tmp_path, cli("train", "--resume", received, "--epochs", "2"), "pass --data-dir DIR")
+
+
+def test_a_moved_marker_or_a_forged_one_is_not_the_own_run(own_run, tmp_path):
+    run, _ = own_run
+    received = _received(own_run, tmp_path)
+    forged = json.loads((run / ORIGIN).read_text())
+    forged["run_dir"] = str(received.resolve())  # the attacker guessed where it would be unpacked
+    (received / ORIGIN).write_text(json.dumps(forged))
+    assert not is_own_run(received)  # the inode differs
+    with pytest.raises(ValueError, match="pass --data-dir DIR"):
+        check_recorded_data_dir("/data", received, "config.yaml")
+    (received / ORIGIN).write_text("[" * 100_000)
+    assert not is_own_run(received)
+    record_origin(received)  # what a resume with --data-dir writes: from then on the user's own
+    assert is_own_run(received) and check_recorded_data_dir("/data", received, "x") == "/data"
+    assert check_recorded_data_dir(None, received, "x") is None
+
+
+def test_documented_caches_are_allowed(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    inside = str(tmp_path / "hf" / "datasets" / "pets")
+    assert check_recorded_data_dir(inside, None, "x.safetensors") == inside
+    with pytest.raises(ValueError, match="x.safetensors records data.data_dir"):
+        check_recorded_data_dir(str(tmp_path / "hf" / ".." / "secret"), None, "x.safetensors")
