@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from tests.data.test_owndata import make_flat_folder
 from tests.test_hostile_inputs import assert_one_line, cli, in_child
@@ -98,3 +100,72 @@ def test_documented_caches_are_allowed(tmp_path, monkeypatch):
     assert check_recorded_data_dir(inside, None, "x.safetensors") == inside
     with pytest.raises(ValueError, match="x.safetensors records data.data_dir"):
         check_recorded_data_dir(str(tmp_path / "hf" / ".." / "secret"), None, "x.safetensors")
+
+
+# --------------------------------------------------------------------------------------------------
+# Manifest rows and datasets tables
+
+
+def _png(path, value=90):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((8, 8, 3), value, dtype=np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def secret(tmp_path):
+    """An image outside the data folder the user names (what a manifest row must not reach)."""
+    return _png(tmp_path / "secret" / "b.png", 200)
+
+
+def _model(tmp_path):
+    from tests.test_hostile_inputs import tiny_vit5
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    return tiny_vit5(folder, class_names=["a", "b", "c"])
+
+
+@pytest.mark.parametrize("kind", ["absolute", "dotdot", "symlink"])
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_manifest_rows_stay_in_the_manifest_folder(tmp_path, secret, kind, suffix):
+    data = tmp_path / "data"
+    _png(data / "a" / "0.png")
+    (data / "link.png").symlink_to(secret)
+    row = {"absolute": str(secret), "dotdot": "../secret/b.png", "symlink": "link.png"}[kind]
+    manifest = data / f"m{suffix}"
+    rows = [("a/0.png", "a"), (row, "b")]
+    if suffix == ".csv":
+        manifest.write_text("path,label\n" + "".join(f"{p},{label}\n" for p, label in rows))
+    else:
+        manifest.write_text("".join(json.dumps({"path": p, "label": label}) + "\n" for p, label in rows))
+    model = _model(tmp_path)
+    line = assert_one_line(tmp_path, cli("eval", model, "--dataset", "manifest", "--data-dir", manifest,
+                                         "--out", tmp_path / "eval"), f"{manifest}, row", "path")  # fmt: skip
+    assert ("row 3" if suffix == ".csv" else "row 2") in line
+
+
+@pytest.mark.parametrize("body", ["[" * 100_000 + "\n", 'path,label\n"' + "x" * 200_000 + '",a\n'],
+                         ids=["deep-jsonl", "huge-csv-field"])  # fmt: skip
+def test_malformed_manifests_are_one_line(tmp_path, body):
+    manifest = tmp_path / ("m.jsonl" if body.startswith("[") else "m.csv")
+    manifest.write_text(body)
+    model = _model(tmp_path)
+    assert_one_line(tmp_path, cli("eval", model, "--dataset", "manifest", "--data-dir", manifest,
+                                  "--out", tmp_path / "eval"), str(manifest), "line 1")  # fmt: skip
+
+
+def test_datasets_table_image_paths_stay_in_its_folder(tmp_path, secret):
+    datasets = pytest.importorskip("datasets")
+    datasets.disable_progress_bars()  # its "Generating train split" bar is not vit5's error line
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table({"image": pa.array([{"bytes": None, "path": str(secret)}] * 3, type=image),
+                      "label": pa.array(["a", "b", "c"])})  # fmt: skip
+    (tmp_path / "dd").mkdir()
+    pq.write_table(table, tmp_path / "dd" / "train-00000-of-00001.parquet")
+    model = _model(tmp_path)
+    assert_one_line(tmp_path, cli("eval", model, "--dataset", "hf", "--data-dir", tmp_path / "dd",
+                                  "--out", tmp_path / "eval"), "image path", str(secret))  # fmt: skip

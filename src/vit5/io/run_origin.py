@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from vit5._io import atomic_write_text
+from vit5._io import atomic_write_text, in_documented_cache
 
 __all__ = ["ORIGIN", "check_recorded_data_dir", "is_own_run", "record_origin", "run_directory_of"]
 
@@ -67,15 +67,6 @@ def run_directory_of(source: str | os.PathLike) -> Path | None:
     return None
 
 
-def _documented_caches() -> list[Path]:
-    home = Path(os.path.expanduser("~"))
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache")
-    hf_home = Path(os.environ.get("HF_HOME") or cache / "huggingface")
-    places = [hf_home, Path(os.environ.get("HF_DATASETS_CACHE") or hf_home / "datasets"),
-              Path(os.environ.get("TORCH_HOME") or cache / "torch")]  # fmt: skip
-    return [place.resolve() for place in places]
-
-
 def check_recorded_data_dir(data_dir: Any, run_dir: str | os.PathLike | None, where: str) -> Any:
     """``data_dir`` recorded in a run (or a checkpoint's metadata, ``where``), if the rule above allows it.
 
@@ -92,11 +83,8 @@ def check_recorded_data_dir(data_dir: Any, run_dir: str | os.PathLike | None, wh
         return data_dir
     if run_dir is not None and is_own_run(run_dir):
         return data_dir
-    text = os.fspath(data_dir) if isinstance(data_dir, (str, os.PathLike)) else None
-    if text is not None and "\x00" not in text and ".." not in Path(text).parts and Path(text).is_absolute():
-        resolved = Path(text).resolve()
-        if any(resolved == cache or cache in resolved.parents for cache in _documented_caches()):
-            return data_dir
+    if isinstance(data_dir, (str, os.PathLike)) and in_documented_cache(data_dir):
+        return data_dir
     raise ValueError(
         f"{where} records data.data_dir {data_dir!r}, but the run was not written here (it was copied, "
         "moved or received): pass --data-dir DIR to name the data"
