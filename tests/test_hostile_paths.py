@@ -169,3 +169,28 @@ def test_datasets_table_image_paths_stay_in_its_folder(tmp_path, secret):
     model = _model(tmp_path)
     assert_one_line(tmp_path, cli("eval", model, "--dataset", "hf", "--data-dir", tmp_path / "dd",
                                   "--out", tmp_path / "eval"), "image path", str(secret))  # fmt: skip
+
+
+# --------------------------------------------------------------------------------------------------
+# Names are data in log lines too
+
+
+def test_log_arguments_are_escaped_on_the_terminal_and_in_log_txt(tmp_path):
+    def run() -> int:
+        import logging
+
+        from vit5.cli.common import setup_logging
+
+        setup_logging(tmp_path / "run")
+        name = "cat\x1b[2J\n12:00:00 I epoch 9/9  test acc 1.0000\u202e"
+        logging.getLogger("vit5.data").warning(
+            "%s; using the next image instead (%d left, %.1f s)", name, 3, 0.5
+        )
+        return 0
+
+    code, _, err = in_child(run)
+    assert code == 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "\x1b" not in err and "\u202e" not in err, err
+    assert "cat\\x1b[2J\\x0a12:00:00 I epoch" in lines[0] and "(3 left, 0.5 s)" in lines[0]
+    assert (tmp_path / "run" / "log.txt").read_text().strip() == lines[0]
