@@ -194,3 +194,35 @@ def test_log_arguments_are_escaped_on_the_terminal_and_in_log_txt(tmp_path):
     assert len(lines) == 1 and "\x1b" not in err and "\u202e" not in err, err
     assert "cat\\x1b[2J\\x0a12:00:00 I epoch" in lines[0] and "(3 left, 0.5 s)" in lines[0]
     assert (tmp_path / "run" / "log.txt").read_text().strip() == lines[0]
+
+
+@pytest.mark.parametrize("where", ["dataset_dict", "state", "parquet-symlink"])
+def test_a_saved_datasets_folder_names_only_files_inside_it(tmp_path, where):
+    datasets = pytest.importorskip("datasets")
+    datasets.disable_progress_bars()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = datasets.Dataset.from_dict({"image": [{"bytes": _png(tmp_path / "p.png").read_bytes(), "path": None}],
+                                        "label": ["a"]})  # fmt: skip
+    other = tmp_path / "other"  # someone else's dataset, outside the folder the user names
+    datasets.DatasetDict({"train": table}).save_to_disk(str(other))
+    data = tmp_path / "data"
+    if where == "dataset_dict":
+        datasets.DatasetDict({"train": table}).save_to_disk(str(data))
+        (data / "dataset_dict.json").write_text(json.dumps({"splits": ["../other/train"]}))
+        needle = "dataset_dict.json: split"
+    elif where == "state":
+        datasets.DatasetDict({"train": table}).save_to_disk(str(data))
+        state = json.loads((data / "train" / "state.json").read_text())
+        state["_data_files"] = [{"filename": "../../other/train/data-00000-of-00001.arrow"}]
+        (data / "train" / "state.json").write_text(json.dumps(state))
+        needle = "state.json: data file"
+    else:
+        data.mkdir()
+        pq.write_table(pa.table({"label": ["a"]}), tmp_path / "outside.parquet")
+        (data / "train-00000-of-00001.parquet").symlink_to(tmp_path / "outside.parquet")
+        needle = "parquet file"
+    model = _model(tmp_path)
+    assert_one_line(tmp_path, cli("eval", model, "--dataset", "hf", "--data-dir", data, "--out", tmp_path / "eval"),
+                    needle)  # fmt: skip

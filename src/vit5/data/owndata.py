@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from vit5._io import contained_path, in_documented_cache
+from vit5._io import contained_path
+from vit5.data.containment import check_saved_dataset, recorded_image_path
 from vit5.data.sources import (
     IMAGE_SUFFIXES,
     DatasetNotFoundError,
@@ -79,19 +80,11 @@ class HFRecord:
         if isinstance(value, dict) and value.get("bytes") is not None:
             return value["bytes"]
         if isinstance(value, dict) and value.get("path"):
-            return _recorded_image_path(self.root, str(value["path"]), f"{self}: image path").read_bytes()
+            return recorded_image_path(self.root, str(value["path"]), f"{self}: image path").read_bytes()
         raise ValueError(f"{self}: no image bytes or path in column {self.column!r}")
 
     def __str__(self) -> str:
         return f"{self.split}/{self.index}"
-
-
-def _recorded_image_path(root: Path, text: str, what: str) -> Path:
-    """An image path a ``datasets`` table records: inside its folder, or absolute inside a documented
-    cache (``$HF_HOME``, where ``datasets`` keeps extracted files); anything else a ``ValueError``."""
-    if Path(text).is_absolute() and in_documented_cache(text):
-        return Path(text)
-    return contained_path(root, text, what)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -174,8 +167,11 @@ def _hf_dataset(root: Path, image_column: str, label_column: str) -> OwnData:
     datasets = require("datasets", "hf", "--dataset hf")
     parquet = sorted(root.rglob("*.parquet")) if root.is_dir() else [root]
     if (root / "dataset_info.json").is_file() or (root / "dataset_dict.json").is_file():
+        check_saved_dataset(root)
         loaded = datasets.load_from_disk(str(root))
     elif parquet and all(p.suffix == ".parquet" for p in parquet):
+        for file in parquet if root.is_dir() else []:
+            contained_path(root, file.relative_to(root), f"{root}: parquet file")
         groups: dict[str, list[str]] = {}
         for file in parquet:  # train-00000-of-00001.parquet, validation-..., or data/test-...
             stem = file.name.split("-")[0].split(".")[0]
