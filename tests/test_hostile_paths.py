@@ -226,3 +226,16 @@ def test_a_saved_datasets_folder_names_only_files_inside_it(tmp_path, where):
     model = _model(tmp_path)
     assert_one_line(tmp_path, cli("eval", model, "--dataset", "hf", "--data-dir", data, "--out", tmp_path / "eval"),
                     needle)  # fmt: skip
+
+
+def test_a_received_run_without_checkpoints_does_not_choose_a_local_finetune_file(own_run, tmp_path):
+    _, data = own_run
+    received = _received(own_run, tmp_path)
+    shutil.rmtree(received / "checkpoints")
+    bait = tmp_path / "elsewhere.safetensors"
+    bait.write_bytes(b"x")
+    config = yaml.safe_load((received / "config.yaml").read_text())
+    config["train"]["finetune"] = str(bait)
+    (received / "config.yaml").write_text(yaml.safe_dump(config))
+    assert_one_line(tmp_path, cli("train", "--resume", received, "--data-dir", data), "train.finetune",
+                    "start a new run with --finetune")  # fmt: skip

@@ -26,7 +26,14 @@ from typing import Any
 
 from vit5._io import atomic_write_text, in_documented_cache
 
-__all__ = ["ORIGIN", "check_recorded_data_dir", "is_own_run", "record_origin", "run_directory_of"]
+__all__ = [
+    "ORIGIN",
+    "check_recorded_data_dir",
+    "check_recorded_finetune",
+    "is_own_run",
+    "record_origin",
+    "run_directory_of",
+]
 
 ORIGIN = "origin.json"
 _MAX_ORIGIN_BYTES = 4096
@@ -88,4 +95,30 @@ def check_recorded_data_dir(data_dir: Any, run_dir: str | os.PathLike | None, wh
     raise ValueError(
         f"{where} records data.data_dir {data_dir!r}, but the run was not written here (it was copied, "
         "moved or received): pass --data-dir DIR to name the data"
+    )
+
+
+def check_recorded_finetune(finetune: Any, run_dir: str | os.PathLike, where: str) -> Any:
+    """``train.finetune`` of a run resumed before its first checkpoint, if the rule above allows it.
+
+    A published name or ``hf-hub:`` id resolves against ``HF_ENDPOINT`` and a URL needs
+    ``--trust-config`` anyway (:func:`vit5.train.finetune.load_pretrained`); a local path is used
+    only for the user's own run (``origin.json`` matches), or when it lies in a documented cache.
+
+    Raises:
+        ValueError: a local path recorded by a run that was not written here.
+    """
+    from vit5.io.download import is_url
+    from vit5.io.sources import published_name
+
+    if finetune in (None, "") or not isinstance(finetune, (str, os.PathLike)):
+        return finetune
+    text = os.fspath(finetune)
+    if text.startswith("hf-hub:") or is_url(text) or published_name(text) or is_own_run(run_dir):
+        return finetune
+    if in_documented_cache(text):
+        return finetune
+    raise ValueError(
+        f"{where} records train.finetune {text!r}, a local file, but the run was not written here (it was "
+        "copied, moved or received): start a new run with --finetune FILE instead of --resume"
     )
