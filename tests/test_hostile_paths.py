@@ -239,3 +239,12 @@ def test_a_received_run_without_checkpoints_does_not_choose_a_local_finetune_fil
     (received / "config.yaml").write_text(yaml.safe_dump(config))
     assert_one_line(tmp_path, cli("train", "--resume", received, "--data-dir", data), "train.finetune",
                     "start a new run with --finetune")  # fmt: skip
+
+
+@pytest.mark.parametrize("source", ["hf-hub:org/repo/../../../../tmp/x.safetensors", "hf-hub:../x", "hf-hub:org/repo@..",
+                                    "hf-hub:org/repo/sub\\..\\x.pth"])  # fmt: skip
+def test_hub_ids_cannot_walk_out_of_the_repo_or_the_cache(tmp_path, monkeypatch, source):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # never reached: refused while parsing
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    assert_one_line(tmp_path, cli("info", source), "hf-hub:ORG/REPO[@REVISION][/FILE]")
+    assert not (tmp_path / "hf").exists()
