@@ -8,6 +8,7 @@ line on stderr, exit code 2, nothing written.
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -111,3 +112,34 @@ def test_the_activation_budget_flag_applies_to_onnx(tmp_path, image):  # noqa: F
     assert_one_line(
         tmp_path, cli("predict", path, image, "--max-activation-gib", "0.001"), "activation budget"
     )
+
+
+def _program_archive(path, text: bytes):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("m/extra/pretrained_cfg.json", text)
+    return path
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [(b" " * (64 << 20) + b"{}", "declares 67,108,866 bytes"), (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+     (json.dumps(_onnx_cfg(crop_pct=1e-7)).encode(), "crop_pct")],
+    ids=["deflate-bomb", "deep-json", "crop-1e-7"],
+)  # fmt: skip
+def test_pt2_metadata_is_bounded_and_checked(tmp_path, text, needle):
+    path = _program_archive(tmp_path / "m.pt2", text)
+    assert path.stat().st_size < 200_000
+
+    def read() -> int:
+        from vit5.export import read_program_metadata
+
+        try:
+            read_program_metadata(path)
+        except ValueError as error:
+            print(error, file=sys.stderr)
+            return 2
+        return 0
+
+    assert_one_line(tmp_path, read, needle, str(path))
