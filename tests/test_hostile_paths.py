@@ -248,3 +248,18 @@ def test_hub_ids_cannot_walk_out_of_the_repo_or_the_cache(tmp_path, monkeypatch,
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     assert_one_line(tmp_path, cli("info", source), "hf-hub:ORG/REPO[@REVISION][/FILE]")
     assert not (tmp_path / "hf").exists()
+
+
+@pytest.mark.parametrize("link", ["checkpoints/best", "checkpoints/best/meta.json"])
+def test_run_checkpoints_linking_out_of_the_run_are_refused(own_run, tmp_path, link):
+    run, data = own_run
+    elsewhere = tmp_path / "elsewhere"  # another run's checkpoint (on the victim's disk)
+    shutil.copytree(run / "checkpoints" / "best", elsewhere)
+    received = _received(own_run, tmp_path)
+    for name in ("best", "last", "prev"):  # every checkpoint of the run links out: none is usable
+        target = received / link.replace("best", name)
+        if target.exists():
+            shutil.rmtree(target) if target.is_dir() and not target.is_symlink() else target.unlink()
+            target.symlink_to(elsewhere / ("meta.json" if link.endswith(".json") else ""))
+    for command in (["eval", received, "--data-dir", data, "--out", tmp_path / "eval"], ["info", received]):
+        assert_one_line(tmp_path, cli(*command), "outside", "symlink")
