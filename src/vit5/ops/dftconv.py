@@ -49,7 +49,7 @@ from typing import Any
 import torch
 
 from vit5.ops import kernels, native
-from vit5.ops.fftplan import FFTConvPlan, apply_spectrum, kernel_spectrum
+from vit5.ops.fftplan import FFTConvPlan, apply_spectrum, chunk_slices, kernel_spectrum
 from vit5.ops.longconv_plan import DFT_MAX_DIM
 from vit5.ops.recorded import recorded_vjp, recording
 from vit5.ops.route import use_kernel
@@ -138,14 +138,11 @@ CHUNK_BYTES = 8 * 2**20
 
 
 def _chunks(batch: int, spectrum_bytes_per_sample: int, device: torch.device) -> list[slice]:
-    """The batch in equal consecutive slices (sizes differ by at most 1) holding at most
-    :data:`CHUNK_BYTES` of spectrum each (at least 1 sample) on a CPU; one slice elsewhere."""
+    """The batch in :func:`vit5.ops.fftplan.chunk_slices` holding at most :data:`CHUNK_BYTES` of
+    spectrum each (at least 1 sample) on a CPU; one slice elsewhere."""
     if device.type != "cpu":
         return [slice(0, batch)]
-    step = max(1, CHUNK_BYTES // max(spectrum_bytes_per_sample, 1))
-    count = -(-batch // step)
-    bounds = [batch * i // count for i in range(count + 1)]
-    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
+    return chunk_slices(batch, CHUNK_BYTES // max(spectrum_bytes_per_sample, 1))
 
 
 def _apply(m: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:

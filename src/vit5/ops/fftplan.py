@@ -40,6 +40,8 @@ __all__ = [
     "FFTConvPlan",
     "apply_spectrum",
     "channel_chunk",
+    "channel_slices",
+    "chunk_slices",
     "forward_transform",
     "inverse_transform",
     "kernel_spectrum",
@@ -52,6 +54,21 @@ CHANNEL_CHUNK_BYTES = 2 * 2**20
 #: A fixed number of channels per chunk instead of :data:`CHANNEL_CHUNK_BYTES` (``None``: the byte
 #: budget); for tests and tuning.
 CHANNEL_CHUNK: int | None = None
+
+
+def chunk_slices(count: int, step: int) -> list[slice]:
+    """``range(count)`` in equal consecutive slices (sizes differ by at most 1) of at most
+    ``step`` items: the one chunking policy of the long convolutions (channel chunks here, batch
+    chunks in :mod:`vit5.ops.dftconv`; each with its byte budget)."""
+    pieces = -(-count // max(step, 1))
+    bounds = [count * i // pieces for i in range(pieces + 1)] if pieces else [0, 0]
+    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
+
+
+def channel_slices(x: torch.Tensor, plan: FFTConvPlan) -> list[slice]:
+    """The channel chunks of ``x`` ``[B, C, ...]`` for ``plan``: :func:`chunk_slices` of at most
+    :func:`channel_chunk` channels."""
+    return chunk_slices(x.shape[1], channel_chunk(x, plan))
 
 
 def channel_chunk(x: torch.Tensor, plan: FFTConvPlan) -> int:
@@ -242,7 +259,7 @@ def apply_spectrum(
 
     Returns:
         ``[B, C, *S]`` in ``x.dtype``, or ``accumulate``. Without autograd the channels are
-        processed :func:`channel_chunk` at a time (the same bits as all at once).
+        processed in :func:`channel_slices` (the same bits as all at once).
     """
     if accumulate is not None and accumulate.shape != x.shape:
         raise ValueError(
@@ -258,9 +275,7 @@ def apply_spectrum(
             )
         return _convolve(x, spectrum, plan).to(x.dtype)
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if accumulate is None else accumulate
-    chunk = channel_chunk(x, plan)
-    for start in range(0, x.shape[1], chunk):
-        part = slice(start, start + chunk)
+    for part in channel_slices(x, plan):
         y = _convolve(x[:, part], (spectrum[0][:, part], spectrum[1][:, part]), plan)
         if accumulate is None:
             out[:, part] = y
