@@ -8,6 +8,7 @@ Each attack runs in a forked child (one thread, 6 GiB address space, 60 s) as in
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -263,3 +264,17 @@ def test_run_checkpoints_linking_out_of_the_run_are_refused(own_run, tmp_path, l
             target.symlink_to(elsewhere / ("meta.json" if link.endswith(".json") else ""))
     for command in (["eval", received, "--data-dir", data, "--out", tmp_path / "eval"], ["info", received]):
         assert_one_line(tmp_path, cli(*command), "outside", "symlink")
+
+
+def test_a_fifo_named_like_an_image_does_not_hang(tmp_path):
+    """A received manifest folder (a tar keeps FIFOs) listing ``a.png`` that is a FIFO: one line, no hang;
+    in ``predict`` a per-image error while the other images are predicted."""
+    data = tmp_path / "data"
+    good = _png(data / "b" / "0.png")
+    os.mkfifo(data / "a.png")
+    (data / "m.csv").write_text("path,label\na.png,a\nb/0.png,b\n")
+    model = _model(tmp_path)
+    assert_one_line(tmp_path, cli("eval", model, "--dataset", "manifest", "--data-dir", data / "m.csv",
+                                  "--out", tmp_path / "eval"), "not a regular file")  # fmt: skip
+    code, out, err = in_child(cli("predict", model, data / "a.png", good), timeout=30)
+    assert code == 1 and "not a regular file" in err and str(good) in out
