@@ -16,10 +16,11 @@ QUIET_PIP := 2>&1 | { grep -v "is ignored: it is neither a file nor a directory"
 
 .PHONY: setup demo test test-all bench bench-before-after lint clean
 
-# The fused CPU kernels are compiled by setup.py when the package is installed (optional: without
-# a C compiler the install succeeds and vit5 runs its PyTorch paths). --no-build-isolation: the
-# build records the torch installed here. An edited kernel source rebuilds the stamp.
-KERNEL_SOURCES := setup.py src/vit5/ops/cpu_kernels.c src/vit5/ops/build_kernels.py
+# The fused CPU kernels (a C++ TORCH_LIBRARY extension, src/vit5/ops/csrc) are compiled by setup.py
+# when the package is installed (optional: without a C++ compiler the install succeeds and vit5 runs
+# its PyTorch paths). --no-build-isolation: the extension is built against, and its record names,
+# the torch installed here. An edited kernel source rebuilds the stamp.
+KERNEL_SOURCES := setup.py src/vit5/ops/build_kernels.py $(wildcard src/vit5/ops/csrc/*.cpp src/vit5/ops/csrc/*.h)
 
 $(VENV)/.stamp: pyproject.toml Makefile $(KERNEL_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

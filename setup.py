@@ -1,9 +1,9 @@
-"""Builds the fused CPU kernels at install time (see src/vit5/ops/build_kernels.py).
+"""Builds the fused CPU kernels' C++ extension at install time (src/vit5/ops/build_kernels.py).
 
 Everything else about the package is in pyproject.toml. Install with
-``pip install --no-build-isolation -e .`` (the Makefile does) so the record names the torch
-installed in the environment; without a C compiler the install succeeds and vit5 runs its
-PyTorch paths.
+``pip install --no-build-isolation -e .`` (the Makefile does) so the extension is compiled
+against, and its record names, the torch installed in the environment; without a C++ compiler
+(or without torch) the install succeeds and vit5 runs its PyTorch paths.
 """
 
 import importlib.util
@@ -24,13 +24,13 @@ def _builder():
 
 
 class BuildWithKernels(build_py):
-    """``build_py`` that also compiles ``cpu_kernels.c`` (next to the sources in editable mode)."""
+    """``build_py`` that also compiles ``ops/csrc`` (next to the sources in editable mode)."""
 
     def run(self) -> None:
         super().run()
         editable = getattr(self, "editable_mode", False)
         destination = OPS if editable else Path(self.build_lib) / "vit5" / "ops"
-        _builder().build(destination, source=OPS / "cpu_kernels.c")
+        _builder().build(destination, sources=OPS / "csrc")
 
 
 setup(cmdclass={"build_py": BuildWithKernels})

@@ -1,4 +1,4 @@
-"""The fused CPU kernel library: built at install time, loaded only when its record matches, optional."""
+"""The fused CPU kernels' C++ extension: built at install time, loaded only when its record matches, optional."""
 
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ def test_a_training_step_spawns_no_process_and_writes_no_cache(tmp_path) -> None
     assert list(home.rglob("*")) == []
 
 
-@pytest.mark.parametrize("why", ["switched off", "stale record", "not built"])
+@pytest.mark.parametrize("why", ["switched off", "stale record", "edited source", "other torch", "not built"])
 def test_switched_off_or_not_built_everything_runs_on_pytorch_ops(why, tmp_path, monkeypatch) -> None:
     """The PyTorch paths run; a missing or stale library is said once, at the first call that
     would have used a kernel (eager CPU fp32), never to bf16 callers or with VIT5_NATIVE=0."""
@@ -66,7 +66,20 @@ def test_switched_off_or_not_built_everything_runs_on_pytorch_ops(why, tmp_path,
         monkeypatch.setenv("VIT5_NATIVE", "0")
     elif why == "stale record":
         record = tmp_path / "record.json"
-        record.write_text('{"source_sha256": "0", "torch": null}')
+        record.write_text('{"sources_sha256": "0", "torch": null}')
+        monkeypatch.setattr(native, "RECORD", record)
+    elif why == "edited source":  # a copy of the sources with one kernel edited
+        import shutil
+
+        sources = tmp_path / "csrc"
+        shutil.copytree(native.SOURCES, sources)
+        (sources / "ops.cpp").write_text((sources / "ops.cpp").read_text() + "// edited\n")
+        monkeypatch.setattr(native, "SOURCES", sources)
+    elif why == "other torch":
+        from vit5.ops.build_kernels import source_hash
+
+        record = tmp_path / "record.json"
+        record.write_text(f'{{"sources_sha256": "{source_hash(native.SOURCES)}", "torch": "1.0.0"}}')
         monkeypatch.setattr(native, "RECORD", record)
     else:
         monkeypatch.setattr(native, "LIBRARY", tmp_path / "missing.so")
@@ -85,7 +98,12 @@ def test_switched_off_or_not_built_everything_runs_on_pytorch_ops(why, tmp_path,
     if why == "switched off":
         assert said == []
     else:
-        expected = "another cpu_kernels.c" if why == "stale record" else "not built at install time"
+        expected = {
+            "stale record": "other kernel sources",
+            "edited source": "other kernel sources",
+            "other torch": "built with torch 1.0.0",
+            "not built": "not built at install time",
+        }[why]
         assert len(said) == 1 and expected in said[0], said
 
 
@@ -166,24 +184,31 @@ def test_the_record_ties_the_library_to_its_source_and_torch() -> None:
     import json
 
     record = json.loads(native.RECORD.read_text())
-    assert record["source_sha256"] == hashlib.sha256(native.SOURCE.read_bytes()).hexdigest()
+    digest = hashlib.sha256()
+    for path in sorted(native.SOURCES.iterdir()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    assert record["sources_sha256"] == digest.hexdigest()
+    assert {p.suffix for p in native.SOURCES.iterdir()} == {".cpp", ".h"}
     assert record["torch"].split("+")[0] == torch.__version__.split("+")[0]
     assert native.status() == "ok"
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(
-    __import__("shutil").which("aarch64-linux-gnu-gcc") is None, reason="no ARM cross compiler"
+    __import__("shutil").which("aarch64-linux-gnu-g++") is None,
+    reason="no ARM cross compiler (apt-get install g++-aarch64-linux-gnu)",
 )
-def test_the_kernels_compile_for_arm(tmp_path) -> None:
-    """ARM is checked by compiling only (Debian's gcc-aarch64-linux-gnu)."""
+@pytest.mark.parametrize("source", ["ops.cpp", "fft.cpp"])
+def test_the_kernels_compile_for_arm(source, tmp_path) -> None:
+    """ARM is checked by compiling only (Debian's g++-aarch64-linux-gnu, ``-c``, no link) against
+    the installed torch's headers: ATen's NEON vectors instead of AVX2."""
     from vit5.ops import build_kernels
 
-    flags = [f for f in build_kernels.FLAGS if f != "-march=native"]
-    result = subprocess.run(
-        ["aarch64-linux-gnu-gcc", *flags, str(native.SOURCE), "-o", str(tmp_path / "k.so"), "-lm"],
-        capture_output=True,
-        text=True,
-        timeout=600,
+    include = build_kernels._torch_paths()[0]
+    flags = [f if f != "-march=native" else "-march=armv8-a" for f in build_kernels.FLAGS]
+    command = build_kernels.compile_command(
+        "aarch64-linux-gnu-g++", native.SOURCES / source, tmp_path / "k.o", include, flags
     )
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "k.o").stat().st_size > 0

@@ -1,16 +1,18 @@
 """Build the fused CPU kernels when the package is installed (never at run time).
 
 ``setup.py`` runs :func:`build` during ``pip install`` (the Makefile installs with
-``--no-build-isolation``, so the torch being installed against is the one recorded): it compiles
-``cpu_kernels.c`` into ``_cpu_kernels.so`` next to it and writes ``_cpu_kernels.json`` with the
-source's SHA-256, the flags, the compiler and the torch version. :mod:`vit5.ops.native` loads
-the library only from the package folder and only when that record matches the source and the
-running torch; otherwise every op takes its PyTorch path (one warning, when an eager CPU fp32
-call would have used a kernel). Installing succeeds without a C compiler (no library, the
-PyTorch paths). Rebuild by hand with ``python -m vit5.ops.build_kernels``.
+``--no-build-isolation``, so the torch being built against is the one installed and recorded):
+it compiles the C++ sources in ``csrc/`` (a ``TORCH_LIBRARY`` extension: ATen headers, no
+pybind11) into ``_vit5_ops.so`` next to this file and writes ``_vit5_ops.json`` with the
+sources' SHA-256, the torch version, the flags and the compiler. :mod:`vit5.ops.native` loads
+the library (``torch.ops.load_library``) only from the package folder and only when that record
+matches the sources and the running torch; otherwise every op takes its PyTorch path (one
+warning, when an eager CPU fp32 call would have used a kernel). Installing succeeds without a
+C++ compiler or without torch (no library, the PyTorch paths). Rebuild by hand with
+``python -m vit5.ops.build_kernels``.
 
-This module imports nothing of vit5 and needs no torch to compile (``setup.py`` loads it by
-path); it does not run when vit5 is imported.
+This module imports nothing of vit5 (``setup.py`` loads it by path) and does not compile
+anything when imported.
 """
 
 from __future__ import annotations
@@ -25,22 +27,31 @@ import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SOURCE_NAME = "cpu_kernels.c"
-LIBRARY_NAME = "_cpu_kernels.so"
-RECORD_NAME = "_cpu_kernels.json"
-# -ffp-contract=off: no fused multiply-adds unless a kernel asks for them (fmaf where PyTorch's own
-# kernel fuses), so a kernel doing the ops of a PyTorch expression in its order gives its bits;
-# -fno-math-errno / -fno-trapping-math let loops with sqrt, clamps and float-to-int conversions
-# vectorise; neither changes a computed value. -march=native: built on the machine that runs it.
+#: The extension's sources (every file in it is hashed into the record).
+SOURCES = HERE / "csrc"
+LIBRARY_NAME = "_vit5_ops.so"
+RECORD_NAME = "_vit5_ops.json"
+#: -march=native: built on the machine that runs it (ATen's AVX2 vectors where the target has
+#: them). -ffp-contract=off: no multiply-add is fused unless a kernel asks for it (at::vec::fmadd),
+#: so a kernel doing a PyTorch expression's ops in its order rounds as PyTorch's separate ops do.
+#: -fno-math-errno / -fno-trapping-math change no computed value.
 FLAGS = (
-    "-O3", "-march=native", "-ffp-contract=off", "-fno-math-errno", "-fno-trapping-math",
-    "-fopenmp", "-std=c11", "-shared", "-fPIC",
+    "-O3", "-march=native", "-std=c++20", "-fPIC", "-fvisibility=hidden", "-ffp-contract=off",
+    "-fno-math-errno", "-fno-trapping-math",
 )  # fmt: skip
 
 
-def source_hash(source: Path) -> str:
-    """SHA-256 of the kernel source (the record ties a library to it)."""
-    return hashlib.sha256(source.read_bytes()).hexdigest()
+def source_files(sources: Path = SOURCES) -> list[Path]:
+    """The extension's source files, sorted by name."""
+    return sorted(p for p in sources.iterdir() if p.suffix in (".cpp", ".h")) if sources.is_dir() else []
+
+
+def source_hash(sources: Path = SOURCES) -> str:
+    """SHA-256 over the sources' names and contents (the record ties a library to them)."""
+    digest = hashlib.sha256()
+    for path in source_files(sources):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def torch_version() -> str | None:
@@ -53,47 +64,88 @@ def torch_version() -> str | None:
         return None
 
 
-def build(destination: Path, source: Path | None = None, compiler: str | None = None) -> Path | None:
-    """Compile the kernels into ``destination`` (library + record); ``None`` (and a message on
-    stderr) when no compiler is found or compiling fails: installing goes on without them."""
-    source = source or HERE / SOURCE_NAME
-    compiler = compiler or shutil.which(os.environ.get("CC") or "cc")
-    if compiler is None:
-        print("vit5: no C compiler (cc / $CC); the fused CPU kernels are not built", file=sys.stderr)
+def _torch_paths() -> tuple[Path, Path] | None:
+    """``(include, lib)`` folders of the installed torch, without importing it."""
+    from importlib.util import find_spec
+
+    spec = find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
         return None
+    root = Path(next(iter(spec.submodule_search_locations)))
+    include, lib = root / "include", root / "lib"
+    return (include, lib) if (include / "torch" / "library.h").exists() and lib.is_dir() else None
+
+
+def compile_command(compiler: str, source: Path, output: Path, include: Path, flags=FLAGS) -> list[str]:
+    """The command compiling one source file to an object file (``-c``, no link)."""
+    return [compiler, *flags, "-isystem", str(include), "-c", str(source), "-o", str(output)]
+
+
+def _say(message: str) -> None:
+    print(
+        f"vit5: {message}; the fused CPU kernels are not built (vit5 runs its PyTorch ops)", file=sys.stderr
+    )
+
+
+def build(destination: Path, sources: Path = SOURCES, compiler: str | None = None) -> Path | None:
+    """Compile the extension into ``destination`` (library + record); ``None`` (and one line on
+    stderr) when no compiler or no torch is found or compiling fails: installing goes on."""
+    compiler = compiler or shutil.which(os.environ.get("CXX") or "c++")
+    if compiler is None:
+        _say("no C++ compiler (c++ / $CXX)")
+        return None
+    paths = _torch_paths()
+    if paths is None:
+        _say("no installed torch with C++ headers")
+        return None
+    include, lib = paths
     destination.mkdir(parents=True, exist_ok=True)
-    fd, partial = tempfile.mkstemp(prefix=".build-", suffix=".so", dir=destination)
-    os.close(fd)
-    try:
-        try:
-            result = subprocess.run(
-                [compiler, *FLAGS, str(source), "-o", partial, "-lm"],
-                capture_output=True,
-                text=True,
-                timeout=600,
-            )
+    files = [p for p in source_files(sources) if p.suffix == ".cpp"]
+    with tempfile.TemporaryDirectory(prefix="vit5-build-") as tmp:
+        objects = [Path(tmp) / f"{p.stem}.o" for p in files]
+        try:  # the sources compile in parallel, then link
+            jobs = [
+                subprocess.Popen(
+                    compile_command(compiler, p, o, include),
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+                for p, o in zip(files, objects)
+            ]
+            results = [(job.wait(timeout=900), job.communicate()[1]) for job in jobs]
+            if all(code == 0 for code, _ in results):
+                partial = Path(tmp) / LIBRARY_NAME
+                link = [
+                    compiler,
+                    "-shared",
+                    *map(str, objects),
+                    "-o",
+                    str(partial),
+                    f"-L{lib}",
+                    "-lc10",
+                    "-ltorch_cpu",
+                ]
+                done = subprocess.run(link, capture_output=True, text=True, timeout=300)
+                results.append((done.returncode, done.stderr))
         except (OSError, subprocess.SubprocessError) as error:
-            print(
-                f"vit5: could not run {compiler} ({error}); the fused CPU kernels are not built",
-                file=sys.stderr,
-            )
+            _say(f"could not run {compiler} ({error})")
             return None
-        if result.returncode != 0:
-            last = result.stderr.strip().splitlines()[-1:] or [str(result.returncode)]
-            print(f"vit5: compiling the fused CPU kernels failed ({last[0]}); not built", file=sys.stderr)
+        failed = [(code, err) for code, err in results if code != 0]
+        if failed:
+            code, err = failed[0]
+            errors = [line for line in err.splitlines() if "error" in line] or err.strip().splitlines()[-1:]
+            _say(f"compiling failed ({errors[0] if errors else code})")
             return None
         target = destination / LIBRARY_NAME
-        os.replace(partial, target)
-    finally:
-        if os.path.exists(partial):
-            os.unlink(partial)
+        shutil.copyfile(partial, destination / f".{LIBRARY_NAME}.partial")
+        os.replace(destination / f".{LIBRARY_NAME}.partial", target)
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
     record = {
-        "source_sha256": source_hash(source),
+        "sources_sha256": source_hash(sources),
         "torch": torch_version(),
         "flags": list(FLAGS),
-        "compiler": subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout.split(
-            "\n"
-        )[0],
+        "compiler": version,
     }
     (destination / RECORD_NAME).write_text(json.dumps(record, indent=1) + "\n")
     return target

@@ -1,22 +1,27 @@
-"""The fused CPU kernels as PyTorch operators (``torch.library``, namespace ``vit5``).
+"""The fused CPU kernels as PyTorch operators (namespace ``vit5``), and their Python parts.
 
-Every kernel of ``cpu_kernels.c`` (:mod:`vit5.ops.native`) is called only through one of these
-operators, so the dispatcher, the profiler (by name, with input shapes under
-``record_shapes=True``), ``torch.library.opcheck`` and fake-tensor tracing see it. Each has a
-fake (meta) implementation; operators that write into an argument declare it in
-``mutates_args``. The forward operators of differentiable maths carry their autograd formula
-(``register_autograd``): the matching ``*_backward`` operator, or, when the backward pass is
-itself recorded (``create_graph=True``), the gradient of the plain PyTorch formula
-(:mod:`vit5.ops.recorded`), so second derivatives are right. The FFT and DFT operators are the
-primitives of the convolutions' own autograd functions and are called only without autograd.
+The operators' schemas and CPU implementations are C++ (``csrc/``, a ``TORCH_LIBRARY``
+extension built at install time and loaded by :mod:`vit5.ops.native`), so the dispatcher, the
+profiler (by name, with input shapes under ``record_shapes=True``), ``torch.library.opcheck``
+and fake-tensor tracing see them. This module registers, once the extension is loaded, each
+operator's fake (meta) implementation (``torch.library.register_fake``) and, for the forward
+operators of differentiable maths, its autograd formula (``torch.library.register_autograd``):
+the matching ``*_backward`` operator, or, when the backward pass is itself recorded
+(``create_graph=True``), the gradient of the plain PyTorch formula (:mod:`vit5.ops.recorded`),
+so second derivatives are right. The FFT and DFT operators are the primitives of the
+convolutions' own autograd functions and are called only without autograd. Operators ending in
+``_`` write into the argument their schema marks ``(a!)``.
 
-Callers decide with :func:`vit5.ops.native.usable` (eager CPU fp32, library available) whether
-an operator may run; graph capture, ``torch.func`` transforms, GPUs and other dtypes take the
-plain PyTorch path, so exported and FX graphs hold ATen operators only.
+The functions below (``rms_norm``, ``gate``, ...) are the callers' entry points: thin wrappers
+that call ``torch.ops.vit5.*``. Callers decide with :func:`vit5.ops.native.usable` (eager CPU
+fp32, extension loaded) whether one may run; graph capture, ``torch.func`` transforms, GPUs and
+other dtypes take the plain PyTorch path, so exported and FX graphs hold ATen operators only.
+The ``threads`` arguments some wrappers take are not used: the kernels run on PyTorch's intra-op
+threads (``torch.set_num_threads``).
 
-Operators (all CPU, fp32; ``threads`` is the kernels' thread count, :func:`vit5.ops.native.threads`:
-PyTorch's profiler records no event for a Python operator whose arguments are all tensors, so
-those take it as an argument):
+Without the extension (not built, stale record) the ``vit5::`` operators are not defined at
+all, and nothing calls these wrappers (``native.usable`` is False); ``VIT5_NATIVE=0`` or
+:func:`vit5.ops.native.disabled` leave a loaded extension's operators defined but unused.
 
 ==============================  =============================================================
 ``vit5::rms_norm``              ``(y, r)`` of :func:`vit5.ops.rmsnorm.rms_norm` (autograd)
@@ -46,43 +51,36 @@ from torch.nn import functional as F
 from vit5.ops import native
 from vit5.ops.recorded import recorded_vjp, recording
 
-__all__ = ["ACTIVATIONS", "OPERATORS"]
+__all__ = ["ACTIVATIONS", "NAMES", "OPERATORS"]
 
 #: Activation name -> the gate kernels' code.
 ACTIVATIONS = {"silu": 1, "sigmoid": 2}
 _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
+
+#: The operators the extension defines (``vit5::<name>``).
+NAMES = (
+    "rms_norm", "rms_norm_backward", "gate", "gate_backward", "scaled_add", "scaled_add_backward",
+    "scaled_add_into_", "rope", "fft_kernel_spectrum", "fft_conv2d", "fft_conv2d_kernel_grad",
+    "batched_matmul_", "complex_product_", "complex_product_sum_",
+)  # fmt: skip
+
+#: Qualified name -> ``OpOverload`` of every operator, once the extension is loaded (else empty).
+OPERATORS: dict[str, Any] = {}
 
 
 def _empty(shape: Any, like: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     return torch.empty(tuple(shape), dtype=dtype, device=like.device)
 
 
-def _check(status: object, what: str) -> None:
-    if status != 0:
-        raise MemoryError(f"{what}: the fused kernel could not allocate its scratch memory")
-
-
 # -- RMSNorm ------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("vit5::rms_norm", mutates_args=())
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    y = torch.empty(x.shape, dtype=x.dtype)
-    r = torch.empty((*x.shape[:-1], 1), dtype=torch.float32)
-    native.run(
-        "vit5_rms_forward",
-        x.data_ptr(), *native.row_blocks(x), weight.data_ptr(), y.data_ptr(), r.data_ptr(),
-        x.numel() // x.shape[-1], x.shape[-1], eps, native.threads(),
-    )  # fmt: skip
-    return y, r
+    """``(y, r)``: ``y = weight * (x * r)``, ``r = 1 / sqrt(mean(x^2) + eps)`` per row ``[..., 1]``
+    (``x`` may be a per-head slice, rows in two levels)."""
+    return torch.ops.vit5.rms_norm(x, weight, eps)
 
 
-@rms_norm.register_fake
-def _(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    return _empty(x.shape, x, x.dtype), _empty((*x.shape[:-1], 1), x)
-
-
-@torch.library.custom_op("vit5::rms_norm_backward", mutates_args=())
 def rms_norm_backward(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -92,30 +90,23 @@ def rms_norm_backward(
     need_weight: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(grad_x, grad_weight)``; an unneeded one is an empty tensor."""
-    grad = grad.contiguous().float()
-    grad_x = torch.empty(x.shape if need_x else (0,), dtype=x.dtype)
-    grad_weight = torch.empty(weight.shape if need_weight else (0,), dtype=weight.dtype)
-    status = native.run(
-        "vit5_rms_backward",
-        x.data_ptr(), *native.row_blocks(x), weight.data_ptr(), r.data_ptr(), grad.data_ptr(),
-        grad_x.data_ptr() if need_x else None, grad_weight.data_ptr() if need_weight else None,
-        x.numel() // x.shape[-1], x.shape[-1], native.threads(),
-    )  # fmt: skip
-    _check(status, "vit5::rms_norm_backward")
-    return grad_x, grad_weight
-
-
-@rms_norm_backward.register_fake
-def _(x, weight, r, grad, need_x, need_weight):  # noqa: ANN001, ANN202
-    return _empty(x.shape if need_x else (0,), x, x.dtype), _empty(
-        weight.shape if need_weight else (0,), x, weight.dtype
-    )
+    return torch.ops.vit5.rms_norm_backward(x, weight, r, grad.float(), need_x, need_weight)
 
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """The formula of ``vit5::rms_norm``'s ``y`` as plain PyTorch ops, in its op order."""
     u = x.float()
     return (weight * (u * torch.rsqrt(u.pow(2).mean(dim=-1, keepdim=True) + eps))).to(x.dtype)
+
+
+def _rms_fake(x, weight, eps):  # noqa: ANN001, ANN202
+    return _empty(x.shape, x, x.dtype), _empty((*x.shape[:-1], 1), x)
+
+
+def _rms_backward_fake(x, weight, r, grad, need_x, need_weight):  # noqa: ANN001, ANN202
+    return _empty(x.shape if need_x else (0,), x, x.dtype), _empty(
+        weight.shape if need_weight else (0,), x, weight.dtype
+    )
 
 
 def _rms_setup(ctx: Any, inputs: tuple, output: tuple) -> None:
@@ -135,36 +126,16 @@ def _rms_backward(ctx: Any, grad: torch.Tensor, _grad_r: torch.Tensor | None) ->
     return (grad_x if need_x else None), (grad_weight if need_weight else None), None
 
 
-rms_norm.register_autograd(_rms_backward, setup_context=_rms_setup)
-
-
 # -- Hyena's gates ------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("vit5::gate", mutates_args=())
 def gate(
     x: torch.Tensor, g: torch.Tensor, activation: int, l2_eps: float | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(x' * act(g), 1 / max(||x||, eps) per row)`` (the second empty without ``l2_eps``)."""
-    d = x.shape[-1]
-    n = x.numel() // d
-    out = torch.empty(x.shape, dtype=x.dtype)
-    rnorm = torch.empty(n if l2_eps is not None else 0, dtype=x.dtype)
-    native.run(
-        "vit5_gate_forward",
-        x.data_ptr(), *native.row_blocks(x), g.data_ptr(), *native.row_blocks(g), out.data_ptr(),
-        rnorm.data_ptr(), n, d, activation, int(l2_eps is not None), l2_eps or 0.0, native.threads(),
-    )  # fmt: skip
-    return out, rnorm
+    return torch.ops.vit5.gate(x, g, activation, l2_eps)
 
 
-@gate.register_fake
-def _(x, g, activation, l2_eps):  # noqa: ANN001, ANN202
-    n = x.numel() // x.shape[-1] if l2_eps is not None else 0
-    return _empty(x.shape, x, x.dtype), _empty((n,), x, x.dtype)
-
-
-@torch.library.custom_op("vit5::gate_backward", mutates_args=())
 def gate_backward(
     x: torch.Tensor,
     g: torch.Tensor,
@@ -176,23 +147,7 @@ def gate_backward(
     need_g: bool,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(grad_x, grad_g)``; an unneeded one is an empty tensor."""
-    d = x.shape[-1]
-    n = x.numel() // d
-    grad = grad.contiguous()
-    grad_x = torch.empty(x.shape if need_x else (0,), dtype=x.dtype)
-    grad_g = torch.empty(g.shape if need_g else (0,), dtype=g.dtype)
-    native.run(
-        "vit5_gate_backward",
-        x.data_ptr(), *native.row_blocks(x), g.data_ptr(), *native.row_blocks(g), rnorm.data_ptr(),
-        grad.data_ptr(), grad_x.data_ptr() if need_x else None, grad_g.data_ptr() if need_g else None, n, d,
-        activation, int(l2_eps is not None), l2_eps or 0.0, native.threads(),
-    )  # fmt: skip
-    return grad_x, grad_g
-
-
-@gate_backward.register_fake
-def _(x, g, rnorm, grad, activation, l2_eps, need_x, need_g):  # noqa: ANN001, ANN202
-    return _empty(x.shape if need_x else (0,), x, x.dtype), _empty(g.shape if need_g else (0,), x, g.dtype)
+    return torch.ops.vit5.gate_backward(x, g, rnorm, grad, activation, l2_eps, need_x, need_g)
 
 
 def gate_reference(
@@ -202,6 +157,15 @@ def gate_reference(
     if l2_eps is not None:
         x = F.normalize(x.float(), p=2.0, dim=-1, eps=l2_eps).to(x.dtype)
     return x * (F.silu(g) if activation == "silu" else torch.sigmoid(g))
+
+
+def _gate_fake(x, g, activation, l2_eps):  # noqa: ANN001, ANN202
+    n = x.numel() // x.shape[-1] if l2_eps is not None else 0
+    return _empty(x.shape, x, x.dtype), _empty((n,), x, x.dtype)
+
+
+def _gate_backward_fake(x, g, rnorm, grad, activation, l2_eps, need_x, need_g):  # noqa: ANN001, ANN202
+    return _empty(x.shape if need_x else (0,), x, x.dtype), _empty(g.shape if need_g else (0,), x, g.dtype)
 
 
 def _gate_setup(ctx: Any, inputs: tuple, output: tuple) -> None:
@@ -223,75 +187,25 @@ def _gate_backward(ctx: Any, grad: torch.Tensor, _grad_rnorm: torch.Tensor | Non
     return (grad_x if need_x else None), (grad_g if need_g else None), None, None
 
 
-gate.register_autograd(_gate_backward, setup_context=_gate_setup)
-
-
 # -- Residual updates ---------------------------------------------------------------------------
 
 
-def _fold(branch: torch.Tensor, per_sample: bool) -> tuple[int, int, int]:
-    """``(samples, rows per sample, channels)`` of a contiguous ``[B, ..., D]`` tensor."""
-    d = branch.shape[-1]
-    if per_sample:
-        return branch.shape[0], branch.numel() // (branch.shape[0] * d), d
-    return 1, branch.numel() // d, d
+def scaled_add(x: torch.Tensor, branch: torch.Tensor, scale: torch.Tensor, threads: int = 0) -> torch.Tensor:
+    """``x + branch * scale`` for ``x, branch`` ``[B, ..., D]`` and ``scale`` ``[D]`` or per sample
+    ``[B, D]`` (``threads`` unused)."""
+    return torch.ops.vit5.scaled_add(x, branch, scale)
 
 
-def _scaled_add_kernel(
-    x: torch.Tensor,
-    branch: torch.Tensor,
-    scale: torch.Tensor,
-    out: torch.Tensor,
-    per_sample: bool,
-    threads: int,
-) -> None:
-    samples, rows, d = _fold(branch, per_sample)
-    native.run(
-        "vit5_scaled_add",
-        x.data_ptr(), branch.data_ptr(), scale.data_ptr(), out.data_ptr(), samples, rows, d, int(per_sample),
-        threads,
-    )  # fmt: skip
-
-
-@torch.library.custom_op("vit5::scaled_add", mutates_args=())
-def scaled_add(x: torch.Tensor, branch: torch.Tensor, scale: torch.Tensor, threads: int) -> torch.Tensor:
-    """``x + branch * scale`` for contiguous ``x, branch`` ``[B, ..., D]`` and ``scale`` ``[D]``
-    or per sample ``[B, D]``."""
-    out = torch.empty_like(x)
-    _scaled_add_kernel(x, branch, scale, out, scale.dim() == 2, threads)
-    return out
-
-
-@scaled_add.register_fake
-def _(x, branch, scale, threads):  # noqa: ANN001, ANN202
-    return torch.empty_like(x)
-
-
-@torch.library.custom_op("vit5::scaled_add_backward", mutates_args=())
 def scaled_add_backward(
     grad: torch.Tensor, branch: torch.Tensor, scale: torch.Tensor, need_branch: bool, need_scale: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(grad_branch, grad_scale)`` (the latter the shape of ``scale``); unneeded ones empty."""
-    per_sample = scale.dim() == 2
-    g = grad.contiguous()
-    samples, _, d = _fold(branch, per_sample)
-    grad_branch = torch.empty(branch.shape if need_branch else (0,), dtype=branch.dtype)
-    sums = torch.empty((samples, d) if need_scale else (0,), dtype=branch.dtype)
-    status = native.run(
-        "vit5_scaled_add_backward",
-        g.data_ptr(), branch.data_ptr(), scale.data_ptr(), grad_branch.data_ptr() if need_branch else None,
-        sums.data_ptr() if need_scale else None, samples, _fold(branch, per_sample)[1], d, int(per_sample),
-        native.threads(),
-    )  # fmt: skip
-    _check(status, "vit5::scaled_add_backward")
-    return grad_branch, (sums if per_sample or not need_scale else sums.reshape(d))
+    return torch.ops.vit5.scaled_add_backward(grad, branch, scale, need_branch, need_scale)
 
 
-@scaled_add_backward.register_fake
-def _(grad, branch, scale, need_branch, need_scale):  # noqa: ANN001, ANN202
-    return _empty(branch.shape if need_branch else (0,), branch, branch.dtype), _empty(
-        scale.shape if need_scale else (0,), branch, branch.dtype
-    )
+def scaled_add_into_(x: torch.Tensor, branch: torch.Tensor, gamma: torch.Tensor, threads: int = 0) -> None:
+    """``branch = x + branch * gamma`` in place (the bits of :func:`scaled_add`; ``threads`` unused)."""
+    torch.ops.vit5.scaled_add_into_(x, branch, gamma)
 
 
 def scaled_add_reference(x: torch.Tensor, branch: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -301,8 +215,14 @@ def scaled_add_reference(x: torch.Tensor, branch: torch.Tensor, scale: torch.Ten
     return x + branch * scale
 
 
+def _scaled_add_backward_fake(grad, branch, scale, need_branch, need_scale):  # noqa: ANN001, ANN202
+    return _empty(branch.shape if need_branch else (0,), branch, branch.dtype), _empty(
+        scale.shape if need_scale else (0,), branch, branch.dtype
+    )
+
+
 def _scaled_add_setup(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-    x, branch, scale, _ = inputs
+    x, branch, scale = inputs
     ctx.save_for_backward(x, branch, scale)
 
 
@@ -310,9 +230,7 @@ def _scaled_add_backward(ctx: Any, grad: torch.Tensor) -> tuple:
     x, branch, scale = ctx.saved_tensors
     need_x, need_branch, need_scale = ctx.needs_input_grad[:3]
     if recording():
-        return *recorded_vjp(
-            scaled_add_reference, (x, branch, scale), grad, (need_x, need_branch, need_scale)
-        ), None
+        return recorded_vjp(scaled_add_reference, (x, branch, scale), grad, (need_x, need_branch, need_scale))
     grad_branch = grad_scale = None
     if need_branch or need_scale:
         grad_branch, grad_scale = scaled_add_backward(grad, branch, scale, need_branch, need_scale)
@@ -320,22 +238,7 @@ def _scaled_add_backward(ctx: Any, grad: torch.Tensor) -> tuple:
         (grad if need_x else None),
         (grad_branch if need_branch else None),
         (grad_scale if need_scale else None),
-        None,
     )
-
-
-scaled_add.register_autograd(_scaled_add_backward, setup_context=_scaled_add_setup)
-
-
-@torch.library.custom_op("vit5::scaled_add_into_", mutates_args=("branch",))
-def scaled_add_into_(x: torch.Tensor, branch: torch.Tensor, gamma: torch.Tensor, threads: int) -> None:
-    """``branch = x + branch * gamma`` in place (element j read before it is written)."""
-    _scaled_add_kernel(x, branch, gamma, branch, False, threads)
-
-
-@scaled_add_into_.register_fake
-def _(x, branch, gamma, threads):  # noqa: ANN001, ANN202
-    return None
 
 
 # -- RoPE ---------------------------------------------------------------------------------------
@@ -350,192 +253,132 @@ def _partner_tables(head_dim: int, impl: str) -> tuple[torch.Tensor, torch.Tenso
     return partner.contiguous(), rotation_signs(head_dim, impl).contiguous()
 
 
-@torch.library.custom_op("vit5::rope", mutates_args=())
 def rope(u: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, impl: str, transpose: bool) -> torch.Tensor:
     """The rotation of ``u`` ``[..., T, H, hd]`` (rows in two levels) by ``[T, hd]`` tables, or with
     ``transpose`` its adjoint (the backward pass). Contiguous fp32 result."""
-    head_dim = u.shape[-1]
-    partner, sign = _partner_tables(head_dim, impl)
-    out = torch.empty(u.shape, dtype=torch.float32)
-    native.run(
-        "vit5_rope",
-        u.data_ptr(), *native.row_blocks(u), cos.data_ptr(), sin.data_ptr(), partner.data_ptr(),
-        sign.data_ptr(), out.data_ptr(), u.numel() // max(head_dim, 1), head_dim, u.shape[-2], u.shape[-3],
-        int(transpose), native.threads(),
-    )  # fmt: skip
-    return out
-
-
-@rope.register_fake
-def _(u, cos, sin, impl, transpose):  # noqa: ANN001, ANN202
-    return _empty(u.shape, u)
+    partner, sign = _partner_tables(u.shape[-1], impl)
+    return torch.ops.vit5.rope(u, cos, sin, partner, sign, transpose)
 
 
 def _rope_setup(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
-    _, cos, sin, impl, transpose = inputs
-    ctx.save_for_backward(cos, sin)
-    ctx.impl, ctx.transpose = impl, transpose
+    _, cos, sin, partner, sign, transpose = inputs
+    ctx.save_for_backward(cos, sin, partner, sign)
+    ctx.transpose = transpose
 
 
 def _rope_backward(ctx: Any, grad: torch.Tensor) -> tuple:
-    from vit5.ops.rope import rotation_signs, swap_partners
-
-    cos, sin = ctx.saved_tensors
+    cos, sin, partner, sign = ctx.saved_tensors
+    none = (None,) * 5
     if recording() or ctx.transpose:  # create_graph: PyTorch ops autograd can record
-        signs = rotation_signs(grad.shape[-1], ctx.impl, grad.device)
+        index = partner.long()
         c, s = cos[:, None, :], sin[:, None, :]  # (T, 1, hd)
-        if ctx.transpose:  # the adjoint's adjoint is the rotation: rot(v) = signs * swap(v)
-            return grad * c + signs * swap_partners(grad, ctx.impl) * s, None, None, None, None
-        # rot's adjoint: rot^T(v)[j] = sign[p] v[p] with p = partner[j], i.e. swap(sign * v)
-        return grad * c + swap_partners(signs * (grad * s), ctx.impl), None, None, None, None
+        if ctx.transpose:  # the adjoint's adjoint is the rotation: rot(v) = sign * v[partner]
+            return grad * c + sign * grad[..., index] * s, *none
+        # rot's adjoint: rot^T(v)[j] = sign[p] v[p] with p = partner[j]
+        return grad * c + (sign * (grad * s))[..., index], *none
     if not native.usable(strided=(grad,)):
         grad = grad.contiguous().float()
-    return rope(grad, cos, sin, ctx.impl, True), None, None, None, None
-
-
-rope.register_autograd(_rope_backward, setup_context=_rope_setup)
+    return torch.ops.vit5.rope(grad, cos, sin, partner, sign, True), *none
 
 
 # -- The fused FFT convolution (primitives of vit5.ops.fftconv's autograd function) ----------------
 
 #: Channels per work item of the FFT kernels (two packed groups of 8 vector lanes).
 GROUP = 16
+#: The largest transform per axis the FFT kernels take (csrc/fft.cpp: kMaxFFT).
+MAX_FFT = 1024
 
 
 def _spectrum_entries(f_h: int, f_w: int) -> int:
     return f_h * f_w // 2 + 2
 
 
-@torch.library.custom_op("vit5::fft_kernel_spectrum", mutates_args=())
+def _check_fft_sizes(op: str, f_h: int, f_w: int, what: str) -> None:
+    if not all(4 <= f <= MAX_FFT and f & (f - 1) == 0 for f in (f_h, f_w)):
+        raise ValueError(f"vit5::{op} does not take FFT sizes {(f_h, f_w)} for {what}")
+
+
 def fft_kernel_spectrum(taps: torch.Tensor, s_h: int, s_w: int, f_h: int, f_w: int) -> torch.Tensor:
     """Spectrum ``[ceil(C / 16), F_h F_w / 2 + 2, 4, 8]`` of fp32 taps ``[C, K_h, K_w]`` (any strides)
-    for transform sizes ``(f_h, f_w)`` and crop starts ``(s_h, s_w)``."""
-    channels = taps.shape[0]
-    out = torch.empty(-(-channels // GROUP), _spectrum_entries(f_h, f_w), 4, GROUP // 2, dtype=torch.float32)
-    threads = native.threads()
-    work = torch.empty(threads * f_h * f_w * 2 * GROUP, dtype=torch.float32)
-    status = native.run(
-        "vit5_fft_kernel_spectrum",
-        taps.data_ptr(), channels, *taps.shape[1:], *taps.stride(), s_h, s_w, f_h, f_w,
-        out.data_ptr(), work.data_ptr(), threads,
-    )  # fmt: skip
-    if status != 0:
-        raise ValueError(
-            f"vit5::fft_kernel_spectrum does not take FFT sizes {(f_h, f_w)} for taps {tuple(taps.shape[1:])}"
-        )
-    return out
+    for transform sizes ``(f_h, f_w)`` (powers of two in ``[4, 1024]``) and crop starts ``(s_h, s_w)``."""
+    _check_fft_sizes("fft_kernel_spectrum", f_h, f_w, f"taps {tuple(taps.shape[1:])}")
+    return torch.ops.vit5.fft_kernel_spectrum(taps, s_h, s_w, f_h, f_w)
 
 
-@fft_kernel_spectrum.register_fake
-def _(taps, s_h, s_w, f_h, f_w):  # noqa: ANN001, ANN202
+def _spectrum_fake(taps, s_h, s_w, f_h, f_w):  # noqa: ANN001, ANN202
     return _empty((-(-taps.shape[0] // GROUP), _spectrum_entries(f_h, f_w), 4, GROUP // 2), taps)
 
 
-@torch.library.custom_op("vit5::fft_conv2d", mutates_args=())
 def fft_conv2d(
     x: torch.Tensor, spectrum: torch.Tensor, f_h: int, f_w: int, shortcut: torch.Tensor | None
 ) -> torch.Tensor:
     """``K * x`` (``+ shortcut * x``) for channels-last fp32 ``x`` ``[B, H, W, C]`` (contiguous
     channels, any other strides) and a :func:`fft_kernel_spectrum`: contiguous ``[B, H, W, C]``."""
-    batch, n_h, n_w, channels = x.shape
-    out = torch.empty(x.shape, dtype=torch.float32)
-    threads = native.threads()
-    work = torch.empty(threads * f_h * f_w * 2 * GROUP, dtype=torch.float32)
-    status = native.run(
-        "vit5_fft_conv2d",
-        x.data_ptr(), batch, n_h, n_w, channels, x.stride(0), x.stride(1), x.stride(2),
-        spectrum.data_ptr(), f_h, f_w, shortcut.data_ptr() if shortcut is not None else None,
-        out.data_ptr(), out.stride(0), out.stride(1), out.stride(2), work.data_ptr(), threads,
-    )  # fmt: skip
-    if status != 0:
-        raise ValueError(f"vit5::fft_conv2d does not take FFT sizes {(f_h, f_w)} for a {(n_h, n_w)} signal")
-    return out
+    _check_fft_sizes("fft_conv2d", f_h, f_w, f"a {tuple(x.shape[1:3])} signal")
+    return torch.ops.vit5.fft_conv2d(x, spectrum, f_h, f_w, shortcut)
 
 
-@fft_conv2d.register_fake
-def _(x, spectrum, f_h, f_w, shortcut):  # noqa: ANN001, ANN202
-    return _empty(x.shape, x)
-
-
-@torch.library.custom_op("vit5::fft_conv2d_kernel_grad", mutates_args=())
 def fft_conv2d_kernel_grad(
     x: torch.Tensor, grad: torch.Tensor, s_h: int, s_w: int, f_h: int, f_w: int, kernel: torch.Tensor
 ) -> torch.Tensor:
     """Gradient of :func:`fft_conv2d`'s output with respect to a ``[1, C, K_h, K_w]`` kernel (whose
     shape and strides the fp32 result has), summed over the batch."""
-    batch, n_h, n_w, channels = x.shape
-    out = torch.empty_like(kernel, dtype=torch.float32)
-    taps = out[0]  # (C, K_h, K_w)
-    threads = native.threads()
-    work = torch.empty(threads * 3 * f_h * f_w * 2 * GROUP, dtype=torch.float32)
-    status = native.run(
-        "vit5_fft_conv2d_kernel_grad",
-        x.data_ptr(), grad.data_ptr(), batch, n_h, n_w, channels, *x.stride()[:3], *grad.stride()[:3],
-        s_h, s_w, f_h, f_w, taps.data_ptr(), *taps.shape[1:], *taps.stride(), work.data_ptr(), threads,
-    )  # fmt: skip
-    if status != 0:
-        raise ValueError(f"vit5::fft_conv2d_kernel_grad does not take FFT sizes {(f_h, f_w)}")
-    return out
-
-
-@fft_conv2d_kernel_grad.register_fake
-def _(x, grad, s_h, s_w, f_h, f_w, kernel):  # noqa: ANN001, ANN202
-    return torch.empty_like(kernel, dtype=torch.float32)
+    _check_fft_sizes("fft_conv2d_kernel_grad", f_h, f_w, f"a {tuple(x.shape[1:3])} signal")
+    return torch.ops.vit5.fft_conv2d_kernel_grad(x, grad, s_h, s_w, f_h, f_w, kernel)
 
 
 # -- DFT-matrix convolution primitives (vit5.ops.dftconv) -----------------------------------------
 
 
-@torch.library.custom_op("vit5::batched_matmul_", mutates_args=("out",))
-def batched_matmul_(m: torch.Tensor, x: torch.Tensor, out: torch.Tensor, threads: int) -> None:
+def batched_matmul_(m: torch.Tensor, x: torch.Tensor, out: torch.Tensor, threads: int = 0) -> None:
     """``out[i] = m @ x[i]``: ``m`` ``[M, K]`` (any strides), ``x`` ``[n, K, N]``, ``out`` ``[n, M, N]``
-    (both contiguous)."""
-    native.run(
-        "vit5_batched_matmul",
-        m.data_ptr(), m.shape[0], m.shape[1], m.stride(0), m.stride(1), x.data_ptr(), x.shape[2], x.shape[0],
-        out.data_ptr(), threads,
-    )  # fmt: skip
+    (both contiguous; ``threads`` unused)."""
+    torch.ops.vit5.batched_matmul_(m, x, out)
 
 
-@batched_matmul_.register_fake
-def _(m, x, out, threads):  # noqa: ANN001, ANN202
-    return None
-
-
-@torch.library.custom_op("vit5::complex_product_", mutates_args=("out",))
 def complex_product_(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, conjugate: bool) -> None:
     """``out = a * b`` (``a * conj(b)`` with ``conjugate``) on contiguous ``[n, F, 2, R]`` (re, im)
     spectra; ``b`` may have one row for all."""
-    n, f, _, r = a.shape
-    native.run(
-        "vit5_complex_product",
-        a.data_ptr(), b.data_ptr(), out.data_ptr(), n, f, r, int(b.shape[0] == 1), int(conjugate), native.threads(),
-    )  # fmt: skip
+    torch.ops.vit5.complex_product_(a, b, out, conjugate)
 
 
-@complex_product_.register_fake
-def _(a, b, out, conjugate):  # noqa: ANN001, ANN202
+def complex_product_sum_(a: torch.Tensor, b: torch.Tensor, acc: torch.Tensor, threads: int = 0) -> None:
+    """``acc [1, F, 2, R] += sum_i a[i] * conj(b[i])`` over contiguous ``[n, F, 2, R]`` spectra
+    (``threads`` unused)."""
+    torch.ops.vit5.complex_product_sum_(a, b, acc)
+
+
+def _none(*args: Any) -> None:
     return None
 
 
-@torch.library.custom_op("vit5::complex_product_sum_", mutates_args=("acc",))
-def complex_product_sum_(a: torch.Tensor, b: torch.Tensor, acc: torch.Tensor, threads: int) -> None:
-    """``acc [1, F, 2, R] += sum_i a[i] * conj(b[i])`` over contiguous ``[n, F, 2, R]`` spectra."""
-    n, f, _, r = a.shape
-    native.run("vit5_complex_product_sum", a.data_ptr(), b.data_ptr(), acc.data_ptr(), n, f, r, threads)
+def _register() -> None:
+    """Fake implementations and autograd formulas of the loaded extension's operators."""
+    fakes = {
+        "rms_norm": _rms_fake,
+        "rms_norm_backward": _rms_backward_fake,
+        "gate": _gate_fake,
+        "gate_backward": _gate_backward_fake,
+        "scaled_add": lambda x, branch, scale: torch.empty_like(x),
+        "scaled_add_backward": _scaled_add_backward_fake,
+        "scaled_add_into_": _none,
+        "rope": lambda u, cos, sin, partner, sign, transpose: _empty(u.shape, u),
+        "fft_kernel_spectrum": _spectrum_fake,
+        "fft_conv2d": lambda x, spectrum, f_h, f_w, shortcut: _empty(x.shape, x),
+        "fft_conv2d_kernel_grad": lambda x, grad, s_h, s_w, f_h, f_w, kernel: torch.empty_like(
+            kernel, dtype=torch.float32
+        ),
+        "batched_matmul_": _none,
+        "complex_product_": _none,
+        "complex_product_sum_": _none,
+    }
+    for name in NAMES:
+        torch.library.register_fake(f"vit5::{name}", fakes[name])
+    torch.library.register_autograd("vit5::rms_norm", _rms_backward, setup_context=_rms_setup)
+    torch.library.register_autograd("vit5::gate", _gate_backward, setup_context=_gate_setup)
+    torch.library.register_autograd("vit5::scaled_add", _scaled_add_backward, setup_context=_scaled_add_setup)
+    torch.library.register_autograd("vit5::rope", _rope_backward, setup_context=_rope_setup)
+    OPERATORS.update({f"vit5::{name}": getattr(torch.ops.vit5, name).default for name in NAMES})
 
 
-@complex_product_sum_.register_fake
-def _(a, b, acc, threads):  # noqa: ANN001, ANN202
-    return None
-
-
-#: Every operator of this module, by its qualified name.
-OPERATORS = {
-    op._qualname: op
-    for op in (
-        rms_norm, rms_norm_backward, gate, gate_backward, scaled_add, scaled_add_backward, scaled_add_into_,
-        rope, fft_kernel_spectrum, fft_conv2d, fft_conv2d_kernel_grad, batched_matmul_, complex_product_,
-        complex_product_sum_,
-    )
-}  # fmt: skip
+native.on_load(_register)

@@ -1,18 +1,20 @@
-"""Fused fp32 CPU kernels: plain C built when vit5 is installed, called as ``vit5::`` operators.
+"""Fused fp32 CPU kernels: a C++ ``TORCH_LIBRARY`` extension built when vit5 is installed.
 
 On a CPU the elementwise chains around the matrix products (norms, gates, spectral products)
 are bound by memory traffic: each PyTorch op reads and writes its whole tensor. The kernels in
-``cpu_kernels.c`` (next to this file) do such a chain in one or two passes. They are compiled
-when the package is installed (:mod:`vit5.ops.build_kernels`, run by ``setup.py``) into
-``_cpu_kernels.so`` in this folder, with a record of the source's hash and the torch version;
-at run time nothing is compiled, no process is started, and nothing is loaded from anywhere
-else. Each kernel is called only through its operator in :mod:`vit5.ops.kernels`.
+``csrc/`` (next to this file) do such a chain in one or two passes, as ``vit5::`` operators
+whose schemas and CPU implementations are C++ (threads from ATen's ``at::parallel_for``, i.e.
+PyTorch's intra-op pool; SIMD from ``at::vec``). They are compiled when the package is installed
+(:mod:`vit5.ops.build_kernels`, run by ``setup.py``) into ``_vit5_ops.so`` in this folder, with a
+record of the sources' hash and the torch version; at run time nothing is compiled, no process
+is started, and nothing is loaded from anywhere else. :mod:`vit5.ops.kernels` adds their fake
+implementations and autograd formulas and is the only caller.
 
-Without the library (no compiler at install time), with a record that does not match the source
-or the running torch, with ``VIT5_NATIVE=0`` in the environment, or inside :func:`disabled`,
-every caller runs its PyTorch expression instead: the same formula, rounded differently in the
-last bits. A missing or stale library is reported by one warning, the first time an eager CPU
-fp32 call would have used a kernel (GPU and bf16 users are not told).
+Without the library (no compiler at install time), with a record that does not match the
+sources or the running torch, with ``VIT5_NATIVE=0`` in the environment, or inside
+:func:`disabled`, every caller runs its PyTorch expression instead: the same formula, rounded
+differently in the last bits. A missing or stale library is reported by one warning, the first
+time an eager CPU fp32 call would have used a kernel (GPU and bf16 users are not told).
 
 The kernels take only what they were written for (:func:`usable`): CPU, fp32, contiguous,
 eager tensors. Graph capture (compile, export, FX), ``torch.func`` transforms and forward-mode
@@ -23,96 +25,78 @@ path, so compiled, exported and GPU models never depend on them.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import hashlib
 import json
 import os
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 
+from vit5.ops.build_kernels import LIBRARY_NAME, RECORD_NAME, source_hash
 from vit5.ops.capture import is_capturing
 
-__all__ = ["disabled", "library", "row_blocks", "run", "status", "threads", "usable"]
+__all__ = ["disabled", "library", "on_load", "row_blocks", "status", "threads", "usable"]
 
 HERE = Path(__file__).resolve().parent
-SOURCE = HERE / "cpu_kernels.c"
-LIBRARY = HERE / "_cpu_kernels.so"
-RECORD = HERE / "_cpu_kernels.json"
+#: The extension's C++ sources (hashed into the record at build time).
+SOURCES = HERE / "csrc"
+LIBRARY = HERE / LIBRARY_NAME
+RECORD = HERE / RECORD_NAME
 #: Environment switch: ``VIT5_NATIVE=0`` keeps every op on its PyTorch path.
 ENV_SWITCH = "VIT5_NATIVE"
-
-_P, _I64, _F, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
-#: Name -> (argument types, return type) of every exported kernel.
-SIGNATURES = {
-    "vit5_rms_forward": ((_P, _I64, _I64, _I64, _P, _P, _P, _I64, _I64, _F, _INT), None),
-    "vit5_rms_backward": ((_P, _I64, _I64, _I64, _P, _P, _P, _P, _P, _I64, _I64, _INT), _INT),
-    "vit5_complex_product": ((_P, _P, _P, _I64, _I64, _I64, _INT, _INT, _INT), None),
-    "vit5_complex_product_sum": ((_P, _P, _P, _I64, _I64, _I64, _INT), None),
-    "vit5_scaled_add": ((_P, _P, _P, _P, _I64, _I64, _I64, _INT, _INT), None),
-    "vit5_scaled_add_backward": ((_P, _P, _P, _P, _P, _I64, _I64, _I64, _INT, _INT), _INT),
-    "vit5_gate_forward": (
-        (_P, *(_I64,) * 3, _P, *(_I64,) * 3, _P, _P, _I64, _I64, _INT, _INT, _F, _INT),
-        None,
-    ),
-    "vit5_gate_backward": (
-        (_P, *(_I64,) * 3, _P, *(_I64,) * 3, _P, _P, _P, _P, _I64, _I64, _INT, _INT, _F, _INT),
-        None,
-    ),
-    "vit5_rope": ((_P, _I64, _I64, _I64, _P, _P, _P, _P, _P, _I64, _I64, _I64, _I64, _INT, _INT), None),
-    "vit5_batched_matmul": ((_P, _I64, _I64, _I64, _I64, _P, _I64, _I64, _P, _INT), None),
-    "vit5_fft_kernel_spectrum": ((_P, *(_I64,) * 10, _P, _P, _INT), _INT),
-    "vit5_fft_conv2d_kernel_grad": ((_P, _P, *(_I64,) * 14, _P, *(_I64,) * 5, _P, _INT), _INT),
-    "vit5_fft_conv2d": ((_P, *(_I64,) * 7, _P, _I64, _I64, _P, _P, _I64, _I64, _I64, _P, _INT), _INT),
-}
 
 _lock = threading.Lock()
 _loaded: dict[str, object] = {}
 _switch = threading.local()
+#: Called once, right after the extension is loaded (vit5.ops.kernels registers its Python parts).
+_hooks: list[Callable[[], None]] = []
+#: The library file this process loaded (a process loads it at most once).
+_in_process: list[Path] = []
 
 
 def status() -> str:
-    """Why the library is (not) available: ``"ok"``, or a sentence naming the problem."""
+    """Why the library is (not) usable: ``"ok"``, or a sentence naming the problem."""
     if not LIBRARY.exists() or not RECORD.exists():
         return (
             f"the fused CPU kernels were not built at install time ({LIBRARY.name} missing; install vit5 "
-            "with a C compiler, e.g. `pip install --no-build-isolation -e .`)"
+            "with a C++ compiler, e.g. `pip install --no-build-isolation -e .`)"
         )
     try:
         record = json.loads(RECORD.read_text())
     except (OSError, ValueError) as error:
         return f"the fused CPU kernels' record {RECORD.name} is unreadable ({error})"
-    if record.get("source_sha256") != hashlib.sha256(SOURCE.read_bytes()).hexdigest():
+    if record.get("sources_sha256") != source_hash(SOURCES):
         return (
-            f"{LIBRARY.name} was built from another {SOURCE.name} (rebuild: python -m vit5.ops.build_kernels)"
+            f"{LIBRARY.name} was built from other kernel sources than {SOURCES.name}/ holds "
+            "(rebuild: python -m vit5.ops.build_kernels)"
         )
-    if record.get("torch") is not None and record["torch"].split("+")[0] != torch.__version__.split("+")[0]:
-        return f"{LIBRARY.name} was built with torch {record['torch']}, this is torch {torch.__version__} (rebuild it)"
+    if str(record.get("torch")).split("+")[0] != torch.__version__.split("+")[0]:
+        return f"{LIBRARY.name} was built with torch {record.get('torch')}, this is torch {torch.__version__} (rebuild it)"
     return "ok"
 
 
-def _load() -> ctypes.CDLL | None:
+def _load() -> Path | None:
     why = status()
     if why != "ok":
         _loaded["why"] = why
         return None
-    try:
-        lib = ctypes.CDLL(str(LIBRARY))
-        for name, (argtypes, restype) in SIGNATURES.items():
-            function = getattr(lib, name)
-            function.argtypes, function.restype = argtypes, restype
-    except (OSError, AttributeError) as error:
-        _loaded["why"] = f"{LIBRARY.name} could not be loaded ({error})"
-        return None
-    return lib
+    if not _in_process:
+        try:
+            torch.ops.load_library(str(LIBRARY))
+        except (OSError, RuntimeError) as error:
+            _loaded["why"] = f"{LIBRARY.name} could not be loaded ({str(error).splitlines()[0]})"
+            return None
+        _in_process.append(LIBRARY)
+        for hook in _hooks:
+            hook()
+    return _in_process[0]
 
 
-def library() -> ctypes.CDLL | None:
+def library() -> Path | None:
     """The installed kernel library, loaded on first use; ``None`` if it cannot be had (no
-    compiler, compiled without a matching record, switched off)."""
+    compiler at install time, a record that does not match, switched off)."""
     if os.environ.get(ENV_SWITCH, "1") == "0":
         return None
     if "lib" not in _loaded:
@@ -120,6 +104,15 @@ def library() -> ctypes.CDLL | None:
             if "lib" not in _loaded:
                 _loaded["lib"] = _load()
     return _loaded["lib"]  # type: ignore[return-value]
+
+
+def on_load(hook: Callable[[], None]) -> None:
+    """Run ``hook`` once the extension is loaded (now, if it already is)."""
+    with _lock:
+        _hooks.append(hook)
+        loaded = bool(_in_process)
+    if loaded:
+        hook()
 
 
 def _unavailable() -> bool:
@@ -147,7 +140,7 @@ def row_blocks(t: torch.Tensor) -> tuple[int, int, int] | None:
     """``(inner, outer_stride, inner_stride)`` addressing the rows of ``t`` ``[..., D]`` in two
     levels (row ``i`` at ``(i // inner) * outer_stride + (i % inner) * inner_stride``), when its
     channels are contiguous and its leading dimensions collapse into two (e.g. the per-head ``q``
-    ``[B, T, H, hd]`` of a packed projection); else ``None``."""
+    ``[B, T, H, hd]`` of a packed projection); else ``None``. The kernels read such rows in place."""
     if t.dim() == 0 or (t.shape[-1] > 1 and t.stride(-1) != 1):
         return None
     if t.dim() == 1:
@@ -175,12 +168,6 @@ def usable(
     return not _unavailable()
 
 
-def run(name: str, *args: object) -> object:
-    """Call kernel ``name`` of :func:`library` (which must be available, see :func:`usable`);
-    only the operators of :mod:`vit5.ops.kernels` call it (the profiler shows those)."""
-    return getattr(library(), name)(*args)
-
-
 def threads() -> int:
-    """The thread count the kernels use: PyTorch's intra-op setting."""
+    """PyTorch's intra-op thread count, which the kernels use (``at::parallel_for``)."""
     return torch.get_num_threads()
