@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -278,3 +279,22 @@ def test_a_fifo_named_like_an_image_does_not_hang(tmp_path):
                                   "--out", tmp_path / "eval"), "not a regular file")  # fmt: skip
     code, out, err = in_child(cli("predict", model, data / "a.png", good), timeout=30)
     assert code == 1 and "not a regular file" in err and str(good) in out
+
+
+@pytest.mark.parametrize("body", ['path,label,split\n"' + "x" * 200_000 + '",a,train\n#sha256\n', "path,label,split\n#sha256\n",
+                                  "path,label,split\n\xff\n"], ids=["huge-field", "no-digest", "not-utf8"])  # fmt: skip
+def test_damaged_split_files_are_one_line(tmp_path, body):
+    path = tmp_path / "split.csv"
+    path.write_bytes(body.encode("latin-1"))
+
+    def read() -> int:
+        from vit5.data.owndata import read_split_file
+
+        try:
+            read_split_file(path)
+        except ValueError as error:
+            print(error, file=sys.stderr)
+            return 2
+        return 0
+
+    assert_one_line(tmp_path, read, str(path), "split file")

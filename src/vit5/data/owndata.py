@@ -296,9 +296,22 @@ def read_split_file(path: str | os.PathLike) -> dict[str, tuple[str, bool]]:
     Raises:
         ValueError: the file was edited or truncated (the digest does not match its rows).
     """
-    with open(path, newline="", encoding="utf-8") as handle:
-        lines = list(csv.reader(handle))
-    if len(lines) < 2 or lines[0] != ["path", "label", "split"] or lines[-1][:1] != ["#sha256"]:
+    size = os.stat(path).st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise ValueError(
+            f"{path}: {size} bytes, more than a split file may hold ({MAX_MANIFEST_BYTES} bytes)"
+        )
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            lines = list(csv.reader(handle))
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a vit5 split file ({str(error).splitlines()[0][:120]})") from None
+    if (
+        len(lines) < 2
+        or lines[0] != ["path", "label", "split"]
+        or lines[-1][:1] != ["#sha256"]
+        or len(lines[-1]) < 2
+    ):
         raise ValueError(f"{path}: not a vit5 split file (path,label,split rows and a #sha256 line)")
     rows = [tuple(line) for line in lines[1:-1]]
     if any(len(row) != 3 for row in rows) or _digest(rows) != lines[-1][1]:  # type: ignore[arg-type]
