@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 
 from tests.data.test_owndata import make_flat_folder
-from tests.test_hostile_inputs import assert_one_line, cli, in_child
+from tests.test_hostile_inputs import assert_one_line, cli, in_child, snapshot
 from vit5.io.run_origin import ORIGIN, check_recorded_data_dir, is_own_run, record_origin
 
 TINY = ["--epochs", "1", "--batch-size", "8", "--image-size", "8", "model.hidden_dim=16", "model.num_blocks=2",
@@ -298,3 +298,72 @@ def test_damaged_split_files_are_one_line(tmp_path, body):
         return 0
 
     assert_one_line(tmp_path, read, str(path), "split file")
+
+
+# --------------------------------------------------------------------------------------------------
+# The readers of a received run and of received data, once more
+
+
+def test_a_received_run_with_a_pickle_bomb_in_its_state_cannot_be_resumed(own_run, tmp_path):
+    from tests.test_hostile_inputs import reduce_pickle, torch_file_with_pickle
+    from vit5.io.weights_file import file_digest
+
+    _, data = own_run
+    received = _received(own_run, tmp_path)
+    for name in ("last", "prev"):
+        checkpoint = received / "checkpoints" / name
+        if not checkpoint.is_dir():
+            continue
+        torch_file_with_pickle(checkpoint / "state.pt", reduce_pickle("__builtin__", "bytearray", 2**40))
+        meta = json.loads((checkpoint / "meta.json").read_text())
+        meta["files"]["state.pt"] = file_digest(checkpoint / "state.pt")  # as an attacker recomputes it
+        (checkpoint / "meta.json").write_text(json.dumps(meta))
+    before = snapshot(tmp_path)
+    code, _, err = in_child(cli("train", "--resume", received, "--data-dir", data, "--epochs", "2"))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "bytearray(1099511627776)" in lines[0], err[-3000:]
+    changed = {path for path, size in snapshot(tmp_path).items() if before.get(path) != size}
+    assert changed == {str(received / "log.txt")}  # the failure's traceback, in the run resumed
+
+
+def _bomb_png() -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("where", ["manifest", "datasets"])
+def test_pixel_bombs_in_manifests_and_datasets_tables_are_one_line(tmp_path, where):
+    data = tmp_path / "data"
+    data.mkdir()
+    if where == "manifest":
+        (data / "bomb.png").write_bytes(_bomb_png())
+        _png(data / "b.png")
+        (data / "m.csv").write_text("path,label\nbomb.png,a\nb.png,b\n")
+        args = ["--dataset", "manifest", "--data-dir", data / "m.csv"]
+    else:
+        datasets = pytest.importorskip("datasets")
+        datasets.disable_progress_bars()
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+        rows = [
+            {"bytes": _bomb_png(), "path": None},
+            {"bytes": _png(tmp_path / "b.png").read_bytes(), "path": None},
+        ]
+        pq.write_table(pa.table({"image": pa.array(rows, type=image), "label": pa.array(["a", "b"])}),
+                       data / "train-00000-of-00001.parquet")  # fmt: skip
+        args = ["--dataset", "hf", "--data-dir", data]
+    model = _model(tmp_path)
+    assert_one_line(tmp_path, cli("eval", model, *args, "--out", tmp_path / "eval"), "900000000 pixels")
