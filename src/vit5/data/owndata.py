@@ -9,12 +9,14 @@ and ``--resume``, so the test images of a run never change under it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +162,22 @@ def _manifest(path: Path) -> OwnData:
     return OwnData(items, labels, held_out, root)
 
 
+@contextlib.contextmanager
+def _datasets_bars_on_terminal_only() -> Iterator[None]:
+    """``datasets``' own progress bars only when stderr is a terminal (else a failed command's
+    stderr stays one line); its setting is restored afterwards."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    quiet = not sys.stderr.isatty() and not are_progress_bars_disabled()
+    if quiet:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if quiet:
+            enable_progress_bars()
+
+
 def _hf_dataset(root: Path, image_column: str, label_column: str) -> OwnData:
     """A ``save_to_disk`` folder (Dataset or DatasetDict) or parquet files of a ``datasets`` dataset."""
     from vit5._extras import require
@@ -168,7 +186,8 @@ def _hf_dataset(root: Path, image_column: str, label_column: str) -> OwnData:
     parquet = sorted(root.rglob("*.parquet")) if root.is_dir() else [root]
     if (root / "dataset_info.json").is_file() or (root / "dataset_dict.json").is_file():
         check_saved_dataset(root)
-        loaded = datasets.load_from_disk(str(root))
+        with _datasets_bars_on_terminal_only():
+            loaded = datasets.load_from_disk(str(root))
     elif parquet and all(p.suffix == ".parquet" for p in parquet):
         for file in parquet if root.is_dir() else []:
             contained_path(root, file.relative_to(root), f"{root}: parquet file")
@@ -176,7 +195,8 @@ def _hf_dataset(root: Path, image_column: str, label_column: str) -> OwnData:
         for file in parquet:  # train-00000-of-00001.parquet, validation-..., or data/test-...
             stem = file.name.split("-")[0].split(".")[0]
             groups.setdefault(stem if stem in ("train", *HELD_OUT_NAMES) else "train", []).append(str(file))
-        loaded = datasets.load_dataset("parquet", data_files=groups)
+        with _datasets_bars_on_terminal_only():
+            loaded = datasets.load_dataset("parquet", data_files=groups)
     else:
         raise DatasetNotFoundError(
             f"{root}: not a Hugging Face datasets folder (save_to_disk output or .parquet files)"
