@@ -364,3 +364,18 @@ def test_pixel_bombs_in_manifests_and_datasets_tables_are_one_line(tmp_path, whe
         args = ["--dataset", "hf", "--data-dir", data]
     model = _model(tmp_path)
     assert_one_line(tmp_path, cli("eval", model, *args, "--out", tmp_path / "eval"), "900000000 pixels")
+
+
+def test_class_names_are_plain_text_in_the_confusion_plot(tmp_path):
+    from tests.test_hostile_inputs import tiny_vit5
+
+    names = ["$\\frac{$", "red\x1b[31m", "c"]
+    data = tmp_path / "data"
+    for name in names:
+        _png(data / name / "0.png")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    model = tiny_vit5(folder, class_names=names)
+    code, out, err = in_child(cli("eval", model, "--data-dir", data, "--out", tmp_path / "eval"))
+    assert code == 0 and err.strip() == "", err[-2000:]
+    assert (tmp_path / "eval" / "confusion.png").stat().st_size > 0 and "\x1b" not in out
