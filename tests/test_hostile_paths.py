@@ -379,3 +379,22 @@ def test_class_names_are_plain_text_in_the_confusion_plot(tmp_path):
     code, out, err = in_child(cli("eval", model, "--data-dir", data, "--out", tmp_path / "eval"))
     assert code == 0 and err.strip() == "", err[-2000:]
     assert (tmp_path / "eval" / "confusion.png").stat().st_size > 0 and "\x1b" not in out
+
+
+def test_a_parquet_file_declaring_millions_of_rows_is_refused_from_its_footer(tmp_path):
+    pytest.importorskip("datasets")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = 1_200_000  # dictionary-encoded: a few KB on disk, a Python object per row once loaded
+    image = pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(rows, dtype=np.int32)), pa.array([b"x"], pa.binary())
+    )
+    pq.write_table(pa.table({"image": image, "label": pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(rows, dtype=np.int32)), pa.array(["a"]))}), data / "train-00000-of-00001.parquet")  # fmt: skip
+    assert (data / "train-00000-of-00001.parquet").stat().st_size < 100_000
+    model = _model(tmp_path)
+    assert_one_line(tmp_path, cli("eval", model, "--dataset", "hf", "--data-dir", data, "--out", tmp_path / "eval"),
+                    "declares 1,200,000 rows")  # fmt: skip

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from vit5._io import contained_path
-from vit5.data.containment import check_saved_dataset, recorded_image_path
+from vit5.data.containment import check_parquet_rows, check_saved_dataset, recorded_image_path
 from vit5.data.sources import (
     IMAGE_SUFFIXES,
     DatasetNotFoundError,
@@ -191,6 +191,7 @@ def _hf_dataset(root: Path, image_column: str, label_column: str) -> OwnData:
     elif parquet and all(p.suffix == ".parquet" for p in parquet):
         for file in parquet if root.is_dir() else []:
             contained_path(root, file.relative_to(root), f"{root}: parquet file")
+        check_parquet_rows(parquet)
         groups: dict[str, list[str]] = {}
         for file in parquet:  # train-00000-of-00001.parquet, validation-..., or data/test-...
             stem = file.name.split("-")[0].split(".")[0]
