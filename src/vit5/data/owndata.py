@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from vit5._io import contained_path
+from vit5._io import contained_path, contained_paths
 from vit5.data.containment import check_parquet_rows, check_saved_dataset, recorded_image_path
 from vit5.data.sources import (
     IMAGE_SUFFIXES,
@@ -145,15 +145,16 @@ def _manifest(path: Path) -> OwnData:
     if not rows:
         raise DatasetNotFoundError(f"{path}: the manifest lists no images")
     root = path.parent
-    items, labels, splits = [], [], []
-    for number, row in enumerate(rows, 2 if suffix == ".csv" else 1):
+    first = 2 if suffix == ".csv" else 1
+    labels, splits = [], []
+    for number, row in enumerate(rows, first):
         if not row.get("path") or row.get("label") in (None, ""):
             raise ValueError(f"{path}, row {number}: empty path or label")
         if not isinstance(row["path"], str):
             raise ValueError(f"{path}, row {number}: path must be text, got {type(row['path']).__name__}")
-        items.append(contained_path(root, row["path"], f"{path}, row {number}: path"))
         labels.append(str(row["label"]))
         splits.append(str(row.get("split") or "").strip().lower())
+    items = contained_paths(root, [row["path"] for row in rows], lambda i: f"{path}, row {i + first}: path")
     known = {"", "train", *HELD_OUT_NAMES}
     bad = sorted(set(splits) - known)
     if bad:
