@@ -124,8 +124,9 @@ def _program_archive(path, text: bytes):
 
 @pytest.mark.parametrize(
     "text, needle",
-    [(b" " * (64 << 20) + b"{}", "declares 67,108,866 bytes"), (b"[" * 100_000 + b"]" * 100_000, "nested too deeply")],
-    ids=["deflate-bomb", "deep-json"],
+    [(b" " * (64 << 20) + b"{}", "declares 67,108,866 bytes"), (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+     (json.dumps(_onnx_cfg(crop_pct=1e-7)).encode(), "crop_pct")],
+    ids=["deflate-bomb", "deep-json", "crop-1e-7"],
 )  # fmt: skip
 def test_pt2_metadata_is_bounded_and_checked(tmp_path, text, needle):
     path = _program_archive(tmp_path / "m.pt2", text)

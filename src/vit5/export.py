@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from vit5._io import atomic_write_bytes
-from vit5.networks.pretrained_cfg import default_pretrained_cfg
+from vit5.networks.pretrained_cfg import check_pretrained_cfg, default_pretrained_cfg
 from vit5.networks.vit5_classification import ViT5ClassificationNet
 
 __all__ = [
@@ -316,13 +316,14 @@ def read_program_metadata(path: str | os.PathLike) -> dict[str, Any]:
 
     Read from the archive's ``extra/pretrained_cfg.json`` as plain JSON: nothing in the file is
     deserialised, and bounded (the entry may hold at most 16 MiB, checked before it is inflated;
-    deep nesting is an error). The values are returned as stored, unchecked (vit5 never runs a
-    program; ``torch.export.load`` itself unpickles parts of an archive, so load programs only from
+    deep nesting is an error), and its values are checked like a safetensors or ONNX file's
+    (:func:`vit5.networks.pretrained_cfg.check_pretrained_cfg`). vit5 never runs a program
+    (``torch.export.load`` itself unpickles parts of an archive, so load programs only from
     sources you trust).
 
     Raises:
         ValueError: The file is not a ``.pt2`` archive with vit5 metadata, or the metadata is too
-            large or nested too deeply.
+            large, nested too deeply or out of range (one line naming the file and the field).
     """
     name = os.fspath(path)
     try:
@@ -345,7 +346,7 @@ def read_program_metadata(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{name}: damaged pretrained_cfg metadata") from None
     except RecursionError:
         raise ValueError(f"{name}: pretrained_cfg metadata nested too deeply (a crafted file)") from None
-    return cfg
+    return check_pretrained_cfg(cfg, name)
 
 
 from vit5.onnx_file import open_onnx, read_onnx_metadata  # noqa: E402  (readers of the files written above)
