@@ -70,7 +70,9 @@ def rows() -> dict[str, Callable[[], object]]:
         "rope infer q [8,197,6,64]": lambda: apply_rope(q.detach(), cos, sin, "interleaved"),
         "rope train q [8,197,6,64]": _train(lambda: apply_rope(q, cos, sin, "interleaved"), [packed]),
         "dft_conv (FiLM kernels) infer [8,14,14,384]": lambda: dft_conv(signal.detach(), film.detach(), plan),
-        "dft_conv (FiLM kernels) train [8,14,14,384]": _train(lambda: dft_conv(signal, film, plan), [signal, film]),
+        "dft_conv (FiLM kernels) train [8,14,14,384]": _train(
+            lambda: dft_conv(signal, film, plan), [signal, film]
+        ),
     }
     with torch.no_grad():
         for name in list(out):
@@ -101,7 +103,10 @@ def long_conv_rows() -> dict[str, Callable[[], object]]:
         conv.zero_grad(set_to_none=True)
         conv(x).sum().backward()
 
-    return {"long conv (CKConvND) infer [8,14,14,384]": infer, "long conv (CKConvND) train [8,14,14,384]": train}
+    return {
+        "long conv (CKConvND) infer [8,14,14,384]": infer,
+        "long conv (CKConvND) train [8,14,14,384]": train,
+    }
 
 
 def timed(step: Callable[[], object], iters: int, off: bool) -> float:
