@@ -608,4 +608,4 @@ def test_onnx_constant_of_shape_bomb_is_one_line(tmp_path, image):
         entry.key, entry.value = key, json.dumps(value)
     path = tmp_path / "bomb.onnx"
     path.write_bytes(model.SerializeToString())
-    assert_one_line(tmp_path, cli("predict", path, image), str(path), "onnxruntime")
+    assert_one_line(tmp_path, cli("predict", path, image), str(path), "activation budget")

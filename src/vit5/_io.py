@@ -76,3 +76,23 @@ def contained_path(base: str | os.PathLike, name: str | os.PathLike, what: str =
     if target != root and root not in target.parents:
         raise ValueError(f"{what} {text!r} leads outside {os.fspath(base)} (through a symlink)")
     return Path(base) / candidate
+
+
+def documented_caches() -> list[Path]:
+    """The caches a recorded path may point into although the user did not name them: ``$HF_HOME``
+    (default ``~/.cache/huggingface``), ``$HF_DATASETS_CACHE`` (default ``$HF_HOME/datasets``) and
+    ``$TORCH_HOME`` (default ``~/.cache/torch``), resolved."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path(os.path.expanduser("~")) / ".cache")
+    hf_home = Path(os.environ.get("HF_HOME") or cache / "huggingface")
+    places = [hf_home, Path(os.environ.get("HF_DATASETS_CACHE") or hf_home / "datasets"),
+              Path(os.environ.get("TORCH_HOME") or cache / "torch")]  # fmt: skip
+    return [place.resolve() for place in places]
+
+
+def in_documented_cache(path: str | os.PathLike) -> bool:
+    """Whether ``path`` (absolute, no ``..``) resolves inside one of :func:`documented_caches`."""
+    text = os.fspath(path)
+    if "\x00" in text or ".." in Path(text).parts or not Path(text).is_absolute():
+        return False
+    resolved = Path(text).resolve()
+    return any(resolved == cache or cache in resolved.parents for cache in documented_caches())

@@ -25,12 +25,14 @@ was). ``onnx``, ``onnxscript`` and ``onnxruntime`` are the optional ``export`` e
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import json
 import os
 import warnings
 import zipfile
+import zlib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,7 +42,7 @@ import torch
 from torch import nn
 
 from vit5._io import atomic_write_bytes
-from vit5.networks.pretrained_cfg import default_pretrained_cfg
+from vit5.networks.pretrained_cfg import check_pretrained_cfg, default_pretrained_cfg
 from vit5.networks.vit5_classification import ViT5ClassificationNet
 
 __all__ = [
@@ -306,6 +308,9 @@ def export_program(
     return atomic_write_bytes(path, buffer.getvalue())
 
 
+_MAX_PROGRAM_CFG_BYTES = 16 << 20
+
+
 def read_program_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The ``pretrained_cfg`` stored in a ``.pt2`` file written by :func:`export_program`.
 
@@ -316,22 +321,28 @@ def read_program_metadata(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         ValueError: The file is not a ``.pt2`` archive with vit5 metadata.
     """
+    name = os.fspath(path)
     try:
-        with zipfile.ZipFile(os.fspath(path)) as archive:
-            names = [n for n in archive.namelist() if n.endswith(f"extra/{PROGRAM_CFG_FILE}")]
-            text = archive.read(names[0]).decode("utf-8") if names else None
-    except (OSError, zipfile.BadZipFile) as error:
-        raise ValueError(
-            f"{os.fspath(path)}: not a readable torch.export archive ({_one_line(error)})"
-        ) from None
-    if text is None:
-        raise ValueError(
-            f"{os.fspath(path)}: carries no vit5 pretrained_cfg (was it written by vit5 export?)"
-        )
+        with zipfile.ZipFile(name) as archive:
+            infos = [i for i in archive.infolist() if i.filename.endswith(f"extra/{PROGRAM_CFG_FILE}")]
+            if infos and infos[0].file_size > _MAX_PROGRAM_CFG_BYTES:
+                raise ValueError(f"{name}: its {PROGRAM_CFG_FILE} declares {infos[0].file_size:,} bytes, more "
+                                 f"than a pretrained_cfg needs ({_MAX_PROGRAM_CFG_BYTES:,})")  # fmt: skip
+            with archive.open(infos[0]) if infos else contextlib.nullcontext() as handle:  # bounded read
+                data = handle.read(_MAX_PROGRAM_CFG_BYTES + 1) if handle is not None else None
+    except (OSError, zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError) as error:
+        raise ValueError(f"{name}: not a readable torch.export archive ({_one_line(error)})") from None
+    if data is None:
+        raise ValueError(f"{name}: carries no vit5 pretrained_cfg (was it written by vit5 export?)")
+    if len(data) > _MAX_PROGRAM_CFG_BYTES:
+        raise ValueError(f"{name}: its {PROGRAM_CFG_FILE} inflates past {_MAX_PROGRAM_CFG_BYTES:,} bytes")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        raise ValueError(f"{os.fspath(path)}: damaged pretrained_cfg metadata") from None
+        cfg = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ValueError(f"{name}: damaged pretrained_cfg metadata") from None
+    except RecursionError:
+        raise ValueError(f"{name}: pretrained_cfg metadata nested too deeply (a crafted file)") from None
+    return check_pretrained_cfg(cfg, name)
 
 
 from vit5.onnx_file import open_onnx, read_onnx_metadata  # noqa: E402  (readers of the files written above)

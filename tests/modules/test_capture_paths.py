@@ -158,6 +158,8 @@ def test_onnx_export_of_networks_matches_eager(
 
 
 def test_onnx_export_of_the_fft_path(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """The convolution that eager and compiled calls run on the fused ``vit5::`` FFT operators
+    (channels-last fp32 on a CPU, no dense operator) exports as standard ONNX operators only."""
     monkeypatch.setattr(longconv_plan, "BUILT_DENSE_MAX_BYTES", 0)
     torch.manual_seed(2)
     module = _Conv(randomize_(make(), low=-0.5, high=0.5), False).eval()
@@ -165,6 +167,12 @@ def test_onnx_export_of_the_fft_path(monkeypatch: pytest.MonkeyPatch, tmp_path) 
     with torch.no_grad():
         expected = module(x5)
     assert rel(_onnx_run(module, x, x5, tmp_path / "conv.onnx"), expected) <= 1e-4
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(tmp_path / "conv.onnx"))
+    nodes = [*model.graph.node, *(n for function in model.functions for n in function.node)]
+    found = {(n.domain, n.op_type) for n in nodes}
+    assert found and not any("vit5" in f"{domain}{op}".lower() for domain, op in found), found
+    assert {domain for domain, _ in found} <= {"", "ai.onnx", "pkg.onnxscript.torch_lib.common"}, found
 
 
 @pytest.mark.parametrize("path", ["dense", "dft", "fused"])

@@ -190,7 +190,7 @@ def test_parity_dft_and_fused_training_paths(
     seen = []
     plan = longconv_plan.plan_long_conv
     monkeypatch.setattr(
-        "vit5.modules.ckconv.plan_long_conv", lambda **kw: seen.append(plan(**kw).path) or plan(**kw)
+        "vit5.ops.route.plan_long_conv", lambda **kw: seen.append(plan(**kw).path) or plan(**kw)
     )
     ref, ours = _pair(**overrides)
     film = "film_generator" in dict(ours.kernel.named_children())

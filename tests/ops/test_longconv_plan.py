@@ -33,15 +33,39 @@ def plan(**overrides: object) -> LongConvPlan:
     "overrides, expected",
     [
         # rows 1-2: capture, whatever the grad mode; DFT matrices under export only
-        (dict(capture="export"), LongConvPlan(LongConvPath.TRACED_DENSE)),
-        (dict(capture="fx", grad_enabled=True), LongConvPlan(LongConvPath.TRACED_DENSE)),
-        (dict(capture="export", signal=LARGE), LongConvPlan(LongConvPath.TRACED_FFT, dft_matrices=True)),
-        (dict(capture="compile", signal=LARGE), LongConvPlan(LongConvPath.TRACED_FFT)),
+        (dict(capture="export"), LongConvPlan(LongConvPath.TRACED_DENSE, captured=True)),
+        (dict(capture="fx", grad_enabled=True), LongConvPlan(LongConvPath.TRACED_DENSE, captured=True)),
+        (
+            dict(capture="export", signal=LARGE),
+            LongConvPlan(LongConvPath.TRACED_FFT, dft_matrices=True, captured=True),
+        ),
+        (dict(capture="compile", signal=LARGE), LongConvPlan(LongConvPath.TRACED_FFT, captured=True)),
         (
             dict(capture="export", zero_padding=False),
-            LongConvPlan(LongConvPath.TRACED_FFT, dft_matrices=True),
+            LongConvPlan(LongConvPath.TRACED_FFT, dft_matrices=True, captured=True),
         ),
-        (dict(capture="compile", chunked=True), LongConvPlan(LongConvPath.TRACED_DENSE)),
+        (dict(capture="compile", chunked=True), LongConvPlan(LongConvPath.TRACED_DENSE, captured=True)),
+        # row 1b: torch.compile keeps the fused FFT kernels (forward and both gradients)
+        (
+            dict(capture="compile", signal=LARGE, fused_input=True),
+            LongConvPlan(LongConvPath.FFT, fused=True, captured=True),
+        ),
+        (
+            dict(capture="compile", signal=LARGE, fused_input=True, grad_enabled=True, training=True),
+            LongConvPlan(LongConvPath.FFT_LOWMEM, fused=True, captured=True),
+        ),
+        (
+            dict(capture="export", signal=LARGE, fused_input=True),
+            LongConvPlan(LongConvPath.TRACED_FFT, dft_matrices=True, captured=True),
+        ),
+        (
+            dict(capture="fx", signal=LARGE, fused_input=True),
+            LongConvPlan(LongConvPath.TRACED_FFT, captured=True),
+        ),
+        (
+            dict(capture="transform", signal=LARGE, fused_input=True),
+            LongConvPlan(LongConvPath.TRACED_FFT, captured=True),
+        ),
         # row 3
         (dict(chunked=True, grad_enabled=True), LongConvPlan(LongConvPath.FFT_CHUNKED)),
         (dict(chunked=True), LongConvPlan(LongConvPath.FFT_CHUNKED)),

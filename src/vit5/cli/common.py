@@ -31,12 +31,32 @@ def make_directory(path: Path, what: str) -> None:
         raise UsageError(f"cannot write to {what} {path}: permission denied")
 
 
+class DataFormatter(logging.Formatter):
+    """Log lines whose arguments are data: every non-numeric ``%``-argument of a record (a path, a
+    class name, an error message, a URL from a file) is shown through
+    :func:`vit5._text.terminal_text`, so it cannot forge a line or steer the terminal. The message
+    template is vit5's own and kept as it is."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from vit5._text import terminal_text
+
+        def shown(value: object) -> object:  # numbers stay numbers (%d, %.3f)
+            return value if isinstance(value, (int, float)) else terminal_text(value)
+
+        args = record.args
+        if args:
+            record = logging.makeLogRecord(record.__dict__)
+            record.args = ({k: shown(v) for k, v in args.items()} if isinstance(args, dict)
+                           else tuple(shown(v) for v in args))  # fmt: skip
+        return super().format(record)
+
+
 def setup_logging(run_dir: Path | None = None, rank: int = 0) -> None:
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.setLevel(logging.INFO if rank == 0 else logging.WARNING)
-    formatter = logging.Formatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S")
+    formatter = DataFormatter("%(asctime)s %(levelname).1s %(message)s", "%H:%M:%S")
     stream = logging.StreamHandler(sys.stderr)
     stream.setFormatter(formatter)
     root.addHandler(stream)

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 
+from vit5._text import terminal_text
 from vit5.cli.common import _TRUST_HELP
 
 
@@ -29,8 +30,8 @@ def command_push(args: argparse.Namespace) -> int:
     from vit5.io.loader import load_model_and_config
 
     loaded = load_model_and_config(args.source, ema=args.ema, trust_config=args.trust_config)
-    print(f"pushing {'EMA weights of ' if loaded.ema else ''}{loaded.source} to {args.repo_id}"
-          f"{f'@{args.revision}' if args.revision else ''}", file=sys.stderr)  # fmt: skip
+    print(terminal_text(f"pushing {'EMA weights of ' if loaded.ema else ''}{loaded.source} to {args.repo_id}"
+                        f"{f'@{args.revision}' if args.revision else ''}"), file=sys.stderr)  # fmt: skip
     data = loaded.data.get("name")
     url = push_to_hub(loaded.model, args.repo_id, private=args.private, revision=args.revision,
                       commit_message=args.commit_message, model_config=loaded.model_config, ema=loaded.ema,

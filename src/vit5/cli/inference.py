@@ -86,6 +86,20 @@ def _eval_out_dir(args: argparse.Namespace) -> Path:
     return out
 
 
+def _recorded_data_dir(args: argparse.Namespace, loaded: Any) -> Any:
+    """The run's recorded ``data.data_dir`` when vit5's rule lets it be used (:mod:`vit5.io.run_origin`)."""
+    from vit5.io.run_origin import check_recorded_data_dir, run_directory_of
+
+    recorded = loaded.run_config.get("data", {}).get("data_dir")
+    local = loaded.origin is None or loaded.origin.kind == "path"
+    run_dir = run_directory_of(args.source) if local and Path(args.source).exists() else None
+    where = run_dir / "config.yaml" if run_dir is not None else loaded.source
+    try:
+        return check_recorded_data_dir(recorded, run_dir, str(where))
+    except ValueError as error:
+        raise UsageError(str(error)) from None
+
+
 def command_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -100,14 +114,14 @@ def command_eval(args: argparse.Namespace) -> int:
     loaded = _load_source(args)
     model, cfg = loaded.model, loaded.model.pretrained_cfg
     dataset = args.dataset or loaded.data.get("name")
-    data_dir = args.data_dir or loaded.run_config.get("data", {}).get("data_dir")
+    data_dir = args.data_dir or _recorded_data_dir(args, loaded)
     if dataset in (None, "imagefolder", "manifest", "hf"):
         if not data_dir:
             raise UsageError(
                 f"{loaded.source} does not name a dataset: pass --data-dir DIR (class folders) or --dataset"
             )
         run_data = loaded.run_config.get("data", {})
-        split_file = Path(args.source) / "split.csv"
+        split_file = contained_path(args.source, "split.csv", "the run's split file")
         own_run = not args.data_dir and split_file.is_file()  # the run's own held-out images
         split = own_data_split(dataset or "imagefolder", data_dir, cfg["class_names"],
                                split_file=split_file if own_run else None,

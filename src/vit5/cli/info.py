@@ -6,6 +6,7 @@ import argparse
 import logging
 from typing import Any
 
+from vit5._text import terminal_text
 from vit5.cli.common import (
     UsageError,
 )
@@ -94,7 +95,7 @@ def command_info(args: argparse.Namespace) -> int:
             print("(the class count comes from the data folders; shown with 1000 classes)")
         cfg = to_container(cfg)["model"]
     model = build_model(cfg)
-    print("\n".join(describe_model(model)))
+    print("\n".join(terminal_text(line) for line in describe_model(model)))
     return 0
 
 
@@ -113,12 +114,12 @@ def _info_checkpoint(args: argparse.Namespace) -> int:
     except CheckpointError:
         has_ema = False
     cfg = loaded.model.pretrained_cfg
-    print(f"source: {loaded.source} ({loaded.kind} checkpoint), sha256 {cfg['sha256']}")
+    print(terminal_text(f"source: {loaded.source} ({loaded.kind} checkpoint), sha256 {cfg['sha256']}"))
     if loaded.origin is not None and loaded.origin.kind != "path":
-        print(f"from: {loaded.origin.given}, {loaded.origin.resolved_url}"
-              f"{f', revision {loaded.origin.revision}' if loaded.origin.revision else ''}")  # fmt: skip
+        print(terminal_text(f"from: {loaded.origin.given}, {loaded.origin.resolved_url}"
+                            f"{f', revision {loaded.origin.revision}' if loaded.origin.revision else ''}"))  # fmt: skip
     print(f"EMA weights: {'yes' if has_ema else 'no'}")
-    print(f"preprocessing: {cfg['input_size'][1]} px, mean {cfg['mean']}, std {cfg['std']}, {cfg['interpolation']}, "
-          f"crop ratio {cfg['crop_pct']:g}")  # fmt: skip
-    print("\n".join(describe_model(loaded.model)))
+    print(terminal_text(f"preprocessing: {cfg['input_size'][1]} px, mean {cfg['mean']}, std {cfg['std']}, "
+                        f"{cfg['interpolation']}, crop ratio {cfg['crop_pct']:g}"))  # fmt: skip
+    print("\n".join(terminal_text(line) for line in describe_model(loaded.model)))
     return 0

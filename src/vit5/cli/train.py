@@ -330,6 +330,16 @@ def command_train(args: argparse.Namespace) -> int:
             )
         if args.data_dir is not None:
             cfg.data.data_dir = args.data_dir
+        from vit5.io.run import has_checkpoint
+        from vit5.io.run_origin import check_recorded_data_dir, check_recorded_finetune
+
+        try:  # a received run does not choose what is read (vit5.io.run_origin)
+            if args.data_dir is None:
+                check_recorded_data_dir(cfg.data.get("data_dir"), run_dir, str(run_dir / "config.yaml"))
+            if not has_checkpoint(run_dir):  # with a checkpoint, train.finetune is not read again
+                check_recorded_finetune(cfg.train.get("finetune"), run_dir, str(run_dir / "config.yaml"))
+        except ValueError as error:
+            raise UsageError(str(error)) from None
         if args.workers is not None:
             cfg.data.num_workers = args.workers
         if args.log is not None:

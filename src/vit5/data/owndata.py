@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from vit5._io import contained_path
+from vit5.data.containment import check_saved_dataset, recorded_image_path
 from vit5.data.sources import (
     IMAGE_SUFFIXES,
     DatasetNotFoundError,
@@ -41,6 +43,8 @@ __all__ = [
 #: Datasets read from the user's own files (no fixed class list, a split made when missing).
 OWN_DATASETS = ("imagefolder", "manifest", "hf")
 HELD_OUT_NAMES = ("val", "valid", "validation", "test")
+#: A manifest larger than this is refused before it is read (about 2 million rows of 128 bytes).
+MAX_MANIFEST_BYTES = 256 << 20
 SPLIT_FILE = "split.csv"
 
 
@@ -68,15 +72,15 @@ class OwnData:
 class HFRecord:
     """Row ``index`` of the image column of a ``datasets`` table; ``read_bytes()`` gives the encoded image."""
 
-    def __init__(self, table: Any, split: str, index: int, column: str) -> None:
-        self.table, self.split, self.index, self.column = table, split, index, column
+    def __init__(self, table: Any, split: str, index: int, column: str, root: Path = Path()) -> None:
+        self.table, self.split, self.index, self.column, self.root = table, split, index, column, root
 
     def read_bytes(self) -> bytes:
         value = self.table[self.index][self.column]
         if isinstance(value, dict) and value.get("bytes") is not None:
             return value["bytes"]
         if isinstance(value, dict) and value.get("path"):
-            return Path(value["path"]).read_bytes()
+            return recorded_image_path(self.root, str(value["path"]), f"{self}: image path").read_bytes()
         raise ValueError(f"{self}: no image bytes or path in column {self.column!r}")
 
     def __str__(self) -> str:
@@ -102,16 +106,25 @@ def _manifest(path: Path) -> OwnData:
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl"):
         raise ValueError(f"--dataset manifest needs a .csv or .jsonl file, got {str(path)!r}")
-    text = path.read_text(encoding="utf-8")
+    size = path.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise ValueError(f"{path}: {size} bytes, more than a manifest may hold ({MAX_MANIFEST_BYTES} bytes)")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ValueError(f"{path}: not UTF-8 text (byte {error.start})") from None
     rows: list[dict[str, Any]] = []
     if suffix == ".csv":
         reader = csv.DictReader(io.StringIO(text))
-        missing = {"path", "label"} - set(reader.fieldnames or [])
-        if missing:
-            raise ValueError(
-                f"{path}: the CSV header must name path,label[,split]; missing {sorted(missing)}"
-            )
-        rows = list(reader)
+        try:
+            missing = {"path", "label"} - set(reader.fieldnames or [])
+            if missing:
+                raise ValueError(
+                    f"{path}: the CSV header must name path,label[,split]; missing {sorted(missing)}"
+                )
+            rows = list(reader)
+        except csv.Error as error:
+            raise ValueError(f"{path}, line {reader.line_num}: not CSV ({error})") from None
     else:
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -120,6 +133,8 @@ def _manifest(path: Path) -> OwnData:
                 row = json.loads(line)
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}, line {number}: not JSON ({error.msg})") from None
+            except RecursionError:
+                raise ValueError(f"{path}, line {number}: nested too deeply") from None
             if not isinstance(row, dict) or "path" not in row or "label" not in row:
                 raise ValueError(
                     f"{path}, line {number}: expected an object with path and label, got {line[:80]!r}"
@@ -132,7 +147,9 @@ def _manifest(path: Path) -> OwnData:
     for number, row in enumerate(rows, 2 if suffix == ".csv" else 1):
         if not row.get("path") or row.get("label") in (None, ""):
             raise ValueError(f"{path}, row {number}: empty path or label")
-        items.append(root / str(row["path"]))
+        if not isinstance(row["path"], str):
+            raise ValueError(f"{path}, row {number}: path must be text, got {type(row['path']).__name__}")
+        items.append(contained_path(root, row["path"], f"{path}, row {number}: path"))
         labels.append(str(row["label"]))
         splits.append(str(row.get("split") or "").strip().lower())
     known = {"", "train", *HELD_OUT_NAMES}
@@ -150,8 +167,11 @@ def _hf_dataset(root: Path, image_column: str, label_column: str) -> OwnData:
     datasets = require("datasets", "hf", "--dataset hf")
     parquet = sorted(root.rglob("*.parquet")) if root.is_dir() else [root]
     if (root / "dataset_info.json").is_file() or (root / "dataset_dict.json").is_file():
+        check_saved_dataset(root)
         loaded = datasets.load_from_disk(str(root))
     elif parquet and all(p.suffix == ".parquet" for p in parquet):
+        for file in parquet if root.is_dir() else []:
+            contained_path(root, file.relative_to(root), f"{root}: parquet file")
         groups: dict[str, list[str]] = {}
         for file in parquet:  # train-00000-of-00001.parquet, validation-..., or data/test-...
             stem = file.name.split("-")[0].split(".")[0]
@@ -185,7 +205,8 @@ def _hf_dataset(root: Path, image_column: str, label_column: str) -> OwnData:
         image_feature = table.features[image_column]
         if type(image_feature).__name__ == "Image":  # read the encoded bytes; vit5's reader decodes them
             table = table.cast_column(image_column, datasets.Image(decode=False))
-        items += [HFRecord(table, name, i, image_column) for i in range(len(table))]
+        items += [HFRecord(table, name, i, image_column, root if root.is_dir() else root.parent)
+                  for i in range(len(table))]  # fmt: skip
         held_out += [name != "train"] * len(table)
     return OwnData(items, labels, held_out if held else None, root)
 

@@ -19,6 +19,7 @@ from vit5.io.loader import build_unloaded, load_model, load_model_and_config
 from vit5.io.nvsubq import load_nvsubquadratic_checkpoint
 from vit5.io.official import build_official, is_official
 from vit5.io.weights_file import read_weights_file
+from vit5.networks.budget import check_network_budget
 from vit5.networks.interop import extract_state_dict
 from vit5.networks.official import unwrap_official
 from vit5.networks.presets import OFFICIAL_PRESETS, model_config, resolve_model_name
@@ -30,6 +31,14 @@ __all__ = ["install_timm", "published_timm_cfg", "timm_pretrained"]
 
 
 def _timm_source(cfg: Mapping[str, Any]) -> str:
+    """Where the weights of a timm cfg are: ``file``, else ``hf_hub_id`` (+ ``hf_hub_filename``), else ``url``.
+
+    A ``hf-hub:`` model's cfg comes from the repo's ``config.json`` (a received file): only its
+    ``hf_hub_id`` (set by timm to the repo the user named) counts, so the file cannot point vit5
+    at a local path (``file``) or another server (``url``).
+    """
+    if cfg.get("source") == "hf-hub" and cfg.get("hf_hub_id"):
+        cfg = {key: cfg.get(key) for key in ("hf_hub_id", "hf_hub_filename")}
     if cfg.get("file"):
         return str(cfg["file"])
     if cfg.get("hf_hub_id"):
@@ -111,6 +120,7 @@ def _timm_local_file(path: Path, preset: str, overrides: dict[str, Any]) -> tupl
     grid = int(round(state["pos_embed"].shape[1] ** 0.5))
     trained = {"image_size": grid * patch_size, "num_classes": state["out_proj.weight"].shape[0]}
     tree = model_config(preset, **overrides, **trained)
+    check_network_budget(tree, str(path))  # its size and class count come from the file's tensors
     net = load_nvsubquadratic_checkpoint(instantiate(tree), state)
     return net.eval(), tree
 

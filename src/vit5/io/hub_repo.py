@@ -44,6 +44,8 @@ logger = logging.getLogger("vit5.weights")
 
 CONFIG, WEIGHTS = "config.json", "model.safetensors"
 FROM_CONFIG = "vit5_from_config"
+#: A config.json larger than this is refused unread (a full config tree is a few tens of KB).
+MAX_CONFIG_BYTES = 16 << 20
 FORMAT = "vit5-hub"
 _BUILD_VIT5 = "vit5.networks.presets.build_vit5"
 
@@ -108,9 +110,14 @@ def read_repo_config(path: str | os.PathLike, label: str | None = None) -> dict[
     file = Path(path) / CONFIG
     label = label or str(path)
     try:
+        size = file.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ValueError(f"{size} bytes, more than a model's config needs ({MAX_CONFIG_BYTES})")
         config = json.loads(file.read_text())
     except (OSError, ValueError) as error:
         raise CheckpointError(f"{label}: unreadable {CONFIG} ({error})") from None
+    except RecursionError:
+        raise CheckpointError(f"{label}: unreadable {CONFIG} (nested too deeply)") from None
     if not isinstance(config, dict) or not isinstance(config.get("architecture"), str):
         raise CheckpointError(f"{label}: {CONFIG} has no architecture")
     if not isinstance(config.get("model_args", {}), dict) or not isinstance(

@@ -216,12 +216,15 @@ def _load_directory(path: Path, ema: bool, trust_config: bool, resolved: Resolve
     failures = []
     for candidate in candidates:
         try:
-            return _load_checkpoint_directory(candidate, ema, trust_config)
+            loaded = _load_checkpoint_directory(candidate, ema, trust_config)
         except CheckpointError as error:
             if ema and not (candidate / run.EMA_WEIGHTS).is_file():  # a run without EMA, not a damaged file
                 raise
             failures.append(str(error))
-            logger.warning("skipping damaged checkpoint: %s", error)
+            continue
+        for failure in failures:  # told only when another checkpoint is used instead (else: one error line)
+            logger.warning("skipping damaged checkpoint: %s", failure)
+        return loaded
     raise CheckpointError(f"no usable checkpoint in {path}: " + "; ".join(failures))
 
 

@@ -146,6 +146,11 @@ def read_meta(path: str | os.PathLike, *, strict_format: bool = True) -> dict[st
             ``strict_format``).
     """
     meta_path = Path(path) / META
+    if meta_path.is_symlink():
+        try:
+            contained_path(path, META, "the checkpoint record")
+        except ValueError as error:
+            raise CheckpointError(str(error)) from None
     if not meta_path.is_file():
         raise CheckpointError(f"{path}: not a vit5 checkpoint directory (no {META})")
     try:
@@ -209,10 +214,22 @@ def has_checkpoint(run_dir: str | os.PathLike) -> bool:
     return any((Path(run_dir) / CHECKPOINTS_DIR / name).is_dir() for name in RESUME_ORDER)
 
 
+def _inside_run(run_dir: str | os.PathLike, name: str) -> Path:
+    """``RUN/checkpoints/name``, refused when a symlink leads it out of the run directory."""
+    try:
+        return contained_path(run_dir, f"{CHECKPOINTS_DIR}/{name}", "the checkpoint")
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
+
+
 def run_checkpoints(run_dir: str | os.PathLike, order: tuple[str, ...] = LOAD_ORDER) -> list[Path]:
-    """The checkpoint directories of run ``run_dir`` that exist, in ``order`` (best, last, prev)."""
+    """The checkpoint directories of run ``run_dir`` that exist, in ``order`` (best, last, prev).
+
+    Raises:
+        CheckpointError: one of them is a symlink leading out of the run directory.
+    """
     root = Path(run_dir) / CHECKPOINTS_DIR
-    return [root / name for name in order if (root / name).exists()]
+    return [_inside_run(run_dir, name) for name in order if (root / name).exists()]
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Checkpoint:
@@ -228,7 +245,7 @@ def latest_checkpoint(run_dir: str | os.PathLike) -> Checkpoint:
             failures.append(f"{root / name}: does not exist")
             continue
         try:
-            checkpoint = load_checkpoint(root / name)
+            checkpoint = load_checkpoint(_inside_run(run_dir, name))
         except CheckpointError as error:
             failures.append(str(error))
             continue

@@ -105,8 +105,14 @@ def parse_hub_id(text: str) -> tuple[str, str | None, str | None]:
     parts = body.split("/")
     if len(parts) < 2 or not parts[0] or not parts[1] or any(not p for p in parts[2:]):
         raise CheckpointError(f"{text}: expected hf-hub:ORG/REPO[@REVISION][/FILE]")
+    if any(
+        p in (".", "..") or "\\" in p or "\x00" in p for p in parts
+    ):  # names inside the repo and the cache
+        raise CheckpointError(
+            f"{text}: '.', '..' and '\\' are not allowed in hf-hub:ORG/REPO[@REVISION][/FILE]"
+        )
     repo, _, revision = parts[1].partition("@")
-    if not repo or (_ and not revision):
+    if not repo or (_ and not revision) or revision in (".", "..") or repo in (".", ".."):
         raise CheckpointError(f"{text}: expected hf-hub:ORG/REPO[@REVISION][/FILE]")
     return f"{parts[0]}/{repo}", revision or None, "/".join(parts[2:]) or None
 

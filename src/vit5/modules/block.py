@@ -16,7 +16,7 @@ from vit5.modules.hooks import fast_path_allowed, has_hooks, shares_storage
 from vit5.modules.layer_scale import LayerScale
 from vit5.modules.mlp import MLP
 from vit5.modules.norms import L2Norm, RMSNorm, no_weight_decay
-from vit5.ops import native
+from vit5.ops.route import use_kernel
 from vit5.ops.scaled_add import scaled_add, scaled_add_into_branch
 
 #: Norms that act on each token separately (so they can run on a subset of the tokens).
@@ -192,7 +192,7 @@ class ViT5ResidualBlock(nn.Module):
             type(scale) is LayerScale
             and type(path) in (DropPath, nn.Identity)
             and torch.is_grad_enabled()
-            and native.usable(x, branch, scale.gamma)
+            and use_kernel("scaled_add", x, branch, scale.gamma)
             and not has_hooks(scale)
             and not has_hooks(path)
         ):

@@ -15,7 +15,6 @@ from torch import nn
 from vit5._validation import boolean, positive_int
 from vit5.config import TARGET_KEY, instantiate, locate, resolve
 from vit5.ops import fftnative
-from vit5.ops.capture import capture_mode
 from vit5.ops.denseconv import apply_dense_operator, dense_conv_operator, dense_operator_product
 from vit5.ops.dftconv import dft_conv, dft_conv_spectrum, dft_kernel_spectrum
 from vit5.ops.fftconv import (
@@ -26,7 +25,8 @@ from vit5.ops.fftconv import (
     parse_padding,
     plan_fft_conv,
 )
-from vit5.ops.longconv_plan import LongConvPath, LongConvPlan, plan_long_conv
+from vit5.ops.longconv_plan import LongConvPath, LongConvPlan
+from vit5.ops.route import route_long_conv
 from vit5.ops.tracedconv import traced_dense_conv, traced_dft_conv, traced_fft_conv
 
 __all__ = ["CHUNK_SIZE", "CKConvND"]
@@ -35,7 +35,6 @@ logger = logging.getLogger(__name__)
 
 #: Channels per chunk when ``use_chunked_fftconv=True``.
 CHUNK_SIZE = 128
-_TRACED_PATHS = (LongConvPath.TRACED_DENSE, LongConvPath.TRACED_FFT)
 GRID_TYPES = ("double", "single")
 _LOGGED_BACKENDS: set[str] = set()
 
@@ -246,7 +245,7 @@ class CKConvND(nn.Module):
             key = (spatial, plan)
             if self._spectrum_cache is not None and self._spectrum_cache[0] == (*key, self._state_key()):
                 return self._spectrum_cache[1], self._spectrum_cache[2]
-        if plan.path not in _TRACED_PATHS:  # a captured graph leaves module state alone
+        if not plan.captured:  # a captured graph leaves module state alone
             self._spectrum_cache = None
         kernel = self._generate_kernel(self._grid_lens(spatial), conditioning)  # (1|B, C, *taps)
         fft_plan = None
@@ -280,7 +279,7 @@ class CKConvND(nn.Module):
             if plan.cache:  # operand: the cached kernel spectrum
                 return dft_conv_spectrum(x, operand, fft_plan, shortcut=self.shortcut)  # (B, *S, C)
             return dft_conv(x, operand.movedim(1, -1), fft_plan, shortcut=self.shortcut)  # (B, *S, C)
-        if path is LongConvPath.FFT and plan.fused and isinstance(operand, torch.Tensor):  # no grad here
+        if path is LongConvPath.FFT and plan.fused:  # no autograd: the kernel spectrum, shortcut folded in
             return fftnative.convolve(x, operand, fft_plan, shortcut=self.shortcut)  # (B, *S, C)
         shortcut = self.shortcut.to(x.dtype)
         if path is LongConvPath.TRACED_DENSE:
@@ -291,8 +290,10 @@ class CKConvND(nn.Module):
             # The same sum, adding the channels-first product straight into the shortcut term.
             out = shortcut * x  # (B, *S, C)
             return out.add_(dense_operator_product(x, operand).to(x.dtype).permute(1, 2, 0).view(x.shape))
+        if path is LongConvPath.FFT_LOWMEM and plan.fused:  # the fused kernels, forward and backward
+            return shortcut * x + fftnative.fused_conv(x, operand, fft_plan)  # (B, *S, C)
         if path is LongConvPath.FFT_LOWMEM:  # keeps x, not its spectrum, for the backward pass
-            y = fft_conv_zero_lowmem(x, operand, channels_last, fused=plan.fused)  # (B, C, *S)
+            y = fft_conv_zero_lowmem(x, operand, channels_last, fused=False)  # (B, C, *S)
         elif path is LongConvPath.TRACED_FFT:
             z = x.movedim(-1, 1) if channels_last else x  # (B, C, *S); the graph's compiler picks layouts
             convolve = traced_dft_conv if plan.dft_matrices else traced_fft_conv
@@ -346,19 +347,15 @@ class CKConvND(nn.Module):
             )
         channels_last = not is_bhl_input
         spatial = tuple(int(n) for n in (x.shape[1:-1] if channels_last else x.shape[2:]))
-        plan = plan_long_conv(
-            capture=capture_mode(),
-            grad_enabled=torch.is_grad_enabled(),
-            training=self.training,
+        plan = route_long_conv(
+            x,
             channels_last=channels_last,
-            signal=spatial,
+            training=self.training,
             channels=self.hidden_dim,
             per_sample_kernels=conditioning is not None,
             zero_padding=not any(self._periodic),
             causal=self.is_causal,
             chunked=self.use_chunked_fftconv,
-            fused_input=channels_last and fftnative.takes_input(x),
-            device=x.device.type,
         )
         fft_plan, operand = self._operand(plan, x, spatial, conditioning)
         return self._run(plan, x, fft_plan, operand, channels_last)

@@ -12,9 +12,9 @@ from torch import nn
 from vit5.config import LazyConfig, instantiate
 from vit5.modules.hooks import fast_path_allowed, has_hooks, shares_storage
 from vit5.modules.norms import L2Norm
-from vit5.ops import native
 from vit5.ops.capture import is_capturing
 from vit5.ops.gates import gate as fused_gate
+from vit5.ops.route import use_kernel
 
 __all__ = ["Hyena", "is_channels_first"]
 
@@ -256,7 +256,7 @@ class Hyena(nn.Module):
         """
         first, second = _activation_name(self.gate_nonlinear), _activation_name(self.gate_nonlinear_2)
         l2_eps = _l2_eps(self.q_norm, q.ndim) if isinstance(self.k_norm, (nn.Identity, type(None))) else False
-        fused = (first or second) and not has_hooks(self) and native.usable(strided=(q, k, v))
+        fused = use_kernel("gate", strided=(q, k, v), layout_ok=bool(first or second) and not has_hooks(self))
         in_place = fast_path_allowed(self)
         if fused and first and l2_eps is not False:
             z = fused_gate(q, k, first, l2_eps)  # (B, *S, C): L2Norm(q) * act(k) in one pass (vit5.ops.gates)
@@ -271,7 +271,7 @@ class Hyena(nn.Module):
             h = self.global_conv(z)  # (B, *S, C)
         else:
             h = self.global_conv(z, conditioning=conditioning)
-        if fused and second and native.usable(h):
+        if fused and second and use_kernel("gate", h):
             y = fused_gate(h, v, second)  # (B, *S, C)
         else:
             y = _gate(h, self.gate_nonlinear_2, v, in_place)

@@ -10,9 +10,6 @@ import torch
 from torch import nn
 
 from vit5._validation import boolean, check_last_dim, positive_float, positive_int
-from vit5.modules.hooks import fast_path_allowed
-from vit5.ops import native
-from vit5.ops.capture import is_capturing
 from vit5.ops.rmsnorm import rms_norm
 
 
@@ -49,16 +46,9 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_last_dim("RMSNorm", x, self.dim)
-        if not is_capturing() and (torch.is_grad_enabled() or native.usable(self.weight, strided=(x,))):
-            return rms_norm(x, self.weight, self.eps)  # closed-form backward / fused CPU kernels
-        u = x.float()
-        if not fast_path_allowed(self):
-            y = u * torch.rsqrt(u.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-            return (self.weight * y).to(x.dtype)
-        # Same bits with one buffer: the squares, then the output in their place.
-        y = torch.pow(u, 2, out=torch.empty_like(u))
-        r = torch.rsqrt(y.mean(dim=-1, keepdim=True) + self.eps)
-        return torch.mul(u, r, out=y).mul_(self.weight).to(x.dtype)
+        return rms_norm(
+            x, self.weight, self.eps
+        )  # fused kernel / closed-form backward / plain (vit5.ops.route)
 
     def flop_count(self, num_tokens: int) -> int:
         """``3 * num_tokens * dim`` (square, mean, scale)."""

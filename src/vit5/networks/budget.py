@@ -38,6 +38,7 @@ __all__ = [
     "MAX_CONFIG_NODES",
     "BudgetError",
     "activation_bytes",
+    "current_budgets",
     "budget_limits",
     "check_network_budget",
     "activation_budget_gib",
@@ -106,6 +107,13 @@ def params_budget(value: float | int | None = None) -> int:
 def activation_budget_gib(value: float | None = None) -> float:
     """The batch-1 activation budget in GiB: ``value``, else ``$VIT5_MAX_ACTIVATION_GIB``, else 32."""
     return _number(value, "max_activation_gib", "VIT5_MAX_ACTIVATION_GIB", DEFAULT_MAX_ACTIVATION_GIB)
+
+
+def current_budgets() -> tuple[int, float]:
+    """The budgets in force: (parameters, batch-1 activation GiB), from the enclosing
+    :func:`budget_limits`, else the environment, else the defaults."""
+    scoped = _LIMITS.get()
+    return params_budget(scoped[0]), activation_budget_gib(scoped[1])
 
 
 def _structure(tree: Any, source: str, limit: int) -> None:

@@ -51,7 +51,9 @@ import torch
 
 from vit5.ops import kernels, native
 from vit5.ops.fftplan import FFTConvPlan, apply_spectrum, kernel_spectrum
+from vit5.ops.longconv_plan import DFT_MAX_DIM
 from vit5.ops.recorded import recorded_vjp, recording
+from vit5.ops.route import use_kernel
 
 __all__ = [
     "DFT_MAX_DIM",
@@ -61,9 +63,6 @@ __all__ = [
     "dft_sizes",
     "dft_supported",
 ]
-
-#: Spatial axes the DFT path handles (1-D sequences and 2-D grids).
-DFT_MAX_DIM = 2
 
 
 def dft_supported(plan: FFTConvPlan) -> bool:
@@ -157,10 +156,10 @@ def _chunks(batch: int, spectrum_bytes_per_sample: int, device: torch.device) ->
 def _apply(m: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``m @ x[i]`` for every ``i``: ``m`` ``[M, K]`` (any strides), ``x`` ``[n, K, N]`` -> ``[n, M, N]``
     (written to ``out`` when given). A fused CPU kernel for these small-``K`` products on eager
-    fp32 tensors (:func:`vit5.ops.native.usable`), ``torch.matmul`` otherwise."""
+    fp32 tensors (:func:`vit5.ops.route.use_kernel`), ``torch.matmul`` otherwise."""
     if out is None:
         out = x.new_empty(x.shape[0], m.shape[0], x.shape[2])
-    if x.numel() > 0 and native.usable(x, out, any_layout=(m,)):
+    if use_kernel("batched_matmul", x, out, any_layout=(m,), layout_ok=x.numel() > 0):
         kernels.batched_matmul_(m, x, out, native.threads())  # vit5::batched_matmul_
         return out
     return torch.matmul(m, x, out=out)
@@ -209,7 +208,7 @@ def _product(
     (written to ``out`` when given; it must not overlap ``a`` or ``b``)."""
     if out is None:
         out = torch.empty((max(a.shape[0], b.shape[0]), *a.shape[1:]), dtype=a.dtype, device=a.device)
-    if a.dim() == 4 and a.shape[0] == out.shape[0] and native.usable(a, b, out):
+    if use_kernel("complex_product", a, b, out, layout_ok=a.dim() == 4 and a.shape[0] == out.shape[0]):
         # The same operations in one pass, with the multiply-add fused as PyTorch's addcmul_ fuses
         # it: the same bits (tests/ops/test_dftconv.py).
         kernels.complex_product_(a, b, out, conjugate)  # vit5::complex_product_
@@ -225,7 +224,7 @@ def _product(
 
 def _add_product_sum(acc: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> None:
     """``acc [1, F1', 2, R] += sum_i a[i] * conj(b[i])`` over the rows of ``[n, F1', 2, R]`` spectra."""
-    if native.usable(acc, a, b):
+    if use_kernel("complex_product_sum", acc, a, b):
         kernels.complex_product_sum_(a, b, acc, native.threads())  # vit5::complex_product_sum_
         return
     acc.add_(_product(a, b, conjugate=True).sum(dim=0, keepdim=True))

@@ -32,7 +32,6 @@ the same bits whatever the batch size or channel chunking (see :func:`vit5.ops.f
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,6 +47,7 @@ from vit5.ops.fftplan import (
     kernel_spectrum,
     plan_fft_conv,
 )
+from vit5.ops.route import use_kernel
 
 __all__ = [
     "PADDING_MODES",
@@ -248,17 +248,16 @@ class _ZeroFFTConv(torch.autograd.Function):
     input in memory) for the backward pass; this function keeps the input itself. Backward
     (``s`` = crop start, ``G`` = spectrum of the output gradient placed at offset ``s``):
     ``dx = irfftn(G conj(K))[:S]`` and ``dk = irfftn(sum_b conj(X) G)[:K]`` (no wrap-around for
-    FFT sizes from :func:`plan_fft_conv`, see ``tests/ops/test_fftconv.py``).
+    FFT sizes from :func:`plan_fft_conv`, see ``tests/ops/test_fftconv.py``). PyTorch's
+    transforms; the fused kernels' version is :func:`vit5.ops.fftnative.fused_conv`.
     """
 
     @staticmethod
     def forward(
-        ctx: Any, x: torch.Tensor, kernel: torch.Tensor, plan: FFTConvPlan, channels_last: bool, fused: bool
+        ctx: Any, x: torch.Tensor, kernel: torch.Tensor, plan: FFTConvPlan, channels_last: bool
     ) -> torch.Tensor:
         ctx.save_for_backward(x, kernel)
-        ctx.plan, ctx.channels_last, ctx.fused = plan, channels_last, channels_last and fused
-        if ctx.fused and fftnative.supports(x, plan, kernel.shape[0]):  # the kernel eval runs too
-            return fftnative.convolve(x, fftnative.spectrum(kernel, plan), plan).movedim(-1, 1)  # (B, C, *S)
+        ctx.plan, ctx.channels_last = plan, channels_last
         z = x.movedim(-1, 1).contiguous() if channels_last else x  # (B, C, *S)
         return apply_spectrum(z, kernel_spectrum(kernel, plan), plan)  # (B, C, *S)
 
@@ -269,33 +268,10 @@ class _ZeroFFTConv(torch.autograd.Function):
         z = x.movedim(-1, 1) if ctx.channels_last else x  # (B, C, *S)
         origin = (0,) * len(plan.sizes)
         need_x, need_kernel = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-        grad_x = grad_x_last = fused_kernel = None
-        # Under create_graph=True the backward itself is recorded: only PyTorch ops can be.
-        fused = ctx.fused and not torch.is_grad_enabled()
-        g_last = grad.movedim(1, -1) if fused else None  # (B, *S, C)
-        if need_x and fused:
-            # dx is the convolution of the output gradient with the flipped kernel, cropped at
-            # K - 1 - s: the fused kernel's forward (the same FFT sizes are alias-free for it).
-            adjoint = dataclasses.replace(
-                plan, starts=tuple(k - 1 - s for k, s in zip(plan.taps, plan.starts))
-            )
-            if fftnative.supports(g_last, adjoint, kernel.shape[0]):
-                flipped = kernel.flip(tuple(range(2, kernel.dim())))
-                grad_x_last = fftnative.convolve(g_last, fftnative.spectrum(flipped, adjoint), adjoint)
-        if need_x and grad_x_last is None:
-            grad_x = torch.empty(z.shape, dtype=x.dtype, device=x.device)
-        grad_kernel = None
-        if (
-            need_kernel
-            and fused
-            and fftnative.supports(x, plan, kernel.shape[0])
-            and fftnative.takes_input(g_last)
-        ):
-            fused_kernel = fftnative.kernel_gradient(x, g_last, plan, kernel)
-        if need_kernel and fused_kernel is None:
-            grad_kernel = torch.empty_like(kernel)
+        grad_x = torch.empty(z.shape, dtype=x.dtype, device=x.device) if need_x else None
+        grad_kernel = torch.empty_like(kernel) if need_kernel else None
         chunk = channel_chunk(z, plan)  # see vit5.ops.fftplan
-        for start in range(0, z.shape[1] if grad_x is not None or grad_kernel is not None else 0, chunk):
+        for start in range(0, z.shape[1] if need_x or need_kernel else 0, chunk):
             part = slice(start, start + chunk)
             g_f = forward_transform(grad[:, part], plan, plan.starts)  # (B, c, *F')
             if grad_x is not None:
@@ -306,17 +282,13 @@ class _ZeroFFTConv(torch.autograd.Function):
                 if kernel.shape[0] == 1 and product.shape[0] != 1:
                     product = product.sum(dim=0, keepdim=True)  # (1, c, *F')
                 grad_kernel[:, part] = inverse_transform(product, plan, origin, plan.taps)
-        if fused_kernel is not None:
-            grad_kernel = fused_kernel
-        if grad_x_last is not None:
-            grad_x = grad_x_last.to(x.dtype)  # (B, *S, C)
-        elif grad_x is not None and ctx.channels_last:
+        if grad_x is not None and ctx.channels_last:
             grad_x = grad_x.movedim(1, -1)  # (B, *S, C)
-        return grad_x, grad_kernel, None, None, None
+        return grad_x, grad_kernel, None, None
 
 
 def fft_conv_zero_lowmem(
-    x: torch.Tensor, kernel: torch.Tensor, channels_last: bool = False, fused: bool = True
+    x: torch.Tensor, kernel: torch.Tensor, channels_last: bool = False, fused: bool | None = None
 ) -> torch.Tensor:
     """:func:`fft_conv_zero` with a memory-lean backward (saves ``x``, not its spectrum).
 
@@ -324,8 +296,9 @@ def fft_conv_zero_lowmem(
         x: ``[B, C, *S]`` signal, or ``[B, *S, C]`` with ``channels_last=True``.
         kernel: ``[1|B, C, *K]`` kernel (channels first), ``K_a <= 2 S_a - 1``.
         channels_last: ``x`` is channels-last; it is transposed to channels-first for the FFTs.
-        fused: Channels-last input that :func:`vit5.ops.fftnative.supports` runs on the fused CPU
-            kernels (forward and both gradients); ``False`` keeps PyTorch's transforms.
+        fused: Run the fused CPU kernels (:func:`vit5.ops.fftnative.fused_conv`, forward and both
+            gradients; channels-last input they take) or PyTorch's transforms; ``None`` asks
+            :mod:`vit5.ops.route` (CKConvND passes its plan's decision).
 
     Returns:
         ``[B, C, *S]`` in ``x.dtype`` (channels first in both cases); the same values as
@@ -335,4 +308,12 @@ def fft_conv_zero_lowmem(
     z = x.movedim(-1, 1) if channels_last else x
     data_dim = _check(z, kernel)
     plan = plan_fft_conv(z.shape[2:], kernel.shape[2:], (False,) * data_dim)
-    return _ZeroFFTConv.apply(x, kernel, plan, channels_last, fused)
+    if fused is None:
+        fused = (
+            channels_last
+            and fftnative.supports(x, plan, kernel.shape[0])
+            and use_kernel("fft_conv", any_layout=(x,))
+        )
+    if fused:
+        return fftnative.fused_conv(x, kernel, plan).to(x.dtype).movedim(-1, 1)  # (B, C, *S)
+    return _ZeroFFTConv.apply(x, kernel, plan, channels_last)

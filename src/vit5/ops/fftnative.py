@@ -15,8 +15,8 @@ in, the two packed channels combined; one frequency of each pair ``(k, -k)``, as
 the other as its conjugate), so CKConvND caches it in eval mode like the PyTorch spectrum.
 
 It takes (:func:`supports`): 2-D grids, zero padding on both axes (no circular axis), one
-kernel for the batch, channels-last fp32 CPU input with contiguous channels, and
-:func:`vit5.ops.native.usable`. Its transforms are radix-2 (after the first stage, two stages
+kernel for the batch, channels-last fp32 CPU input with contiguous channels; where it runs is
+:mod:`vit5.ops.route`'s choice (eager and ``torch.compile``). Its transforms are radix-2 (after the first stage, two stages
 per pass over the buffer, the intermediate values in registers): it uses per axis the power of
 two at least the plan's size and twice the signal (:func:`fused_sizes`; a larger size is still
 alias-free): ViT-5 at 224 px (14 x 14 grid) runs 32-point transforms, at 512 and 1024 px (32 x
@@ -34,15 +34,19 @@ Timings: ``benchmarks/results/2026-12-07-ops-notes.md``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from vit5.ops import kernels, native
-from vit5.ops.fftplan import FFTConvPlan
+from vit5.ops import kernels
+from vit5.ops.fftplan import FFTConvPlan, apply_spectrum, kernel_spectrum, plan_fft_conv
+from vit5.ops.recorded import recorded_vjp, recording
 
 __all__ = [
     "GROUP",
     "MAX_SIZE",
     "convolve",
+    "fused_conv",
     "fused_sizes",
     "kernel_gradient",
     "spectrum",
@@ -59,13 +63,21 @@ MAX_SIZE = 1024
 
 
 def takes_input(x: torch.Tensor) -> bool:
-    """Whether ``x`` ``[B, H, W, C]`` is input the fused kernel reads: 4-D, contiguous channels,
-    and :func:`vit5.ops.native.usable` (eager CPU fp32, library available, not disabled)."""
-    return x.dim() == 4 and (x.shape[-1] <= 1 or x.stride(-1) == 1) and native.usable(any_layout=(x,))
+    """Whether ``x`` ``[B, H, W, C]`` has the form the fused kernel reads: 4-D fp32 on a CPU with
+    contiguous channels (batch, row and column strides are free). Whether the kernel *runs* is
+    :mod:`vit5.ops.route`'s decision (capture mode, the installed library)."""
+    return (
+        x.dim() == 4
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and (x.shape[-1] <= 1 or x.stride(-1) == 1)
+    )
 
 
 def supports(x: torch.Tensor, plan: FFTConvPlan, kernel_batch: int = 1) -> bool:
-    """Whether :func:`convolve` takes channels-last ``x`` ``[B, H, W, C]`` for ``plan`` (see the module doc)."""
+    """Whether :func:`convolve` computes ``plan`` on channels-last ``x`` ``[B, H, W, C]``: 2-D, zero
+    padding on both axes, one kernel for the batch, transforms of at most :data:`MAX_SIZE` points,
+    and :func:`takes_input` (see the module doc)."""
     if len(plan.sizes) != 2 or kernel_batch != 1 or any(plan.shifts) or plan.summed_ramp:
         return False
     if any(f <= n for f, n in zip(plan.sizes, plan.signal)):  # a circular axis
@@ -103,7 +115,7 @@ def spectrum(kernel: torch.Tensor, plan: FFTConvPlan) -> torch.Tensor:
     kept window starts at 0) and divided by ``F_h F_w``. The sums, the shift and the scale are
     applied to the taps before the transform (the DFT is linear), and the two sums are transformed
     together as one complex signal. Missing channels of the last group are zero. Needs
-    :func:`vit5.ops.native.usable` (the caller checks :func:`supports`).
+    the kernel library (:mod:`vit5.ops.route` decides; :func:`supports` checks the input).
     """
     (f_h, f_w), (s_h, s_w) = fused_sizes(plan), plan.starts
     taps = kernel[0].detach().float()  # (C, K_h, K_w), any strides
@@ -173,3 +185,74 @@ def kernel_gradient(
         x, grad, *plan.starts, f_h, f_w, kernel
     )  # vit5::fft_conv2d_kernel_grad
     return out.to(kernel.dtype)
+
+
+class _FusedConv(torch.autograd.Function):
+    """``K * x`` on channels-last ``x`` with the fused kernels forward and in both gradients.
+
+    Plain integers and tensors only (no plan object), so ``torch.compile`` traces it into one
+    graph with the ``vit5::`` operators as nodes. Backward: the input gradient is the output
+    gradient convolved with the flipped kernel, cropped at ``K - 1 - s`` (the same transform
+    sizes are alias-free for it); the kernel gradient is ``vit5::fft_conv2d_kernel_grad``. Under
+    ``create_graph=True`` the backward is recorded as the PyTorch formula's
+    (:mod:`vit5.ops.recorded`), so second derivatives are right.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, kernel: torch.Tensor, s_h: int, s_w: int, f_h: int, f_w: int
+    ) -> torch.Tensor:
+        ctx.save_for_backward(x, kernel)
+        ctx.geometry = (s_h, s_w, f_h, f_w)
+        spec = kernels.fft_kernel_spectrum(kernel[0].detach().float(), s_h, s_w, f_h, f_w)
+        return kernels.fft_conv2d(x, spec, f_h, f_w, None)  # (B, H, W, C)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, kernel = ctx.saved_tensors
+        s_h, s_w, f_h, f_w = ctx.geometry
+        need_x, need_kernel = ctx.needs_input_grad[:2]
+        if recording():  # create_graph: differentiate the PyTorch formula, recorded
+
+            def formula(a: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+                plan = plan_fft_conv(a.shape[1:3], k.shape[2:], (False, False))
+                return apply_spectrum(a.movedim(-1, 1), kernel_spectrum(k, plan), plan).movedim(1, -1)
+
+            return *recorded_vjp(formula, (x, kernel), grad, (need_x, need_kernel)), None, None, None, None
+        g = grad.float()
+        if not (g.shape[-1] <= 1 or g.stride(-1) == 1):
+            g = g.contiguous()  # the kernels read contiguous channels
+        grad_x = grad_kernel = None
+        if need_x:
+            k_h, k_w = kernel.shape[2:]
+            flipped = kernel[0].detach().float().flip((1, 2))  # (C, K_h, K_w)
+            spec = kernels.fft_kernel_spectrum(flipped, k_h - 1 - s_h, k_w - 1 - s_w, f_h, f_w)
+            grad_x = kernels.fft_conv2d(g, spec, f_h, f_w, None).to(x.dtype)  # (B, H, W, C)
+        if need_kernel:
+            grad_kernel = kernels.fft_conv2d_kernel_grad(x, g, s_h, s_w, f_h, f_w, kernel).to(kernel.dtype)
+        return grad_x, grad_kernel, None, None, None, None
+
+
+def fused_conv(x: torch.Tensor, kernel: torch.Tensor, plan: FFTConvPlan) -> torch.Tensor:
+    """``K * x`` for channels-last ``x`` ``[B, H, W, C]``, differentiable, on the fused kernels.
+
+    Args:
+        x: fp32 input accepted by :func:`supports` for ``plan``.
+        kernel: ``[1, C, K_h, K_w]`` kernel (channels first, any strides).
+        plan: From :func:`vit5.ops.fftplan.plan_fft_conv`, accepted by :func:`supports`.
+
+    Returns:
+        ``[B, H, W, C]`` fp32, contiguous; forward and both gradients from the fused kernels, the
+        forward the bits of :func:`convolve` (eval and training give the same bits).
+
+    Raises:
+        ValueError: input or plan the kernels do not take.
+    """
+    if not supports(x, plan, kernel.shape[0]):
+        raise ValueError(
+            f"fused_conv takes channels-last fp32 CPU [B, {', '.join(map(str, plan.signal))}, C] input "
+            f"with contiguous channels, one 2-D zero-padded kernel and transforms of at most {MAX_SIZE} "
+            f"points, got x {x.dtype} {tuple(x.shape)} on {x.device} and kernel {tuple(kernel.shape)}"
+        )
+    f_h, f_w = fused_sizes(plan)
+    return _FusedConv.apply(x, kernel, *plan.starts, f_h, f_w)

@@ -12,6 +12,9 @@ row  capture     grad    other conditions               path             cache  
 ===  ==========  ======  =============================  ===============  =====  ==========================
 1    not eager   any     dense ok, fits                 TRACED_DENSE     no     plain ``index_select`` +
                          :data:`BUILT_DENSE_MAX_BYTES`                          ``bmm``: traceable, one GEMM
+1b   compile     any     fused ok                       FFT (no grad) /  no     ``vit5::`` FFT operators
+                                                        FFT_LOWMEM,             stay in the graph: they
+                                                        ``fused``               beat inductor's FFT code
 2    not eager   any     otherwise                      TRACED_FFT       no     plain ``torch.fft`` ops
                                                                                 (export: DFT matrices)
 3    eager       any     ``use_chunked_fftconv``        FFT_CHUNKED      no     the config asks for it
@@ -42,9 +45,9 @@ row  capture     grad    other conditions               path             cache  
 ``cache`` ``eval`` = cached in eval mode without conditioning (one kernel for every call), built
 per call in training mode or with FiLM conditioning (per-sample kernels).
 
-``fused ok`` = the input is one the fused CPU kernels read (``fused_input``:
-:func:`vit5.ops.fftnative.takes_input`, i.e. eager fp32 CPU, contiguous channels, the native
-library available and not switched off), channels-last, 2-D, zero padding, not causal, one
+``fused ok`` = the route lets the fused CPU kernels read the input (``fused_input``:
+:func:`vit5.ops.route.route_op` ``"fft_conv"``, i.e. eager or compiled, fp32 CPU, contiguous
+channels, the library installed and not switched off), channels-last, 2-D, zero padding, not causal, one
 kernel for the batch, each axis at most :data:`FUSED_MAX_SIGNAL`. Rows 5 and 10
 (:mod:`vit5.ops.fftnative`): per sample and 16 channels, one C kernel reads the input in place,
 runs radix-2 transforms packed two channels per complex signal in a cache-resident buffer,
@@ -64,9 +67,11 @@ input's spectrum (about 4x the input) for the backward pass. The bound
 measurements listed in ``benchmarks/results/2026-12-07-ops-notes.md``.
 
 Capture (``torch.compile``, ``torch.export`` / ``torch.onnx.export``, ``torch.fx.symbolic_trace``;
-see :mod:`vit5.ops.capture`) always takes the traced rows, whatever the grad mode: no custom
-autograd functions, no caches keyed on data pointers, no in-place accumulation, no
-data-dependent Python. A traced graph builds the operator on every call (or a constant folder
+see :mod:`vit5.ops.capture`) takes the traced rows, whatever the grad mode: no caches keyed on
+data pointers, no in-place accumulation, no data-dependent Python; only ``torch.compile`` keeps
+the fused FFT operators (row 1b, through an autograd function of ``vit5::`` operators with fake
+implementations that dynamo traces without a graph break), so exported and FX graphs hold ATen
+operators only. A traced graph builds the operator on every call (or a constant folder
 turns it into a constant of the file), so the traced dense path has the small per-call budget:
 ViT-5-S at 224 px (``T = 196``, ``C = 384``, 59 MB per block) exports as FFTs, a tiny 8 x 8 grid
 at ``C = 192`` (3 MB) as the dense operator.
@@ -81,8 +86,8 @@ padding and the crop fold into the tables, nothing in the graph is complex, and 
 alias-free size per axis (``>= N + (K + 1) // 2``, from :func:`vit5.ops.fftplan.plan_fft_conv`)
 is used: a size need not be a power of two for a matrix product. The cost is ``O(N F)`` per axis
 instead of ``O(F log F)``, small next to the block's linear layers at these grids (timings in
-``benchmarks/results/2026-12-07-ops-notes.md``). Compile and FX
-keep ``torch.fft`` (inductor and eager kernels are fast there).
+``benchmarks/results/2026-12-07-ops-notes.md``). FX keeps ``torch.fft``; compile keeps
+``torch.fft`` where the fused operators do not apply.
 """
 
 from __future__ import annotations
@@ -97,6 +102,7 @@ __all__ = [
     "BUILT_DENSE_MAX_BYTES",
     "CAPTURE_MODES",
     "DENSE_MAX_BYTES",
+    "DFT_MAX_DIM",
     "DFT_MAX_SIGNAL",
     "FUSED_MAX_SIGNAL",
     "LongConvPath",
@@ -114,6 +120,8 @@ DENSE_MAX_BYTES = 96 * 2**20
 BUILT_DENSE_MAX_BYTES = 4 * 2**20
 #: Longest axis the DFT-matrix path (rows 6 and 11) takes; longer grids use the FFTs.
 DFT_MAX_SIGNAL = 24
+#: Spatial axes the DFT-matrix path handles (1-D sequences and 2-D grids).
+DFT_MAX_DIM = 2
 #: Longest axis the fused FFT kernels (rows 5 and 10) take: their radix-2 transforms are twice the
 #: signal, at most :data:`vit5.ops.fftnative.MAX_SIZE` points (the one definition of that limit).
 FUSED_MAX_SIGNAL = fftnative.MAX_SIZE // 2
@@ -143,14 +151,18 @@ class LongConvPlan:
             eager only); on the DFT path the operand is then the kernel's DFT-matrix spectrum.
         dft_matrices: Transform with real DFT matrices instead of ``torch.fft`` (export only, see
             the module doc).
-        fused: The FFT path runs the fused CPU kernels of :mod:`vit5.ops.fftnative` (rows 5 and
-            10) instead of ``torch.fft``.
+        fused: The FFT path runs the fused CPU kernels of :mod:`vit5.ops.fftnative` (rows 1b, 5
+            and 10) instead of ``torch.fft``: the forward pass and, on the ``FFT_LOWMEM`` path,
+            both gradients (the backward pass does not decide again).
+        captured: The call is being captured (compile, export, FX, ``torch.func``): the module
+            keeps no state from it (no cache is read, written or cleared).
     """
 
     path: LongConvPath
     cache: bool = False
     dft_matrices: bool = False
     fused: bool = False
+    captured: bool = False
 
 
 def plan_long_conv(
@@ -207,7 +219,9 @@ def plan_long_conv(
     dense_ok = zero_padding and not causal and channels_last and not per_sample_kernels
     size = dense_operator_bytes(tuple(signal), channels) if dense_ok else None
     built_fits = size is not None and size <= built_dense_max_bytes
-    dft_ok = zero_padding and channels_last and 1 <= len(signal) <= 2 and max(signal) <= DFT_MAX_SIGNAL
+    dft_ok = (
+        zero_padding and channels_last and 1 <= len(signal) <= DFT_MAX_DIM and max(signal) <= DFT_MAX_SIGNAL
+    )
     fused_ok = (
         fused_input
         and channels_last
@@ -219,8 +233,11 @@ def plan_long_conv(
     )
     if capture != "eager":
         if built_fits:
-            return LongConvPlan(LongConvPath.TRACED_DENSE)
-        return LongConvPlan(LongConvPath.TRACED_FFT, dft_matrices=capture == "export")
+            return LongConvPlan(LongConvPath.TRACED_DENSE, captured=True)
+        if capture == "compile" and fused_ok:
+            path = LongConvPath.FFT_LOWMEM if grad_enabled else LongConvPath.FFT
+            return LongConvPlan(path, fused=True, captured=True)
+        return LongConvPlan(LongConvPath.TRACED_FFT, dft_matrices=capture == "export", captured=True)
     if chunked:
         return LongConvPlan(LongConvPath.FFT_CHUNKED)
     if device != "cpu":

@@ -8,7 +8,7 @@ from the closed form, with ``n = u r`` and ``r = rsqrt(mean(u^2) + eps)`` per ro
 * ``grad_weight = sum_rows(g * n)``;
 * ``grad_u = r * (g w - n * mean(g w * n))``.
 
-On eager CPU fp32 tensors (:func:`vit5.ops.native.usable`) forward and backward each run as one
+On eager CPU fp32 tensors (:func:`vit5.ops.route.use_kernel`) forward and backward each run as one
 fused C kernel (one read and one write of the rows; the rows may be spread in two levels, as the
 per-head q and k of attention's packed projection are: :func:`vit5.ops.native.row_blocks`);
 elsewhere (GPU, bf16, graph capture, ``torch.func``) they run as PyTorch ops, the forward with the plain expression's ops in its
@@ -22,9 +22,10 @@ from typing import Any
 
 import torch
 
-from vit5.ops import kernels, native
+from vit5.ops import kernels
 from vit5.ops.kernels import rms_norm_reference
 from vit5.ops.recorded import recorded_vjp, recording
+from vit5.ops.route import closed_form_backward, use_kernel
 
 __all__ = ["rms_norm", "rms_norm_reference"]
 
@@ -84,9 +85,14 @@ class _RMSNorm(torch.autograd.Function):
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """``weight * x / sqrt(mean(x^2, -1) + eps)``, statistics in fp32, result in ``x.dtype``.
 
-    Differentiable in ``x`` and ``weight`` (``[D]``) through the closed-form backward of the
-    module doc; fused C kernels on eager CPU fp32 tensors, PyTorch ops otherwise.
+    Differentiable in ``x`` and ``weight`` (``[D]``). Which implementation runs is
+    :mod:`vit5.ops.route`'s choice: the fused C kernels (eager CPU fp32), the closed-form backward
+    of the module doc (:func:`vit5.ops.route.closed_form_backward`), or the plain expression
+    (no autograd, graph capture). All three give the same forward bits but the kernel's (fp32
+    rounding, a few ulp).
     """
-    if x.numel() > 0 and weight.shape == x.shape[-1:] and native.usable(weight, strided=(x,)):
+    if use_kernel("rms_norm", weight, strided=(x,), layout_ok=x.numel() > 0 and weight.shape == x.shape[-1:]):
         return kernels.rms_norm(x, weight, eps)[0]  # vit5::rms_norm (with autograd when enabled)
-    return _RMSNorm.apply(x, weight, eps)[0]
+    if closed_form_backward():
+        return _RMSNorm.apply(x, weight, eps)[0]
+    return rms_norm_reference(x, weight, eps)

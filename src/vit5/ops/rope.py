@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import torch
 
-from vit5.ops import kernels, native
+from vit5.ops import kernels
+from vit5.ops.route import use_kernel
 
 ROPE_IMPLS = ("nvsubquadratic", "interleaved")
 
@@ -69,18 +70,21 @@ def apply_rope(u: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, impl: str)
     """Rotate ``u`` (``[..., T, H, hd]`` with tables ``[T, hd]`` broadcast over heads).
 
     The rotation is computed in fp32; the result has the dtype of ``u``. On eager CPU fp32
-    tensors (:func:`vit5.ops.native.usable`; ``u`` may be a per-head slice of a packed projection,
+    tensors (:func:`vit5.ops.route.use_kernel`; ``u`` may be a per-head slice of a packed projection,
     read in place) the forward pass and its backward each run as one pass of the ``vit5_rope``
     kernel instead of five and about ten PyTorch ops; they give the bits of the PyTorch
     expression (its two products and their sum; the backward as autograd rounds it), so the two
     paths train alike. Elsewhere (GPU, bf16, graph capture, ``torch.func``, learnable tables,
     double backward) PyTorch ops run.
     """
-    if (
-        u.dim() >= 3
+    if use_kernel(
+        "rope",
+        cos,
+        sin,
+        strided=(u,),
+        layout_ok=u.dim() >= 3
         and cos.shape == (u.shape[-3], u.shape[-1]) == sin.shape
-        and not (cos.requires_grad or sin.requires_grad)
-        and native.usable(cos, sin, strided=(u,))
+        and not (cos.requires_grad or sin.requires_grad),
     ):
         return kernels.rope(u, cos, sin, impl, False)  # vit5::rope (with autograd when enabled)
     x = u.float()

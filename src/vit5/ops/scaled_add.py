@@ -3,7 +3,7 @@
 A ViT-5 block adds its LayerScale'd (and, in training, DropPath'd) branches to the residual
 stream. As PyTorch ops that is two or three full-size passes forward (scale, mask, add) and four
 backward (the branch's gradient, the product for the scale's gradient, its sum, the mask); on
-eager CPU fp32 tensors (:func:`vit5.ops.native.usable`) :func:`scaled_add` does the forward in
+eager CPU fp32 tensors (:func:`vit5.ops.route.use_kernel`) :func:`scaled_add` does the forward in
 one fused pass and the backward in one (the branch's gradient and the per-sample sums for the
 scale's gradient together). Without a per-sample mask the result has the bits of
 ``x + branch * gamma``; with one, the scale ``mask * gamma`` is formed first (a ``[B, D]``
@@ -15,20 +15,22 @@ from __future__ import annotations
 import torch
 
 from vit5.ops import kernels, native
+from vit5.ops.route import use_kernel
 
 __all__ = ["scaled_add", "scaled_add_into_branch"]
 
 
 def scaled_add_into_branch(x: torch.Tensor, branch: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     """``x + branch * gamma`` written over ``branch`` and returned (no autograd): the bits of
-    ``branch.mul_(gamma).add_(x)`` in one pass instead of two when :func:`vit5.ops.native.usable`
-    holds for the contiguous same-shape tensors, those two in-place ops otherwise. The caller
+    ``branch.mul_(gamma).add_(x)`` in one pass instead of two when :func:`vit5.ops.route.use_kernel`
+    says so for the contiguous same-shape tensors, those two in-place ops otherwise. The caller
     owns ``branch`` (a fresh output nothing else holds) and ``gamma`` is ``[D]``."""
-    if (
-        x.shape == branch.shape
-        and x.numel() > 0
-        and gamma.shape == x.shape[-1:]
-        and native.usable(x, branch, gamma)
+    if use_kernel(
+        "scaled_add_into",
+        x,
+        branch,
+        gamma,
+        layout_ok=x.shape == branch.shape and x.numel() > 0 and gamma.shape == x.shape[-1:],
     ):
         kernels.scaled_add_into_(x, branch, gamma, native.threads())  # vit5::scaled_add_into_
         return branch
@@ -44,13 +46,17 @@ def scaled_add(
     ``branch`` and ``gamma``; fused C kernels on eager CPU fp32 tensors of the same shape,
     PyTorch ops otherwise.
     """
-    if (
-        x.shape == branch.shape
+    if use_kernel(
+        "scaled_add",
+        x,
+        branch,
+        gamma,
+        *(() if mask is None else (mask,)),
+        layout_ok=x.shape == branch.shape
         and x.dim() >= 2
         and x.numel() > 0
         and gamma.shape == x.shape[-1:]
-        and (mask is None or mask.numel() == x.shape[0])
-        and native.usable(x, branch, gamma, *(() if mask is None else (mask,)))
+        and (mask is None or mask.numel() == x.shape[0]),
     ):
         scale = gamma if mask is None else mask.detach().reshape(-1, 1) * gamma  # (D,) | (B, D)
         return kernels.scaled_add(x, branch, scale, native.threads())  # vit5::scaled_add

@@ -30,6 +30,7 @@ from vit5._extras import require
 from vit5._io import atomic_write_text
 from vit5.config import save_config, to_container
 from vit5.data import SPLIT_FILE, DataSpec, build_datasets
+from vit5.io.run_origin import record_origin
 from vit5.train.checkpoint import has_checkpoint, latest_checkpoint, remove_partial_writes, save_checkpoint
 from vit5.train.distributed import (
     DistributedContext,
@@ -186,6 +187,7 @@ class Trainer:
                 stale.unlink(missing_ok=True)
             remove_partial_writes(self.run_dir / "checkpoints")  # a resume may have nothing left to save
             save_config(self.cfg, self.run_dir / "config.yaml")
+            record_origin(self.run_dir)  # its data_dir was used here: the run is this user's own
             if resume:  # forget rows of epochs that will be trained again
                 self.metrics.truncate(self.epoch)
         names = parse_trackers(self.cfg.train.get("log")) if self.ctx.is_main else []
