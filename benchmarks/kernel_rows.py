@@ -13,6 +13,7 @@ backward.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import time
 from collections.abc import Callable
@@ -110,7 +111,7 @@ def long_conv_rows() -> dict[str, Callable[[], object]]:
 
 
 def timed(step: Callable[[], object], iters: int, off: bool) -> float:
-    context = native.disabled() if off else torch.autograd.profiler.record_function("on")
+    context = native.disabled() if off else contextlib.nullcontext()
     with context:
         step()  # warm-up
         t = time.perf_counter()
@@ -124,11 +125,19 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=9)
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--only", default="", help="substring of the rows to run")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     assert native.library() is not None, native.status()
     table = {**rows(), **long_conv_rows()}
-    lines = ["| kernel | plain ms | kernel ms | gain (plain / kernel) | reps |", "|---|---|---|---|---|"]
+    lines = [
+        f"threads: {torch.get_num_threads()}",
+        "",
+        "| kernel | plain ms | kernel ms | gain (plain / kernel) | reps |",
+        "|---|---|---|---|---|",
+    ]
     for name, step in table.items():
         if args.only not in name:
             continue

@@ -1,7 +1,7 @@
 // The vit5:: operators' schemas and their elementwise CPU kernels (RMSNorm, Hyena's gates,
-// residual updates, RoPE, spectral products, DFT-matrix products); the FFT convolution's kernels
-// are in fft.cpp. On a CPU, the elementwise chains around the matrix products are bound by memory
-// traffic: each kernel does in one or two passes what a chain of PyTorch ops does in five to ten.
+// residual updates, RoPE, spectral products); the FFT convolution's kernels are in fft.cpp. On a
+// CPU, the elementwise chains around the matrix products are bound by memory traffic: each kernel
+// does in one or two passes what a chain of PyTorch ops does in five to ten.
 // All take fp32 CPU tensors; Python (vit5/ops/kernels.py) adds the fake implementations and the
 // autograd formulas.
 #include "common.h"
@@ -453,73 +453,6 @@ void complex_product_sum_(const at::Tensor& a, const at::Tensor& b, const at::Te
     });
 }
 
-// out[b] (M x N) = m (M x K, any strides) @ x[b] (K x N); x and out contiguous. The DFT path's
-// transforms are such products with K of 14 to 54 and N of hundreds to thousands of channels, a
-// shape general GEMM libraries block poorly. A tile of 4 rows x 4 vectors keeps 16 vector sums in
-// registers over the whole K loop (fused multiply-adds, in K order).
-constexpr int64_t kTileRows = 4;
-
-template <int NV>
-void matmul_tile(const float* m, int64_t sm0, int64_t sm1, int64_t k, const float* x, int64_t n, float* o,
-                 int64_t rows) {
-    Vec acc[kTileRows][NV];
-    for (int r = 0; r < kTileRows; r++)
-        for (int v = 0; v < NV; v++) acc[r][v] = Vec(0.f);
-    for (int64_t kk = 0; kk < k; kk++) {
-        Vec xv[NV];
-        for (int v = 0; v < NV; v++) xv[v] = Vec::loadu(x + kk * n + v * kLanes);
-        for (int r = 0; r < kTileRows; r++) {
-            const Vec a(r < rows ? m[r * sm0 + kk * sm1] : 0.f);
-            for (int v = 0; v < NV; v++) acc[r][v] = at::vec::fmadd(a, xv[v], acc[r][v]);
-        }
-    }
-    for (int r = 0; r < kTileRows; r++)
-        if (r < rows)
-            for (int v = 0; v < NV; v++) acc[r][v].store(o + r * n + v * kLanes);
-}
-
-void batched_matmul_(const at::Tensor& m, const at::Tensor& x, const at::Tensor& out) {
-    const char* op = "vit5::batched_matmul_";
-    check_float(m, op, "m");
-    check_float(x, op, "x");
-    check_float(out, op, "out");
-    TORCH_CHECK(m.dim() == 2 && x.dim() == 3 && out.dim() == 3 && x.size(1) == m.size(1) && out.size(0) == x.size(0) &&
-                    out.size(1) == m.size(0) && out.size(2) == x.size(2) && x.is_contiguous() && out.is_contiguous(),
-                op, ": m [M, K], contiguous x [n, K, N] and out [n, M, N]; got ", m.sizes(), ", ", x.sizes(), ", ",
-                out.sizes());
-    const int64_t rows = m.size(0), k = m.size(1), n = x.size(2), batch = x.size(0);
-    const int64_t sm0 = m.stride(0), sm1 = m.stride(1);
-    const float *mp = m.const_data_ptr<float>(), *xp = x.const_data_ptr<float>();
-    float* op_ = out.data_ptr<float>();
-    constexpr int64_t kWide = 4 * kLanes;
-    const int64_t wide = n / kWide, narrow = (n - wide * kWide) / kLanes, done = wide * kWide + narrow * kLanes;
-    const int64_t blocks = wide + narrow + (done < n ? 1 : 0);
-    at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t task = begin; task < end; task++) {
-            const int64_t b = task / blocks, jb = task % blocks;
-            const float* xb = xp + b * k * n;
-            float* ob = op_ + b * rows * n;
-            if (jb < wide + narrow) {
-                const int64_t j = jb < wide ? jb * kWide : wide * kWide + (jb - wide) * kLanes;
-                for (int64_t i = 0; i < rows; i += kTileRows) {
-                    const int64_t r = std::min(kTileRows, rows - i);
-                    if (jb < wide)
-                        matmul_tile<4>(mp + i * sm0, sm0, sm1, k, xb + j, n, ob + i * n + j, r);
-                    else
-                        matmul_tile<1>(mp + i * sm0, sm0, sm1, k, xb + j, n, ob + i * n + j, r);
-                }
-            } else {  // the last n % kLanes columns
-                for (int64_t i = 0; i < rows; i++)
-                    for (int64_t j = done; j < n; j++) {
-                        float s = 0.f;
-                        for (int64_t kk = 0; kk < k; kk++) s = std::fma(mp[i * sm0 + kk * sm1], xb[kk * n + j], s);
-                        ob[i * n + j] = s;
-                    }
-            }
-        }
-    });
-}
-
 }  // namespace
 }  // namespace vit5
 
@@ -540,7 +473,6 @@ TORCH_LIBRARY(vit5, m) {
     m.def("fft_conv2d(Tensor x, Tensor spectrum, int f_h, int f_w, Tensor? shortcut) -> Tensor");
     m.def("fft_conv2d_kernel_grad(Tensor x, Tensor grad, int s_h, int s_w, int f_h, int f_w, Tensor kernel) -> "
           "Tensor");
-    m.def("batched_matmul_(Tensor m, Tensor x, Tensor(a!) out) -> ()");
     m.def("complex_product_(Tensor a, Tensor b, Tensor(a!) out, bool conjugate) -> ()");
     m.def("complex_product_sum_(Tensor a, Tensor b, Tensor(a!) acc) -> ()");
 }
@@ -554,7 +486,6 @@ TORCH_LIBRARY_IMPL(vit5, CPU, m) {
     m.impl("scaled_add_backward", &vit5::scaled_add_backward);
     m.impl("scaled_add_into_", &vit5::scaled_add_into_);
     m.impl("rope", &vit5::rope);
-    m.impl("batched_matmul_", &vit5::batched_matmul_);
     m.impl("complex_product_", &vit5::complex_product_);
     m.impl("complex_product_sum_", &vit5::complex_product_sum_);
 }
