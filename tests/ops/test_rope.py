@@ -101,3 +101,19 @@ def test_other_inputs_take_the_pytorch_path() -> None:
     out = apply_rope(u, learnable, sin, "interleaved")
     out.sum().backward()
     assert learnable.grad is not None and learnable.grad.shape == cos.shape  # tables learn on that path
+
+
+def test_a_training_call_after_a_first_call_under_inference_mode_runs_backward() -> None:
+    # The kernel's per-head-dim tables are cached for the process; built under inference_mode
+    # they would be inference tensors, which autograd refuses to save for a later training call.
+    from vit5.ops import kernels
+
+    kernels._partner_tables.cache_clear()
+    cos, sin = _tables(5, 8)
+    u = torch.randn(1, 5, 2, 8)
+    with torch.inference_mode():
+        first = apply_rope(u, cos, sin, ROPE_IMPLS[0])
+    leaf = u.clone().requires_grad_()
+    apply_rope(leaf, cos, sin, ROPE_IMPLS[0]).sum().backward()
+    assert leaf.grad is not None and leaf.grad.shape == u.shape
+    assert torch.allclose(apply_rope(u, cos, sin, ROPE_IMPLS[0]), first, atol=1e-6)

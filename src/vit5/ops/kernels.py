@@ -248,8 +248,11 @@ def _partner_tables(head_dim: int, impl: str) -> tuple[torch.Tensor, torch.Tenso
     """``(partner, sign)``: ``rot(u)[c] = sign[c] * u[partner[c]]`` (int32 and fp32 ``[hd]``)."""
     from vit5.ops.rope import rotation_signs, swap_partners
 
-    partner = swap_partners(torch.arange(head_dim, dtype=torch.float32), impl).to(torch.int32)
-    return partner.contiguous(), rotation_signs(head_dim, impl).contiguous()
+    # Cached for the process: built as normal tensors even when the first call runs under
+    # inference_mode, so a later training call may save them for its backward pass.
+    with torch.inference_mode(False):
+        partner = swap_partners(torch.arange(head_dim, dtype=torch.float32), impl).to(torch.int32)
+        return partner.contiguous(), rotation_signs(head_dim, impl).contiguous()
 
 
 def rope(u: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, impl: str, transpose: bool) -> torch.Tensor:
