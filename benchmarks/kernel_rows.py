@@ -5,9 +5,10 @@ grid). Every row runs the public op (``vit5.ops.*``, which picks the ``vit5::`` 
 the kernels on and inside :func:`vit5.ops.native.disabled` (the PyTorch expression), in
 alternating order, ``--reps`` repetitions of ``--iters`` calls each; reported: the medians of the
 per-call times and their ratio. ``infer`` = forward without autograd, ``train`` = forward +
-backward.
+backward. On a shared machine ``--threads 1 --clock cpu`` (the calling thread's CPU time) is the
+robust measure.
 
-    python benchmarks/kernel_rows.py --reps 9 --out benchmarks/results/kernel-rows.md
+    python benchmarks/kernel_rows.py --reps 9 --threads 1 --clock cpu --out kernel-rows.md
 """
 
 from __future__ import annotations
@@ -110,14 +111,16 @@ def long_conv_rows() -> dict[str, Callable[[], object]]:
     }
 
 
-def timed(step: Callable[[], object], iters: int, off: bool) -> float:
+def timed(
+    step: Callable[[], object], iters: int, off: bool, clock: Callable[[], float] = time.perf_counter
+) -> float:
     context = native.disabled() if off else contextlib.nullcontext()
     with context:
         step()  # warm-up
-        t = time.perf_counter()
+        t = clock()
         for _ in range(iters):
             step()
-        return (time.perf_counter() - t) / iters
+        return (clock() - t) / iters
 
 
 def main() -> None:
@@ -126,14 +129,23 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10)
     parser.add_argument("--only", default="", help="substring of the rows to run")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="cpu: this thread's CPU time (with --threads 1: robust to other processes on the machine)",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.clock == "cpu" and torch.get_num_threads() != 1:
+        parser.error("--clock cpu needs --threads 1 (the kernels' work must run on the calling thread)")
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     assert native.library() is not None, native.status()
     table = {**rows(), **long_conv_rows()}
     lines = [
-        f"threads: {torch.get_num_threads()}",
+        f"threads: {torch.get_num_threads()}, clock: {args.clock}",
         "",
         "| kernel | plain ms | kernel ms | gain (plain / kernel) | reps |",
         "|---|---|---|---|---|",
@@ -144,7 +156,7 @@ def main() -> None:
         on, off = [], []
         for rep in range(args.reps):  # alternate, the first one rotating
             for kernel in (rep % 2 == 0, rep % 2 == 1):
-                (on if kernel else off).append(timed(step, args.iters, off=not kernel))
+                (on if kernel else off).append(timed(step, args.iters, off=not kernel, clock=clock))
         plain, fused = statistics.median(off), statistics.median(on)
         line = f"| {name} | {plain * 1e3:.3f} | {fused * 1e3:.3f} | {plain / fused:.2f}x | {args.reps} |"
         print(line, flush=True)

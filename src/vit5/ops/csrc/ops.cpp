@@ -295,35 +295,28 @@ std::tuple<at::Tensor, at::Tensor> scaled_add_backward(const at::Tensor& grad, c
     at::Tensor grad_branch = at::empty(need_branch ? branch.sizes() : at::IntArrayRef{0}, contiguous);
     at::Tensor grad_scale = at::empty(need_scale ? scale.sizes() : at::IntArrayRef{0}, contiguous);
     const float *gp = g.const_data_ptr<float>(), *bp = bc.const_data_ptr<float>(), *sp = sc.const_data_ptr<float>();
-    if (need_branch) {
-        float* gb = grad_branch.data_ptr<float>();
-        at::parallel_for(0, samples * rows, grain_rows(d), [&](int64_t begin, int64_t end) {
-            for (int64_t i = begin; i < end; i++) {
-                const float* si = sp + (per_sample ? (i / rows) * d : 0);
+    // One pass over grad: per block of rows (of one sample) grad_branch and the block's partial sums.
+    const int64_t block = reduction_block(rows), per = std::max<int64_t>(1, (rows + block - 1) / block);
+    const int64_t blocks = samples * per;
+    std::vector<float> partial(need_scale ? static_cast<size_t>(blocks * d) : 0, 0.f);
+    float* gb = need_branch ? grad_branch.data_ptr<float>() : nullptr;
+    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; b++) {
+            const int64_t sample = b / per, r0 = (b % per) * block, r1 = std::min(rows, r0 + block);
+            const float* si = sp + (per_sample ? sample * d : 0);
+            float* sum = need_scale ? partial.data() + b * d : nullptr;
+            for (int64_t r = r0; r < r1; r++) {
+                const int64_t i = sample * rows + r;
                 for (int64_t j = 0; j < d; j += kLanes) {
                     const int64_t n = std::min(kLanes, d - j);
-                    (Vec::loadu(gp + i * d + j, n) * Vec::loadu(si + j, n)).store(gb + i * d + j, n);
+                    const Vec g = Vec::loadu(gp + i * d + j, n);
+                    if (gb) (g * Vec::loadu(si + j, n)).store(gb + i * d + j, n);
+                    if (sum) (Vec::loadu(sum + j, n) + g * Vec::loadu(bp + i * d + j, n)).store(sum + j, n);
                 }
             }
-        });
-    }
+        }
+    });
     if (need_scale) {
-        const int64_t block = reduction_block(rows), per = (rows + block - 1) / block, blocks = samples * per;
-        std::vector<float> partial(static_cast<size_t>(blocks * d), 0.f);
-        at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-            for (int64_t b = b0; b < b1; b++) {
-                const int64_t sample = b / per, r0 = (b % per) * block, r1 = std::min(rows, r0 + block);
-                float* sum = partial.data() + b * d;
-                for (int64_t r = r0; r < r1; r++) {
-                    const int64_t i = sample * rows + r;
-                    for (int64_t j = 0; j < d; j += kLanes) {
-                        const int64_t n = std::min(kLanes, d - j);
-                        (Vec::loadu(sum + j, n) + Vec::loadu(gp + i * d + j, n) * Vec::loadu(bp + i * d + j, n))
-                            .store(sum + j, n);
-                    }
-                }
-            }
-        });
         float* gs = grad_scale.data_ptr<float>();
         for (int64_t k = 0; k < samples * d; k++) gs[k] = 0.f;
         for (int64_t b = 0; b < blocks; b++)
