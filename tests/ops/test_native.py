@@ -173,10 +173,20 @@ def test_kernels_use_the_thread_count_and_stay_deterministic() -> None:
 @requires_library
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux's /proc")
 def test_one_threading_runtime_pytorchs() -> None:
-    """The kernels' at::parallel_for runs on the OpenMP runtime torch loaded (one libgomp in the
-    process), sized by torch.set_num_threads."""
-    maps = __import__("pathlib").Path("/proc/self/maps").read_text().splitlines()
-    runtimes = {line.split()[-1] for line in maps if "libgomp" in line or "libiomp" in line}
+    """The kernels' at::parallel_for runs on the OpenMP runtime torch loaded (one libgomp in a
+    fresh process that ran a kernel), sized by torch.set_num_threads."""
+    code = """
+        import pathlib, torch
+        from vit5.ops import native
+        from vit5.ops.rmsnorm import rms_norm
+        assert native.library() is not None
+        rms_norm(torch.randn(64, 32), torch.rand(32), 1e-6)
+        maps = pathlib.Path("/proc/self/maps").read_text().splitlines()
+        print(sorted({line.split()[-1] for line in maps if "libgomp" in line or "libiomp" in line}))
+    """
+    result = _run(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runtimes = __import__("ast").literal_eval(result.stdout.strip().splitlines()[-1])
     assert len(runtimes) <= 1, runtimes
     assert all(path.startswith(os.path.dirname(torch.__file__)) for path in runtimes), runtimes
 
