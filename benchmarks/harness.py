@@ -323,14 +323,13 @@ PROFILED_MATMUL_OPS = frozenset(
         "aten::_scaled_dot_product_flash_attention_for_cpu_backward",
         "aten::_scaled_dot_product_efficient_attention", "aten::_scaled_dot_product_flash_attention",
         "aten::_scaled_dot_product_cudnn_attention",
-        "vit5_batched_matmul",  # vit5's fused CPU kernel for the DFT transforms (vit5.ops.native)
     }
 )  # fmt: skip
 
 
 #: Batched products: in vit5 only the long convolution's machinery (DFT transforms, dense
 #: operator) uses them; the layers every implementation must run use ``PROFILED_MATMUL_OPS`` less these.
-LONG_CONV_PRODUCT_OPS = frozenset({"aten::bmm", "aten::baddbmm", "vit5_batched_matmul"})
+LONG_CONV_PRODUCT_OPS = frozenset({"aten::bmm", "aten::baddbmm"})
 
 
 def step_time_shares(

@@ -79,7 +79,6 @@ def _cases() -> dict[str, tuple]:
             _OPS.fft_conv2d_kernel_grad.default,
             (_r(2, 6, 5, 20), _r(2, 6, 5, 20), *plan.starts, f_h, f_w, _r(1, 20, 11, 9)),
         ),
-        "batched_matmul_": (_OPS.batched_matmul_.default, (_r(5, 6).t(), _r(3, 5, 7), torch.empty(3, 6, 7))),
         "complex_product_": (
             _OPS.complex_product_.default,
             (_r(3, 4, 2, 5), _r(1, 4, 2, 5), torch.empty(3, 4, 2, 5), True),

@@ -31,21 +31,26 @@ def _run(code: str, **env: str) -> subprocess.CompletedProcess:
 
 @requires_library
 def test_a_training_step_spawns_no_process_and_writes_no_cache(tmp_path) -> None:
-    """In a fresh process with process creation forbidden and an empty home / cache: the kernels
-    run (as vit5:: operators in the profiler), nothing is compiled, nothing is written."""
+    """In a fresh process with process creation forbidden (an audit hook) and an empty home / cache:
+    the kernels run (vit5:: operators in the profiler, with input shapes), nothing is compiled,
+    nothing is written."""
     code = """
-        import os, subprocess, torch
-        def forbidden(*args, **kwargs):
-            raise AssertionError("a process was started")
-        subprocess.Popen = forbidden
-        os.fork = os.posix_spawn = os.posix_spawnp = os.system = forbidden
+        import sys, torch
+        SPAWN = {"subprocess.Popen", "os.fork", "os.forkpty", "os.posix_spawn", "os.spawn", "os.system", "os.exec"}
+        def audit(event, args):
+            if event in SPAWN:
+                raise AssertionError(f"a process was started: {event} {args}")
+        sys.addaudithook(audit)
         import vit5
         model = vit5.create_model("vit5_tiny_hybrid").train()
         x = torch.randn(2, 32, 32, 3)
-        with torch.profiler.profile() as profile:
+        with torch.profiler.profile(record_shapes=True) as profile:
             model({"input": x})["logits"].sum().backward()
-        names = {e.key for e in profile.key_averages()}
-        assert {"vit5::rms_norm", "vit5::gate", "vit5::rope"} <= names, sorted(names)
+        events = profile.key_averages(group_by_input_shape=True)
+        names = {e.key for e in events}
+        assert {"vit5::rms_norm", "vit5::gate", "vit5::rope", "vit5::rms_norm_backward"} <= names, sorted(names)
+        shapes = [e.input_shapes for e in events if e.key == "vit5::rms_norm"]
+        assert any(s and s[0] and s[0][-1] == 64 for s in shapes), shapes
         print("ok")
     """
     home = tmp_path / "home"
@@ -163,6 +168,27 @@ def test_kernels_use_the_thread_count_and_stay_deterministic() -> None:
         assert torch.equal(a, b)  # same thread count, same bits
     for a, b in zip(results[0], results[1]):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+@requires_library
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="needs Linux's /proc")
+def test_one_threading_runtime_pytorchs() -> None:
+    """The kernels' at::parallel_for runs on the OpenMP runtime torch loaded (one libgomp in a
+    fresh process that ran a kernel), sized by torch.set_num_threads."""
+    code = """
+        import pathlib, torch
+        from vit5.ops import native
+        from vit5.ops.rmsnorm import rms_norm
+        assert native.library() is not None
+        rms_norm(torch.randn(64, 32), torch.rand(32), 1e-6)
+        maps = pathlib.Path("/proc/self/maps").read_text().splitlines()
+        print(sorted({line.split()[-1] for line in maps if "libgomp" in line or "libiomp" in line}))
+    """
+    result = _run(code)
+    assert result.returncode == 0, result.stderr[-3000:]
+    runtimes = __import__("ast").literal_eval(result.stdout.strip().splitlines()[-1])
+    assert len(runtimes) <= 1, runtimes
+    assert all(path.startswith(os.path.dirname(torch.__file__)) for path in runtimes), runtimes
 
 
 @pytest.mark.parametrize("compiler", ["false", "/no/such/compiler", None])

@@ -76,9 +76,34 @@ def _torch_paths() -> tuple[Path, Path] | None:
     return (include, lib) if (include / "torch" / "library.h").exists() and lib.is_dir() else None
 
 
+def parallel_flags(include: Path) -> tuple[str, ...]:
+    """``("-fopenmp",)`` when the installed torch's parallel backend is OpenMP, else ``()``.
+
+    In such a build ``at::parallel_for`` is a header template whose body is ATen's own
+    ``#pragma omp parallel`` (``ATen/ParallelOpenMP.h``): compiled without ``-fopenmp`` it runs
+    every loop on one thread. The kernels' sources hold no OpenMP code of their own, and the
+    library's ``libgomp.so.1`` is the one torch has already loaded (the same soname), so there is
+    one thread pool, sized by ``torch.set_num_threads``."""
+    try:
+        config = (include / "ATen" / "Config.h").read_text()
+    except OSError:
+        return ()
+    return ("-fopenmp",) if "#define AT_PARALLEL_OPENMP 1" in config else ()
+
+
 def compile_command(compiler: str, source: Path, output: Path, include: Path, flags=FLAGS) -> list[str]:
     """The command compiling one source file to an object file (``-c``, no link)."""
-    return [compiler, *flags, "-isystem", str(include), "-c", str(source), "-o", str(output)]
+    return [
+        compiler,
+        *flags,
+        *parallel_flags(include),
+        "-isystem",
+        str(include),
+        "-c",
+        str(source),
+        "-o",
+        str(output),
+    ]
 
 
 def _say(message: str) -> None:
@@ -119,6 +144,7 @@ def build(destination: Path, sources: Path = SOURCES, compiler: str | None = Non
                 link = [
                     compiler,
                     "-shared",
+                    *parallel_flags(include),
                     *map(str, objects),
                     "-o",
                     str(partial),
@@ -144,7 +170,7 @@ def build(destination: Path, sources: Path = SOURCES, compiler: str | None = Non
     record = {
         "sources_sha256": source_hash(sources),
         "torch": torch_version(),
-        "flags": list(FLAGS),
+        "flags": [*FLAGS, *parallel_flags(include)],
         "compiler": version,
     }
     (destination / RECORD_NAME).write_text(json.dumps(record, indent=1) + "\n")

@@ -24,11 +24,10 @@ Where the fused FFT kernels of :mod:`vit5.ops.fftnative` apply (2-D, zero paddin
 for the batch, channels-last fp32 on a CPU) the planner prefers them; this path serves bf16, per-sample kernels, 1-D and machines without a C
 compiler.
 
-* On eager CPU fp32 tensors the products run as fused C kernels (:mod:`vit5.ops.native`): the
-  transforms as batched small-matrix products in register tiles (``K`` of 14 to 54 is a shape
-  general GEMM libraries block poorly), the spectral products (:func:`vit5.ops.spectral.complex_product`) in one pass (to fp32 rounding),
-  the kernel gradient's batch sum without writing the products. Elsewhere ``torch.matmul`` and
-  PyTorch ops.
+* The transforms are ``torch.matmul`` products. On eager CPU fp32 tensors the spectral products
+  (:func:`vit5.ops.spectral.complex_product`) run as fused CPU kernels (:mod:`vit5.ops.native`) in
+  one pass (to fp32 rounding), the kernel gradient's batch sum without writing the products;
+  PyTorch ops elsewhere.
 
 * Inference (:func:`dft_conv_spectrum`) starts from a kernel spectrum made once
   (:func:`dft_kernel_spectrum`, cached by ``CKConvND`` in eval mode) and runs the batch chunk by
@@ -147,13 +146,10 @@ def _chunks(batch: int, spectrum_bytes_per_sample: int, device: torch.device) ->
 
 def _apply(m: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """``m @ x[i]`` for every ``i``: ``m`` ``[M, K]`` (any strides), ``x`` ``[n, K, N]`` -> ``[n, M, N]``
-    (written to ``out`` when given). A fused CPU kernel for these small-``K`` products on eager
-    fp32 tensors (:func:`vit5.ops.route.use_kernel`), ``torch.matmul`` otherwise."""
+    (written to ``out`` when given), by ``torch.matmul`` (a fused kernel for these small-``K``
+    products did not beat it: benchmarks/results/2026-12-07-cpp-kernels.md)."""
     if out is None:
         out = x.new_empty(x.shape[0], m.shape[0], x.shape[2])
-    if use_kernel("batched_matmul", x, out, any_layout=(m,), layout_ok=x.numel() > 0):
-        kernels.batched_matmul_(m, x, out, native.threads())  # vit5::batched_matmul_
-        return out
     return torch.matmul(m, x, out=out)
 
 

@@ -1,10 +1,10 @@
-"""The 2-D zero-padded FFT convolution as one fused CPU kernel (``vit5_fft_conv2d``).
+"""The 2-D zero-padded FFT convolution as one fused CPU kernel (``vit5::fft_conv2d``).
 
 On CPUs the FFT path of :mod:`vit5.ops.fftplan` runs a chain of PyTorch ops per channel chunk
 (a transposing copy, padding, ``rfft``, transpose, ``fft``, a three-pass complex product,
 ``ifft``, ``irfft``, crop and an accumulating add), each a pass over memory and most of them
 over small transforms that the FFT library runs far below the machine's speed. The kernel in
-``cpu_kernels.c`` does the whole convolution of one sample and 16 channels in a work buffer that
+``csrc/fft.cpp`` does the whole convolution of one sample and 16 channels in a work buffer that
 stays in the processor's cache: it reads the channels-last input in place, packs two groups of 8
 channels as the real and imaginary parts of one complex transform (so a real convolution costs
 half a complex one), skips the half of the first forward stage that would read padding zeros and

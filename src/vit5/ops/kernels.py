@@ -36,7 +36,6 @@ all, and nothing calls these wrappers (``native.usable`` is False); ``VIT5_NATIV
 ``vit5::fft_kernel_spectrum``   the fused FFT convolution's kernel spectrum
 ``vit5::fft_conv2d``            the fused FFT convolution (optionally ``+ shortcut * x``)
 ``vit5::fft_conv2d_kernel_grad`` its kernel gradient
-``vit5::batched_matmul_``       ``out[i] = m @ x[i]`` (DFT-matrix transforms)
 ``vit5::complex_product_``      ``out = a * b`` or ``a * conj(b)`` on (re, im) planes
 ``vit5::complex_product_sum_``  ``acc += sum_i a[i] * conj(b[i])``
 ==============================  =============================================================
@@ -61,7 +60,7 @@ _ACTIVATION_NAMES = {code: name for name, code in ACTIVATIONS.items()}
 NAMES = (
     "rms_norm", "rms_norm_backward", "gate", "gate_backward", "scaled_add", "scaled_add_backward",
     "scaled_add_into_", "rope", "fft_kernel_spectrum", "fft_conv2d", "fft_conv2d_kernel_grad",
-    "batched_matmul_", "complex_product_", "complex_product_sum_",
+    "complex_product_", "complex_product_sum_",
 )  # fmt: skip
 
 #: Qualified name -> ``OpOverload`` of every operator, once the extension is loaded (else empty).
@@ -334,12 +333,6 @@ def fft_conv2d_kernel_grad(
 # -- DFT-matrix convolution primitives (vit5.ops.dftconv) -----------------------------------------
 
 
-def batched_matmul_(m: torch.Tensor, x: torch.Tensor, out: torch.Tensor, threads: int = 0) -> None:
-    """``out[i] = m @ x[i]``: ``m`` ``[M, K]`` (any strides), ``x`` ``[n, K, N]``, ``out`` ``[n, M, N]``
-    (both contiguous; ``threads`` unused)."""
-    torch.ops.vit5.batched_matmul_(m, x, out)
-
-
 def complex_product_(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor, conjugate: bool) -> None:
     """``out = a * b`` (``a * conj(b)`` with ``conjugate``) on contiguous ``[n, F, 2, R]`` (re, im)
     spectra; ``b`` may have one row for all."""
@@ -372,7 +365,6 @@ def _register() -> None:
         "fft_conv2d_kernel_grad": lambda x, grad, s_h, s_w, f_h, f_w, kernel: torch.empty_like(
             kernel, dtype=torch.float32
         ),
-        "batched_matmul_": _none,
         "complex_product_": _none,
         "complex_product_sum_": _none,
     }

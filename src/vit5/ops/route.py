@@ -67,7 +67,6 @@ KERNEL_CAPTURE: dict[str, tuple[str, ...]] = {
     "scaled_add": ("eager",),
     "scaled_add_into": ("eager",),
     "rope": ("eager",),
-    "batched_matmul": ("eager",),
     "complex_product": ("eager",),
     "complex_product_sum": ("eager",),
     "fft_conv": ("eager", "compile"),

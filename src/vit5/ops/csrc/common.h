@@ -9,11 +9,12 @@
 // ATen's vector headers pick their implementation from CPU_CAPABILITY_* macros (PyTorch's own
 // kernels are compiled once per capability). Built for the machine that runs it, this library
 // takes AVX2's 8-lane registers when the compiler targets AVX2 + FMA (also on AVX-512 machines:
-// the FFT packs 8 complex lanes per vector); other targets (NEON, plain C++) get the vector type
-// that ATen defines for them.
+// the FFT packs 8 complex lanes per vector, and the other kernels are bound by memory traffic);
+// other targets (NEON, plain C++) get the vector type that ATen defines for them.
 #if !defined(CPU_CAPABILITY_AVX2) && !defined(CPU_CAPABILITY_AVX512) && defined(__AVX2__) && \
     defined(__FMA__)
 #define CPU_CAPABILITY_AVX2
+#define CPU_CAPABILITY AVX2
 #endif
 
 #include <ATen/ATen.h>

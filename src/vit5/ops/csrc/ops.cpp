@@ -1,7 +1,7 @@
 // The vit5:: operators' schemas and their elementwise CPU kernels (RMSNorm, Hyena's gates,
-// residual updates, RoPE, spectral products, DFT-matrix products); the FFT convolution's kernels
-// are in fft.cpp. On a CPU, the elementwise chains around the matrix products are bound by memory
-// traffic: each kernel does in one or two passes what a chain of PyTorch ops does in five to ten.
+// residual updates, RoPE, spectral products); the FFT convolution's kernels are in fft.cpp. On a
+// CPU, the elementwise chains around the matrix products are bound by memory traffic: each kernel
+// does in one or two passes what a chain of PyTorch ops does in five to ten.
 // All take fp32 CPU tensors; Python (vit5/ops/kernels.py) adds the fake implementations and the
 // autograd formulas.
 #include "common.h"
@@ -295,35 +295,28 @@ std::tuple<at::Tensor, at::Tensor> scaled_add_backward(const at::Tensor& grad, c
     at::Tensor grad_branch = at::empty(need_branch ? branch.sizes() : at::IntArrayRef{0}, contiguous);
     at::Tensor grad_scale = at::empty(need_scale ? scale.sizes() : at::IntArrayRef{0}, contiguous);
     const float *gp = g.const_data_ptr<float>(), *bp = bc.const_data_ptr<float>(), *sp = sc.const_data_ptr<float>();
-    if (need_branch) {
-        float* gb = grad_branch.data_ptr<float>();
-        at::parallel_for(0, samples * rows, grain_rows(d), [&](int64_t begin, int64_t end) {
-            for (int64_t i = begin; i < end; i++) {
-                const float* si = sp + (per_sample ? (i / rows) * d : 0);
+    // One pass over grad: per block of rows (of one sample) grad_branch and the block's partial sums.
+    const int64_t block = reduction_block(rows), per = std::max<int64_t>(1, (rows + block - 1) / block);
+    const int64_t blocks = samples * per;
+    std::vector<float> partial(need_scale ? static_cast<size_t>(blocks * d) : 0, 0.f);
+    float* gb = need_branch ? grad_branch.data_ptr<float>() : nullptr;
+    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+        for (int64_t b = b0; b < b1; b++) {
+            const int64_t sample = b / per, r0 = (b % per) * block, r1 = std::min(rows, r0 + block);
+            const float* si = sp + (per_sample ? sample * d : 0);
+            float* sum = need_scale ? partial.data() + b * d : nullptr;
+            for (int64_t r = r0; r < r1; r++) {
+                const int64_t i = sample * rows + r;
                 for (int64_t j = 0; j < d; j += kLanes) {
                     const int64_t n = std::min(kLanes, d - j);
-                    (Vec::loadu(gp + i * d + j, n) * Vec::loadu(si + j, n)).store(gb + i * d + j, n);
+                    const Vec g = Vec::loadu(gp + i * d + j, n);
+                    if (gb) (g * Vec::loadu(si + j, n)).store(gb + i * d + j, n);
+                    if (sum) (Vec::loadu(sum + j, n) + g * Vec::loadu(bp + i * d + j, n)).store(sum + j, n);
                 }
             }
-        });
-    }
+        }
+    });
     if (need_scale) {
-        const int64_t block = reduction_block(rows), per = (rows + block - 1) / block, blocks = samples * per;
-        std::vector<float> partial(static_cast<size_t>(blocks * d), 0.f);
-        at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
-            for (int64_t b = b0; b < b1; b++) {
-                const int64_t sample = b / per, r0 = (b % per) * block, r1 = std::min(rows, r0 + block);
-                float* sum = partial.data() + b * d;
-                for (int64_t r = r0; r < r1; r++) {
-                    const int64_t i = sample * rows + r;
-                    for (int64_t j = 0; j < d; j += kLanes) {
-                        const int64_t n = std::min(kLanes, d - j);
-                        (Vec::loadu(sum + j, n) + Vec::loadu(gp + i * d + j, n) * Vec::loadu(bp + i * d + j, n))
-                            .store(sum + j, n);
-                    }
-                }
-            }
-        });
         float* gs = grad_scale.data_ptr<float>();
         for (int64_t k = 0; k < samples * d; k++) gs[k] = 0.f;
         for (int64_t b = 0; b < blocks; b++)
@@ -453,73 +446,6 @@ void complex_product_sum_(const at::Tensor& a, const at::Tensor& b, const at::Te
     });
 }
 
-// out[b] (M x N) = m (M x K, any strides) @ x[b] (K x N); x and out contiguous. The DFT path's
-// transforms are such products with K of 14 to 54 and N of hundreds to thousands of channels, a
-// shape general GEMM libraries block poorly. A tile of 4 rows x 4 vectors keeps 16 vector sums in
-// registers over the whole K loop (fused multiply-adds, in K order).
-constexpr int64_t kTileRows = 4;
-
-template <int NV>
-void matmul_tile(const float* m, int64_t sm0, int64_t sm1, int64_t k, const float* x, int64_t n, float* o,
-                 int64_t rows) {
-    Vec acc[kTileRows][NV];
-    for (int r = 0; r < kTileRows; r++)
-        for (int v = 0; v < NV; v++) acc[r][v] = Vec(0.f);
-    for (int64_t kk = 0; kk < k; kk++) {
-        Vec xv[NV];
-        for (int v = 0; v < NV; v++) xv[v] = Vec::loadu(x + kk * n + v * kLanes);
-        for (int r = 0; r < kTileRows; r++) {
-            const Vec a(r < rows ? m[r * sm0 + kk * sm1] : 0.f);
-            for (int v = 0; v < NV; v++) acc[r][v] = at::vec::fmadd(a, xv[v], acc[r][v]);
-        }
-    }
-    for (int r = 0; r < kTileRows; r++)
-        if (r < rows)
-            for (int v = 0; v < NV; v++) acc[r][v].store(o + r * n + v * kLanes);
-}
-
-void batched_matmul_(const at::Tensor& m, const at::Tensor& x, const at::Tensor& out) {
-    const char* op = "vit5::batched_matmul_";
-    check_float(m, op, "m");
-    check_float(x, op, "x");
-    check_float(out, op, "out");
-    TORCH_CHECK(m.dim() == 2 && x.dim() == 3 && out.dim() == 3 && x.size(1) == m.size(1) && out.size(0) == x.size(0) &&
-                    out.size(1) == m.size(0) && out.size(2) == x.size(2) && x.is_contiguous() && out.is_contiguous(),
-                op, ": m [M, K], contiguous x [n, K, N] and out [n, M, N]; got ", m.sizes(), ", ", x.sizes(), ", ",
-                out.sizes());
-    const int64_t rows = m.size(0), k = m.size(1), n = x.size(2), batch = x.size(0);
-    const int64_t sm0 = m.stride(0), sm1 = m.stride(1);
-    const float *mp = m.const_data_ptr<float>(), *xp = x.const_data_ptr<float>();
-    float* op_ = out.data_ptr<float>();
-    constexpr int64_t kWide = 4 * kLanes;
-    const int64_t wide = n / kWide, narrow = (n - wide * kWide) / kLanes, done = wide * kWide + narrow * kLanes;
-    const int64_t blocks = wide + narrow + (done < n ? 1 : 0);
-    at::parallel_for(0, batch * blocks, 1, [&](int64_t begin, int64_t end) {
-        for (int64_t task = begin; task < end; task++) {
-            const int64_t b = task / blocks, jb = task % blocks;
-            const float* xb = xp + b * k * n;
-            float* ob = op_ + b * rows * n;
-            if (jb < wide + narrow) {
-                const int64_t j = jb < wide ? jb * kWide : wide * kWide + (jb - wide) * kLanes;
-                for (int64_t i = 0; i < rows; i += kTileRows) {
-                    const int64_t r = std::min(kTileRows, rows - i);
-                    if (jb < wide)
-                        matmul_tile<4>(mp + i * sm0, sm0, sm1, k, xb + j, n, ob + i * n + j, r);
-                    else
-                        matmul_tile<1>(mp + i * sm0, sm0, sm1, k, xb + j, n, ob + i * n + j, r);
-                }
-            } else {  // the last n % kLanes columns
-                for (int64_t i = 0; i < rows; i++)
-                    for (int64_t j = done; j < n; j++) {
-                        float s = 0.f;
-                        for (int64_t kk = 0; kk < k; kk++) s = std::fma(mp[i * sm0 + kk * sm1], xb[kk * n + j], s);
-                        ob[i * n + j] = s;
-                    }
-            }
-        }
-    });
-}
-
 }  // namespace
 }  // namespace vit5
 
@@ -540,7 +466,6 @@ TORCH_LIBRARY(vit5, m) {
     m.def("fft_conv2d(Tensor x, Tensor spectrum, int f_h, int f_w, Tensor? shortcut) -> Tensor");
     m.def("fft_conv2d_kernel_grad(Tensor x, Tensor grad, int s_h, int s_w, int f_h, int f_w, Tensor kernel) -> "
           "Tensor");
-    m.def("batched_matmul_(Tensor m, Tensor x, Tensor(a!) out) -> ()");
     m.def("complex_product_(Tensor a, Tensor b, Tensor(a!) out, bool conjugate) -> ()");
     m.def("complex_product_sum_(Tensor a, Tensor b, Tensor(a!) acc) -> ()");
 }
@@ -554,7 +479,6 @@ TORCH_LIBRARY_IMPL(vit5, CPU, m) {
     m.impl("scaled_add_backward", &vit5::scaled_add_backward);
     m.impl("scaled_add_into_", &vit5::scaled_add_into_);
     m.impl("rope", &vit5::rope);
-    m.impl("batched_matmul_", &vit5::batched_matmul_);
     m.impl("complex_product_", &vit5::complex_product_);
     m.impl("complex_product_sum_", &vit5::complex_product_sum_);
 }
