@@ -233,6 +233,7 @@ class CKConvND(nn.Module):
             *self.mask.parameters(),
             *self.mask.buffers(),
         ]
+        # ``_version`` (private): the only record of an in-place update such as an optimizer step.
         return tuple((t.data_ptr(), t._version, t.dtype) for t in tensors)
 
     def _operand(

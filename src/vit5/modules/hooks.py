@@ -33,6 +33,7 @@ __all__ = ["fast_path_allowed", "has_hooks", "shares_storage"]
 
 
 def _subtree_has_hooks(module: nn.Module) -> bool:
+    # The hook dictionaries are private: PyTorch has no public query for registered hooks.
     if module._forward_hooks or module._forward_pre_hooks:
         return True
     for child in module._modules.values():  # noqa: SIM110 (a loop: no generator per module)
