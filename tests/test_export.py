@@ -157,12 +157,16 @@ def test_read_metadata_of_foreign_files(tmp_path):
         vit5.export.read_onnx_metadata(tmp_path / "x.onnx")
     with pytest.raises(ValueError, match="not a readable torch.export archive"):
         read_program_metadata(tmp_path / "x.onnx")
+    import json
     import zipfile
 
+    from vit5.networks.pretrained_cfg import default_pretrained_cfg
+
+    cfg = default_pretrained_cfg(image_size=8, in_channels=3, num_classes=10)
     with zipfile.ZipFile(tmp_path / "x.pt2", "w") as archive:  # metadata is read as JSON, nothing unpickled
         archive.writestr("archive/data/constants/tensor_0", b"\x80\x04cos\nsystem\n.")
-        archive.writestr("archive/extra/pretrained_cfg.json", '{"input_size": [3, 8, 8], "num_classes": 10}')
-    assert read_program_metadata(tmp_path / "x.pt2") == {"input_size": [3, 8, 8], "num_classes": 10}
+        archive.writestr("archive/extra/pretrained_cfg.json", json.dumps(cfg))
+    assert read_program_metadata(tmp_path / "x.pt2")["input_size"] == [3, 8, 8]
     with zipfile.ZipFile(tmp_path / "y.pt2", "w") as archive:
         archive.writestr("archive/models/model.json", "{}")
     with pytest.raises(ValueError, match="carries no vit5 pretrained_cfg"):

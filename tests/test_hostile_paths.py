@@ -8,7 +8,9 @@ Each attack runs in a forked child (one thread, 6 GiB address space, 60 s) as in
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -16,7 +18,7 @@ import yaml
 from PIL import Image
 
 from tests.data.test_owndata import make_flat_folder
-from tests.test_hostile_inputs import assert_one_line, cli, in_child
+from tests.test_hostile_inputs import assert_one_line, cli, in_child, snapshot
 from vit5.io.run_origin import ORIGIN, check_recorded_data_dir, is_own_run, record_origin
 
 TINY = ["--epochs", "1", "--batch-size", "8", "--image-size", "8", "model.hidden_dim=16", "model.num_blocks=2",
@@ -156,8 +158,7 @@ def test_malformed_manifests_are_one_line(tmp_path, body):
 
 
 def test_datasets_table_image_paths_stay_in_its_folder(tmp_path, secret):
-    datasets = pytest.importorskip("datasets")
-    datasets.disable_progress_bars()  # its "Generating train split" bar is not vit5's error line
+    pytest.importorskip("datasets")  # vit5 shows its "Generating train split" bar only on a terminal
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -199,7 +200,6 @@ def test_log_arguments_are_escaped_on_the_terminal_and_in_log_txt(tmp_path):
 @pytest.mark.parametrize("where", ["dataset_dict", "state", "parquet-symlink"])
 def test_a_saved_datasets_folder_names_only_files_inside_it(tmp_path, where):
     datasets = pytest.importorskip("datasets")
-    datasets.disable_progress_bars()
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -263,3 +263,138 @@ def test_run_checkpoints_linking_out_of_the_run_are_refused(own_run, tmp_path, l
             target.symlink_to(elsewhere / ("meta.json" if link.endswith(".json") else ""))
     for command in (["eval", received, "--data-dir", data, "--out", tmp_path / "eval"], ["info", received]):
         assert_one_line(tmp_path, cli(*command), "outside", "symlink")
+
+
+def test_a_fifo_named_like_an_image_does_not_hang(tmp_path):
+    """A received manifest folder (a tar keeps FIFOs) listing ``a.png`` that is a FIFO: one line, no hang;
+    in ``predict`` a per-image error while the other images are predicted."""
+    data = tmp_path / "data"
+    good = _png(data / "b" / "0.png")
+    os.mkfifo(data / "a.png")
+    (data / "m.csv").write_text("path,label\na.png,a\nb/0.png,b\n")
+    model = _model(tmp_path)
+    assert_one_line(tmp_path, cli("eval", model, "--dataset", "manifest", "--data-dir", data / "m.csv",
+                                  "--out", tmp_path / "eval"), "not a regular file")  # fmt: skip
+    code, out, err = in_child(cli("predict", model, data / "a.png", good), timeout=30)
+    assert code == 1 and "not a regular file" in err and str(good) in out
+
+
+@pytest.mark.parametrize("body", ['path,label,split\n"' + "x" * 200_000 + '",a,train\n#sha256\n', "path,label,split\n#sha256\n",
+                                  "path,label,split\n\xff\n"], ids=["huge-field", "no-digest", "not-utf8"])  # fmt: skip
+def test_damaged_split_files_are_one_line(tmp_path, body):
+    path = tmp_path / "split.csv"
+    path.write_bytes(body.encode("latin-1"))
+
+    def read() -> int:
+        from vit5.data.owndata import read_split_file
+
+        try:
+            read_split_file(path)
+        except ValueError as error:
+            print(error, file=sys.stderr)
+            return 2
+        return 0
+
+    assert_one_line(tmp_path, read, str(path), "split file")
+
+
+# --------------------------------------------------------------------------------------------------
+# The readers of a received run and of received data, once more
+
+
+def test_a_received_run_with_a_pickle_bomb_in_its_state_cannot_be_resumed(own_run, tmp_path):
+    from tests.test_hostile_inputs import reduce_pickle, torch_file_with_pickle
+    from vit5.io.weights_file import file_digest
+
+    _, data = own_run
+    received = _received(own_run, tmp_path)
+    for name in ("last", "prev"):
+        checkpoint = received / "checkpoints" / name
+        if not checkpoint.is_dir():
+            continue
+        torch_file_with_pickle(checkpoint / "state.pt", reduce_pickle("__builtin__", "bytearray", 2**40))
+        meta = json.loads((checkpoint / "meta.json").read_text())
+        meta["files"]["state.pt"] = file_digest(checkpoint / "state.pt")  # as an attacker recomputes it
+        (checkpoint / "meta.json").write_text(json.dumps(meta))
+    before = snapshot(tmp_path)
+    code, _, err = in_child(cli("train", "--resume", received, "--data-dir", data, "--epochs", "2"))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "bytearray(1099511627776)" in lines[0], err[-3000:]
+    changed = {path for path, size in snapshot(tmp_path).items() if before.get(path) != size}
+    assert changed == {str(received / "log.txt")}  # the failure's traceback, in the run resumed
+
+
+def _bomb_png() -> bytes:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.mark.parametrize("where", ["manifest", "datasets"])
+def test_pixel_bombs_in_manifests_and_datasets_tables_are_one_line(tmp_path, where):
+    data = tmp_path / "data"
+    data.mkdir()
+    if where == "manifest":
+        (data / "bomb.png").write_bytes(_bomb_png())
+        _png(data / "b.png")
+        (data / "m.csv").write_text("path,label\nbomb.png,a\nb.png,b\n")
+        args = ["--dataset", "manifest", "--data-dir", data / "m.csv"]
+    else:
+        pytest.importorskip("datasets")
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+        rows = [
+            {"bytes": _bomb_png(), "path": None},
+            {"bytes": _png(tmp_path / "b.png").read_bytes(), "path": None},
+        ]
+        pq.write_table(pa.table({"image": pa.array(rows, type=image), "label": pa.array(["a", "b"])}),
+                       data / "train-00000-of-00001.parquet")  # fmt: skip
+        args = ["--dataset", "hf", "--data-dir", data]
+    model = _model(tmp_path)
+    assert_one_line(tmp_path, cli("eval", model, *args, "--out", tmp_path / "eval"), "900000000 pixels")
+
+
+def test_class_names_are_plain_text_in_the_confusion_plot(tmp_path):
+    from tests.test_hostile_inputs import tiny_vit5
+
+    names = ["$\\frac{$", "red\x1b[31m", "c"]
+    data = tmp_path / "data"
+    for name in names:
+        _png(data / name / "0.png")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    model = tiny_vit5(folder, class_names=names)
+    code, out, err = in_child(cli("eval", model, "--data-dir", data, "--out", tmp_path / "eval"))
+    assert code == 0 and err.strip() == "", err[-2000:]
+    assert (tmp_path / "eval" / "confusion.png").stat().st_size > 0 and "\x1b" not in out
+
+
+def test_a_parquet_file_declaring_millions_of_rows_is_refused_from_its_footer(tmp_path):
+    pytest.importorskip("datasets")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = 1_200_000  # dictionary-encoded: a few KB on disk, a Python object per row once loaded
+    image = pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(rows, dtype=np.int32)), pa.array([b"x"], pa.binary())
+    )
+    pq.write_table(pa.table({"image": image, "label": pa.DictionaryArray.from_arrays(
+        pa.array(np.zeros(rows, dtype=np.int32)), pa.array(["a"]))}), data / "train-00000-of-00001.parquet")  # fmt: skip
+    assert (data / "train-00000-of-00001.parquet").stat().st_size < 100_000
+    model = _model(tmp_path)
+    assert_one_line(tmp_path, cli("eval", model, "--dataset", "hf", "--data-dir", data, "--out", tmp_path / "eval"),
+                    "declares 1,200,000 rows")  # fmt: skip

@@ -78,6 +78,36 @@ def contained_path(base: str | os.PathLike, name: str | os.PathLike, what: str =
     return Path(base) / candidate
 
 
+def contained_paths(base: str | os.PathLike, names: list[str], what: Callable[[int], str]) -> list[Path]:
+    """:func:`contained_path` for many names (a manifest's rows), at a few microseconds a name.
+
+    The text rules are checked for every name; symlinks are resolved once per directory, and a
+    name's last component only when it is a symlink itself. ``what(i)`` names entry ``i`` in the
+    ``ValueError``.
+    """
+    root = os.path.realpath(base)
+    inside: dict[str, bool] = {}
+
+    def contained(real: str) -> bool:
+        return real == root or real.startswith(root.rstrip(os.sep) + os.sep)
+
+    separators = "/" + (os.sep if os.sep != "/" else "") + (os.altsep or "")
+    paths = []
+    for index, text in enumerate(names):
+        parts = text.replace(os.sep, "/").replace(os.altsep or "/", "/").split("/") if text else []
+        if not text or "\x00" in text or os.path.isabs(text) or ".." in parts or text[0] in "~" + separators:
+            raise ValueError(f"{what(index)} {text!r} must be a relative path inside {os.fspath(base)} "
+                             "(no '..', not absolute)")  # fmt: skip
+        path = os.path.join(base, text)
+        parent = os.path.dirname(path)
+        if parent not in inside:
+            inside[parent] = contained(os.path.realpath(parent))
+        if not inside[parent] or (os.path.islink(path) and not contained(os.path.realpath(path))):
+            raise ValueError(f"{what(index)} {text!r} leads outside {os.fspath(base)} (through a symlink)")
+        paths.append(Path(path))
+    return paths
+
+
 def documented_caches() -> list[Path]:
     """The caches a recorded path may point into although the user did not name them: ``$HF_HOME``
     (default ``~/.cache/huggingface``), ``$HF_DATASETS_CACHE`` (default ``$HF_HOME/datasets``) and

@@ -315,11 +315,15 @@ def read_program_metadata(path: str | os.PathLike) -> dict[str, Any]:
     """The ``pretrained_cfg`` stored in a ``.pt2`` file written by :func:`export_program`.
 
     Read from the archive's ``extra/pretrained_cfg.json`` as plain JSON: nothing in the file is
-    deserialised. (``torch.export.load`` itself unpickles parts of an archive, so load programs
-    only from sources you trust; vit5 never loads one.)
+    deserialised, and bounded (the entry may hold at most 16 MiB, checked before it is inflated;
+    deep nesting is an error), and its values are checked like a safetensors or ONNX file's
+    (:func:`vit5.networks.pretrained_cfg.check_pretrained_cfg`). vit5 never runs a program
+    (``torch.export.load`` itself unpickles parts of an archive, so load programs only from
+    sources you trust).
 
     Raises:
-        ValueError: The file is not a ``.pt2`` archive with vit5 metadata.
+        ValueError: The file is not a ``.pt2`` archive with vit5 metadata, or the metadata is too
+            large, nested too deeply or out of range (one line naming the file and the field).
     """
     name = os.fspath(path)
     try:

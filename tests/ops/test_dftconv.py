@@ -265,9 +265,10 @@ def test_matrices_first_made_under_inference_mode_serve_training_too() -> None:
 
 @pytest.mark.parametrize("conjugate", [False, True])
 @pytest.mark.parametrize("shared", [True, False], ids=["shared", "per-sample"])
-def test_spectral_products_of_the_fused_kernel_give_the_pytorch_bits(conjugate: bool, shared: bool) -> None:
-    """The fused complex product does the PyTorch ops in their order (no FMA): the same bits; the
-    kernel-gradient sum over the batch agrees to rounding."""
+def test_spectral_products_of_the_fused_kernel_match_the_definition(conjugate: bool, shared: bool) -> None:
+    """The fused complex product agrees with vit5.ops.spectral.complex_product to fp32 rounding
+    (the kernel fuses each multiply-add, the definition rounds each product: at most an ulp or so
+    of the larger term); the kernel-gradient sum over the batch agrees to rounding."""
     from vit5.ops import dftconv, native
 
     generator = torch.Generator().manual_seed(3)
@@ -276,7 +277,7 @@ def test_spectral_products_of_the_fused_kernel_give_the_pytorch_bits(conjugate: 
     fused = dftconv._product(a, b, conjugate=conjugate)
     with native.disabled():
         plain = dftconv._product(a, b, conjugate=conjugate)
-    assert torch.equal(fused, plain)
+    torch.testing.assert_close(fused, plain, rtol=1e-6, atol=1e-6)
     if not shared:
         acc = torch.ones(1, 4, 2, 37)
         dftconv._add_product_sum(acc, a, b)

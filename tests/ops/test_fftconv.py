@@ -344,3 +344,15 @@ def test_channel_chunks_follow_the_spectrum_byte_budget(monkeypatch: pytest.Monk
     monkeypatch.setattr(fftplan, "CHANNEL_CHUNK", 7)
     assert fftplan.channel_chunk(x, plan) == 7
     assert fftplan.channel_chunk(torch.empty(2, 384, 32, 32, device="meta"), plan) == 384
+
+
+def test_one_chunking_policy_for_channels_and_batches() -> None:
+    """fftplan.chunk_slices: equal consecutive slices of at most ``step`` items (at least one per
+    slice), the policy of the channel chunks and of dftconv's batch chunks."""
+    from vit5.ops import dftconv
+    from vit5.ops.fftplan import chunk_slices
+
+    assert chunk_slices(10, 4) == [slice(0, 3), slice(3, 6), slice(6, 10)]
+    assert chunk_slices(8, 8) == [slice(0, 8)]
+    assert chunk_slices(3, 0) == [slice(0, 1), slice(1, 2), slice(2, 3)]
+    assert dftconv._chunks(10, dftconv.CHUNK_BYTES // 4, torch.device("cpu")) == chunk_slices(10, 4)

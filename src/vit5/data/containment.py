@@ -15,9 +15,13 @@ from typing import Any
 
 from vit5._io import contained_path, in_documented_cache
 
-__all__ = ["check_saved_dataset", "recorded_image_path"]
+__all__ = ["check_parquet_rows", "check_saved_dataset", "recorded_image_path"]
 
 _MAX_RECORD_BYTES = 16 << 20
+#: Rows a parquet file may declare: a million, plus one per 16 bytes of file (an image row holds at
+#: least its encoded image or its path). Dictionary and run-length encoding let a 25 KB file declare
+#: billions of rows, each of which becomes a Python object.
+_FREE_ROWS, _BYTES_PER_ROW = 1_000_000, 16
 
 
 def recorded_image_path(root: Path, text: str, what: str) -> Path:
@@ -62,3 +66,25 @@ def check_saved_dataset(root: Path) -> None:
                 if not isinstance(name, str):
                     raise ValueError(f"{folder / 'state.json'}: a data file without a file name")
                 contained_path(folder, name, f"{folder / 'state.json'}: data file")
+
+
+def check_parquet_rows(files: list[Path]) -> None:
+    """Refuse parquet files declaring more rows than their size justifies, from their footers alone.
+
+    Raises:
+        ValueError: one line naming the file, its rows and its size.
+    """
+    import pyarrow.parquet as pq
+
+    for file in files:
+        size = file.stat().st_size
+        try:
+            rows = pq.ParquetFile(file).metadata.num_rows
+        except Exception as error:  # pyarrow's ArrowInvalid and OSError: not a parquet file
+            raise ValueError(
+                f"{file}: not a readable parquet file ({str(error).splitlines()[0][:160]})"
+            ) from None
+        if rows > _FREE_ROWS + size // _BYTES_PER_ROW:
+            raise ValueError(
+                f"{file}: declares {rows:,} rows in {size:,} bytes, more than image rows can be (a crafted file)"
+            )

@@ -8,12 +8,14 @@ RNG as it was.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import random
+import stat
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -76,9 +78,26 @@ def read_image(source: str | os.PathLike | bytes | Any) -> Image.Image:
     if isinstance(source, (bytes, bytearray, memoryview)):
         name, opened = "image bytes", io.BytesIO(bytes(source))
     elif isinstance(source, (str, os.PathLike)):
-        name, opened = str(source), source
+        name = str(source)
+        with _regular_file(source) as handle:
+            return _decode(handle, name)
     else:
         name, opened = str(source), io.BytesIO(source.read_bytes())
+    return _decode(opened, name)
+
+
+@contextlib.contextmanager
+def _regular_file(path: str | os.PathLike) -> Iterator[Any]:
+    """``path`` opened for reading, refused unless it is a regular file: a FIFO, socket or device
+    named like an image (``x.png``) in a received folder or manifest would block or never end."""
+    nonblocking = getattr(os, "O_NONBLOCK", 0)  # opening a FIFO does not wait for a writer
+    with open(path, "rb", opener=lambda file, flags: os.open(file, flags | nonblocking)) as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            raise ValueError(f"{os.fspath(path)}: not a regular file (a FIFO, socket or device)")
+        yield handle
+
+
+def _decode(opened: Any, name: str) -> Image.Image:
     limit = max_image_pixels()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -86,6 +105,8 @@ def read_image(source: str | os.PathLike | bytes | Any) -> Image.Image:
             image = Image.open(opened)
         except Image.DecompressionBombError as error:  # Pillow's own limit (MAX_IMAGE_PIXELS's default)
             raise ValueError(f"{name}: refused to decode: {error}") from None
+        except UnidentifiedImageError:  # Pillow names the file object; name the file
+            raise UnidentifiedImageError(f"cannot identify image file {name!r}") from None
     with image:
         width, height = image.size
         if width * height > limit:

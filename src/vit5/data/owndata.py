@@ -9,20 +9,22 @@ and ``--resume``, so the test images of a run never change under it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io
 import json
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vit5._io import contained_path
-from vit5.data.containment import check_saved_dataset, recorded_image_path
+from vit5._io import contained_path, contained_paths
+from vit5.data.containment import check_parquet_rows, check_saved_dataset, recorded_image_path
 from vit5.data.sources import (
     IMAGE_SUFFIXES,
     DatasetNotFoundError,
@@ -143,21 +145,38 @@ def _manifest(path: Path) -> OwnData:
     if not rows:
         raise DatasetNotFoundError(f"{path}: the manifest lists no images")
     root = path.parent
-    items, labels, splits = [], [], []
-    for number, row in enumerate(rows, 2 if suffix == ".csv" else 1):
+    first = 2 if suffix == ".csv" else 1
+    labels, splits = [], []
+    for number, row in enumerate(rows, first):
         if not row.get("path") or row.get("label") in (None, ""):
             raise ValueError(f"{path}, row {number}: empty path or label")
         if not isinstance(row["path"], str):
             raise ValueError(f"{path}, row {number}: path must be text, got {type(row['path']).__name__}")
-        items.append(contained_path(root, row["path"], f"{path}, row {number}: path"))
         labels.append(str(row["label"]))
         splits.append(str(row.get("split") or "").strip().lower())
+    items = contained_paths(root, [row["path"] for row in rows], lambda i: f"{path}, row {i + first}: path")
     known = {"", "train", *HELD_OUT_NAMES}
     bad = sorted(set(splits) - known)
     if bad:
         raise ValueError(f"{path}: split values must be train, val, validation or test (or empty), got {bad}")
     held_out = [split in HELD_OUT_NAMES for split in splits] if any(splits) else None
     return OwnData(items, labels, held_out, root)
+
+
+@contextlib.contextmanager
+def _datasets_bars_on_terminal_only() -> Iterator[None]:
+    """``datasets``' own progress bars only when stderr is a terminal (else a failed command's
+    stderr stays one line); its setting is restored afterwards."""
+    from datasets.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
+    quiet = not sys.stderr.isatty() and not are_progress_bars_disabled()
+    if quiet:
+        disable_progress_bars()
+    try:
+        yield
+    finally:
+        if quiet:
+            enable_progress_bars()
 
 
 def _hf_dataset(root: Path, image_column: str, label_column: str) -> OwnData:
@@ -168,15 +187,18 @@ def _hf_dataset(root: Path, image_column: str, label_column: str) -> OwnData:
     parquet = sorted(root.rglob("*.parquet")) if root.is_dir() else [root]
     if (root / "dataset_info.json").is_file() or (root / "dataset_dict.json").is_file():
         check_saved_dataset(root)
-        loaded = datasets.load_from_disk(str(root))
+        with _datasets_bars_on_terminal_only():
+            loaded = datasets.load_from_disk(str(root))
     elif parquet and all(p.suffix == ".parquet" for p in parquet):
         for file in parquet if root.is_dir() else []:
             contained_path(root, file.relative_to(root), f"{root}: parquet file")
+        check_parquet_rows(parquet)
         groups: dict[str, list[str]] = {}
         for file in parquet:  # train-00000-of-00001.parquet, validation-..., or data/test-...
             stem = file.name.split("-")[0].split(".")[0]
             groups.setdefault(stem if stem in ("train", *HELD_OUT_NAMES) else "train", []).append(str(file))
-        loaded = datasets.load_dataset("parquet", data_files=groups)
+        with _datasets_bars_on_terminal_only():
+            loaded = datasets.load_dataset("parquet", data_files=groups)
     else:
         raise DatasetNotFoundError(
             f"{root}: not a Hugging Face datasets folder (save_to_disk output or .parquet files)"
@@ -296,9 +318,22 @@ def read_split_file(path: str | os.PathLike) -> dict[str, tuple[str, bool]]:
     Raises:
         ValueError: the file was edited or truncated (the digest does not match its rows).
     """
-    with open(path, newline="", encoding="utf-8") as handle:
-        lines = list(csv.reader(handle))
-    if len(lines) < 2 or lines[0] != ["path", "label", "split"] or lines[-1][:1] != ["#sha256"]:
+    size = os.stat(path).st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise ValueError(
+            f"{path}: {size} bytes, more than a split file may hold ({MAX_MANIFEST_BYTES} bytes)"
+        )
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            lines = list(csv.reader(handle))
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise ValueError(f"{path}: not a vit5 split file ({str(error).splitlines()[0][:120]})") from None
+    if (
+        len(lines) < 2
+        or lines[0] != ["path", "label", "split"]
+        or lines[-1][:1] != ["#sha256"]
+        or len(lines[-1]) < 2
+    ):
         raise ValueError(f"{path}: not a vit5 split file (path,label,split rows and a #sha256 line)")
     rows = [tuple(line) for line in lines[1:-1]]
     if any(len(row) != 3 for row in rows) or _digest(rows) != lines[-1][1]:  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vit5._io import atomic_write_text
+from vit5._text import terminal_text
 from vit5.io.weights_file import CheckpointError, file_digest
 
 __all__ = ["Download", "fetch_url", "hf_home", "is_offline", "is_url", "url_cache_dir"]
@@ -180,6 +181,6 @@ def _progress(total: int | None, start: int, label: str):  # noqa: ANN202
         from tqdm import tqdm
     except ImportError:
         return lambda step: None
-    bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=label, file=sys.stderr,
+    bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, desc=terminal_text(label), file=sys.stderr,
                disable=None, leave=False)  # fmt: skip
     return lambda step: bar.close() if step is None else bar.update(step)

@@ -8,13 +8,16 @@ someone else must not choose what vit5 reads (``data_dir: /`` or ``../../home/yo
 * Whenever vit5 writes a run's ``config.yaml`` it also writes ``RUN/origin.json``: the run
   directory's resolved absolute path, its device and inode numbers, and the user id.
 * A recorded ``data_dir`` is used when ``origin.json`` matches the run directory as it is now (same
-  path, same device and inode, same user). A copied, unpacked or downloaded run gets a new inode,
-  which its sender cannot predict, so the marker cannot be forged by the file's author; a moved or
-  copied own run is treated as received.
+  path, same device and inode, same user). A copied, unpacked or downloaded run gets a new inode
+  that its sender does not know when writing the file (and the path and user id must match too),
+  so the file's author cannot forge the marker; a moved or copied own run is treated as received.
 * Otherwise the recorded ``data_dir`` is used only when it lies inside a documented cache
   (``$HF_HOME``, ``$HF_DATASETS_CACHE``, ``$TORCH_HOME``); anything else is a one-line error asking
   for ``--data-dir DIR``, which names the data explicitly (and, on ``--resume``, makes the run the
   user's own from then on).
+* The same holds for a local ``train.finetune`` file of a run resumed before its first checkpoint
+  (:func:`check_recorded_finetune`); run files inside the run (``split.csv``, checkpoints) are kept
+  inside it by :func:`vit5._io.contained_path`.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from vit5._validation import boolean, choice, positive_float, positive_int, prob
 from vit5.config import build_callable, instantiate
 from vit5.modules.hooks import fast_path_allowed
 from vit5.modules.norms import RMSNorm
+from vit5.ops.rmsnorm import rms_inverse
 from vit5.ops.rope import ROPE_IMPLS, apply_rope, fold_rope_tables, rope_angles_2d, swap_partners
 
 
@@ -319,8 +320,8 @@ class ViT5Attention(nn.Module):
         out = (u * a).addcmul_(swapped, b)
         if not self.qk_norm:
             return out
-        squares = torch.pow(u, 2, out=swapped)  # re-uses the buffer: fewer fresh pages to fault in
-        r = torch.rsqrt(squares.mean(dim=-1, keepdim=True) + self.q_norm.eps)  # (B, Tr, S, H, 1)
+        # the squares re-use the buffer: fewer fresh pages to fault in
+        r = rms_inverse(u, self.q_norm.eps, out=swapped)  # (B, Tr, S, H, 1)
         return out.mul_(r)
 
     def flop_count(self, num_tokens: int, inference: bool = False) -> int:

@@ -78,8 +78,9 @@ class CKConvND(nn.Module):
         fft_backend: ``"torch_fft"``. Other names (the reference's CUDA ``"subq_ops"``,
             ``"subq_ops_fused"``) are accepted, warned about once per name, and run the PyTorch FFT path in fp32.
 
-    Execution: every call asks :func:`vit5.ops.longconv_plan.plan_long_conv` for its path (the
-    table there says which runs when, and why), takes the kernel or the cached spectrum / dense
+    Execution: every call asks the route (:func:`vit5.ops.route.route_long_conv`, the table of
+    :func:`vit5.ops.longconv_plan.plan_long_conv`: which path runs when, and why) for its path,
+    including whether the fused kernels run the forward and both gradients; it takes the kernel or the cached spectrum / dense
     operator (:meth:`_operand`), and runs the path (:meth:`_run`). The cache (eval mode without
     autograd or conditioning, eager only) is keyed on the input size, the path and the data
     pointers, version counters and dtypes of the kernel's and mask's tensors, so optimiser steps,
@@ -89,7 +90,9 @@ class CKConvND(nn.Module):
     input give the same bits on every path: e.g. a ViT-5 grid (2-D, zero padding) of fp32 CPU
     tokens takes the fused FFT kernels (:mod:`vit5.ops.fftnative`, the shortcut term folded in
     in eval) in both, eval from the cached kernel spectrum; in bf16 or without the native
-    library, grids of up to 24 x 24 take the DFT-matrix path (:mod:`vit5.ops.dftconv`).
+    library, grids of up to 24 x 24 take the DFT-matrix path (:mod:`vit5.ops.dftconv`). Under
+    ``torch.compile`` the fused FFT operators stay in the graph (no cache: the spectrum is made
+    per call); export, ONNX and FX graphs get the traced ATen paths.
 
     Shapes:
         ``forward(x [B, *S, C]) -> [B, *S, C]``, or ``[B, C, *S] -> [B, C, *S]`` with

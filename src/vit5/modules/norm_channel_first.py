@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from vit5._validation import boolean, positive_float, positive_int
+from vit5.ops.rmsnorm import rms_inverse
 
 __all__ = ["RMSNormChannelFirst"]
 
@@ -42,7 +43,7 @@ class RMSNormChannelFirst(nn.Module):
         if x.dim() < 2 or x.shape[1] != self.dim:
             raise ValueError(f"RMSNormChannelFirst expects [B, {self.dim}, ...], got shape {tuple(x.shape)}")
         u = x.float()
-        y = u * torch.rsqrt(u.pow(2).mean(dim=1, keepdim=True) + self.eps)  # (B, C, *S)
+        y = u * rms_inverse(u, self.eps, dim=1)  # (B, C, *S)
         return (y * self.weight.float().view(1, -1, *([1] * (x.dim() - 2)))).to(x.dtype)
 
     def flop_count(self, num_tokens: int) -> int:

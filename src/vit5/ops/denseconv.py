@@ -9,6 +9,7 @@ FFTs and the spectral products, and it sums in plain fp32 without transform roun
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -103,9 +104,18 @@ class _ApplyDense(torch.autograd.Function):
         return grad_x, grad_operator
 
 
+def fp32_region(device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast off for fp32 products; no context when autocast is off anyway, so a traced graph
+    holds plain ops rather than an autocast region."""
+    if torch.is_autocast_enabled(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
 def dense_product_reference(x: torch.Tensor, operator: torch.Tensor) -> torch.Tensor:
-    """:func:`apply_dense_operator` as plain differentiable PyTorch ops (fp32 products)."""
-    with torch.autocast(x.device.type, enabled=False):
+    """:func:`apply_dense_operator` as plain differentiable PyTorch ops (fp32 products): the one
+    definition, also the traced path's (:func:`vit5.ops.tracedconv.traced_dense_conv`)."""
+    with fp32_region(x.device):
         z = x.float().reshape(x.shape[0], -1, x.shape[-1]).permute(2, 0, 1)  # (C, B, T)
         y = torch.bmm(z, operator.float().transpose(1, 2))  # (C, B, T)
     return y.permute(1, 2, 0).reshape(x.shape).to(x.dtype)  # (B, *S, C)

@@ -25,8 +25,9 @@ for the batch, channels-last fp32 on a CPU) the planner prefers them; this path 
 compiler.
 
 * The transforms are ``torch.matmul`` products. On eager CPU fp32 tensors the spectral products
-  run as fused CPU kernels (:mod:`vit5.ops.native`), in one pass with PyTorch's rounding (the
-  same bits), the kernel gradient's batch sum without writing the products; PyTorch ops elsewhere.
+  (:func:`vit5.ops.spectral.complex_product`) run as fused CPU kernels (:mod:`vit5.ops.native`) in
+  one pass (to fp32 rounding), the kernel gradient's batch sum without writing the products;
+  PyTorch ops elsewhere.
 
 * Inference (:func:`dft_conv_spectrum`) starts from a kernel spectrum made once
   (:func:`dft_kernel_spectrum`, cached by ``CKConvND`` in eval mode) and runs the batch chunk by
@@ -40,7 +41,6 @@ Matrices are cached per (sizes, crop, device).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from functools import lru_cache
 from typing import Any
@@ -48,10 +48,11 @@ from typing import Any
 import torch
 
 from vit5.ops import kernels, native
-from vit5.ops.fftplan import FFTConvPlan, apply_spectrum, kernel_spectrum
+from vit5.ops.fftplan import FFTConvPlan, apply_spectrum, chunk_slices, kernel_spectrum
 from vit5.ops.longconv_plan import DFT_MAX_DIM
 from vit5.ops.recorded import recorded_vjp, recording
 from vit5.ops.route import use_kernel
+from vit5.ops.spectral import complex_product, dft_angles
 
 __all__ = [
     "DFT_MAX_DIM",
@@ -66,11 +67,6 @@ __all__ = [
 def dft_supported(plan: FFTConvPlan) -> bool:
     """Whether :func:`dft_conv` computes ``plan``: 1 or 2 axes, no circular centring shift."""
     return 1 <= len(plan.sizes) <= DFT_MAX_DIM and not any(plan.shifts)
-
-
-def _angles(rows: torch.Tensor, cols: torch.Tensor, size: int) -> torch.Tensor:
-    """``2 pi (rows x cols mod size) / size`` in fp64, the product reduced in integers (exact)."""
-    return (2 * math.pi / size) * torch.remainder(rows[:, None] * cols[None, :], size).double()
 
 
 @lru_cache(maxsize=64)
@@ -95,14 +91,14 @@ def _build_matrices(
     f = torch.arange(size // 2 + 1 if real else size, dtype=torch.int64)
 
     def forward(length: int) -> torch.Tensor:
-        angle = _angles(f, torch.arange(length, dtype=torch.int64), size)  # (F', length)
+        angle = dft_angles(f, torch.arange(length, dtype=torch.int64), size)  # (F', length)
         cos, sin = torch.cos(angle), torch.sin(angle)
         if real:  # e^{-i a} x = x cos a - i x sin a
             return torch.stack([cos, -sin], dim=1).reshape(-1, length)  # (2F', length)
         return torch.cat([torch.cat([cos, sin], 1), torch.cat([-sin, cos], 1)], 0)  # (2F, 2 length)
 
     t = torch.arange(start, start + n, dtype=torch.int64)
-    angle = _angles(t, f, size)  # (n, F')
+    angle = dft_angles(t, f, size)  # (n, F')
     cos, sin = torch.cos(angle) / size, torch.sin(angle) / size
     if real:  # y = sum_f w_f (re cos - im sin) / F, w_f = 2 but at DC and Nyquist (as irfft)
         weight = torch.where((f == 0) | (2 * f == size), 1.0, 2.0).double()
@@ -141,14 +137,11 @@ CHUNK_BYTES = 8 * 2**20
 
 
 def _chunks(batch: int, spectrum_bytes_per_sample: int, device: torch.device) -> list[slice]:
-    """The batch in equal consecutive slices (sizes differ by at most 1) holding at most
-    :data:`CHUNK_BYTES` of spectrum each (at least 1 sample) on a CPU; one slice elsewhere."""
+    """The batch in :func:`vit5.ops.fftplan.chunk_slices` holding at most :data:`CHUNK_BYTES` of
+    spectrum each (at least 1 sample) on a CPU; one slice elsewhere."""
     if device.type != "cpu":
         return [slice(0, batch)]
-    step = max(1, CHUNK_BYTES // max(spectrum_bytes_per_sample, 1))
-    count = -(-batch // step)
-    bounds = [batch * i // count for i in range(count + 1)]
-    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
+    return chunk_slices(batch, CHUNK_BYTES // max(spectrum_bytes_per_sample, 1))
 
 
 def _apply(m: torch.Tensor, x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -204,16 +197,12 @@ def _product(
     if out is None:
         out = torch.empty((max(a.shape[0], b.shape[0]), *a.shape[1:]), dtype=a.dtype, device=a.device)
     if use_kernel("complex_product", a, b, out, layout_ok=a.dim() == 4 and a.shape[0] == out.shape[0]):
-        # The same operations in one pass, with the multiply-add fused as PyTorch's addcmul_ fuses
-        # it: the same bits (tests/ops/test_dftconv.py).
+        # vit5.ops.spectral.complex_product in one pass (to fp32 rounding: the kernel fuses the
+        # multiply-adds, tests/ops/test_dftconv.py).
         kernels.complex_product_(a, b, out, conjugate)  # vit5::complex_product_
         return out
-    a_re, a_im = a.select(-2, 0), a.select(-2, 1)
-    b_re, b_im = b.select(-2, 0), b.select(-2, 1)
-    re, im = out.select(-2, 0), out.select(-2, 1)
-    sign = 1.0 if conjugate else -1.0
-    torch.mul(a_re, b_re, out=re).addcmul_(a_im, b_im, value=sign)  # re = ar br -+ ai bi
-    torch.mul(a_im, b_re, out=im).addcmul_(a_re, b_im, value=-sign)  # im = ai br +- ar bi
+    planes = (a.select(-2, 0), a.select(-2, 1), b.select(-2, 0), b.select(-2, 1))
+    complex_product(*planes, conjugate=conjugate, out=(out.select(-2, 0), out.select(-2, 1)))
     return out
 
 

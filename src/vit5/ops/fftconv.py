@@ -41,7 +41,7 @@ from vit5.ops import fftnative
 from vit5.ops.fftplan import (
     FFTConvPlan,
     apply_spectrum,
-    channel_chunk,
+    channel_slices,
     forward_transform,
     inverse_transform,
     kernel_spectrum,
@@ -176,9 +176,9 @@ def fft_conv_mixed(x: torch.Tensor, kernel: torch.Tensor, periodic: Sequence[boo
     """Per-axis boundary: circular on axes with ``periodic[a]``, zero ("same") elsewhere.
 
     One ``rfftn`` with per-axis sizes (``N`` on periodic axes, ``min(N + (K+1)//2, 2N)`` on the
-    others), the product of the per-axis phase ramps of the periodic axes on the kernel spectrum
-    (one summed ramp when every axis is periodic, as :func:`fft_conv_circular`), ``irfftn``, and a
-    crop from ``K // 2`` on the zero axes. Uniform flags give the same bits as
+    others), the phase ramp of the periodic axes on the kernel spectrum
+    (:func:`vit5.ops.spectral.phase_ramp`), ``irfftn``, and a crop from ``K // 2`` on the zero
+    axes. Uniform flags give the same bits as
     :func:`fft_conv_circular` / :func:`fft_conv_zero`.
 
     Args:
@@ -270,9 +270,7 @@ class _ZeroFFTConv(torch.autograd.Function):
         need_x, need_kernel = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_x = torch.empty(z.shape, dtype=x.dtype, device=x.device) if need_x else None
         grad_kernel = torch.empty_like(kernel) if need_kernel else None
-        chunk = channel_chunk(z, plan)  # see vit5.ops.fftplan
-        for start in range(0, z.shape[1] if need_x or need_kernel else 0, chunk):
-            part = slice(start, start + chunk)
+        for part in channel_slices(z, plan) if need_x or need_kernel else ():  # see vit5.ops.fftplan
             g_f = forward_transform(grad[:, part], plan, plan.starts)  # (B, c, *F')
             if grad_x is not None:
                 k_f = forward_transform(kernel[:, part], plan)  # (1|B, c, *F')

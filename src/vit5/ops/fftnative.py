@@ -55,11 +55,11 @@ __all__ = [
     "takes_input",
 ]
 
-#: Channels per work item (two packed groups of 8 vector lanes).
-GROUP = 16
-#: Largest transform size per axis (grids up to 512 x 512): the work buffer of a thread holds
-#: ``F_h F_w`` elements of 64 bytes (64 MiB at 1024 x 1024).
-MAX_SIZE = 1024
+#: Channels per work item (two packed groups of 8 vector lanes): the operators' own constant.
+GROUP = kernels.GROUP
+#: Largest transform size per axis (grids up to 512 x 512; the work buffer of a thread holds
+#: ``F_h F_w`` elements of 64 bytes, 64 MiB at 1024 x 1024): the operators' own limit.
+MAX_SIZE = kernels.MAX_FFT
 
 
 def takes_input(x: torch.Tensor) -> bool:

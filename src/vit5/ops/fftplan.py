@@ -32,12 +32,16 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from vit5.ops.spectral import phase_ramp
+
 __all__ = [
     "CHANNEL_CHUNK",
     "CHANNEL_CHUNK_BYTES",
     "FFTConvPlan",
     "apply_spectrum",
     "channel_chunk",
+    "channel_slices",
+    "chunk_slices",
     "forward_transform",
     "inverse_transform",
     "kernel_spectrum",
@@ -50,6 +54,21 @@ CHANNEL_CHUNK_BYTES = 2 * 2**20
 #: A fixed number of channels per chunk instead of :data:`CHANNEL_CHUNK_BYTES` (``None``: the byte
 #: budget); for tests and tuning.
 CHANNEL_CHUNK: int | None = None
+
+
+def chunk_slices(count: int, step: int) -> list[slice]:
+    """``range(count)`` in equal consecutive slices (sizes differ by at most 1) of at most
+    ``step`` items: the one chunking policy of the long convolutions (channel chunks here, batch
+    chunks in :mod:`vit5.ops.dftconv`; each with its byte budget)."""
+    pieces = -(-count // max(step, 1))
+    bounds = [count * i // pieces for i in range(pieces + 1)] if pieces else [0, 0]
+    return [slice(start, stop) for start, stop in zip(bounds, bounds[1:])]
+
+
+def channel_slices(x: torch.Tensor, plan: FFTConvPlan) -> list[slice]:
+    """The channel chunks of ``x`` ``[B, C, ...]`` for ``plan``: :func:`chunk_slices` of at most
+    :func:`channel_chunk` channels."""
+    return chunk_slices(x.shape[1], channel_chunk(x, plan))
 
 
 def channel_chunk(x: torch.Tensor, plan: FFTConvPlan) -> int:
@@ -69,34 +88,6 @@ def _crop(y: torch.Tensor, starts: Sequence[int], sizes: Sequence[int]) -> torch
     return y[index]
 
 
-def _frequencies(size: int, last: bool, device: torch.device) -> torch.Tensor:
-    if last:
-        return torch.fft.rfftfreq(size, dtype=torch.float32, device=device)
-    return torch.fft.fftfreq(size, dtype=torch.float32, device=device)
-
-
-def _axis_view(values: torch.Tensor, axis: int, data_dim: int) -> torch.Tensor:
-    shape = [1] * data_dim
-    shape[axis] = -1
-    return values.view(shape)
-
-
-def _summed_phase_ramp(shifts: Sequence[int], sizes: Sequence[int], device: torch.device) -> torch.Tensor:
-    """``exp(-2 pi i sum_a s_a f_a)`` on the rfftn grid (phases summed first), complex64."""
-    data_dim = len(sizes)
-    phase = None
-    for axis, (shift, size) in enumerate(zip(shifts, sizes)):
-        term = _axis_view(shift * _frequencies(size, axis == data_dim - 1, device), axis, data_dim)
-        phase = term if phase is None else phase + term
-    angle = (-2.0 * math.pi) * phase
-    return torch.complex(torch.cos(angle), torch.sin(angle))
-
-
-def _axis_phase_ramp(shift: int, size: int, axis: int, data_dim: int, device: torch.device) -> torch.Tensor:
-    angle = (-2.0 * math.pi) * (shift * _frequencies(size, axis == data_dim - 1, device))
-    return _axis_view(torch.complex(torch.cos(angle), torch.sin(angle)), axis, data_dim)
-
-
 def _split(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(re(b) + 0i, 0 + i im(b))``: the two halves :func:`_cmul` multiplies by."""
     zero = torch.zeros_like(b.real)
@@ -106,9 +97,10 @@ def _split(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _cmul(a: torch.Tensor, b: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Complex product ``a * b`` with every real product and sum rounded once (broadcasting).
 
-    ATen's vectorised complex multiply rounds differently from its scalar tail loop (which may
-    fuse a multiply-add), so ``a * b`` would depend on how many elements a call processes (batch
-    size, channel chunk, thread split). A complex factor with a zero real or imaginary part has
+    :func:`vit5.ops.spectral.complex_product` on complex tensors (the same bits). ATen's
+    vectorised complex multiply rounds differently from its scalar tail loop (which may fuse a
+    multiply-add), so ``a * b`` would depend on how many elements a call processes (batch size,
+    channel chunk, thread split). A complex factor with a zero real or imaginary part has
     one exact-zero product per component, so ``a * (re b)`` and ``a * (i im b)`` are rounded
     the same way by every code path; their sum is ``(ar br - ai bi) + i (ai br + ar bi)`` with
     each product and the sum rounded once — the same bits as the four real products. Three
@@ -129,8 +121,8 @@ class FFTConvPlan:
         sizes: FFT size per axis.
         starts: Crop start per axis (``K // 2`` zero, ``0`` causal and circular).
         shifts: Phase-ramp shift per axis (``-((K - 1) // 2)`` circular, else ``0``).
-        summed_ramp: All axes circular: one ramp of summed phases (else a product of per-axis
-            ramps), as :func:`fft_conv_circular` / :func:`fft_conv_mixed` compute them.
+        summed_ramp: All axes circular (the ramp, :func:`vit5.ops.spectral.phase_ramp`, sums
+            the phases of every shifted axis in either case).
     """
 
     signal: tuple[int, ...]
@@ -192,18 +184,10 @@ def kernel_spectrum(kernel: torch.Tensor, plan: FFTConvPlan) -> tuple[torch.Tens
         while the kernel does not change).
     """
     k_f = torch.fft.rfftn(kernel.float(), s=plan.sizes, dim=plan.dims)  # (1|B, C, *F')
-    data_dim = len(plan.sizes)
-    if any(plan.shifts):  # ramps on the rfftn grid, then the layout of forward_transform
-        if plan.summed_ramp:
-            k_f = _cmul(k_f, _summed_phase_ramp(plan.shifts, plan.sizes, kernel.device))
-        else:
-            ramp = None
-            for axis, (shift, size) in enumerate(zip(plan.shifts, plan.sizes)):
-                if shift:
-                    axis_ramp = _axis_phase_ramp(shift, size, axis, data_dim, kernel.device)
-                    ramp = axis_ramp if ramp is None else _cmul(ramp, axis_ramp)
-            k_f = _cmul(k_f, ramp)
-    if data_dim == 2:
+    ramp = phase_ramp(plan.shifts, plan.sizes, kernel.device)  # on the rfftn grid, then the layout
+    if ramp is not None:
+        k_f = _cmul(k_f, torch.complex(*ramp))
+    if len(plan.sizes) == 2:
         k_f = k_f.transpose(-1, -2).contiguous()  # (1|B, C, F_w', F_h)
     return _split(k_f)
 
@@ -275,7 +259,7 @@ def apply_spectrum(
 
     Returns:
         ``[B, C, *S]`` in ``x.dtype``, or ``accumulate``. Without autograd the channels are
-        processed :func:`channel_chunk` at a time (the same bits as all at once).
+        processed in :func:`channel_slices` (the same bits as all at once).
     """
     if accumulate is not None and accumulate.shape != x.shape:
         raise ValueError(
@@ -291,9 +275,7 @@ def apply_spectrum(
             )
         return _convolve(x, spectrum, plan).to(x.dtype)
     out = torch.empty(x.shape, dtype=x.dtype, device=x.device) if accumulate is None else accumulate
-    chunk = channel_chunk(x, plan)
-    for start in range(0, x.shape[1], chunk):
-        part = slice(start, start + chunk)
+    for part in channel_slices(x, plan):
         y = _convolve(x[:, part], (spectrum[0][:, part], spectrum[1][:, part]), plan)
         if accumulate is None:
             out[:, part] = y

@@ -93,9 +93,10 @@ def rms_norm_backward(
 
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """The formula of ``vit5::rms_norm``'s ``y`` as plain PyTorch ops, in its op order."""
-    u = x.float()
-    return (weight * (u * torch.rsqrt(u.pow(2).mean(dim=-1, keepdim=True) + eps))).to(x.dtype)
+    """The formula of ``vit5::rms_norm``'s ``y``: :func:`vit5.ops.rmsnorm.rms_norm_reference`."""
+    from vit5.ops.rmsnorm import rms_norm_reference as formula  # the one definition (no import cycle)
+
+    return formula(x, weight, eps)
 
 
 def _rms_fake(x, weight, eps):  # noqa: ANN001, ANN202

@@ -79,9 +79,8 @@ at ``C = 192`` (3 MB) as the dense operator.
 Transforms under export (``dft_matrices``): real DFT matrices, one ``MatMul`` per axis
 (:func:`vit5.ops.tracedconv.traced_dft_conv`). ONNX has no complex type; the dynamo exporter does
 lower ``rfftn`` / ``irfftn`` to ONNX ``DFT`` (on a trailing real/imaginary axis), and that exports
-and matches, but onnxruntime's ``DFT`` is slow: for ViT-5-S Hyena-GAP at 224 px (batch 8, one
-thread) it took 67% of the session's time even at power-of-two sizes (32 x 32, the sizes its
-radix-2 kernel needs), and the session ran 2.4x slower than vit5 eager. As matrices, the zero
+and matches, but onnxruntime runs its ``DFT`` far slower than the matrix form (measurements in
+``benchmarks/results/2026-12-07-ops-notes.md``, "longconv_plan: export"). As matrices, the zero
 padding and the crop fold into the tables, nothing in the graph is complex, and the smallest
 alias-free size per axis (``>= N + (K + 1) // 2``, from :func:`vit5.ops.fftplan.plan_fft_conv`)
 is used: a size need not be a power of two for a matrix product. The cost is ``O(N F)`` per axis

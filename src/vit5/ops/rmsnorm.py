@@ -23,16 +23,29 @@ from typing import Any
 import torch
 
 from vit5.ops import kernels
-from vit5.ops.kernels import rms_norm_reference
 from vit5.ops.recorded import recorded_vjp, recording
 from vit5.ops.route import closed_form_backward, use_kernel
 
-__all__ = ["rms_norm", "rms_norm_reference"]
+__all__ = ["rms_inverse", "rms_norm", "rms_norm_reference"]
+
+
+def rms_inverse(u: torch.Tensor, eps: float, dim: int = -1, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``r = rsqrt(mean(u^2, dim) + eps)`` (kept dimension): the one definition of the RMS
+    statistic, shared by :func:`rms_norm` (every path), ``RMSNormChannelFirst`` and attention's
+    fused q/k norm. ``out`` receives the squares (a scratch buffer like ``u``)."""
+    return torch.rsqrt(torch.pow(u, 2, out=out).mean(dim=dim, keepdim=True) + eps)
+
+
+def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``weight * (u * r)`` with ``u = x`` in fp32 and ``r`` = :func:`rms_inverse`, cast to
+    ``x.dtype``: the formula of every RMSNorm path, as plain PyTorch ops (the kernels' reference)."""
+    u = x.float()
+    return (weight * (u * rms_inverse(u, eps))).to(x.dtype)
 
 
 def _normalise(u: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(u * r, r)`` with ``r = rsqrt(mean(u^2, -1) + eps)`` (``[..., 1]``)."""
-    r = torch.rsqrt(u.pow(2).mean(dim=-1, keepdim=True) + eps)
+    """``(u * r, r)`` with ``r`` = :func:`rms_inverse` (``[..., 1]``)."""
+    r = rms_inverse(u, eps)
     return u * r, r
 
 

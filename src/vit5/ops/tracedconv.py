@@ -17,69 +17,35 @@ Which one runs is decided by :func:`vit5.ops.longconv_plan.plan_long_conv`.
 
 from __future__ import annotations
 
-import contextlib
-import math
 from collections.abc import Sequence
 
 import torch
 
-from vit5.ops.denseconv import dense_conv_operator
+from vit5.ops.denseconv import dense_conv_operator, dense_product_reference, fp32_region
 from vit5.ops.fftplan import FFTConvPlan
+from vit5.ops.spectral import complex_product, dft_angles, phase_ramp
 
 __all__ = ["traced_dense_conv", "traced_dft_conv", "traced_fft_conv"]
-
-
-def _fp32(device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast off for the products (fp32, as the eager paths); no context when autocast is off
-    anyway, so an exported graph holds plain ops rather than an autocast region."""
-    if torch.is_autocast_enabled(device.type):
-        return torch.autocast(device.type, enabled=False)
-    return contextlib.nullcontext()
 
 
 def traced_dense_conv(x: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     """Zero-boundary "same" convolution of channels-last ``x`` ``[B, *S, C]`` with ``kernel``
     ``[1, C, *K]`` through its dense operator: ``[B, *S, C]`` in ``x.dtype`` (no shortcut term).
 
-    The product runs in fp32 (as the eager dense path does), even under autocast.
+    :func:`vit5.ops.denseconv.dense_product_reference` of :func:`vit5.ops.denseconv.dense_conv_operator`
+    (fp32 products, even under autocast).
     """
-    signal = tuple(x.shape[1:-1])
-    operator = dense_conv_operator(kernel, signal)  # (C, T, T)
-    with _fp32(x.device):
-        z = x.float().reshape(x.shape[0], -1, x.shape[-1]).permute(2, 0, 1)  # (C, B, T)
-        y = torch.bmm(z, operator.transpose(1, 2))  # (C, B, T)
-    return y.permute(1, 2, 0).reshape(x.shape).to(x.dtype)  # (B, *S, C)
+    return dense_product_reference(x, dense_conv_operator(kernel, tuple(x.shape[1:-1])))
 
 
-def _phase_ramp(plan: FFTConvPlan, sizes: Sequence[int], device: torch.device) -> torch.Tensor | None:
-    """Real ``[..., 2]`` table ``(cos, sin)`` of ``exp(-2 pi i sum_a s_a f_a)`` on the rfftn grid
-    (``s_a`` = the circular centring shift of axis ``a``), or ``None`` without shifts."""
-    if not any(plan.shifts):
-        return None
-    data_dim = len(sizes)
-    phase = torch.zeros((1,) * data_dim, device=device)
-    for axis, (shift, size) in enumerate(zip(plan.shifts, sizes)):
-        if not shift:
-            continue
-        last = axis == data_dim - 1
-        length = size // 2 + 1 if last else size
-        # integer index times shift, reduced modulo the size before the fp32 angle: exact phases
-        index = torch.arange(length, device=device)
-        if not last:  # fftfreq order: 0, 1, ..., then negative frequencies
-            index = torch.where(index < (size + 1) // 2, index, index - size)
-        turns = torch.remainder(index * shift, size).float() / size  # (length,)
-        shape = [1] * data_dim
-        shape[axis] = length
-        phase = phase + turns.view(shape)
-    angle = (-2.0 * math.pi) * phase
-    return torch.stack([torch.cos(angle), torch.sin(angle)], dim=-1)  # (*F', 2)
+def _pairs(table: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """``[..., 2]`` (real, imaginary) pairs from two planes."""
+    return torch.stack(table, dim=-1)
 
 
-def _complex_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Product of ``[..., 2]`` (real, imaginary) pairs, in real arithmetic."""
-    ar, ai = a[..., 0], a[..., 1]
-    br, bi = b[..., 0], b[..., 1]
-    return torch.stack([ar * br - ai * bi, ar * bi + ai * br], dim=-1)
+def _pair_product(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Product of ``[..., 2]`` (real, imaginary) pairs: :func:`vit5.ops.spectral.complex_product`."""
+    return _pairs(complex_product(a[..., 0], a[..., 1], b[..., 0], b[..., 1]))
 
 
 def traced_fft_conv(
@@ -95,13 +61,13 @@ def traced_fft_conv(
     """
     sizes = plan.sizes
     dims = tuple(range(-len(sizes), 0))
-    with _fp32(x.device):
+    with fp32_region(x.device):
         x_f = torch.view_as_real(torch.fft.rfftn(x.float(), s=sizes, dim=dims))  # (B, C, *F', 2)
         k_f = torch.view_as_real(torch.fft.rfftn(kernel.float(), s=sizes, dim=dims))  # (1|B, C, *F', 2)
-        ramp = _phase_ramp(plan, sizes, x.device)
+        ramp = phase_ramp(plan.shifts, sizes, x.device)  # (cos, sin) [*F'] or None
         if ramp is not None:
-            k_f = _complex_product(k_f, ramp)
-        y_f = torch.view_as_complex(_complex_product(x_f, k_f).contiguous())  # (B, C, *F')
+            k_f = _pair_product(k_f, _pairs(ramp))
+        y_f = torch.view_as_complex(_pair_product(x_f, k_f).contiguous())  # (B, C, *F')
         y = torch.fft.irfftn(y_f, s=sizes, dim=dims)  # (B, C, *F)
     index = (Ellipsis, *(slice(s, s + n) for s, n in zip(plan.starts, plan.signal)))
     return y[index]  # (B, C, *S)
@@ -123,16 +89,13 @@ def _dft_pair(
     f = torch.arange(frequencies, device=device, dtype=torch.int64)
     if inverse:
         t = torch.arange(start, start + n_out, device=device, dtype=torch.int64)
-        turns = torch.remainder(f[:, None] * t[None, :], size).double() / size  # (F', n_out)
+        angle = dft_angles(f, t, size)  # (F', n_out)
         weight = torch.ones(frequencies, device=device, dtype=torch.float64) / size
         if real_axis:
             weight = torch.where((f == 0) | (2 * f == size), weight, 2 * weight)
-        angle = (2 * math.pi) * turns
         return (torch.cos(angle) * weight[:, None]).float(), (torch.sin(angle) * weight[:, None]).float()
-    t = torch.arange(n_in, device=device, dtype=torch.int64)
-    turns = torch.remainder(t[:, None] * f[None, :], size).double() / size  # (n_in, F')
-    angle = (-2 * math.pi) * turns
-    return torch.cos(angle).float(), torch.sin(angle).float()
+    angle = dft_angles(torch.arange(n_in, device=device, dtype=torch.int64), f, size)  # (n_in, F')
+    return torch.cos(angle).float(), (-torch.sin(angle)).float()
 
 
 def _along(x: torch.Tensor, axis: int, matrix: torch.Tensor) -> torch.Tensor:
@@ -182,13 +145,11 @@ def traced_dft_conv(x: torch.Tensor, kernel: torch.Tensor, plan: FFTConvPlan) ->
     ``kernel`` ``[1|B, C, *K]``; returns fp32 ``[B, C, *S]``.
     """
     sizes = plan.sizes
-    with _fp32(x.device):
+    with fp32_region(x.device):
         x_re, x_im = _dft_forward(x.float(), sizes)  # (B, C, *F') each
         k_re, k_im = _dft_forward(kernel.float(), sizes)  # (1|B, C, *F')
-        ramp = _phase_ramp(plan, sizes, x.device)
+        ramp = phase_ramp(plan.shifts, sizes, x.device)  # (cos, sin) [*F'] or None
         if ramp is not None:
-            r_re, r_im = ramp[..., 0], ramp[..., 1]
-            k_re, k_im = k_re * r_re - k_im * r_im, k_re * r_im + k_im * r_re
-        y_re = x_re * k_re - x_im * k_im
-        y_im = x_re * k_im + x_im * k_re
+            k_re, k_im = complex_product(k_re, k_im, *ramp)
+        y_re, y_im = complex_product(x_re, x_im, k_re, k_im)
         return _dft_inverse(y_re, y_im, sizes, plan.starts, plan.signal)  # (B, C, *S)

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from vit5._io import atomic_write, atomic_write_text
+from vit5._text import terminal_text
 
 COLUMNS = (
     "epoch", "step", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "test_acc5", "test_acc_ema",
@@ -93,6 +94,12 @@ def plot_curves(log: MetricsLog, path: str | os.PathLike, title: str = "") -> Pa
     return Path(path)
 
 
+def _plot_text(text: object) -> str:
+    """A name from a file as plain text in a figure: control characters escaped, ``$`` literal
+    (matplotlib would read ``$...$`` as mathtext, and a malformed one fails the whole plot)."""
+    return terminal_text(text).replace("$", r"\$")
+
+
 def plot_confusion(
     matrix: np.ndarray, class_names: Sequence[str], path: str | os.PathLike, title: str = ""
 ) -> Path:
@@ -110,15 +117,16 @@ def plot_confusion(
     image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
     figure.colorbar(image, ax=ax, fraction=0.046)
     if n <= 40:
-        ax.set_xticks(range(n), class_names, rotation=90)
-        ax.set_yticks(range(n), class_names)
+        labels = [_plot_text(name) for name in class_names]
+        ax.set_xticks(range(n), labels, rotation=90)
+        ax.set_yticks(range(n), labels)
         if n <= 20:
             for i in range(n):
                 for j in range(n):
                     if counts[i, j]:
                         color = "white" if normalised[i, j] > 0.5 else "black"
                         ax.text(j, i, int(counts[i, j]), ha="center", va="center", fontsize=7, color=color)
-    ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
+    ax.set(xlabel="predicted", ylabel="true", title=_plot_text(title) if title else "confusion matrix")
     _save_figure(figure, Path(path))
     plt.close(figure)
     return Path(path)

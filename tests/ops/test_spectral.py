@@ -1,0 +1,66 @@
+"""One definition of each piece of spectral math (issue 28, item 4): vit5.ops.spectral."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vit5.ops.fftplan import _cmul
+from vit5.ops.spectral import complex_product, dft_angles, phase_ramp
+
+
+@pytest.mark.parametrize("conjugate", [False, True])
+def test_complex_product_against_complex128(conjugate: bool) -> None:
+    generator = torch.Generator().manual_seed(0)
+    a_re, a_im, b_re, b_im = torch.randn(4, 3, 33, generator=generator).unbind(0)
+    re, im = complex_product(a_re, a_im, b_re, b_im, conjugate=conjugate)
+    a, b = torch.complex(a_re.double(), a_im.double()), torch.complex(b_re.double(), b_im.double())
+    expected = a * (b.conj() if conjugate else b)
+    torch.testing.assert_close(torch.complex(re, im).to(torch.complex128), expected, rtol=1e-6, atol=1e-6)
+    out = (torch.empty_like(re), torch.empty_like(im))
+    written = complex_product(a_re, a_im, b_re, b_im, conjugate=conjugate, out=out)
+    assert written[0] is out[0] and written[1] is out[1]
+    # the out= form is the same definition: the same bits (each product and sum rounded once)
+    assert torch.equal(out[0], re) and torch.equal(out[1], im)
+
+
+def test_the_complex_tensor_form_is_the_same_definition() -> None:
+    """fftplan._cmul (complex64 tensors, used by the eager FFT path) gives the bits of the
+    planar definition: every real product and sum rounded once, whatever the tensor length."""
+    generator = torch.Generator().manual_seed(1)
+    for n in (1, 7, 64, 1001):
+        a = torch.complex(*torch.randn(2, 3, n, generator=generator))
+        b = torch.complex(*torch.randn(2, 1, n, generator=generator))
+        re, im = complex_product(a.real, a.imag, b.real, b.imag)
+        got = _cmul(a, b)
+        assert torch.equal(got.real, re.expand_as(got.real)) and torch.equal(
+            got.imag, im.expand_as(got.imag)
+        ), n
+
+
+def test_dft_angles_reduce_the_phase_in_integers() -> None:
+    rows = torch.tensor([0, 1, 5, 1023, 10**6], dtype=torch.int64)
+    cols = torch.tensor([0, 3, 1024], dtype=torch.int64)
+    angles = dft_angles(rows, cols, 1025)
+    assert angles.dtype == torch.float64 and angles.shape == (5, 3)
+    for i, r in enumerate(rows.tolist()):
+        for j, c in enumerate(cols.tolist()):
+            assert angles[i, j].item() == pytest.approx(2 * math.pi * ((r * c) % 1025) / 1025, abs=1e-12)
+
+
+@pytest.mark.parametrize(
+    "shifts, sizes", [((-3, -2), (7, 6)), ((0, -4), (9, 9)), ((-2,), (5,)), ((-1, 0, -2), (4, 5, 6))]
+)
+def test_phase_ramp_is_the_shift_theorem_on_the_rfftn_grid(shifts, sizes) -> None:
+    """The ramp times the spectrum of a signal is the spectrum of the signal shifted by ``s``."""
+    cos, sin = phase_ramp(shifts, sizes)
+    x = torch.randn(*sizes, dtype=torch.float64)
+    expected = torch.fft.rfftn(torch.roll(x, shifts=tuple(shifts), dims=tuple(range(len(sizes)))))
+    got = torch.fft.rfftn(x) * torch.complex(cos.double(), sin.double())
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)  # fp32 tables
+
+
+def test_phase_ramp_without_shifts_is_none() -> None:
+    assert phase_ramp((0, 0), (8, 8)) is None
