@@ -350,19 +350,34 @@ at::Tensor rope(const at::Tensor& u, const at::Tensor& cos, const at::Tensor& si
     const int32_t* pt = pc.const_data_ptr<int32_t>();
     for (int64_t c = 0; c < d; c++)
         TORCH_CHECK(pt[c] >= 0 && pt[c] < d && pt[pt[c]] == c, op, ": partner table is not an involution at ", c);
+    // The adjoint reads sign[partner[c]]: one table for the call.
+    std::vector<float> sign_p(static_cast<size_t>(d));
+    for (int64_t c = 0; c < d; c++) sign_p[c] = sg[pt[c]];
     float* o = out.data_ptr<float>();
     at::parallel_for(0, ur.count, grain_rows(d), [&](int64_t begin, int64_t end) {
+        std::vector<float> buffer(static_cast<size_t>(2 * d));
+        float *rot = buffer.data(), *tmp = rot + d;
         for (int64_t i = begin; i < end; i++) {
             const float* xi = ur.row(i);
             const int64_t t = (i / heads) % tokens;
             const float *ci = ct + t * d, *si = st + t * d;
             float* oi = o + i * d;
-            if (!transpose) {
-                for (int64_t j = 0; j < d; j++) oi[j] = xi[j] * ci[j] + (sg[j] * xi[pt[j]]) * si[j];
-            } else {
-                for (int64_t j = 0; j < d; j++) {
-                    const int32_t q = pt[j];
-                    oi[j] = xi[j] * ci[j] + sg[q] * (xi[q] * si[q]);
+            if (!transpose) {  // rot[c] = sign[c] x[partner[c]] (exact), then x cos + rot sin
+                for (int64_t j = 0; j < d; j++) rot[j] = sg[j] * xi[pt[j]];
+                for (int64_t j = 0; j < d; j += kLanes) {
+                    const int64_t n = std::min(kLanes, d - j);
+                    (Vec::loadu(xi + j, n) * Vec::loadu(ci + j, n) + Vec::loadu(rot + j, n) * Vec::loadu(si + j, n))
+                        .store(oi + j, n);
+                }
+            } else {  // tmp = x sin, rot[c] = sign[p] tmp[p] (exact), then x cos + rot
+                for (int64_t j = 0; j < d; j += kLanes) {
+                    const int64_t n = std::min(kLanes, d - j);
+                    (Vec::loadu(xi + j, n) * Vec::loadu(si + j, n)).store(tmp + j, n);
+                }
+                for (int64_t j = 0; j < d; j++) rot[j] = sign_p[j] * tmp[pt[j]];
+                for (int64_t j = 0; j < d; j += kLanes) {
+                    const int64_t n = std::min(kLanes, d - j);
+                    (Vec::loadu(xi + j, n) * Vec::loadu(ci + j, n) + Vec::loadu(rot + j, n)).store(oi + j, n);
                 }
             }
         }
