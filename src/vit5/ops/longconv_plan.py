@@ -24,7 +24,7 @@ row  capture     grad    other conditions               path             cache  
 4    eager       on      dense ok, fits                 DENSE            no     one GEMM per channel beats
                          :data:`BUILT_DENSE_MAX_BYTES`                          three FFTs on tiny grids
 5    eager       on      fused ok                       FFT_LOWMEM,      no     forward and both gradients
-                                                        ``fused``               in cache-resident C kernels
+                                                        ``fused``               in cache-resident C++ kernels
 6    eager       on      dft ok                         DFT              no     transforms as GEMMs on the
                                                                                 channels-last layout
 7    eager       on      zero padding, not causal       FFT_LOWMEM       no     backward keeps x, not its
@@ -49,7 +49,7 @@ per call in training mode or with FiLM conditioning (per-sample kernels).
 :func:`vit5.ops.route.route_op` ``"fft_conv"``, i.e. eager or compiled, fp32 CPU, contiguous
 channels, the library installed and not switched off), channels-last, 2-D, zero padding, not causal, one
 kernel for the batch, each axis at most :data:`FUSED_MAX_SIGNAL`. Rows 5 and 10
-(:mod:`vit5.ops.fftnative`): per sample and 16 channels, one C kernel reads the input in place,
+(:mod:`vit5.ops.fftnative`): per sample and 16 channels, one C++ kernel reads the input in place,
 runs radix-2 transforms packed two channels per complex signal in a cache-resident buffer,
 multiplies by the kernel spectrum and writes ``y`` (eval: ``shortcut * x + y``); the low-memory
 backward runs the same kernel for the input gradient and a sibling for the kernel gradient.

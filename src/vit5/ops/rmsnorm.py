@@ -9,7 +9,7 @@ from the closed form, with ``n = u r`` and ``r = rsqrt(mean(u^2) + eps)`` per ro
 * ``grad_u = r * (g w - n * mean(g w * n))``.
 
 On eager CPU fp32 tensors (:func:`vit5.ops.route.use_kernel`) forward and backward each run as one
-fused C kernel (one read and one write of the rows; the rows may be spread in two levels, as the
+fused ``vit5::rms_norm`` operator (one read and one write of the rows; the rows may be spread in two levels, as the
 per-head q and k of attention's packed projection are: :func:`vit5.ops.native.row_blocks`);
 elsewhere (GPU, bf16, graph capture, ``torch.func``) they run as PyTorch ops, the forward with the plain expression's ops in its
 order. The two paths agree to fp32 rounding (a few ulp); one path gives the same bits with and
@@ -99,7 +99,7 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """``weight * x / sqrt(mean(x^2, -1) + eps)``, statistics in fp32, result in ``x.dtype``.
 
     Differentiable in ``x`` and ``weight`` (``[D]``). Which implementation runs is
-    :mod:`vit5.ops.route`'s choice: the fused C kernels (eager CPU fp32), the closed-form backward
+    :mod:`vit5.ops.route`'s choice: the fused ``vit5::`` kernels (eager CPU fp32), the closed-form backward
     of the module doc (:func:`vit5.ops.route.closed_form_backward`), or the plain expression
     (no autograd, graph capture). All three give the same forward bits but the kernel's (fp32
     rounding, a few ulp).

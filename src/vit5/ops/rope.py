@@ -15,7 +15,7 @@ Two rotations use that table:
 
 Both are ``rot(u)[c] = sign[c] * u[partner[c]]`` for a fixed permutation and signs, so on eager
 CPU fp32 tensors :func:`apply_rope` runs the rotation and its backward as one pass each of the
-``vit5_rope`` kernel (:mod:`vit5.ops.native`), with the PyTorch expression's bits.
+``vit5::rope`` operator (:mod:`vit5.ops.kernels`), with the PyTorch expression's bits.
 """
 
 from __future__ import annotations
@@ -71,8 +71,8 @@ def apply_rope(u: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, impl: str)
 
     The rotation is computed in fp32; the result has the dtype of ``u``. On eager CPU fp32
     tensors (:func:`vit5.ops.route.use_kernel`; ``u`` may be a per-head slice of a packed projection,
-    read in place) the forward pass and its backward each run as one pass of the ``vit5_rope``
-    kernel instead of five and about ten PyTorch ops; they give the bits of the PyTorch
+    read in place) the forward pass and its backward each run as one pass of the ``vit5::rope``
+    operator instead of five and about ten PyTorch ops; they give the bits of the PyTorch
     expression (its two products and their sum; the backward as autograd rounds it), so the two
     paths train alike. Elsewhere (GPU, bf16, graph capture, ``torch.func``, learnable tables,
     double backward) PyTorch ops run.

@@ -43,7 +43,7 @@ def scaled_add(
     """``x + branch * gamma [* mask]``: ``x, branch`` ``[B, ..., D]``, ``gamma`` ``[D]``, ``mask`` ``[B]``.
 
     ``mask`` is a per-sample factor (DropPath's kept-and-rescaled mask). Differentiable in ``x``,
-    ``branch`` and ``gamma``; fused C kernels on eager CPU fp32 tensors of the same shape,
+    ``branch`` and ``gamma``; fused ``vit5::`` kernels on eager CPU fp32 tensors of the same shape,
     PyTorch ops otherwise.
     """
     if use_kernel(

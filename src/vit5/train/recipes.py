@@ -72,12 +72,9 @@ _RECIPES: dict[str, dict[str, dict[str, Any]]] = {
         "schedule": {"epochs": 12, "warmup_epochs": 1},
         "train": {"ema_decay": 0.0},
     },
-    # Measured on 2 CPU cores (README: 0.9004 in 12.3 min): augmentation, registers and extra
-    # regularisation cost more than they bring in a 15-minute budget (20k-image probes: crop-flip
-    # 0.79, flip 0.855 vs none 0.868; full runs: flip 0.8963, drop-path 0.1 0.8976). MLP ratio 2
-    # matches ratio 4 epoch for epoch (0.9004 vs 0.9013) in 20% less time. The tiny model is
-    # elementwise-bound: torch.compile fuses its norms, RoPE, gates and GELU (training step 1.3-1.6x
-    # faster, measured interleaved with eager on 2 loaded cores; about 40-140 s to compile once).
+    # Chosen for a 15-minute CPU budget: no augmentation, registers or extra regularisation, MLP
+    # ratio 2, torch.compile (the tiny model is elementwise-bound). The measurements behind each
+    # choice: benchmarks/results/2026-12-07-recipe-notes.md.
     "fashion-mnist": {
         "model": {"patch_size": 4, "num_registers": 0, "readout": "gap", "mlp_ratio": 2},
         "data": {"batch_size": 64, "augment": "none"},
