@@ -13,14 +13,14 @@ convolutions' own autograd functions and are called only without autograd. Opera
 ``_`` write into the argument their schema marks ``(a!)``.
 
 The functions below (``rms_norm``, ``gate``, ...) are the callers' entry points: thin wrappers
-that call ``torch.ops.vit5.*``. Callers decide with :func:`vit5.ops.native.usable` (eager CPU
+that call ``torch.ops.vit5.*``. Callers decide with :func:`vit5.ops.route.use_kernel` (eager CPU
 fp32, extension loaded) whether one may run; graph capture, ``torch.func`` transforms, GPUs and
 other dtypes take the plain PyTorch path, so exported and FX graphs hold ATen operators only.
 The ``threads`` arguments some wrappers take are not used: the kernels run on PyTorch's intra-op
 threads (``torch.set_num_threads``).
 
 Without the extension (not built, stale record) the ``vit5::`` operators are not defined at
-all, and nothing calls these wrappers (``native.usable`` is False); ``VIT5_NATIVE=0`` or
+all, and nothing calls these wrappers (the route never picks them); ``VIT5_NATIVE=0`` or
 :func:`vit5.ops.native.disabled` leave a loaded extension's operators defined but unused.
 
 ==============================  =============================================================
@@ -279,7 +279,9 @@ def _rope_backward(ctx: Any, grad: torch.Tensor) -> tuple:
             return grad * c + sign * grad[..., index] * s, *none
         # rot's adjoint: rot^T(v)[j] = sign[p] v[p] with p = partner[j]
         return grad * c + (sign * (grad * s))[..., index], *none
-    if not native.usable(strided=(grad,)):
+    from vit5.ops.route import use_kernel  # the route imports this module (via fftnative)
+
+    if not use_kernel("rope", strided=(grad,)):
         grad = grad.contiguous().float()
     return torch.ops.vit5.rope(grad, cos, sin, partner, sign, True), *none
 

@@ -37,7 +37,7 @@ import torch
 from vit5.ops.build_kernels import LIBRARY_NAME, RECORD_NAME, source_hash
 from vit5.ops.capture import is_capturing
 
-__all__ = ["disabled", "library", "on_load", "row_blocks", "status", "threads", "usable"]
+__all__ = ["disabled", "enabled", "library", "on_load", "row_blocks", "status", "threads", "usable"]
 
 HERE = Path(__file__).resolve().parent
 #: The extension's C++ sources (hashed into the record at build time).
@@ -158,14 +158,21 @@ def usable(
     """Whether the kernels may run on ``tensors`` (contiguous), ``strided`` (rows addressed in two
     levels, :func:`row_blocks`) and ``any_layout`` (read through their strides): eager CPU fp32, not under a
     ``torch.func`` transform, not disabled, and the library available."""
-    if getattr(_switch, "off", False) or is_capturing():
+    if is_capturing():
         return False
     for t in (*tensors, *strided, *any_layout):
         if t.device.type != "cpu" or t.dtype != torch.float32:
             return False
     if not all(t.is_contiguous() for t in tensors) or any(row_blocks(t) is None for t in strided):
         return False
-    return not _unavailable()
+    return enabled()
+
+
+def enabled() -> bool:
+    """Whether the kernels may run at all here: not switched off (``VIT5_NATIVE=0``,
+    :func:`disabled` in this thread) and the library loaded (else one warning per process). The
+    tensor and capture checks are the caller's (:func:`usable`, :func:`vit5.ops.route.use_kernel`)."""
+    return not getattr(_switch, "off", False) and not _unavailable()
 
 
 def threads() -> int:

@@ -108,7 +108,7 @@ def _library_loaded() -> bool:
 def _installed(capture: str) -> bool:
     """The library, asked last (its warning comes only where a kernel would have run)."""
     if capture == "eager":
-        return native.usable()  # not switched off (env or disabled()), built and loaded
+        return native.enabled()  # not switched off (env or disabled()), built and loaded
     return _library_loaded()
 
 
