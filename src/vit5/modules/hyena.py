@@ -13,6 +13,7 @@ from vit5.config import LazyConfig, instantiate
 from vit5.modules.hooks import fast_path_allowed, has_hooks, shares_storage
 from vit5.modules.norms import L2Norm
 from vit5.ops.capture import is_capturing
+from vit5.ops.conv import conv2d
 from vit5.ops.gates import gate as fused_gate
 from vit5.ops.route import use_kernel
 
@@ -42,6 +43,20 @@ def _check_width(module: nn.Module, name: str, width: int) -> None:
         )
 
 
+def _short_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)``; a plain zero-padded ``nn.Conv2d`` without hooks goes through
+    :func:`vit5.ops.conv.conv2d` (the same forward; under ``torch.compile`` its backward keeps the
+    channels-last layout, see there)."""
+    if (
+        type(conv) is nn.Conv2d
+        and conv.padding_mode == "zeros"
+        and not isinstance(conv.padding, str)
+        and not has_hooks(conv)
+    ):
+        return conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+    return conv(x)
+
+
 def _packed(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
     """``cat([q, k, v], -1)``, without a copy when they are adjacent channel slices of one tensor.
 
@@ -50,7 +65,8 @@ def _packed(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torc
     routes the gradient of every chunk to the base). Without autograd any of the three can
     address the shared storage (views made under ``torch.inference_mode`` have no ``_base``).
     Under graph capture (compile, export, FX) it is a plain ``cat``: pointer arithmetic cannot be
-    traced, and a compiler removes the copy itself.
+    traced (``QKVSequenceMixer`` passes its packed projection to :meth:`Hyena.forward_packed`
+    instead, with no concatenation at all).
     """
     if is_capturing():
         return torch.cat([query, key, value], dim=-1)
@@ -237,11 +253,25 @@ class Hyena(nn.Module):
             raise ValueError(f"Hyena expects channels-last inputs [B, *S, {c}], got {tuple(query.shape)}")
         if isinstance(self.short_conv, nn.Identity):
             return self._gated(query, key, value, conditioning)
+        return self.forward_packed(_packed(query, key, value), conditioning)
+
+    def forward_packed(self, qkv: torch.Tensor, conditioning: torch.Tensor | None = None) -> torch.Tensor:
+        """:meth:`forward` of ``cat([query, key, value], -1)`` ``[B, *S, 3C]`` (what
+        ``QKVSequenceMixer``'s projection gives, so no concatenating copy is made, also not under
+        graph capture). Runs the module's code only: forward hooks and pre-hooks of this module
+        do not fire (the mixer calls :meth:`forward` when it has any)."""
+        c = self.hidden_dim
+        if qkv.ndim < 3 or qkv.shape[-1] != 3 * c:
+            raise ValueError(
+                f"Hyena expects a packed channels-last [B, *S, {3 * c}] input, got {tuple(qkv.shape)}"
+            )
+        if isinstance(self.short_conv, nn.Identity):
+            q, k, v = qkv.split(c, dim=-1)
+            return self._gated(q, k, v, conditioning)
         # Everything runs channels-last: the depthwise short conv gets a [B, 3C, *S] view whose
         # memory is channels-last (oneDNN's native layout for depthwise convs), so there is no
         # transposing copy before the long convolution.
-        qkv = _packed(query, key, value)  # (B, *S, 3C)
-        u = self.short_conv(qkv.movedim(-1, 1)).movedim(1, -1)  # (B, *S, 3C)
+        u = _short_conv(self.short_conv, qkv.movedim(-1, 1)).movedim(1, -1)  # (B, *S, 3C)
         q, k, v = u.split(c, dim=-1)  # (B, *S, C) each
         return self._gated(q, k, v, conditioning)
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from vit5._validation import boolean, check_last_dim, positive_int
 from vit5.config import build_callable, instantiate
+from vit5.modules.hooks import has_hooks
 
 __all__ = ["QKVSequenceMixer"]
 
@@ -70,9 +71,14 @@ class QKVSequenceMixer(nn.Module):
 
     def forward(self, x: torch.Tensor, conditioning: torch.Tensor | None = None) -> torch.Tensor:
         check_last_dim("QKVSequenceMixer", x, self.hidden_dim)
-        q, k, v = self.qkv_proj(x).split(self.hidden_dim, dim=-1)  # (B, *S, D) each
+        qkv = self.qkv_proj(x)  # (B, *S, 3D)
         # conditioning is only passed when given, so mixers without that keyword also work
         extra = {} if conditioning is None else {"conditioning": conditioning}
+        packed = getattr(self.mixer, "forward_packed", None)
+        if packed is not None and not has_hooks(self.mixer):
+            # the mixer's own code on the packed projection: no split and re-concatenation
+            return self.out_proj(packed(qkv, **extra))  # (B, *S, D)
+        q, k, v = qkv.split(self.hidden_dim, dim=-1)  # (B, *S, D) each
         return self.out_proj(self.mixer(q, k, v, **extra))  # (B, *S, D)
 
     def flop_count(self, spatial_dims: Sequence[int], inference: bool = False) -> int:

@@ -23,7 +23,9 @@ condition        why
 capture mode     :data:`KERNEL_CAPTURE`: every kernel eagerly; the FFT convolution also under
                  ``torch.compile``, where its operators stay in the graph (they beat the code the
                  compiler generates from ``torch.fft``); elementwise chains (norms, gates, residual
-                 adds, RoPE) the compiler fuses itself. ``torch.export`` / ONNX / FX graphs and
+                 adds, RoPE) the compiler fuses itself. ``vit5::conv2d_backward`` runs only under
+                 ``torch.compile`` (:mod:`vit5.ops.conv`: it keeps the eager layouts of the
+                 short convolution's backward). ``torch.export`` / ONNX / FX graphs and
                  ``torch.func`` transforms get ATen operators only.
 device, dtype    CPU, float32 (the kernels' only build); GPUs take the reference's ``torch.fft``
                  and PyTorch ops.
@@ -31,7 +33,8 @@ layout           each operator's own: contiguous, rows in two levels
                  (:func:`vit5.ops.native.row_blocks`) or any strides; shape conditions of the call.
 installed        the library was built at install time for this torch and these sources, and is
                  not switched off (``VIT5_NATIVE=0``, :func:`vit5.ops.native.disabled` in eager
-                 mode).
+                 mode). Operators written with PyTorch ops (:data:`PYTORCH_OPERATORS`) need no
+                 library.
 ===============  ===================================================================================
 
 Grad mode does not enter the operator route: each kernel's forward gives the same bits with and
@@ -51,6 +54,7 @@ from vit5.ops.longconv_plan import CAPTURE_MODES, LongConvPlan, plan_long_conv
 __all__ = [
     "KERNEL",
     "KERNEL_CAPTURE",
+    "PYTORCH_OPERATORS",
     "TORCH",
     "closed_form_backward",
     "route_long_conv",
@@ -63,14 +67,18 @@ KERNEL, TORCH = "kernel", "torch"
 #: Operator -> the capture modes in which its kernel may run.
 KERNEL_CAPTURE: dict[str, tuple[str, ...]] = {
     "rms_norm": ("eager",),
-    "gate": ("eager",),
+    "gate": ("eager", "compile"),
     "scaled_add": ("eager",),
     "scaled_add_into": ("eager",),
     "rope": ("eager",),
     "complex_product": ("eager",),
     "complex_product_sum": ("eager",),
     "fft_conv": ("eager", "compile"),
+    "conv2d_backward": ("compile",),
 }
+
+#: Operators implemented with PyTorch ops (``torch.library.custom_op``), not by the library.
+PYTORCH_OPERATORS = frozenset({"conv2d_backward"})
 
 
 def route_op(
@@ -140,7 +148,8 @@ def use_kernel(
     if not all(t.is_contiguous() for t in contiguous) or any(native.row_blocks(t) is None for t in strided):
         return False
     facts = dict(capture=capture, device="cpu", dtype=torch.float32, layout_ok=True)
-    return route_op(op, **facts, installed=_installed(capture)) == KERNEL
+    installed = op in PYTORCH_OPERATORS or _installed(capture)
+    return route_op(op, **facts, installed=installed) == KERNEL
 
 
 def closed_form_backward() -> bool:
