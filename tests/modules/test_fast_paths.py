@@ -22,7 +22,8 @@ D = 6
 
 
 def _uncached(conv: CKConvND, x: torch.Tensor) -> torch.Tensor:
-    """The output computed from a freshly generated kernel (cache emptied first)."""
+    """The output computed from a freshly generated kernel (cache emptied first): the same path as
+    a cached call, so a correct cache is a no-op and gives the same bits."""
     conv._spectrum_cache = None
     with torch.no_grad():
         y = conv(x)
