@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vit5.ops import fftplan
+from vit5.ops import fftplan, native
 from vit5.ops.fftconv import (
     apply_spectrum,
     fft_conv,
@@ -249,9 +249,11 @@ def test_lowmem_backward_matches_autograd_in_any_chunking(
         xi = (x.movedim(1, -1).contiguous() if channels_last else x.clone()).requires_grad_()
         ki = kernel.clone().requires_grad_()
         y = fft_conv_zero_lowmem(xi, ki, channels_last=channels_last)
-        # another implementation of the forward (chunked; the fused kernel for channels-last 2-D):
-        # equal to fp32 rounding of the transforms
-        torch.testing.assert_close(y.detach(), fft_conv_zero(x, kernel), rtol=1e-5, atol=1e-5)
+        if channels_last and len(size) == 2 and not per_sample and native.library() is not None:
+            # the fused kernel, another implementation: equal to fp32 rounding of the transforms
+            torch.testing.assert_close(y.detach(), fft_conv_zero(x, kernel), rtol=1e-5, atol=1e-5)
+        else:  # the same computation (apply_spectrum): the training forward whose bits eval gives
+            assert torch.equal(y.detach(), fft_conv_zero(x, kernel))
         (y * weight).sum().backward()
         grad_x = xi.grad.movedim(-1, 1) if channels_last else xi.grad
         torch.testing.assert_close(grad_x, xr.grad, rtol=1e-5, atol=1e-4)

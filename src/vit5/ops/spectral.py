@@ -5,8 +5,8 @@ and export) and the kernels' reference tests build on these:
 
 * :func:`complex_product` — ``a * b`` or ``a * conj(b)`` on real and imaginary planes, each real
   product and each sum rounded once (no fused multiply-add). :func:`vit5.ops.fftplan._cmul` is
-  the same product on complex tensors (the same bits, ``tests/ops/test_spectral.py``); the C
-  kernel ``vit5::complex_product_`` agrees to fp32 rounding.
+  the same product on complex tensors; it and the C kernel ``vit5::complex_product_`` agree with
+  it to fp32 rounding (``tests/ops/test_spectral.py``).
 * :func:`dft_angles` — the phases ``2 pi (r c mod F) / F`` of DFT matrices, reduced modulo the
   transform size in integers and computed in fp64 (exact arguments, so the matrices of
   :mod:`vit5.ops.dftconv` and :mod:`vit5.ops.tracedconv` are as exact as fp32 allows).
