@@ -276,6 +276,7 @@ def test_parity_with_reference(D, H, gh, gw, R, cls, qk, bias):
     T = gh * gw + cls + R
     x = torch.randn(2, T, D)
     assert_parity(ours(x), reference(x))
+    # the rotation tables are data: the reference's values exactly
     assert torch.equal(ours.rope_cos, reference.rope_cos) and torch.equal(ours.rope_sin, reference.rope_sin)
     assert ours.flop_count(T) == reference.flop_count(T)
     for name in (

@@ -131,7 +131,7 @@ def test_inference_residuals_in_place_give_the_plain_bits_and_leave_the_input_al
         with context():
             plain = _plain(block, x)
             fast = block(x)
-        assert torch.equal(fast, plain)
+        assert torch.equal(fast, plain)  # in-place residuals: the out-of-place (training) bits
         assert torch.equal(x, original)  # the caller's tokens are never written
     if mixer == "attention":
         with torch.no_grad():

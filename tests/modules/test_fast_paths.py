@@ -22,7 +22,8 @@ D = 6
 
 
 def _uncached(conv: CKConvND, x: torch.Tensor) -> torch.Tensor:
-    """The output computed from a freshly generated kernel (cache emptied first)."""
+    """The output computed from a freshly generated kernel (cache emptied first): the same path as
+    a cached call, so a correct cache is a no-op and gives the same bits."""
     conv._spectrum_cache = None
     with torch.no_grad():
         y = conv(x)
@@ -250,7 +251,7 @@ def test_hyena_inference_gates_in_place_give_the_plain_bits(gates, short_conv) -
         plain = hyena(q, k, v)
         handle.remove()
         separate = hyena(*(t.clone() for t in (q, k, v)))
-    assert torch.equal(fast, plain) and torch.equal(fast, separate)
+    assert torch.equal(fast, plain) and torch.equal(fast, separate)  # eval's in-place gates: training's bits
     assert all(torch.equal(t, o) for t, o in zip((q, k, v), originals))
 
 

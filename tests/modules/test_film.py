@@ -99,7 +99,7 @@ def test_parity_with_reference(init_type: str) -> None:
     torch.manual_seed(0)
     ours = KernelFiLMGenerator(**kw)
     for key, value in ref.state_dict().items():
-        assert torch.equal(ours.state_dict()[key], value), key
+        assert torch.equal(ours.state_dict()[key], value), key  # same init, same RNG order
     randomize_(ref)
     copy_state(ref, ours)
     c = torch.randn(2, 5)

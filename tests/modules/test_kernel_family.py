@@ -80,6 +80,7 @@ def test_kernel_parity_with_the_reference(name):
         assert_parity(grid, their_grid)
     for buffer in ("omega_0_per_row", "omega_0_per_block"):
         if hasattr(reference, buffer):
+            # constant tables: the reference's values exactly
             assert torch.equal(getattr(ours, buffer), getattr(reference, buffer))
 
 
@@ -116,6 +117,7 @@ def test_learnable_scale_is_clamped_like_the_reference():
         reference.positional_embedding.omega_0_scale.copy_(torch.linspace(-1, 3, 8))
     copy_state(reference, ours)
     assert_parity(ours((4, 4))[0], reference(seq_lens=(4, 4))[0])
+    # the same clamp on the same parameter: exact
     assert torch.equal(ours.positional_embedding.omega_0_scale, reference.positional_embedding.omega_0_scale)
     assert float(ours.positional_embedding.omega_0_scale.detach().min()) == pytest.approx(1e-2)
 

@@ -101,7 +101,10 @@ def test_masks_broadcast_over_per_sample_kernels_and_keep_dtype() -> None:
         x = torch.randn(3, 9, 7, 4).bfloat16()
         out = mask(grid, x)
         assert out.shape == x.shape and out.dtype == torch.bfloat16
-        assert torch.equal(out[1:2], mask(grid, x[1:2]))
+        # a sample alone: another split of the vectorised loops (exp may round differently in the
+        # scalar tail), so equal to rounding; bf16 output: within one bf16 step
+        alone = mask(grid, x[1:2])
+        torch.testing.assert_close(out[1:2].float(), alone.float(), rtol=2**-7, atol=1e-6)
 
 
 @pytest.mark.parametrize(

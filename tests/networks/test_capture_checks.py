@@ -81,6 +81,7 @@ def test_fx_symbolic_trace_of_the_network_with_blocks_as_leaves():
     x = torch.randn(2, 16, 16, 3)
     with torch.no_grad():
         expected = model.forward_head(model.forward_features(x))  # FX runs the full last block
-        assert torch.equal(traced({"input": x})["logits"], expected)
+        # the traced glue records PyTorch ops where eager may run fused kernels: fp32 rounding
+        torch.testing.assert_close(traced({"input": x})["logits"], expected, rtol=1e-5, atol=1e-5)
     called = [node.target for node in graph.nodes if node.op == "call_module"]
     assert [t for t in called if t.startswith("blocks.")] == ["blocks.0", "blocks.1"]

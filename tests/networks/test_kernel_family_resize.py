@@ -44,7 +44,7 @@ def test_resize_keeps_the_kernel_class_and_weights(cls, arguments, mode):
     kinds = {type(module) for module in model.modules()}
     assert cls in kinds
     same = resize_model(model, 16, config=cfg, hyena_kernel=mode)
-    assert torch.equal(logits(same, 16), logits(model, 16))
+    assert torch.equal(logits(same, 16), logits(model, 16))  # same size: a no-op
     resized = resize_model(model, 24, config=cfg, hyena_kernel=mode)
     assert cls in {type(module) for module in resized.modules()}
     out = logits(resized, 24)
@@ -53,6 +53,7 @@ def test_resize_keeps_the_kernel_class_and_weights(cls, arguments, mode):
         rebuilt = rebuild_at_resolution(model, 24, config=cfg)  # a fine-tune's start at a new size
         assert cls in {type(module) for module in rebuilt.modules()}
         assert torch.isfinite(logits(rebuilt, 24)).all()
+        # same size: a no-op
         assert torch.equal(logits(rebuild_at_resolution(model, 16, config=cfg), 16), logits(model, 16))
 
 

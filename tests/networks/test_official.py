@@ -253,6 +253,7 @@ def test_new_head_keeps_the_features():
     assert torch.count_nonzero(fine_tune.out_proj.bias) == 0
     x = images(32).permute(0, 2, 3, 1)
     with torch.no_grad():
+        # a new head leaves the backbone untouched
         assert torch.equal(original.forward_features(x), fine_tune.forward_features(x))
     same = load_official_vit5(sd, "small", num_classes=1000)
     assert torch.equal(same.out_proj.weight, original.out_proj.weight)

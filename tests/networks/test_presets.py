@@ -78,6 +78,7 @@ def test_every_preset_runs_and_trains(name, tmp_path):
     again.load_state_dict(torch.load(path, weights_only=True), strict=True)
     model.eval(), again.eval()
     with torch.no_grad():
+        # state_dict save / load round trip: the same bits
         assert torch.equal(model({"input": x})["logits"], again({"input": x})["logits"])
 
 
@@ -204,8 +205,10 @@ def test_features_for_downstream_tasks(name):
             True,
             True,
         ]
+        # the same blocks on the same input: the same bits
         assert torch.equal(model.forward_intermediates({"input": x}, [-1])[0], maps[-1])
         last_two = model.forward_intermediates(x, 2)
+        # the same blocks on the same input: the same bits
         assert torch.equal(last_two[0], maps[2]) and torch.equal(last_two[1], maps[3])
         normed = model.forward_intermediates(x, [-1], norm=True)[0]
         assert torch.allclose(normed, model.out_norm(maps[-1].permute(0, 2, 3, 1)).permute(0, 3, 1, 2))

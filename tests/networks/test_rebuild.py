@@ -57,12 +57,14 @@ def test_rebuilt_network_equals_a_network_built_at_that_size(preset, new_size):
     built.load_state_dict(state)
     x = torch.randn(2, new_size, new_size, 3)
     with torch.no_grad():
+        # the same model, the same weights: the same bits
         assert torch.equal(rebuilt({"input": x})["logits"], built({"input": x})["logits"])
     # both config forms give the same network
     tree = rebuild_at_resolution(
         model, new_size, config=model_config(preset, image_size=32, siren_hidden_dim=8)
     )
     with torch.no_grad():
+        # the same model, the same weights: the same bits
         assert torch.equal(tree({"input": x})["logits"], built({"input": x})["logits"])
 
 

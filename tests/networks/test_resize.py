@@ -112,7 +112,7 @@ def test_resize_config_of_a_network_tree_matches_the_preset_path():
         b = trained(resize_config(call, 24, hyena_kernel=mode))
         state = resize_state_dict(model.state_dict(), 6)
         a.load_state_dict(state), b.load_state_dict(state)
-        assert torch.equal(logits(a, 24), logits(b, 24)), mode
+        assert torch.equal(logits(a, 24), logits(b, 24)), mode  # the same model either way: the same bits
     resized = resize_config(tree, 24)
     kernel = resized.layer_types["H"].sequence_mixer_cfg.inner_mixer_cfg.mixer_cfg.global_conv_cfg.kernel_cfg
     assert kernel["__target__"].endswith("ResampledSIRENKernelND")
@@ -132,7 +132,7 @@ def test_same_size_is_the_identity_and_other_sizes_run(name, mode):
     cfg = model_config(name, **SMALL)
     model = trained(cfg)
     same = resize_model(model, 16, config=cfg, hyena_kernel=mode)
-    assert torch.equal(logits(same, 16), logits(model, 16))
+    assert torch.equal(logits(same, 16), logits(model, 16))  # same size: a no-op
     for size in (12, 20, 28):
         resized = resize_model(model, size, config=cfg, hyena_kernel=mode)
         g = size // 4

@@ -109,9 +109,9 @@ def test_features_and_intermediates():
         maps = model.forward_intermediates(x, indices=[1, -1], intermediates_only=True)
         assert [m.shape for m in maps] == [(2, 32, 4, 4)] * 2
         final, nlc = model.forward_intermediates(x, indices=2, output_fmt="NLC")
-        assert torch.equal(final, model.forward_features(x))
+        assert torch.equal(final, model.forward_features(x))  # the same computation: the same bits
         assert [m.shape for m in nlc] == [(2, 16, 32)] * 2
-        assert torch.equal(nlc[1], maps[1].flatten(2).transpose(1, 2))
+        assert torch.equal(nlc[1], maps[1].flatten(2).transpose(1, 2))  # a reshape: exact
     extractor = timm.create_model(
         "vit5_tiny_hybrid_patch4_32",
         img_size=16,
@@ -124,7 +124,7 @@ def test_features_and_intermediates():
     with torch.no_grad():
         features = extractor(x)
     assert [f.shape for f in features] == [(2, 32, 4, 4)] * 2
-    assert torch.equal(features[1], maps[1])
+    assert torch.equal(features[1], maps[1])  # the same blocks, the same weights: the same bits
     assert extractor.feature_info.channels() == [32, 32] and extractor.feature_info.reduction() == [4, 4]
 
 
@@ -139,7 +139,7 @@ def test_pretrained_official_file(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         full = expected.forward_head(expected.forward_features(x.permute(0, 2, 3, 1)))
-        assert torch.equal(model(x), full)
+        assert torch.equal(model(x), full)  # the checkpoint loads as the official model does
     assert model.pretrained_cfg["input_size"] == (3, 32, 32)  # the checkpoint's size, not the preset's
     resized = timm.create_model(
         "vit5_small_patch16_224", pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / "official.pth")),
@@ -160,4 +160,4 @@ def test_pretrained_vit5_file(tmp_path):
                               pretrained_cfg_overlay=dict(file=str(tmp_path / "run.ckpt"))).eval()  # fmt: skip
     x = torch.randn(2, 3, 16, 16)
     with torch.no_grad():
-        assert torch.equal(model(x), source(x))
+        assert torch.equal(model(x), source(x))  # checkpoint round trip: the same bits

@@ -142,7 +142,9 @@ def check_forward_fx(name: str, **overrides) -> None:
         expected = model(x)
         traced = _fx_model(model)
         out = torch.cat(tuple(traced(x).values()))
-    assert torch.equal(out, expected) and not torch.isnan(out).any()
+    # FX records PyTorch ops where eager may run a fused kernel: equal to fp32 rounding
+    assert not torch.isnan(out).any()
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
 
 
 def check_backward_fx(name: str, **overrides) -> None:

@@ -15,7 +15,7 @@ class _ModeScaled(torch.nn.Module):
 
 
 def test_capture_mode_names_each_capture_system() -> None:
-    module, x = _ModeScaled(), torch.ones(2)
+    module, x = _ModeScaled(), torch.ones(2)  # products of small integers: exact
     assert torch.equal(module(x), x)
     assert torch.equal(torch.fx.symbolic_trace(module)(x), 2 * x)
     assert torch.equal(torch.export.export(module, (x,)).module()(x), 3 * x)

@@ -215,6 +215,7 @@ def test_cached_spectrum_gives_the_bits_of_the_training_forward(
     with torch.no_grad():
         cached = dft_conv_spectrum(x, spectrum, plan, shortcut=skip)
         uncached = dft_conv(x, kernel, plan, shortcut=skip)  # no autograd: the same forward
+    # promise: eval forwards (cached spectrum; per-sample kernels build it per call) give the training bits
     assert torch.equal(cached, trained.detach()) and torch.equal(uncached, cached)
     expected = skip.double() * x.detach().double() + _reference(
         x.detach().double(), kernel.detach().double(), causal

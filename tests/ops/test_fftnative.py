@@ -64,28 +64,35 @@ def test_kernel_spectrum_reads_any_strides_and_any_crop_start() -> None:
     for starts in [(7, 7), (6, 8), (8, 6)]:  # crops the 16-point transforms keep alias-free
         plan = dataclasses.replace(plan_fft_conv((8, 8), (15, 15), (False, False)), starts=starts)
         y = fftnative.convolve(x, fftnative.spectrum(kernel, plan), plan)
-        assert torch.equal(fftnative.spectrum(kernel, plan), fftnative.spectrum(kernel.contiguous(), plan))
+        # channels-last and channels-first reads of one kernel: equal to fp32 rounding
+        strided, contiguous = fftnative.spectrum(kernel, plan), fftnative.spectrum(kernel.contiguous(), plan)
+        torch.testing.assert_close(strided, contiguous, rtol=1e-5, atol=2e-4)
         expected = direct(x, kernel, starts)
         assert (y.double() - expected).abs().max() <= 2e-6 * expected.abs().max()
 
 
-def test_bits_do_not_depend_on_batch_channels_or_threads() -> None:
+def test_values_do_not_depend_on_batch_channels_or_threads() -> None:
+    """Other batch sizes, channel counts and thread splits partition the work differently:
+    equal to fp32 rounding (the same bits on this code, not promised). The tolerance is 10x the
+    transforms' round-off measured against an fp64 direct convolution here (1.8e-5 absolute,
+    outputs up to 66)."""
     torch.manual_seed(2)
     x = torch.randn(3, 16, 16, 40)
     kernel = torch.randn(1, 40, 31, 31)
     plan = plan_fft_conv((16, 16), (31, 31), (False, False))
     spec = fftnative.spectrum(kernel, plan)
     whole = fftnative.convolve(x, spec, plan)
-    assert torch.equal(fftnative.convolve(x[1:2], spec, plan), whole[1:2])
+    torch.testing.assert_close(fftnative.convolve(x[1:2], spec, plan), whole[1:2], rtol=1e-5, atol=2e-4)
     first_groups = fftnative.spectrum(kernel[:, :32], plan)
-    assert torch.equal(fftnative.convolve(x[..., :32], first_groups, plan), whole[..., :32])
+    first = fftnative.convolve(x[..., :32], first_groups, plan)
+    torch.testing.assert_close(first, whole[..., :32], rtol=1e-5, atol=2e-4)
     previous = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
         one = fftnative.convolve(x, fftnative.spectrum(kernel, plan), plan)
     finally:
         torch.set_num_threads(previous)
-    assert torch.equal(one, whole)
+    torch.testing.assert_close(one, whole, rtol=1e-5, atol=2e-4)
 
 
 def test_sizes_are_powers_of_two_of_at_least_twice_the_signal() -> None:

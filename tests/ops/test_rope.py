@@ -36,7 +36,7 @@ def _run(u: torch.Tensor, grad: torch.Tensor, cos, sin, impl: str, fused: bool):
 
 @pytest.mark.parametrize("impl", ROPE_IMPLS)
 @pytest.mark.parametrize("packed", [False, True], ids=["contiguous", "packed-qkv-slice"])
-def test_kernel_gives_the_bits_of_the_pytorch_path_forward_and_backward(impl, packed) -> None:
+def test_kernel_matches_the_pytorch_path_forward_and_backward(impl, packed) -> None:
     generator = torch.Generator().manual_seed(0)
     batch, tokens, heads, head_dim = 2, 11, 3, 16
     shape = (batch, tokens, 3, heads, head_dim) if packed else (batch, tokens, heads, head_dim)

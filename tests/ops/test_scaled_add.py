@@ -82,6 +82,7 @@ def test_in_place_form_writes_the_plain_bits_over_the_branch(fused) -> None:
     pointer = branch.data_ptr()
     with torch.profiler.profile() as prof, contextlib.nullcontext() if fused else native.disabled():
         out = scaled_add_into_branch(x, branch, gamma)
+    # promise: the in-place inference residual gives the bits of the training forward's x + branch * gamma
     assert out.data_ptr() == pointer and torch.equal(out, expected) and torch.equal(branch, expected)
     assert any(e.name == "vit5::scaled_add_into_" for e in prof.events()) == (
         fused and native.library() is not None

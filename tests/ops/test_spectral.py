@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vit5.ops.fftplan import _cmul
-from vit5.ops.spectral import complex_product, dft_angles, phase_ramp
+from vit5.ops.spectral import complex_product, dft_angles, dft_matrix, phase_ramp
 
 
 @pytest.mark.parametrize("conjugate", [False, True])
@@ -27,17 +27,18 @@ def test_complex_product_against_complex128(conjugate: bool) -> None:
 
 
 def test_the_complex_tensor_form_is_the_same_definition() -> None:
-    """fftplan._cmul (complex64 tensors, used by the eager FFT path) gives the bits of the
-    planar definition: every real product and sum rounded once, whatever the tensor length."""
+    """fftplan._cmul (complex64 tensors, used by the eager FFT path) is the planar definition:
+    every real product and sum rounded once, whatever the tensor length. Two implementations
+    (complex tensors, real planes): equal to fp32 rounding (a fused multiply-add would differ by
+    one rounding of a product)."""
     generator = torch.Generator().manual_seed(1)
     for n in (1, 7, 64, 1001):
         a = torch.complex(*torch.randn(2, 3, n, generator=generator))
         b = torch.complex(*torch.randn(2, 1, n, generator=generator))
         re, im = complex_product(a.real, a.imag, b.real, b.imag)
         got = _cmul(a, b)
-        assert torch.equal(got.real, re.expand_as(got.real)) and torch.equal(
-            got.imag, im.expand_as(got.imag)
-        ), n
+        torch.testing.assert_close(got.real, re.expand_as(got.real), rtol=1e-6, atol=1e-5, msg=str(n))
+        torch.testing.assert_close(got.imag, im.expand_as(got.imag), rtol=1e-6, atol=1e-5, msg=str(n))
 
 
 def test_dft_angles_reduce_the_phase_in_integers() -> None:
@@ -48,6 +49,30 @@ def test_dft_angles_reduce_the_phase_in_integers() -> None:
     for i, r in enumerate(rows.tolist()):
         for j, c in enumerate(cols.tolist()):
             assert angles[i, j].item() == pytest.approx(2 * math.pi * ((r * c) % 1025) / 1025, abs=1e-12)
+
+
+@pytest.mark.parametrize("size, n, start", [(8, 5, 0), (9, 9, 0), (27, 14, 13), (16, 7, 3)], ids=str)
+def test_dft_matrix_is_the_transform_of_torch_fft(size: int, n: int, start: int) -> None:
+    """Forward tables times ``n`` positions are ``rfft`` / ``fft`` of the zero-padded signal; the
+    inverse tables give the window ``[start, start + n)`` of ``irfft`` / ``ifft`` (fp64: round-off)."""
+    generator = torch.Generator().manual_seed(size)
+    x = torch.randn(n, generator=generator, dtype=torch.float64)
+    positions = torch.arange(n, dtype=torch.int64)
+    for real, transform in ((True, torch.fft.rfft), (False, torch.fft.fft)):
+        re, im = dft_matrix(size, positions, real)
+        assert re.dtype == torch.float64 and re.shape == (size // 2 + 1 if real else size, n)
+        torch.testing.assert_close(
+            torch.complex(re @ x, im @ x), transform(x, n=size), rtol=1e-10, atol=1e-10
+        )
+    window = torch.arange(start, start + n, dtype=torch.int64)
+    spectrum = torch.fft.rfft(torch.randn(size, generator=generator, dtype=torch.float64))
+    re, im = dft_matrix(size, window, True, inverse=True)  # (F', n)
+    expected = torch.fft.irfft(spectrum, n=size)[start : start + n]
+    torch.testing.assert_close(spectrum.real @ re - spectrum.imag @ im, expected, rtol=1e-10, atol=1e-10)
+    full = torch.fft.fft(torch.randn(size, generator=generator, dtype=torch.float64))
+    re, im = dft_matrix(size, window, False, inverse=True)  # (F, n)
+    got = torch.complex(full.real @ re - full.imag @ im, full.real @ im + full.imag @ re)
+    torch.testing.assert_close(got, torch.fft.ifft(full)[start : start + n], rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize(

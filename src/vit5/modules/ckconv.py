@@ -73,8 +73,8 @@ class CKConvND(nn.Module):
         grid_type: ``"double"``, ``"single"``, or ``None`` with a per-axis ``fft_padding`` list.
         fft_padding: ``"zero"``, ``"circular"`` (any case) or one of those per axis.
         is_causal: Causal 1D convolution.
-        use_chunked_fftconv: Process channels in chunks of :data:`CHUNK_SIZE` (same result, less
-            memory); not available with ``fft_padding="circular"``.
+        use_chunked_fftconv: Process channels in chunks of :data:`CHUNK_SIZE` (less memory; equal
+            to fp32 rounding); not available with ``fft_padding="circular"``.
         fft_backend: ``"torch_fft"``. Other names (the reference's CUDA ``"subq_ops"``,
             ``"subq_ops_fused"``) are accepted, warned about once per name, and run the PyTorch FFT path in fp32.
 

@@ -122,8 +122,9 @@ class TimmViT5(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Images ``[B, C, H, W]`` -> logits ``[B, num_classes]``: ``forward_head(forward_features(x))``
-        as in timm's ViTs, so an FX-traced copy computes bit for bit the same (the network's own
-        ``forward`` may run the last block for the read tokens only, equal up to rounding)."""
+        as in timm's ViTs, so an FX-traced copy computes the same values to fp32 rounding (the
+        network's own ``forward`` may run the last block for the read tokens only, equal up to
+        rounding)."""
         return self.forward_head(self.forward_features(x))
 
     def get_classifier(self) -> nn.Module:
@@ -335,6 +336,7 @@ def configure(
 # FX feature extraction (timm's and torchvision's tracers given timm's notrace lists) keeps each
 # block and RMSNorm as one call: block outputs are the feature maps users take, and the eager
 # fast paths and checks (RMSNorm's fused CPU kernel among them) stay out of the traced graph, so
-# a traced model computes what the eager one does, bit for bit.
+# a traced model computes what the eager one does (to fp32 rounding: the traced glue between the
+# blocks records PyTorch ops).
 register_notrace_module(ViT5ResidualBlock)
 register_notrace_module(RMSNorm)

@@ -52,7 +52,7 @@ from vit5.ops.fftplan import FFTConvPlan, apply_spectrum, chunk_slices, kernel_s
 from vit5.ops.longconv_plan import DFT_MAX_DIM
 from vit5.ops.recorded import recorded_vjp, recording
 from vit5.ops.route import use_kernel
-from vit5.ops.spectral import complex_product, dft_angles
+from vit5.ops.spectral import complex_product, dft_matrix
 
 __all__ = [
     "DFT_MAX_DIM",
@@ -73,7 +73,8 @@ def dft_supported(plan: FFTConvPlan) -> bool:
 def _matrices(
     n: int, taps: int, size: int, start: int, real: bool, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(forward for n inputs, forward for taps inputs, inverse keeping outputs start..start+n-1)``.
+    """``(forward for n inputs, forward for taps inputs, inverse keeping outputs start..start+n-1)``:
+    the tables of :func:`vit5.ops.spectral.dft_matrix` laid out as real matrices.
 
     ``real``: the axis of the real transform (``F' = size // 2 + 1`` frequencies; forward
     ``[2 F', n]`` with rows ``(f, re|im)``, inverse ``[n, 2 F']`` with columns ``(f, re|im)`` and
@@ -88,23 +89,22 @@ def _matrices(
 def _build_matrices(
     n: int, taps: int, size: int, start: int, real: bool, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    f = torch.arange(size // 2 + 1 if real else size, dtype=torch.int64)
+    def complex_block(re: torch.Tensor, im: torch.Tensor) -> torch.Tensor:
+        """``(re + i im) (p_re + i p_im)`` as the real ``[[re, -im], [im, re]]`` acting on ``(p_re | p_im)``."""
+        return torch.cat([torch.cat([re, -im], 1), torch.cat([im, re], 1)], 0)
 
     def forward(length: int) -> torch.Tensor:
-        angle = dft_angles(f, torch.arange(length, dtype=torch.int64), size)  # (F', length)
-        cos, sin = torch.cos(angle), torch.sin(angle)
-        if real:  # e^{-i a} x = x cos a - i x sin a
-            return torch.stack([cos, -sin], dim=1).reshape(-1, length)  # (2F', length)
-        return torch.cat([torch.cat([cos, sin], 1), torch.cat([-sin, cos], 1)], 0)  # (2F, 2 length)
+        re, im = dft_matrix(size, torch.arange(length, dtype=torch.int64), real)  # (F', length)
+        if real:  # real input: rows (f, re|im)
+            return torch.stack([re, im], dim=1).reshape(-1, length)  # (2F', length)
+        return complex_block(re, im)  # (2F, 2 length)
 
-    t = torch.arange(start, start + n, dtype=torch.int64)
-    angle = dft_angles(t, f, size)  # (n, F')
-    cos, sin = torch.cos(angle) / size, torch.sin(angle) / size
-    if real:  # y = sum_f w_f (re cos - im sin) / F, w_f = 2 but at DC and Nyquist (as irfft)
-        weight = torch.where((f == 0) | (2 * f == size), 1.0, 2.0).double()
-        inverse = torch.stack([cos * weight, -sin * weight], dim=2).reshape(n, -1)  # (n, 2F')
-    else:  # e^{+i a} p = (p_re cos - p_im sin) + i (p_re sin + p_im cos)
-        inverse = torch.cat([torch.cat([cos, -sin], 1), torch.cat([sin, cos], 1)], 0)  # (2n, 2F)
+    re, im = dft_matrix(size, torch.arange(start, start + n, dtype=torch.int64), real, inverse=True)
+    re, im = re.t(), im.t()  # (n, F')
+    if real:  # y = sum_f re(V Y) = sum_f (V_re Y_re - V_im Y_im): columns (f, re|im)
+        inverse = torch.stack([re, -im], dim=2).reshape(n, -1)  # (n, 2F')
+    else:
+        inverse = complex_block(re, im)  # (2n, 2F)
     return tuple(m.float().to(device) for m in (forward(n), forward(taps), inverse))  # type: ignore[return-value]
 
 

@@ -21,13 +21,15 @@ for the zero and circular modes):
 * :func:`fft_conv_zero_lowmem` — :func:`fft_conv_zero` with a memory-lean backward for training.
 
 :func:`fft_conv` dispatches on a padding string / per-axis list and optionally processes the
-channels in chunks (bit-identical, lower peak memory).
+channels in chunks (equal to fp32 rounding, lower peak memory).
 
 Each of them is :func:`~vit5.ops.fftplan.plan_fft_conv` (FFT sizes, crop, centring) +
 :func:`~vit5.ops.fftplan.kernel_spectrum` + :func:`~vit5.ops.fftplan.apply_spectrum`, from
 :mod:`vit5.ops.fftplan` and re-exported here; callers that convolve many inputs with one kernel
-(``CKConvND`` in eval mode) keep the spectrum and call :func:`apply_spectrum` alone. Results are
-the same bits whatever the batch size or channel chunking (see :func:`vit5.ops.fftplan._cmul`).
+(``CKConvND`` in eval mode) keep the spectrum and call :func:`apply_spectrum` alone. The chunked
+no-grad pass of :func:`apply_spectrum` gives the bits of the training forward (see
+:func:`vit5.ops.fftplan._cmul`); other batch sizes or ``chunk_size`` are other FFT calls, equal
+to fp32 rounding.
 """
 
 from __future__ import annotations
@@ -212,7 +214,7 @@ def fft_conv(
         padding: ``"zero"``, ``"circular"`` (any case) or a per-axis list of those.
         causal: Use :func:`fft_conv_causal` (requires ``padding="zero"`` as a string).
         chunk_size: If given, process the channels in consecutive chunks of this many channels
-            (same result, lower peak memory).
+            (equal to fp32 rounding, lower peak memory).
 
     Returns:
         ``[B, C, *S]`` in ``x.dtype``.

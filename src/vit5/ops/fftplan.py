@@ -5,8 +5,10 @@ size, the kernel taps and the per-axis boundary, the FFT size, crop start and ce
 every axis; :func:`kernel_spectrum` transforms a ``[1|B, C, *K]`` kernel once (centring phase ramp
 included); :func:`apply_spectrum` convolves a ``[B, C, *S]`` signal with it. Callers that convolve
 many inputs with one kernel (``CKConvND`` in eval mode) keep the spectrum and call
-:func:`apply_spectrum` alone. The transforms run in fp32 (real FFTs), and the spectral product is
-the same bits whatever the batch size or channel chunking (see :func:`_cmul`).
+:func:`apply_spectrum` alone. The transforms run in fp32 (real FFTs), and the spectral product
+rounds the same way whatever the channel chunking (see :func:`_cmul`), so the chunked no-grad
+pass gives the bits of the training forward (eval and training forwards stay bit-equal). Other
+batch sizes are other calls of the FFT library: equal to fp32 rounding.
 
 For 2-D zero-padded channels-last fp32 input on a CPU the planner runs the fused kernels of
 :mod:`vit5.ops.fftnative` instead. Elsewhere, two choices make :func:`apply_spectrum` fast on
@@ -97,7 +99,7 @@ def _split(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _cmul(a: torch.Tensor, b: torch.Tensor | tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     """Complex product ``a * b`` with every real product and sum rounded once (broadcasting).
 
-    :func:`vit5.ops.spectral.complex_product` on complex tensors (the same bits). ATen's
+    :func:`vit5.ops.spectral.complex_product` on complex tensors (equal to fp32 rounding). ATen's
     vectorised complex multiply rounds differently from its scalar tail loop (which may fuse a
     multiply-add), so ``a * b`` would depend on how many elements a call processes (batch size,
     channel chunk, thread split). A complex factor with a zero real or imaginary part has

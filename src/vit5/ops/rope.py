@@ -72,9 +72,9 @@ def apply_rope(u: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, impl: str)
     The rotation is computed in fp32; the result has the dtype of ``u``. On eager CPU fp32
     tensors (:func:`vit5.ops.route.use_kernel`; ``u`` may be a per-head slice of a packed projection,
     read in place) the forward pass and its backward each run as one pass of the ``vit5::rope``
-    operator instead of five and about ten PyTorch ops; they give the bits of the PyTorch
-    expression (its two products and their sum; the backward as autograd rounds it), so the two
-    paths train alike. Elsewhere (GPU, bf16, graph capture, ``torch.func``, learnable tables,
+    operator instead of five and about ten PyTorch ops; they compute the PyTorch expression
+    (its two products and their sum; the backward as autograd rounds it), equal to fp32 rounding,
+    so the two paths train alike. Elsewhere (GPU, bf16, graph capture, ``torch.func``, learnable tables,
     double backward) PyTorch ops run.
     """
     if use_kernel(

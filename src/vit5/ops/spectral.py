@@ -5,11 +5,14 @@ and export) and the kernels' reference tests build on these:
 
 * :func:`complex_product` — ``a * b`` or ``a * conj(b)`` on real and imaginary planes, each real
   product and each sum rounded once (no fused multiply-add). :func:`vit5.ops.fftplan._cmul` is
-  the same product on complex tensors (the same bits, ``tests/ops/test_spectral.py``); the C
-  kernel ``vit5::complex_product_`` agrees to fp32 rounding.
+  the same product on complex tensors; it and the C kernel ``vit5::complex_product_`` agree with
+  it to fp32 rounding (``tests/ops/test_spectral.py``).
 * :func:`dft_angles` — the phases ``2 pi (r c mod F) / F`` of DFT matrices, reduced modulo the
-  transform size in integers and computed in fp64 (exact arguments, so the matrices of
-  :mod:`vit5.ops.dftconv` and :mod:`vit5.ops.tracedconv` are as exact as fp32 allows).
+  transform size in integers and computed in fp64 (exact arguments).
+* :func:`dft_matrix` — one axis' forward or inverse (cropped, Hermitian-weighted) DFT matrix as
+  fp64 ``(re, im)`` tables ``[F', n]``: the one definition whose transposes and real-block
+  layouts :mod:`vit5.ops.dftconv` and :mod:`vit5.ops.tracedconv` use (so their matrices are
+  as exact as fp32 allows).
 * :func:`phase_ramp` — the centring ramp ``exp(-2 pi i sum_a s_a f_a)`` of circular axes on the
   ``rfftn`` grid, as ``(cos, sin)`` tables with integer-reduced phases summed over the axes.
 """
@@ -21,7 +24,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["complex_product", "dft_angles", "phase_ramp"]
+__all__ = ["complex_product", "dft_angles", "dft_matrix", "phase_ramp"]
 
 
 def complex_product(
@@ -58,6 +61,30 @@ def dft_angles(rows: torch.Tensor, cols: torch.Tensor, size: int) -> torch.Tenso
     """``2 pi (rows[:, None] cols[None, :] mod size) / size`` in fp64 for int64 ``rows``, ``cols``
     (the product reduced in integers: exact phases)."""
     return (2 * math.pi / size) * torch.remainder(rows[:, None] * cols[None, :], size).double()
+
+
+def dft_matrix(
+    size: int, positions: torch.Tensor, real: bool, inverse: bool = False
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(re, im)`` fp64 tables ``[F', n]`` of one axis' size-``size`` DFT at the int64 ``positions``.
+
+    ``F' = size // 2 + 1`` frequencies ``f`` on the ``real`` axis (that of ``rfft``), else ``size``.
+    Forward: ``e^{-2 pi i f t / F}`` for the input positions ``t`` (a zero padding to ``F`` is
+    implicit: only the ``n`` given positions get columns), so ``rfft(x, F)[f] = sum_t W[f, t] x[t]``.
+    Inverse: ``w_f e^{+2 pi i f t / F} / F`` for the kept outputs ``t`` (the crop is implicit), with
+    ``w_f = 2`` on the real axis except at ``f = 0`` and ``f = F / 2`` (the Hermitian half, as
+    ``irfft``: ``y[t] = sum_f re(V[f, t] Y[f])``), else ``w_f = 1``. Phases from :func:`dft_angles`;
+    the tables are on ``positions.device``.
+    """
+    frequencies = torch.arange(size // 2 + 1 if real else size, device=positions.device, dtype=torch.int64)
+    angle = dft_angles(frequencies, positions, size)  # (F', n)
+    if not inverse:
+        return torch.cos(angle), -torch.sin(angle)
+    weight = torch.ones(frequencies.shape, device=positions.device, dtype=torch.float64)
+    if real:
+        weight = torch.where((frequencies == 0) | (2 * frequencies == size), weight, 2 * weight)
+    weight = weight[:, None]
+    return torch.cos(angle) * weight / size, torch.sin(angle) * weight / size
 
 
 def phase_ramp(

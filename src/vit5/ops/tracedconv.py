@@ -23,7 +23,7 @@ import torch
 
 from vit5.ops.denseconv import dense_conv_operator, dense_product_reference, fp32_region
 from vit5.ops.fftplan import FFTConvPlan
-from vit5.ops.spectral import complex_product, dft_angles, phase_ramp
+from vit5.ops.spectral import complex_product, dft_matrix, phase_ramp
 
 __all__ = ["traced_dense_conv", "traced_dft_conv", "traced_fft_conv"]
 
@@ -76,26 +76,17 @@ def traced_fft_conv(
 def _dft_pair(
     n_in: int, size: int, inverse: bool, real_axis: bool, start: int, n_out: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(cos, sin)`` matrices of one axis' DFT, fp32.
+    """``(re, im)`` fp32 matrices of one axis' DFT: :func:`vit5.ops.spectral.dft_matrix`.
 
-    Forward (``inverse=False``): ``[n_in, F']`` with ``e^{-2 pi i f t / F} = cos + i sin`` for
-    input positions ``t < n_in`` (the zero padding to ``F`` is implicit) and frequencies ``f < F'``
-    (``F // 2 + 1`` on the real axis, else ``F``). Inverse: ``[F', n_out]`` of
-    ``w_f e^{+2 pi i f t / F} / F`` for the kept outputs ``t = start .. start + n_out - 1`` (the
-    crop is implicit); on the real axis ``w_f = 2`` except at ``f = 0`` and ``f = F / 2`` (the
-    Hermitian half, as ``irfft``), else ``w_f = 1``. Phases are reduced modulo ``F`` in integers.
+    Forward (``inverse=False``): its transpose ``[n_in, F']`` for the input positions
+    ``t < n_in``. Inverse: ``[F', n_out]`` for the kept outputs ``t = start .. start + n_out - 1``.
     """
-    frequencies = size // 2 + 1 if real_axis else size
-    f = torch.arange(frequencies, device=device, dtype=torch.int64)
     if inverse:
-        t = torch.arange(start, start + n_out, device=device, dtype=torch.int64)
-        angle = dft_angles(f, t, size)  # (F', n_out)
-        weight = torch.ones(frequencies, device=device, dtype=torch.float64) / size
-        if real_axis:
-            weight = torch.where((f == 0) | (2 * f == size), weight, 2 * weight)
-        return (torch.cos(angle) * weight[:, None]).float(), (torch.sin(angle) * weight[:, None]).float()
-    angle = dft_angles(torch.arange(n_in, device=device, dtype=torch.int64), f, size)  # (n_in, F')
-    return torch.cos(angle).float(), (-torch.sin(angle)).float()
+        positions = torch.arange(start, start + n_out, device=device, dtype=torch.int64)
+        re, im = dft_matrix(size, positions, real_axis, inverse=True)  # (F', n_out)
+        return re.float(), im.float()
+    re, im = dft_matrix(size, torch.arange(n_in, device=device, dtype=torch.int64), real_axis)  # (F', n_in)
+    return re.t().contiguous().float(), im.t().contiguous().float()
 
 
 def _along(x: torch.Tensor, axis: int, matrix: torch.Tensor) -> torch.Tensor:
