@@ -20,13 +20,14 @@ warning about a missing or stale build comes only when a kernel would have run):
 ===============  ===================================================================================
 condition        why
 ===============  ===================================================================================
-capture mode     :data:`KERNEL_CAPTURE`: every kernel eagerly; the FFT convolution also under
-                 ``torch.compile``, where its operators stay in the graph (they beat the code the
-                 compiler generates from ``torch.fft``); elementwise chains (norms, gates, residual
-                 adds, RoPE) the compiler fuses itself. ``vit5::conv2d_backward`` runs only under
-                 ``torch.compile`` (:mod:`vit5.ops.conv`: it keeps the eager layouts of the
-                 short convolution's backward). ``torch.export`` / ONNX / FX graphs and
-                 ``torch.func`` transforms get ATen operators only.
+capture mode     :data:`KERNEL_CAPTURE`: every kernel eagerly; the FFT convolution and the gates
+                 also under ``torch.compile``, where their operators stay in the graph (they beat
+                 the code the compiler generates from ``torch.fft`` and for the gates' backward);
+                 the other elementwise chains (norms, residual adds, RoPE) the compiler fuses
+                 itself. ``vit5::conv2d_backward`` runs only under ``torch.compile``
+                 (:mod:`vit5.ops.conv`: it keeps the eager layouts of the short convolution's
+                 backward). ``torch.export`` / ONNX / FX graphs and ``torch.func`` transforms get
+                 ATen operators only. Measurements: ``benchmarks/results/*compile-route.md``.
 device, dtype    CPU, float32 (the kernels' only build); GPUs take the reference's ``torch.fft``
                  and PyTorch ops.
 layout           each operator's own: contiguous, rows in two levels
