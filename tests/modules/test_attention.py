@@ -73,7 +73,7 @@ def test_query_slice_matches_the_full_output_and_gradients(rope_impl, cls, R, qk
     layer = make(cls=cls, R=R, qk=qk, rope_impl=rope_impl, qkv_bias=True, out_proj_bias=True)
     randomize_(layer)
     x = torch.randn(2, layer.num_tokens, 32, requires_grad=True)
-    with torch.no_grad():  # the fused q/k norm + RoPE inference path
+    with torch.no_grad():
         assert relative_error(layer(x, query_slice=rows), layer(x)[:, rows]) <= 1e-6
     full = layer(x)[:, rows]
     part = layer(x, query_slice=rows)

@@ -202,3 +202,16 @@ def test_nan_input_is_rejected():
     x[0, 0, 0, 1] = float("inf")
     with pytest.raises(ValueError, match="2 NaN or infinite values"):
         net({"input": x})
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")], ids=["nan", "inf", "-inf"])
+def test_each_kind_of_non_finite_value_is_rejected_in_every_float_dtype(bad: float, dtype: torch.dtype):
+    # the check is one min / max reduction: NaN must propagate, either infinity must show
+    from vit5.networks.classification_checks import check_images
+
+    x = torch.rand(2, 16, 16, 3, dtype=dtype)
+    check_images(x, 16, 3)  # finite: passes
+    x[1, 15, 15, 2] = bad
+    with pytest.raises(ValueError, match="1 NaN or infinite values"):
+        check_images(x, 16, 3)

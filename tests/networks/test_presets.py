@@ -226,3 +226,18 @@ def test_intermediates_norm_needs_a_token_wide_out_norm():
     with pytest.raises(ValueError, match="norm=True needs out_norm of width hidden_dim=32"):
         model.forward_intermediates(torch.randn(1, 32, 32, 3), norm=True)
     assert len(model.forward_intermediates(torch.randn(1, 32, 32, 3))) == 2
+
+
+@pytest.mark.parametrize("name", ["vit5_tiny_attention", "vit5_tiny_hyena", "vit5_tiny_hybrid"])
+def test_eval_forward_gives_the_training_forward_bits(name: str) -> None:
+    # promise (issue 28): the route may depend on grad mode only where both choices give the same
+    # forward bits, so an eval-mode forward under no_grad / inference_mode equals the one with autograd
+    torch.manual_seed(0)
+    model = vit5.create_model(name).eval()
+    x = torch.randn(2, model.image_size, model.image_size, 3)
+    with_grad = model({"input": x})["logits"]
+    assert with_grad.requires_grad
+    with torch.no_grad():
+        assert torch.equal(model({"input": x})["logits"], with_grad.detach())
+    with torch.inference_mode():
+        assert torch.equal(model({"input": x})["logits"], with_grad.detach())

@@ -11,10 +11,7 @@ from torch.nn import functional as F
 
 from vit5._validation import boolean, choice, positive_float, positive_int, probability
 from vit5.config import build_callable, instantiate
-from vit5.modules.hooks import fast_path_allowed
-from vit5.modules.norms import RMSNorm
-from vit5.ops.rmsnorm import rms_inverse
-from vit5.ops.rope import ROPE_IMPLS, apply_rope, fold_rope_tables, rope_angles_2d, swap_partners
+from vit5.ops.rope import ROPE_IMPLS, apply_rope, rope_angles_2d
 
 
 class ViT5Attention(nn.Module):
@@ -225,17 +222,13 @@ class ViT5Attention(nn.Module):
             return self._forward_queries(x, self._query_rows(query_slice, x.shape[1]))
         B, T, D = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.num_heads, self.head_dim)  # (B, T, 3, H, hd)
-        if self._use_fused_path(qkv):
-            qk = self._normalise_and_rotate(qkv[:, :, :2], (self.q_norm, self.k_norm))  # (B, T, 2, H, hd)
-            (q, k), v = qk.unbind(dim=2), qkv[:, :, 2]
-        else:
-            # q, k and v from one view op: its backward stacks the three gradients in one pass
-            # (separate views would each fill a zero buffer of the projection's size, then add up)
-            q, k, v = qkv.unbind(dim=2)  # each (B, T, H, hd)
-            if self.qk_norm:
-                q, k = self.q_norm(q), self.k_norm(k)
-            q = apply_rope(q, self.rope_cos, self.rope_sin, self.rope_impl)
-            k = apply_rope(k, self.rope_cos, self.rope_sin, self.rope_impl)
+        # q, k and v from one view op: its backward stacks the three gradients in one pass
+        # (separate views would each fill a zero buffer of the projection's size, then add up)
+        q, k, v = qkv.unbind(dim=2)  # each (B, T, H, hd)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = apply_rope(q, self.rope_cos, self.rope_sin, self.rope_impl)
+        k = apply_rope(k, self.rope_cos, self.rope_sin, self.rope_impl)
         return self._attend(q, k, v)
 
     def _forward_queries(self, x: torch.Tensor, rows: slice) -> torch.Tensor:
@@ -246,16 +239,11 @@ class ViT5Attention(nn.Module):
         kv = kv.view(B, T, 2, self.num_heads, self.head_dim)  # (B, T, 2, H, hd)
         q = F.linear(x[:, rows], weight[:D], None if bias is None else bias[:D])
         q = q.view(B, -1, self.num_heads, self.head_dim)  # (B, Tq, H, hd)
-        if self._use_fused_path(kv):
-            k = self._normalise_and_rotate(kv[:, :, :1], (self.k_norm,))[:, :, 0]  # (B, T, H, hd)
-            q = self._normalise_and_rotate(q[:, :, None], (self.q_norm,), rows)[:, :, 0]  # (B, Tq, H, hd)
-            v = kv[:, :, 1]
-        else:
-            k, v = kv.unbind(dim=2)  # (B, T, H, hd) each, one view op (see forward)
-            if self.qk_norm:
-                q, k = self.q_norm(q), self.k_norm(k)
-            q = apply_rope(q, self.rope_cos[rows], self.rope_sin[rows], self.rope_impl)
-            k = apply_rope(k, self.rope_cos, self.rope_sin, self.rope_impl)
+        k, v = kv.unbind(dim=2)  # (B, T, H, hd) each, one view op (see forward)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = apply_rope(q, self.rope_cos[rows], self.rope_sin[rows], self.rope_impl)
+        k = apply_rope(k, self.rope_cos, self.rope_sin, self.rope_impl)
         return self._attend(q, k, v)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -282,47 +270,6 @@ class ViT5Attention(nn.Module):
                 f"got {query_slice!r}"
             )
         return slice(start, stop)
-
-    def _use_fused_path(self, projected: torch.Tensor) -> bool:
-        # Inference only (fast_path_allowed: no autograd, no capture, no hooks, which must see the
-        # q/k norms run): under autograd the fused form would save more activations than it saves passes.
-        return projected.dtype == torch.float32 and self._fusable_norms() and fast_path_allowed(self)
-
-    def _fusable_norms(self) -> bool:
-        """No q/k norm, or two vit5 ``RMSNorm`` s with the same eps (their gains fold into RoPE)."""
-        if not self.qk_norm:
-            return True
-        return (
-            type(self.q_norm) is RMSNorm
-            and type(self.k_norm) is RMSNorm
-            and self.q_norm.eps == self.k_norm.eps
-        )
-
-    def _normalise_and_rotate(
-        self, u: torch.Tensor, norms: tuple[nn.Module | None, ...], rows: slice = slice(None)
-    ) -> torch.Tensor:
-        """q/k RMSNorm and RoPE of ``u`` ``[B, Tr, S, H, hd]`` (fp32, no autograd) in a few passes.
-
-        ``u`` stacks ``S`` tensors (q and k, or one of them) normalised by ``norms`` (one per stacked
-        tensor) and rotated with the tables of the tokens ``rows`` (``Tr`` of them).
-        ``rope(g * u * r) = r * (u * a + swap(u) * b)`` with ``r = rsqrt(mean(u^2) + eps)`` per
-        head and the gains ``g`` folded into the tables (``ops.rope.fold_rope_tables``): four
-        passes over q and k together instead of about eight per tensor. Same values as the
-        unfused path up to float rounding.
-        """
-        if self.qk_norm:
-            weight = torch.stack([norm.weight for norm in norms]).unsqueeze(1)  # (S, 1, hd)
-        else:
-            weight = torch.ones(1, 1, self.head_dim, device=u.device)
-        cos, sin = self.rope_cos[rows], self.rope_sin[rows]  # (Tr, hd)
-        a, b = fold_rope_tables(cos, sin, weight, self.rope_impl)  # (Tr, S, 1, hd)
-        swapped = swap_partners(u, self.rope_impl)
-        out = (u * a).addcmul_(swapped, b)
-        if not self.qk_norm:
-            return out
-        # the squares re-use the buffer: fewer fresh pages to fault in
-        r = rms_inverse(u, self.q_norm.eps, out=swapped)  # (B, Tr, S, H, 1)
-        return out.mul_(r)
 
     def flop_count(self, num_tokens: int, inference: bool = False) -> int:
         """``8TD^2 + 4T^2D + 4TD`` plus the q/k norms (``3 T hd`` each for RMSNorm(hd)).

@@ -2,7 +2,7 @@
 
 Several modules have inference fast paths that give the plain path's bits with fewer passes or
 buffers: the block's in-place residual adds, Hyena's in-place gates and packed q/k/v view, the
-MLP's in-place activation, attention's fused q/k norm + RoPE, RMSNorm's ``out=`` path. Every one of
+MLP's in-place activation, RMSNorm's ``out=`` path. Every one of
 them asks :func:`fast_path_allowed` (and nothing else) whether it may run:
 
 * no autograd (nothing is saved for backward, so buffers may be overwritten);

@@ -31,8 +31,7 @@ __all__ = ["rms_inverse", "rms_norm", "rms_norm_reference"]
 
 def rms_inverse(u: torch.Tensor, eps: float, dim: int = -1, out: torch.Tensor | None = None) -> torch.Tensor:
     """``r = rsqrt(mean(u^2, dim) + eps)`` (kept dimension): the one definition of the RMS
-    statistic, shared by :func:`rms_norm` (every path), ``RMSNormChannelFirst`` and attention's
-    fused q/k norm. ``out`` receives the squares (a scratch buffer like ``u``)."""
+    statistic, shared by :func:`rms_norm` (every path) and ``RMSNormChannelFirst``. ``out`` receives the squares (a scratch buffer like ``u``)."""
     return torch.rsqrt(torch.pow(u, 2, out=out).mean(dim=dim, keepdim=True) + eps)
 
 

@@ -108,28 +108,3 @@ def rotation_signs(head_dim: int, impl: str, device: torch.device | None = None)
     """``[hd]`` signs ``s`` with ``rot(u) = s * swap_partners(u)`` (fp32, +-1)."""
     ones = torch.ones(head_dim, device=device)
     return rotate(ones, impl)
-
-
-def fold_rope_tables(
-    cos: torch.Tensor, sin: torch.Tensor, weight: torch.Tensor | None, impl: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Tables ``(a, b)`` with ``rope(w * u) = u * a + swap_partners(u) * b`` (fp32).
-
-    A per-channel gain ``w`` in front of the rotation (an RMSNorm weight) commutes into the
-    tables: ``a = w cos`` and ``b = s swap_partners(w) sin`` with ``s`` the rotation signs.
-
-    Args:
-        cos, sin: ``[T, hd]`` tables.
-        weight: ``[..., hd]`` gains (e.g. ``[2, 1, hd]`` for stacked q/k norms) or ``None``.
-        impl: Rotation convention.
-
-    Returns:
-        ``a, b`` broadcasting as ``[T, *weight.shape[:-1], hd]``.
-    """
-    signs = rotation_signs(cos.shape[-1], impl, cos.device)
-    if weight is None:
-        return cos, signs * sin
-    w = weight.float()
-    extra = (1,) * (w.ndim - 1)
-    cos, sin = cos.view(cos.shape[0], *extra, -1), sin.view(sin.shape[0], *extra, -1)
-    return w * cos, swap_partners(w, impl) * signs * sin
