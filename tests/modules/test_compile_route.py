@@ -140,3 +140,19 @@ def test_fx_graph_module_holds_no_vit5_operator(name: str) -> None:
     with torch.no_grad():
         expected = model({"input": x})["logits"]
         torch.testing.assert_close(traced({"input": x})["logits"], expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["vit5_tiny_hyena", "vit5_tiny_hybrid"])
+def test_torchscript_trace_holds_no_vit5_operator(name: str) -> None:
+    """``torch.jit.trace`` (and the TorchScript ONNX exporter, ``dynamo=False``) records what a call
+    runs: it counts as export, so the trace holds ATen operators only and runs other inputs right."""
+    import re
+
+    torch.manual_seed(4)
+    model = _Logits(create_model(name)).eval()
+    size = model.net.image_size
+    x, other = torch.randn(2, size, size, 3), torch.randn(2, size, size, 3)
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x, check_trace=False)
+        assert not re.findall(r"vit5::\w+", str(traced.inlined_graph))
+        torch.testing.assert_close(traced(other), model(other), rtol=1e-5, atol=1e-6)  # fp32 rounding

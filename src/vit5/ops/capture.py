@@ -11,7 +11,9 @@ systems one by one; note that ``torch.compiler.is_compiling()`` is False under
 mode         when
 ===========  ===================================================================================
 "fx"         ``torch.fx.symbolic_trace`` (timm/torchvision feature extraction): inputs are Proxies
-"export"     ``torch.export.export`` / ``torch.onnx.export`` (dynamo exporter)
+"export"     ``torch.export.export`` / ``torch.onnx.export`` (dynamo exporter), and TorchScript
+             tracing (``torch.jit.trace``, ``torch.onnx.export(..., dynamo=False)``), which
+             records the ops a call runs and bakes in tensors it computed outside the graph
 "compile"    ``torch.compile`` (dynamo tracing)
 "transform"  a ``torch.func`` transform (``grad``, ``vmap``, ``jvp``, ``jacrev``, ...) or a
              ``torch.autograd.forward_ad.dual_level`` is active: tensors may be wrappers without
@@ -44,7 +46,7 @@ def _fx_tracing() -> bool:
 
 def _exporting() -> bool:
     checker = getattr(torch.compiler, "is_exporting", None)
-    return bool(checker()) if checker is not None else False
+    return (bool(checker()) if checker is not None else False) or torch.jit.is_tracing()
 
 
 def _transforming() -> bool:
