@@ -166,18 +166,14 @@ def test_training_path_with_per_sample_kernels() -> None:
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_hyena_packed_qkv_view_matches_separate_tensors() -> None:
-    """Adjacent chunks of one tensor pack into a reshape of it (a view, whose backward is a
-    reshape of the gradient), with the gradients of three separate tensors."""
-    from vit5.modules.hyena import _packed
-
+def test_hyena_packed_input_matches_separate_tensors() -> None:
+    """``forward_packed(qkv)`` is ``forward(*qkv.split(...))`` (the same computation: the same
+    bits), with the same gradients for the packed tensor and the parameters."""
     torch.manual_seed(5)
     hyena = randomize_(instantiate(hyena_cfg()))
     qkv = torch.randn(2, 5, 4, 24, requires_grad=True)
     weight = torch.randn(2, 5, 4, 8)
-    packed = _packed(*qkv.split(8, dim=-1))
-    assert packed.data_ptr() == qkv.data_ptr() and packed.grad_fn.name() == "ViewBackward0"
-    (hyena(*qkv.split(8, dim=-1)) * weight).sum().backward()  # adjacent slices: no-copy view
+    (hyena.forward_packed(qkv) * weight).sum().backward()
     packed_grad, packed_params = qkv.grad.clone(), [p.grad.clone() for p in hyena.parameters()]
     hyena.zero_grad()
     qkv.grad = None
@@ -213,20 +209,24 @@ def test_torch_compile_tiny_networks_on_cpu(pattern: str, readout: str) -> None:
         torch.testing.assert_close(grads[name], parameter.grad, rtol=1e-3, atol=1e-4, msg=name)
 
 
-@pytest.mark.parametrize("context", [torch.no_grad, torch.inference_mode])
-def test_hyena_packed_qkv_without_autograd_is_a_view_and_otherwise_a_cat(context) -> None:
-    """Inference-mode views have no ``_base``: adjacency is read from the shared storage instead."""
-    from vit5.modules.hyena import _packed
+@pytest.mark.parametrize("context", [torch.no_grad, torch.enable_grad])
+def test_the_mixer_hands_hyena_its_projection_without_a_concatenation(
+    context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from vit5.modules import hyena as hyena_module
+    from vit5.modules.qkv_mixer import QKVSequenceMixer
 
+    torch.manual_seed(6)
+    mixer = QKVSequenceMixer(hidden_dim=8, mixer_cfg=hyena_cfg())
+    x = torch.randn(2, 5, 4, 8)
     with context():
-        qkv = torch.randn(2, 5, 4, 24) * 2  # made in the context, like a qkv_proj output
-        q, k, v = qkv.split(8, dim=-1)
-        packed = _packed(q, k, v)
-        assert packed.data_ptr() == qkv.data_ptr() and torch.equal(packed, qkv)  # no copy
-        for parts in [(v, k, q), (q, q, q), (q, k, v.clone()), tuple(t.clone() for t in (q, k, v))]:
-            out = _packed(*parts)
-            assert torch.equal(out, torch.cat(parts, dim=-1))
-            assert out.data_ptr() != qkv.data_ptr()
+        expected = mixer(x)
+
+        def no_cat(*args):
+            raise AssertionError("the mixer concatenated q, k and v again")
+
+        monkeypatch.setattr(hyena_module, "_packed", no_cat)
+        torch.testing.assert_close(mixer(x), expected, rtol=0, atol=0)  # the same computation
 
 
 @pytest.mark.parametrize("short_conv", [True, False], ids=["short-conv", "no-short-conv"])

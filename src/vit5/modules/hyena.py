@@ -12,7 +12,6 @@ from torch import nn
 from vit5.config import LazyConfig, instantiate
 from vit5.modules.hooks import fast_path_allowed, has_hooks, shares_storage
 from vit5.modules.norms import L2Norm
-from vit5.ops.capture import is_capturing
 from vit5.ops.conv import conv2d
 from vit5.ops.gates import gate as fused_gate
 from vit5.ops.route import use_kernel
@@ -58,18 +57,10 @@ def _short_conv(conv: nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def _packed(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
-    """``cat([q, k, v], -1)``, without a copy when they are adjacent channel slices of one tensor.
-
-    ``QKVSequenceMixer`` passes the three chunks of its ``qkv_proj`` output: then the
-    concatenation is that output itself, rebuilt as a view of the common base (so autograd
-    routes the gradient of every chunk to the base). Without autograd any of the three can
-    address the shared storage (views made under ``torch.inference_mode`` have no ``_base``).
-    Under graph capture (compile, export, FX) it is a plain ``cat``: pointer arithmetic cannot be
-    traced (``QKVSequenceMixer`` passes its packed projection to :meth:`Hyena.forward_packed`
-    instead, with no concatenation at all).
-    """
-    if is_capturing():
-        return torch.cat([query, key, value], dim=-1)
+    """``cat([q, k, v], -1)`` for :meth:`Hyena.forward`. ``QKVSequenceMixer`` does not come here:
+    it passes its projection, already packed, to :meth:`Hyena.forward_packed` (no copy, eagerly
+    and under graph capture)."""
+    return torch.cat([query, key, value], dim=-1)
     if torch.is_grad_enabled():
         base = query._base
         shared = base is not None and key._base is base and value._base is base
