@@ -61,34 +61,6 @@ def _packed(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor) -> torc
     it passes its projection, already packed, to :meth:`Hyena.forward_packed` (no copy, eagerly
     and under graph capture)."""
     return torch.cat([query, key, value], dim=-1)
-    if torch.is_grad_enabled():
-        base = query._base
-        shared = base is not None and key._base is base and value._base is base
-    else:
-        base = query
-        shared = shares_storage(query, key) and shares_storage(query, value)
-    c = query.shape[-1]
-    step = c * query.element_size()
-    if (
-        shared
-        and query.stride() == key.stride() == value.stride()
-        and query.stride(-1) == 1
-        and key.data_ptr() == query.data_ptr() + step
-        and value.data_ptr() == key.data_ptr() + step
-        and all(s >= 3 * c for s, n in zip(query.stride()[:-1], query.shape[:-1]) if n > 1)
-    ):
-        shape = (*query.shape[:-1], 3 * c)
-        if (
-            base.is_contiguous()
-            and base.numel() == math.prod(shape)
-            and query.storage_offset() == base.storage_offset()
-            and query.stride() == _contiguous_strides(shape)
-        ):
-            # The whole base, reshaped: its backward is a view of the gradient, where as_strided's
-            # fills a zero buffer of the storage's size and scatters into it.
-            return base.view(shape)
-        return base.as_strided(shape, query.stride(), query.storage_offset())
-    return torch.cat([query, key, value], dim=-1)
 
 
 def _activation_name(module: nn.Module) -> str | None:
@@ -104,14 +76,6 @@ def _l2_eps(norm: nn.Module | None, ndim: int) -> float | None | bool:
     if type(norm) is L2Norm and norm.dim in (-1, ndim - 1):
         return norm.eps
     return False
-
-
-def _contiguous_strides(shape: Sequence[int]) -> tuple[int, ...]:
-    strides, step = [], 1
-    for n in reversed(shape):
-        strides.append(step)
-        step *= n
-    return tuple(reversed(strides))
 
 
 def _gate(x: torch.Tensor, activation: nn.Module, gate: torch.Tensor, in_place: bool) -> torch.Tensor:
