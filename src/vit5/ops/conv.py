@@ -15,7 +15,8 @@ derivatives), so ``torch.library.opcheck`` and double backward hold. It is PyTor
 needs no compiled extension.
 
 :func:`conv2d` is the entry point: :func:`vit5.ops.route.use_kernel` decides (compile, CPU,
-fp32) whether its backward runs through the operator; otherwise it is ``F.conv2d``. The forward is ``F.conv2d`` either way, so both routes give the same forward bits.
+fp32) whether its backward runs through the operator; otherwise it is ``F.conv2d``. The forward
+is ``F.conv2d`` either way, so both routes give the same forward bits.
 """
 
 from __future__ import annotations
