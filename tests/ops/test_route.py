@@ -27,8 +27,8 @@ def test_the_table_names_every_operator() -> None:
 @pytest.mark.parametrize("op", sorted(KERNEL_CAPTURE))
 def test_every_op_runs_its_kernel_only_eager_or_compiled_on_cpu_fp32(op: str) -> None:
     home = "compile" if op in COMPILE_ONLY else "eager"
-    FACTS = dict(capture=home, device="cpu", dtype=torch.float32, layout_ok=True, installed=True)
-    assert route_op(op, **FACTS) == KERNEL
+    facts = dict(capture=home, device="cpu", dtype=torch.float32, layout_ok=True, installed=True)
+    assert route_op(op, **facts) == KERNEL
     for change in (
         dict(device="cuda"),  # the device as data: no GPU needed
         dict(device="mps"),
@@ -37,11 +37,11 @@ def test_every_op_runs_its_kernel_only_eager_or_compiled_on_cpu_fp32(op: str) ->
         dict(layout_ok=False),
         dict(installed=False),
     ):
-        assert route_op(op, **{**FACTS, **change}) == TORCH, change
+        assert route_op(op, **{**facts, **change}) == TORCH, change
     for capture in CAPTURE_MODES:
         runs = {"eager": op not in COMPILE_ONLY, "compile": op in EAGER_AND_COMPILE | COMPILE_ONLY}
         expected = KERNEL if runs.get(capture, False) else TORCH
-        assert route_op(op, **{**FACTS, "capture": capture}) == expected, capture
+        assert route_op(op, **{**facts, "capture": capture}) == expected, capture
 
 
 def test_unknown_op_or_capture_mode_is_one_line() -> None:
