@@ -1,9 +1,9 @@
 """The one test of the inference fast paths, and the hook / storage guards behind it.
 
 Several modules have inference fast paths that give the plain path's bits with fewer passes or
-buffers: the block's in-place residual adds, Hyena's in-place gates and packed q/k/v view, the
-MLP's in-place activation, RMSNorm's ``out=`` path. Every one of
-them asks :func:`fast_path_allowed` (and nothing else) whether it may run:
+buffers: the block's in-place residual adds, Hyena's in-place gates and the MLP's in-place
+activation. Every one of them asks :func:`fast_path_allowed` (and nothing else) whether it may
+run:
 
 * no autograd (nothing is saved for backward, so buffers may be overwritten);
 * no graph capture (:func:`vit5.ops.capture.is_capturing`: ``torch.compile``, ``torch.export``,
