@@ -86,7 +86,6 @@ class _Conv2d(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x, weight, bias, stride, padding, dilation, groups):
         ctx.save_for_backward(x, weight, bias)
-        ctx.has_bias = bias is not None
         ctx.args = (list(stride), list(padding), list(dilation), groups)
         return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
 
@@ -102,7 +101,7 @@ class _Conv2d(torch.autograd.Function):
             gx, gw, gb = recorded_vjp(expression, (x, weight, bias), grad, ctx.needs_input_grad[:3])
         else:
             gx, gw, gb = conv2d_backward(grad, x, weight, stride, padding, dilation, groups)
-        return gx, gw, gb if ctx.has_bias else None, None, None, None, None
+        return gx, gw, gb if bias is not None else None, None, None, None, None
 
 
 def conv2d(

@@ -29,10 +29,10 @@ from vit5.ops.route import closed_form_backward, use_kernel
 __all__ = ["rms_inverse", "rms_norm", "rms_norm_reference"]
 
 
-def rms_inverse(u: torch.Tensor, eps: float, dim: int = -1, out: torch.Tensor | None = None) -> torch.Tensor:
+def rms_inverse(u: torch.Tensor, eps: float, dim: int = -1) -> torch.Tensor:
     """``r = rsqrt(mean(u^2, dim) + eps)`` (kept dimension): the one definition of the RMS
-    statistic, shared by :func:`rms_norm` (every path) and ``RMSNormChannelFirst``. ``out`` receives the squares (a scratch buffer like ``u``)."""
-    return torch.rsqrt(torch.pow(u, 2, out=out).mean(dim=dim, keepdim=True) + eps)
+    statistic, shared by :func:`rms_norm` (every path) and ``RMSNormChannelFirst``."""
+    return torch.rsqrt(torch.pow(u, 2).mean(dim=dim, keepdim=True) + eps)
 
 
 def rms_norm_reference(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
